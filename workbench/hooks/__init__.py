@@ -1,0 +1,25 @@
+"""The hook layer: TransformerLens site names over native hooks, TransformerBridge and nnsight."""
+
+from workbench.hooks.capture import BACKENDS, Capture, capture, capture_tokens, intervene, run_forward, tokenize_prompts
+from workbench.hooks.interventions import Intervention, InterventionError
+from workbench.hooks.positions import Position, PositionError, TokenBatch
+from workbench.hooks.sites import Site, SiteError, SiteKind, parse_sites
+
+__all__ = [
+    "BACKENDS",
+    "Capture",
+    "Intervention",
+    "InterventionError",
+    "Position",
+    "PositionError",
+    "Site",
+    "SiteError",
+    "SiteKind",
+    "TokenBatch",
+    "capture",
+    "capture_tokens",
+    "intervene",
+    "parse_sites",
+    "run_forward",
+    "tokenize_prompts",
+]

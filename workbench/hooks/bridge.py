@@ -1,0 +1,56 @@
+"""The ``transformer_lens`` backend: TransformerLens' TransformerBridge over the loaded model.
+
+TransformerLens' hook names are also this workbench's site names, so a plan maps one-to-one
+onto ``run_with_hooks``. The bridge replaces the submodules of the model it wraps with its
+own components (and forces eager attention), so it wraps a private copy of the loaded model:
+the ``hf`` and ``nnsight`` backends keep the untouched original. The copy costs one more set
+of weights in memory, the price TransformerLens' own docs name for ``hf_model=``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import torch
+from torch import nn
+
+from workbench.hooks.plan import HookPlan
+from workbench.hooks.positions import TokenBatch
+from workbench.hooks.sites import SiteKind
+
+_BRIDGES: WeakKeyDictionary[nn.Module, tuple[Any, nn.Module]] = WeakKeyDictionary()
+
+
+def transformer_bridge(model: nn.Module, tokenizer: Any, name: str) -> tuple[Any, nn.Module]:
+    """The TransformerBridge around a private copy of ``model``, booted once per model object."""
+    if model not in _BRIDGES:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        private = copy.deepcopy(model)
+        bridge = TransformerBridge.boot_transformers(
+            name, hf_model=private, tokenizer=tokenizer, device=str(next(model.parameters()).device)
+        )
+        _BRIDGES[model] = (bridge, private)
+    return _BRIDGES[model]
+
+
+def bridge_forward(bridge: Any, batch: TokenBatch, plan: HookPlan) -> torch.Tensor:
+    """Run the bridge on ``batch`` with the plan's hooks; return logits ``[batch, seq, vocab]``."""
+    hooks = []
+    for layer, kind in plan.keys():
+
+        def hook(activation: torch.Tensor, hook: Any, layer: int = layer, kind: SiteKind = kind) -> torch.Tensor:
+            activation = plan.edit(layer, kind, activation)
+            plan.read(layer, kind, activation)
+            return activation
+
+        hooks.append((f"blocks.{layer}.{kind.value}", hook))
+    return bridge.run_with_hooks(
+        batch.input_ids,
+        fwd_hooks=hooks,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        return_type="logits",
+    )

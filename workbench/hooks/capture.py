@@ -1,0 +1,295 @@
+"""One capture API over three backends (``hf``, ``transformer_lens``, ``nnsight``).
+
+>>> cap = capture(model, ["The capital of France is"], sites=["blocks.*.hook_resid_post"])
+>>> cap.get("hook_resid_post", "last_prompt").shape   # [batch, layers, d_model]
+
+Captures are reduced to the requested positions inside the hook, so memory holds
+``batch x layers x d`` per site, never ``batch x seq x layers x d`` unless a token-level
+position (``answer_all``, ``all``) is asked for.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from workbench.hooks.bridge import bridge_forward, transformer_bridge
+from workbench.hooks.interventions import Intervention
+from workbench.hooks.layout import layout_for
+from workbench.hooks.native import native_hooks
+from workbench.hooks.nnsight_backend import nnsight_forward, nnsight_model
+from workbench.hooks.plan import HookPlan
+from workbench.hooks.positions import (
+    Position,
+    PositionError,
+    TokenBatch,
+    is_token_level,
+    position_name,
+    select_position,
+)
+from workbench.hooks.sites import Site, SiteKind, parse_sites
+from workbench.models.loading import LoadedModel
+
+BACKENDS = ("hf", "transformer_lens", "nnsight")
+
+
+class BackendError(ValueError):
+    """An unknown backend name."""
+
+
+@dataclass
+class Capture:
+    """Activations of several sites at several positions for a list of sequences.
+
+    Attributes:
+        sites: the expanded sites, sorted by layer.
+        layers: per site kind, the layers captured (the ``layers`` axis of its tensors).
+        values: ``(kind, position name) ->`` ``[batch, layers, *site]`` for one-vector
+            positions, ``[batch, tokens, layers, *site]`` for token positions, where ``site``
+            is ``[d_model]`` or, for hook_z, ``[n_heads, d_head]``.
+        masks: ``position name -> [batch, tokens]`` bool, for token positions.
+        patterns: ``(site name, position name) -> [batch, heads, keys]``: attention
+            probabilities of the chosen heads from the position's query token to every key
+            token (keys left-aligned to each sequence's first real token, zero-padded).
+            Kept at one-token positions only (a full pattern is quadratic in length).
+        sequences: token ids of each sequence (prompt then answer), unpadded.
+        prompt_lengths: number of prompt tokens of each sequence.
+    """
+
+    sites: list[Site]
+    layers: dict[SiteKind, list[int]]
+    values: dict[tuple[SiteKind, str], torch.Tensor] = field(default_factory=dict)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    patterns: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    sequences: list[list[int]] = field(default_factory=list)
+    prompt_lengths: list[int] = field(default_factory=list)
+
+    def get(self, kind: str | SiteKind, position: Position = "last_prompt") -> torch.Tensor:
+        """The tensor of one site kind at one position (see ``values`` for shapes)."""
+        key = (SiteKind(kind) if not isinstance(kind, SiteKind) else kind, position_name(position))
+        if key not in self.values:
+            available = ", ".join(f"{k.value}@{p}" for k, p in self.values)
+            raise KeyError(f"no capture of {key[0].value} at {key[1]}; captured: {available}")
+        return self.values[key]
+
+
+def tokenize_prompts(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    answers: Sequence[str] | None = None,
+    add_special_tokens: bool = True,
+) -> tuple[list[list[int]], list[int]]:
+    """Token ids of ``prompt + answer`` pairs and the prompt lengths.
+
+    Prompt and answer are tokenized separately, so the boundary is exact. Use
+    ``add_special_tokens=False`` for text that already went through a chat template.
+    """
+    if not prompts:
+        raise PositionError("empty prompt list: give at least one prompt")
+    if answers is not None and len(answers) != len(prompts):
+        raise PositionError(f"{len(prompts)} prompts but {len(answers)} answers; give one answer per prompt")
+    tokenizer = model.tokenizer
+    sequences, prompt_lengths = [], []
+    for index, prompt in enumerate(prompts):
+        prompt_ids = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
+        if not prompt_ids:
+            raise PositionError(f"prompt {index} is empty after tokenization; give it some text")
+        answer_ids = tokenizer(answers[index], add_special_tokens=False)["input_ids"] if answers else []
+        sequences.append(list(prompt_ids) + list(answer_ids))
+        prompt_lengths.append(len(prompt_ids))
+    return sequences, prompt_lengths
+
+
+def capture(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    sites: Sequence[str] | str,
+    answers: Sequence[str] | None = None,
+    positions: Sequence[Position] = ("last_prompt",),
+    backend: str = "hf",
+    batch_size: int = 8,
+    padding_side: str = "left",
+    add_special_tokens: bool = True,
+    interventions: Sequence[Intervention] = (),
+    dtype: torch.dtype = torch.float32,
+) -> Capture:
+    """Capture ``sites`` at ``positions`` for each prompt (and its answer, when given).
+
+    Args:
+        model: a loaded model.
+        prompts: the texts (chat-templated already, if wanted).
+        sites: site names, wildcards allowed (``blocks.*.hook_resid_post``).
+        answers: optional answer texts appended to the prompts (one clean forward over both).
+        positions: which tokens to keep (see :mod:`workbench.hooks.positions`).
+        backend: ``"hf"``, ``"transformer_lens"`` or ``"nnsight"``; same tensors from each.
+        batch_size: sequences per forward.
+        padding_side: ``"left"`` or ``"right"``; results do not depend on it.
+        add_special_tokens: let the tokenizer add BOS etc. to the prompt.
+        interventions: edits applied during the forward (readers see edited values).
+        dtype: dtype of the returned tensors (they are moved to the CPU).
+    """
+    sequences, prompt_lengths = tokenize_prompts(model, prompts, answers, add_special_tokens)
+    return capture_tokens(
+        model,
+        sequences,
+        prompt_lengths,
+        sites=sites,
+        positions=positions,
+        backend=backend,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        interventions=interventions,
+        dtype=dtype,
+    )
+
+
+def capture_tokens(
+    model: LoadedModel,
+    sequences: Sequence[Sequence[int]],
+    prompt_lengths: Sequence[int],
+    *,
+    sites: Sequence[str] | str,
+    positions: Sequence[Position] = ("last_prompt",),
+    backend: str = "hf",
+    batch_size: int = 8,
+    padding_side: str = "left",
+    interventions: Sequence[Intervention] = (),
+    dtype: torch.dtype = torch.float32,
+) -> Capture:
+    """:func:`capture` on token ids: ``sequences[i]`` is prompt then answer, split at ``prompt_lengths[i]``."""
+    arch = model.architecture
+    parsed = parse_sites(list(sites) if not isinstance(sites, str) else sites, arch.n_layers, arch.n_heads)
+    names = [position_name(position) for position in positions]
+    if any(site.kind is SiteKind.PATTERN for site in parsed) and all(is_token_level(p) for p in positions):
+        raise PositionError("attention patterns are captured at one-token positions only; add e.g. 'last_prompt'")
+    if not sequences:
+        raise PositionError("empty prompt list: give at least one prompt")
+    layers: dict[SiteKind, list[int]] = defaultdict(list)
+    for site in parsed:
+        if site.kind is not SiteKind.PATTERN:
+            layers[site.kind].append(site.layer)
+    result = Capture(sites=parsed, layers=dict(layers), sequences=[list(s) for s in sequences],
+                     prompt_lengths=list(prompt_lengths))
+    chunks: dict[tuple, list[torch.Tensor]] = defaultdict(list)
+    mask_chunks: dict[str, list[torch.Tensor]] = defaultdict(list)
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(sequences), batch_size):
+        batch = TokenBatch.from_sequences(
+            sequences[start : start + batch_size], prompt_lengths[start : start + batch_size], pad_id, padding_side
+        ).to(model.device)
+        per_layer: dict[tuple, dict[int, torch.Tensor]] = defaultdict(dict)
+        plan = HookPlan.for_interventions(interventions, arch.n_layers, arch.n_heads)
+        for site in parsed:
+            for position, name in zip(positions, names):
+                if site.kind is SiteKind.PATTERN and is_token_level(position):
+                    continue  # patterns are kept at one-token positions only
+                plan.add_reader(site.layer, site.kind, _reader(site, position, name, batch, per_layer, dtype))
+        run_forward(model, batch, plan, backend)
+        for (kind_or_site, name), by_layer in per_layer.items():
+            if isinstance(kind_or_site, SiteKind):
+                stacked = torch.stack([by_layer[layer] for layer in layers[kind_or_site]], dim=1)
+                if is_token_level_name(name):
+                    stacked = stacked.transpose(1, 2)  # [batch, tokens, layers, ...]
+                chunks[(kind_or_site, name)].append(stacked)
+            else:
+                chunks[(kind_or_site, name)].append(by_layer[-1])
+        for position, name in zip(positions, names):
+            if is_token_level(position):
+                mask_chunks[name].append(select_position(batch.input_ids.unsqueeze(-1), batch, position)[1].cpu())
+    for key, parts in chunks.items():
+        target = result.values if isinstance(key[0], SiteKind) else result.patterns
+        padded_axis = 1 if (isinstance(key[0], SiteKind) and is_token_level_name(key[1])) else (
+            -1 if not isinstance(key[0], SiteKind) else None)
+        target[key] = _concat(parts, padded_axis)
+    for name, parts in mask_chunks.items():
+        result.masks[name] = _concat(parts, 1)
+    return result
+
+
+def is_token_level_name(name: str) -> bool:
+    return name in ("answer_all", "all")
+
+
+def _reader(
+    site: Site,
+    position: Position,
+    name: str,
+    batch: TokenBatch,
+    store: dict[tuple, dict[int, torch.Tensor]],
+    dtype: torch.dtype,
+):
+    if site.kind is SiteKind.PATTERN:
+        heads = list(site.heads or ())
+
+        def read_pattern(pattern: torch.Tensor) -> None:
+            # [batch, heads, query, key] -> rows of the chosen query token, keys re-aligned.
+            chosen = pattern[:, heads].transpose(1, 2)  # [batch, query, heads, key]
+            rows, _ = select_position(chosen, batch, position)  # [batch, heads, key]
+            keys, _ = select_position(rows.transpose(1, 2), batch, "all")  # [batch, keys, heads]
+            store[(site.name, name)][-1] = keys.transpose(1, 2).detach().to("cpu", dtype)
+
+        return read_pattern
+
+    def read(activation: torch.Tensor) -> None:
+        values, _ = select_position(activation, batch, position)
+        store[(site.kind, name)][site.layer] = values.detach().to("cpu", dtype)
+
+    return read
+
+
+def _concat(parts: list[torch.Tensor], padded_axis: int | None) -> torch.Tensor:
+    if padded_axis is None or len(parts) == 1:
+        return torch.cat(parts, dim=0)
+    width = max(part.shape[padded_axis] for part in parts)
+    padded = []
+    for part in parts:
+        missing = width - part.shape[padded_axis]
+        if missing:
+            shape = list(part.shape)
+            shape[padded_axis] = missing
+            part = torch.cat([part, part.new_zeros(shape)], dim=padded_axis)
+        padded.append(part)
+    return torch.cat(padded, dim=0)
+
+
+def run_forward(model: LoadedModel, batch: TokenBatch, plan: HookPlan, backend: str = "hf") -> torch.Tensor:
+    """One forward of ``batch`` through ``backend`` with ``plan`` applied; logits ``[batch, seq, vocab]``."""
+    layout = layout_for(model.architecture.model_type)
+    n_heads = model.architecture.n_heads
+    with torch.inference_mode():
+        if backend == "hf":
+            with native_hooks(model.model, layout, n_heads, plan):
+                return model.model(
+                    input_ids=batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids,
+                    use_cache=False,
+                ).logits
+        if backend == "transformer_lens":
+            bridge, _ = transformer_bridge(model.model, model.tokenizer, model.model_id)
+            return bridge_forward(bridge, batch, plan)
+        if backend == "nnsight":
+            return nnsight_forward(nnsight_model(model.model), model.model, layout, n_heads, batch, plan)
+    raise BackendError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+
+
+@contextmanager
+def intervene(model: LoadedModel, interventions: Sequence[Intervention]) -> Iterator[None]:
+    """Apply ``interventions`` (native hooks) to every forward and ``generate`` call inside the block.
+
+    >>> with intervene(model, [Intervention("blocks.12.hook_resid_post", "add", value=direction)]):
+    ...     model.model.generate(**inputs)
+
+    Positions of an intervention index the sequence axis *of each forward call*; under
+    ``generate`` with a KV cache each step sees one token, so steer with ``positions=None``.
+    The hooks are removed on exit, also when the block raises.
+    """
+    arch = model.architecture
+    plan = HookPlan.for_interventions(interventions, arch.n_layers, arch.n_heads)
+    with native_hooks(model.model, layout_for(arch.model_type), arch.n_heads, plan):
+        yield

@@ -1,0 +1,132 @@
+"""The ``hf`` backend: native PyTorch forward hooks on the Hugging Face modules.
+
+Hooks are registered for the plan's sites only and always removed, also when the forward
+raises. The same context manager serves plain forwards and ``model.generate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from workbench.hooks.layout import ModuleLayout, block_modules
+from workbench.hooks.plan import HookPlan
+from workbench.hooks.sites import SiteKind
+
+
+@contextmanager
+def native_hooks(model: nn.Module, layout: ModuleLayout, n_heads: int, plan: HookPlan) -> Iterator[None]:
+    """Register the plan's readers and editors on ``model`` for the duration of the block."""
+    blocks = block_modules(model, layout)
+    with ExitStack() as stack:
+        if plan.reads_patterns:
+            stack.enter_context(_eager_attention(model))
+        for layer, kind in plan.keys():
+            for handle in _register(blocks[layer], layout, layer, kind, n_heads, plan):
+                stack.callback(handle.remove)
+        yield
+
+
+@contextmanager
+def _eager_attention(model: nn.Module) -> Iterator[None]:
+    """Attention probabilities exist only under eager attention; switch for the block."""
+    previous = model.config._attn_implementation
+    if previous == "eager":
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+def _register(
+    block: nn.Module, layout: ModuleLayout, layer: int, kind: SiteKind, n_heads: int, plan: HookPlan
+) -> list[torch.utils.hooks.RemovableHandle]:
+    def process(activation: torch.Tensor) -> torch.Tensor:
+        activation = plan.edit(layer, kind, activation)
+        plan.read(layer, kind, activation)
+        return activation
+
+    if kind is SiteKind.RESID_PRE:
+        return [block.register_forward_pre_hook(_first_input_hook(process), with_kwargs=True)]
+    if kind is SiteKind.RESID_POST:
+        return [block.register_forward_hook(_first_output_hook(process))]
+    if kind is SiteKind.ATTN_OUT:
+        return [block.get_submodule(layout.attn_out_module).register_forward_hook(_first_output_hook(process))]
+    if kind is SiteKind.MLP_OUT:
+        return [block.get_submodule(layout.mlp_out_module).register_forward_hook(_first_output_hook(process))]
+    if kind is SiteKind.Z:
+
+        def process_z(merged: torch.Tensor) -> torch.Tensor:
+            per_head = merged.view(*merged.shape[:-1], n_heads, -1)
+            return process(per_head).reshape(merged.shape)
+
+        module = block.get_submodule(layout.z_module)
+        return [module.register_forward_pre_hook(_first_input_hook(process_z), with_kwargs=True)]
+    if kind is SiteKind.PATTERN:
+
+        def read_pattern(_module: nn.Module, _args: Any, output: Any) -> None:
+            plan.read(layer, kind, output[1])
+
+        return [block.get_submodule(layout.attention).register_forward_hook(read_pattern)]
+    if kind is SiteKind.RESID_MID:
+        return _resid_mid_hooks(block, layout, layer, plan)
+    raise AssertionError(f"unhandled site kind {kind}")
+
+
+def _resid_mid_hooks(
+    block: nn.Module, layout: ModuleLayout, layer: int, plan: HookPlan
+) -> list[torch.utils.hooks.RemovableHandle]:
+    """Read resid_mid at the pre-MLP norm's input; edit it through the attention output.
+
+    The residual addition happens inside the block, so an edit ``f`` of resid_mid becomes
+    ``attn_out' = f(resid_pre + attn_out) - resid_pre`` on the attention output.
+    """
+    handles = []
+    if plan.has_editors(layer, SiteKind.RESID_MID):
+        stash: dict[str, torch.Tensor] = {}
+
+        def keep_resid_pre(resid_pre: torch.Tensor) -> torch.Tensor:
+            stash["resid_pre"] = resid_pre
+            return resid_pre
+
+        def edit_attn_out(attn_out: torch.Tensor) -> torch.Tensor:
+            resid_pre = stash.pop("resid_pre")
+            return plan.edit(layer, SiteKind.RESID_MID, resid_pre + attn_out) - resid_pre
+
+        handles.append(block.register_forward_pre_hook(_first_input_hook(keep_resid_pre), with_kwargs=True))
+        attn_out_module = block.get_submodule(layout.attn_out_module)
+        handles.append(attn_out_module.register_forward_hook(_first_output_hook(edit_attn_out)))
+    if plan.readers.get((layer, SiteKind.RESID_MID)):
+
+        def read_mid(resid_mid: torch.Tensor) -> torch.Tensor:
+            plan.read(layer, SiteKind.RESID_MID, resid_mid)
+            return resid_mid
+
+        norm = block.get_submodule(layout.resid_mid_module)
+        handles.append(norm.register_forward_pre_hook(_first_input_hook(read_mid), with_kwargs=True))
+    return handles
+
+
+def _first_input_hook(process: Any) -> Any:
+    def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args:
+            return (process(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": process(kwargs["hidden_states"])}
+
+    return hook
+
+
+def _first_output_hook(process: Any) -> Any:
+    def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (process(output[0]), *output[1:])
+        return process(output)
+
+    return hook

@@ -1,0 +1,107 @@
+"""The ``nnsight`` backend: an nnsight trace over the loaded Hugging Face model.
+
+nnsight executes the trace body alongside the real forward, so readers receive real tensors
+and editors are assignments to module inputs/outputs. Modules are visited in execution order,
+as nnsight requires. The same code path is what a user would extend for NDIF remote execution
+(``trace(..., remote=True)``) once the model lives on NDIF.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import torch
+from torch import nn
+
+from workbench.hooks.layout import ModuleLayout
+from workbench.hooks.plan import HookPlan
+from workbench.hooks.positions import TokenBatch
+from workbench.hooks.sites import SiteKind
+
+_WRAPPERS: WeakKeyDictionary[nn.Module, Any] = WeakKeyDictionary()
+
+
+def nnsight_model(model: nn.Module) -> Any:
+    """The nnsight wrapper around ``model`` (created once per model object)."""
+    if model not in _WRAPPERS:
+        from nnsight import NNsight
+
+        _WRAPPERS[model] = NNsight(model)
+    return _WRAPPERS[model]
+
+
+def _envoy(root: Any, path: str) -> Any:
+    for part in path.split("."):
+        root = root[int(part)] if part.isdigit() else getattr(root, part)
+    return root
+
+
+def nnsight_forward(
+    wrapper: Any, model: nn.Module, layout: ModuleLayout, n_heads: int, batch: TokenBatch, plan: HookPlan
+) -> torch.Tensor:
+    """Trace ``batch`` through ``wrapper`` (nnsight around ``model``) applying ``plan``; return logits."""
+    keys = plan.keys()
+    previous = model.config._attn_implementation
+    if plan.reads_patterns and previous != "eager":
+        model.set_attn_implementation("eager")
+    try:
+        with wrapper.trace(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        ):
+            blocks = _envoy(wrapper, layout.layers)
+            for layer in sorted({layer for layer, _ in keys}):
+                kinds = [kind for key_layer, kind in keys if key_layer == layer]
+                _trace_block(blocks[layer], layout, n_heads, layer, kinds, plan)
+            logits = wrapper.output.logits.save()
+    finally:
+        if model.config._attn_implementation != previous:
+            model.set_attn_implementation(previous)
+    return logits
+
+
+def _trace_block(
+    block: Any, layout: ModuleLayout, n_heads: int, layer: int, kinds: list[SiteKind], plan: HookPlan
+) -> None:
+    """Apply the plan at one block, touching its modules in execution order."""
+    edits_mid = plan.has_editors(layer, SiteKind.RESID_MID)
+    resid_pre = None
+    if SiteKind.RESID_PRE in kinds or edits_mid:
+        resid_pre = plan.edit(layer, SiteKind.RESID_PRE, block.input)
+        if plan.has_editors(layer, SiteKind.RESID_PRE):
+            block.input = resid_pre
+        plan.read(layer, SiteKind.RESID_PRE, resid_pre)
+    if SiteKind.Z in kinds:
+        module = _envoy(block, layout.z_module)
+        merged = module.input
+        value = plan.edit(layer, SiteKind.Z, merged.view(*merged.shape[:-1], n_heads, -1))
+        if plan.has_editors(layer, SiteKind.Z):
+            module.input = value.reshape(merged.shape)
+        plan.read(layer, SiteKind.Z, value)
+    if SiteKind.PATTERN in kinds:
+        plan.read(layer, SiteKind.PATTERN, _envoy(block, layout.attention).output[1])
+    if SiteKind.ATTN_OUT in kinds or edits_mid:
+        module = _envoy(block, layout.attn_out_module)
+        output = module.output
+        attn_out = plan.edit(layer, SiteKind.ATTN_OUT, output[0] if isinstance(output, tuple) else output)
+        if edits_mid:
+            # resid_mid = resid_pre + attn_out is formed inside the block: edit it via attn_out.
+            attn_out = plan.edit(layer, SiteKind.RESID_MID, resid_pre + attn_out) - resid_pre
+        if plan.has_editors(layer, SiteKind.ATTN_OUT) or edits_mid:
+            module.output = (attn_out, *output[1:]) if isinstance(output, tuple) else attn_out
+        plan.read(layer, SiteKind.ATTN_OUT, attn_out)
+    if SiteKind.RESID_MID in kinds and plan.readers.get((layer, SiteKind.RESID_MID)):
+        plan.read(layer, SiteKind.RESID_MID, _envoy(block, layout.resid_mid_module).input)
+    if SiteKind.MLP_OUT in kinds:
+        _edit_output(_envoy(block, layout.mlp_out_module), layer, SiteKind.MLP_OUT, plan)
+    if SiteKind.RESID_POST in kinds:
+        _edit_output(block, layer, SiteKind.RESID_POST, plan)
+
+
+def _edit_output(module: Any, layer: int, kind: SiteKind, plan: HookPlan) -> None:
+    output = module.output
+    first = output[0] if isinstance(output, tuple) else output
+    value = plan.edit(layer, kind, first)
+    if plan.has_editors(layer, kind):
+        module.output = (value, *output[1:]) if isinstance(output, tuple) else value
+    plan.read(layer, kind, value)

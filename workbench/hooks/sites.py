@@ -1,0 +1,130 @@
+"""Site names: TransformerLens' hook-name contract, parsed once and validated against a model.
+
+Grammar (``{l}`` is a layer number, ``*`` for every layer, or an inclusive range ``a-b``)::
+
+    blocks.{l}.hook_resid_pre      residual stream entering block l          [d_model]
+    blocks.{l}.hook_resid_mid      after attention, before the MLP           [d_model]
+    blocks.{l}.hook_resid_post     leaving block l                           [d_model]
+    blocks.{l}.hook_attn_out       what attention adds to the residual       [d_model]
+    blocks.{l}.hook_mlp_out        what the MLP adds to the residual         [d_model]
+    blocks.{l}.attn.hook_z         per-head attention output before W_O      [n_heads, d_head]
+    blocks.{l}.attn.hook_pattern[h,...]  attention probabilities of chosen heads [heads, key_pos]
+
+``hook_pattern`` is quadratic in sequence length, so it must name its heads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+
+class SiteKind(str, Enum):
+    """What a site holds; the value is the name's suffix after ``blocks.{l}.``."""
+
+    RESID_PRE = "hook_resid_pre"
+    RESID_MID = "hook_resid_mid"
+    RESID_POST = "hook_resid_post"
+    ATTN_OUT = "hook_attn_out"
+    MLP_OUT = "hook_mlp_out"
+    Z = "attn.hook_z"
+    PATTERN = "attn.hook_pattern"
+
+    @property
+    def per_head(self) -> bool:
+        return self in (SiteKind.Z, SiteKind.PATTERN)
+
+
+class SiteError(ValueError):
+    """A site name that does not exist or does not fit the model."""
+
+
+@dataclass(frozen=True, order=True)
+class Site:
+    """One hook point in one block.
+
+    Attributes:
+        layer: block index, 0-based.
+        kind: which activation of the block.
+        heads: for ``attn.hook_pattern`` only, the query heads to keep.
+    """
+
+    layer: int
+    kind: SiteKind
+    heads: tuple[int, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        suffix = f"[{','.join(map(str, self.heads))}]" if self.heads is not None else ""
+        return f"blocks.{self.layer}.{self.kind.value}{suffix}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_SITE_PATTERN = re.compile(
+    r"^blocks\.(?P<layers>\*|\d+|\d+-\d+)\.(?P<kind>[a-z_.]+?)(?:\[(?P<heads>[\d,\s]+)\])?$"
+)
+_KINDS = {kind.value: kind for kind in SiteKind}
+VALID_SITE_FORMS = tuple(f"blocks.{{l}}.{kind.value}" for kind in SiteKind)
+
+
+def parse_sites(names: str | list[str] | tuple[str, ...], n_layers: int, n_heads: int) -> list[Site]:
+    """Expand site names (wildcards, ranges) into sorted, de-duplicated :class:`Site` objects.
+
+    Raises:
+        SiteError: unknown name (the message lists the valid forms), layer or head out of range,
+            or a ``hook_pattern`` without heads.
+    """
+    if isinstance(names, str):
+        names = [names]
+    if not names:
+        raise SiteError("no sites requested; name at least one, e.g. blocks.*.hook_resid_post")
+    sites: set[Site] = set()
+    for raw in names:
+        name = raw.strip()
+        match = _SITE_PATTERN.match(name)
+        if match is None or match["kind"] not in _KINDS:
+            raise SiteError(
+                f"unknown site {raw!r}; valid forms: {', '.join(VALID_SITE_FORMS)} "
+                "({l} = a layer, * or a-b; hook_pattern needs heads, e.g. [0,3])"
+            )
+        kind = _KINDS[match["kind"]]
+        heads = _parse_heads(raw, match["heads"], kind, n_heads)
+        for layer in _parse_layers(raw, match["layers"], n_layers):
+            sites.add(Site(layer=layer, kind=kind, heads=heads))
+    return sorted(sites, key=lambda site: (site.layer, list(SiteKind).index(site.kind)))
+
+
+def _parse_layers(raw: str, text: str, n_layers: int) -> range | list[int]:
+    if text == "*":
+        return range(n_layers)
+    if "-" in text:
+        first, last = (int(part) for part in text.split("-"))
+        if first > last:
+            raise SiteError(f"site {raw!r}: empty layer range {text}; write low-high")
+        layers = list(range(first, last + 1))
+    else:
+        layers = [int(text)]
+    bad = [layer for layer in layers if layer >= n_layers]
+    if bad:
+        raise SiteError(f"site {raw!r}: layer {bad[0]} out of range; the model has layers 0-{n_layers - 1}")
+    return layers
+
+
+def _parse_heads(raw: str, text: str | None, kind: SiteKind, n_heads: int) -> tuple[int, ...] | None:
+    if kind is SiteKind.PATTERN and text is None:
+        raise SiteError(
+            f"site {raw!r}: attention patterns are quadratic in length; name the heads, "
+            f"e.g. {raw}[0,3]"
+        )
+    if text is None:
+        return None
+    if kind is not SiteKind.PATTERN:
+        raise SiteError(f"site {raw!r}: only attn.hook_pattern takes a head list")
+    heads = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    bad = [head for head in heads if head >= n_heads]
+    if bad:
+        raise SiteError(f"site {raw!r}: head {bad[0]} out of range; the model has heads 0-{n_heads - 1}")
+    return heads
