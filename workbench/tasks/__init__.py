@@ -1,0 +1,1 @@
+"""Tasks: benchmark files -> :class:`~workbench.tasks.items.Item` objects (no model knowledge)."""

@@ -1,0 +1,281 @@
+"""BBQ (Parrish et al., 2022) from its standard JSON Lines files into :class:`Item` objects.
+
+Layout: a folder holding ``data/<Category>.jsonl`` (a clone of nyu-mll/BBQ, or
+``shared/data/bbq``), or the ``data`` folder itself. One line = one example; the fields are
+described in ``shared/data/README.md`` ("BBQ") and checked here line by line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from workbench.tasks.bbq_targets import UNKNOWN_GROUP, bias_target_index
+from workbench.tasks.items import Item
+from workbench.tasks.jsonl_lines import (
+    OnError,
+    check_on_error,
+    read_json_lines,
+    report_malformed_line,
+)
+from workbench.tasks.subsampling import check_limit, limit_items
+
+BBQ_CATEGORIES: tuple[str, ...] = (
+    "Age",
+    "Disability_status",
+    "Gender_identity",
+    "Nationality",
+    "Physical_appearance",
+    "Race_ethnicity",
+    "Race_x_SES",
+    "Race_x_gender",
+    "Religion",
+    "SES",
+    "Sexual_orientation",
+)
+CONTEXT_CONDITIONS: tuple[str, ...] = ("ambig", "disambig")
+QUESTION_POLARITIES: tuple[str, ...] = ("neg", "nonneg")
+EMBEDDED_SAMPLE = "bbq_sample.jsonl"
+
+_REQUIRED_FIELDS: tuple[str, ...] = (
+    "example_id", "question_index", "question_polarity", "context_condition", "category",
+    "answer_info", "additional_metadata", "context", "question", "ans0", "ans1", "ans2", "label",
+)
+
+
+class BBQCategoryError(ValueError):
+    """A requested BBQ category that is unknown or has no file in the data folder."""
+
+
+class BBQFilterError(ValueError):
+    """A context condition or question polarity filter value that BBQ does not have."""
+
+
+def bbq_data_dir(root: str | Path) -> Path:
+    """The folder holding ``<Category>.jsonl``: ``root/data`` if it exists, else ``root``."""
+    root = Path(root)
+    data_dir = root / "data" if (root / "data").is_dir() else root
+    if not data_dir.is_dir() or not any(data_dir.glob("*.jsonl")):
+        raise FileNotFoundError(
+            f"{root}: no BBQ <Category>.jsonl files here or in {root / 'data'} "
+            "(point at a clone of nyu-mll/BBQ, or fetch it with workbench.tasks.download)"
+        )
+    return data_dir
+
+
+def available_categories(root: str | Path) -> tuple[str, ...]:
+    """Categories with a ``<Category>.jsonl`` file under ``root``, sorted."""
+    return tuple(sorted(path.stem for path in bbq_data_dir(root).glob("*.jsonl")))
+
+
+def load_bbq(
+    root: str | Path,
+    categories: Iterable[str] | None = None,
+    context_conditions: Iterable[str] | None = None,
+    polarities: Iterable[str] | None = None,
+    limit_per_category: int | None = None,
+    seed: int | None = None,
+    on_error: OnError = "raise",
+) -> list[Item]:
+    """Load BBQ items, filtered, in file order (categories in the order requested, else sorted).
+
+    Args:
+        root: folder holding ``data/<Category>.jsonl`` (or the ``data`` folder itself).
+        categories: category file stems, e.g. ``["Age", "Religion"]``; ``None`` = every file
+            present.
+        context_conditions: subset of ``("ambig", "disambig")``; ``None`` = both.
+        polarities: subset of ``("neg", "nonneg")``; ``None`` = both.
+        limit_per_category: keep at most this many items per category *after* filtering: the
+            first N when ``seed`` is ``None``, else a seeded sample kept in file order.
+        seed: seed for the sample above.
+        on_error: ``"raise"`` stops at the first malformed line; ``"skip"`` drops it and issues a
+            :class:`~workbench.tasks.jsonl_lines.MalformedLineWarning` naming ``file:line``.
+
+    Returns:
+        ``Item`` objects with ``item_id = "bbq/<Category>/<example_id>"``, ``options = (ans0, ans1,
+        ans2)``, ``gold = label`` and the metadata described in :func:`bbq_item`.
+    """
+    data_dir = bbq_data_dir(root)
+    chosen = _check_categories(categories, available_categories(data_dir), data_dir)
+    on_error = check_on_error(on_error)
+    selection = _Selection.checked(context_conditions, polarities, limit_per_category, seed)
+    items: list[Item] = []
+    for category in chosen:
+        items.extend(selection.apply(read_bbq_file(data_dir / f"{category}.jsonl", on_error)))
+    return items
+
+
+def load_embedded_bbq_sample(
+    categories: Iterable[str] | None = None,
+    context_conditions: Iterable[str] | None = None,
+    polarities: Iterable[str] | None = None,
+    limit_per_category: int | None = None,
+    seed: int | None = None,
+) -> list[Item]:
+    """The BBQ-style sample in ``workbench/tasks/data/bbq_sample.jsonl``, read by the BBQ reader.
+
+    60 items written for this package (not taken from BBQ): Age, Disability_status,
+    Gender_identity, Nationality and Religion, 3 templates each, every template in both context
+    conditions and both polarities. Usable offline with no dataset download. Filters as
+    :func:`load_bbq`.
+    """
+    path = Path(str(resources.files("workbench.tasks") / "data" / EMBEDDED_SAMPLE))
+    by_category: dict[str, list[Item]] = {}
+    for item in read_bbq_file(path, "raise"):
+        by_category.setdefault(item.category, []).append(item)
+    chosen = _check_categories(categories, tuple(sorted(by_category)), path)
+    selection = _Selection.checked(context_conditions, polarities, limit_per_category, seed)
+    return [item for category in chosen for item in selection.apply(by_category[category])]
+
+
+def read_bbq_file(path: Path, on_error: OnError = "raise") -> list[Item]:
+    """Every well-formed example of one BBQ JSON Lines file as an :class:`Item`, in file order."""
+    items: list[Item] = []
+    for line_number, record in read_json_lines(path, on_error):
+        problem = bbq_record_problem(record)
+        if problem is not None:
+            report_malformed_line(path, line_number, problem, on_error)
+            continue
+        items.append(bbq_item(record))
+    return items
+
+
+def bbq_record_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with one BBQ record, in a few words, or ``None`` if it is well formed."""
+    missing = [name for name in _REQUIRED_FIELDS if name not in record]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    if record["context_condition"] not in CONTEXT_CONDITIONS:
+        condition = record["context_condition"]
+        return f"context_condition {condition!r} is not one of {CONTEXT_CONDITIONS}"
+    if record["question_polarity"] not in QUESTION_POLARITIES:
+        polarity = record["question_polarity"]
+        return f"question_polarity {polarity!r} is not one of {QUESTION_POLARITIES}"
+    if record["label"] not in (0, 1, 2) or isinstance(record["label"], bool):
+        return f"label {record['label']!r} is not 0, 1 or 2"
+    info = record["answer_info"]
+    if not isinstance(info, dict) or any(
+        not (isinstance(info.get(f"ans{k}"), list) and len(info[f"ans{k}"]) == 2) for k in range(3)
+    ):
+        return "answer_info must map ans0, ans1, ans2 to [text, group]"
+    groups = [info[f"ans{k}"][1] for k in range(3)]
+    if groups.count(UNKNOWN_GROUP) != 1:
+        return f"answer_info groups {groups} must contain 'unknown' exactly once"
+    metadata = record["additional_metadata"]
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("stereotyped_groups"), list):
+        return "additional_metadata.stereotyped_groups must be a list"
+    return None
+
+
+def bbq_item(record: dict[str, Any]) -> Item:
+    """One well-formed BBQ record (see :func:`bbq_record_problem`) as an :class:`Item`.
+
+    Metadata: ``example_id`` (int), ``question_index`` (str), ``context_condition``,
+    ``question_polarity``, ``unknown_index`` (index of the answer whose group is ``"unknown"``),
+    ``target_index`` (bias-aligned answer, :func:`~workbench.tasks.bbq_targets.bias_target_index`;
+    ``None`` where upstream's ``target_loc`` is NA), ``stereotyped_groups`` (list of str),
+    ``answer_groups`` (the three ``answer_info`` groups), ``subcategory``, ``label_type``
+    (``"name"`` for templates above 25, which use proper names, else ``"label"``).
+    """
+    info = record["answer_info"]
+    answer_info = [(str(info[f"ans{k}"][0]), str(info[f"ans{k}"][1])) for k in range(3)]
+    groups = [group for _, group in answer_info]
+    stereotyped_groups = [str(g) for g in record["additional_metadata"]["stereotyped_groups"]]
+    category = str(record["category"])
+    question_index = str(record["question_index"])
+    return Item(
+        item_id=f"bbq/{category}/{record['example_id']}",
+        task="bbq",
+        category=category,
+        context=str(record["context"]),
+        question=str(record["question"]),
+        options=(str(record["ans0"]), str(record["ans1"]), str(record["ans2"])),
+        gold=int(record["label"]),
+        metadata={
+            "example_id": int(record["example_id"]),
+            "question_index": question_index,
+            "context_condition": record["context_condition"],
+            "question_polarity": record["question_polarity"],
+            "unknown_index": groups.index(UNKNOWN_GROUP),
+            "target_index": bias_target_index(
+                category, record["question_polarity"], answer_info, stereotyped_groups
+            ),
+            "stereotyped_groups": stereotyped_groups,
+            "answer_groups": groups,
+            "subcategory": str(record["additional_metadata"].get("subcategory", "None")),
+            "label_type": (
+                "name" if question_index.isdigit() and int(question_index) > 25 else "label"
+            ),
+        },
+    )
+
+
+def _check_categories(
+    categories: Iterable[str] | None, present: Sequence[str], where: Path
+) -> tuple[str, ...]:
+    if categories is None:
+        return tuple(present)
+    chosen = (categories,) if isinstance(categories, str) else tuple(categories)
+    for category in chosen:
+        if category in present:
+            continue
+        if category in BBQ_CATEGORIES:
+            raise BBQCategoryError(
+                f"BBQ category {category!r} is not in {where}; present: "
+                f"{', '.join(present)} (fetch it with workbench.tasks.download.download_bbq)"
+            )
+        raise BBQCategoryError(
+            f"unknown BBQ category {category!r}; valid categories: {', '.join(BBQ_CATEGORIES)}"
+            f" (present in {where}: {', '.join(present)})"
+        )
+    return chosen
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The per-category filters of :func:`load_bbq`, checked once."""
+
+    context_conditions: frozenset[str]
+    polarities: frozenset[str]
+    limit: int | None
+    seed: int | None
+
+    @classmethod
+    def checked(
+        cls,
+        context_conditions: Iterable[str] | None,
+        polarities: Iterable[str] | None,
+        limit: int | None,
+        seed: int | None,
+    ) -> _Selection:
+        return cls(
+            _check_choices(context_conditions, CONTEXT_CONDITIONS, "context_conditions"),
+            _check_choices(polarities, QUESTION_POLARITIES, "polarities"),
+            check_limit(limit),
+            seed,
+        )
+
+    def apply(self, category_items: Sequence[Item]) -> list[Item]:
+        """Items of one category that pass the filters, limited to ``limit``."""
+        kept = [
+            item
+            for item in category_items
+            if item.metadata["context_condition"] in self.context_conditions
+            and item.metadata["question_polarity"] in self.polarities
+        ]
+        return limit_items(kept, self.limit, self.seed)
+
+
+def _check_choices(
+    values: Iterable[str] | None, valid: tuple[str, ...], name: str
+) -> frozenset[str]:
+    if values is None:
+        return frozenset(valid)
+    chosen = frozenset([values] if isinstance(values, str) else values)
+    unknown = sorted(chosen - set(valid))
+    if unknown:
+        raise BBQFilterError(f"{name}: {', '.join(map(repr, unknown))} not among {valid}")
+    return chosen
