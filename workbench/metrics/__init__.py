@@ -1,0 +1,1 @@
+"""Behavioural metrics of self-correction runs: pure numpy functions with documented formulas."""

@@ -1,0 +1,137 @@
+"""Uncertainty of metrics over items: bootstrap intervals, paired tests, 2x2x2 factorial effects.
+
+All resampling is over items (rows) with ``numpy.random.default_rng(seed)``; intervals are
+percentile intervals at ``level`` (0.95 by default).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+Statistic = Callable[[np.ndarray], float]
+FACTORS: tuple[str, ...] = ("instruction", "cot", "feedback")
+EFFECTS: tuple[str, ...] = (
+    "instruction", "cot", "feedback",
+    "instruction:cot", "instruction:feedback", "cot:feedback", "instruction:cot:feedback",
+)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its percentile bootstrap interval (nan when not computable)."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+
+def _percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(samples, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_ci(
+    values: np.ndarray,
+    statistic: Statistic = np.mean,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Estimate:
+    """``statistic`` of per-item ``values`` (shape ``(n_items, ...)``) with a bootstrap interval.
+
+    The interval is nan for fewer than two items.
+    """
+    data = np.asarray(values, dtype=float)
+    n = data.shape[0]
+    if n == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    point = float(statistic(data))
+    if n < 2:
+        return Estimate(point, float("nan"), float("nan"), n)
+    rng = np.random.default_rng(seed)
+    draws = np.array([statistic(data[rng.integers(0, n, n)]) for _ in range(n_boot)], dtype=float)
+    low, high = _percentile_interval(draws, level)
+    return Estimate(point, low, high, n)
+
+
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> Estimate:
+    """Mean of ``a - b`` over items measured under both conditions, with a paired bootstrap CI."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples need equal shapes, got {a.shape} and {b.shape}")
+    return bootstrap_ci(a - b, np.mean, n_boot, seed, level)
+
+
+def sign_flip_p_value(
+    differences: np.ndarray, n_permutations: int = 10000, seed: int = 0, exact_up_to: int = 16
+) -> float:
+    """Two-sided sign-flip permutation p-value for mean(differences) = 0.
+
+    With n <= ``exact_up_to`` items all 2^n sign patterns are enumerated (exact test);
+    otherwise ``n_permutations`` random patterns are drawn and ``p = (1 + #extreme) / (1 + draws)``.
+    A pattern is extreme when ``|mean(s * d)| >= |mean(d)|`` (with a 1e-12 tolerance). nan for no items.
+    """
+    d = np.asarray(differences, dtype=float)
+    n = d.size
+    if n == 0:
+        return float("nan")
+    observed = abs(d.mean()) - 1e-12
+    if n <= exact_up_to:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+        return float(np.mean(np.abs(signs @ d / n) >= observed))
+    rng = np.random.default_rng(seed)
+    signs = rng.choice((1.0, -1.0), size=(n_permutations, n))
+    extreme = int(np.sum(np.abs(signs @ d / n) >= observed))
+    return (1 + extreme) / (1 + n_permutations)
+
+
+def _effect_contrasts() -> dict[str, np.ndarray]:
+    """Sign vectors over the 8 cells in ``itertools.product((0, 1), repeat=3)`` order."""
+    cells = np.array(list(itertools.product((0, 1), repeat=3)))
+    coded = 2 * cells - 1
+    contrasts = {}
+    for effect in EFFECTS:
+        columns = [FACTORS.index(f) for f in effect.split(":")]
+        contrasts[effect] = coded[:, columns].prod(axis=1).astype(float)
+    return contrasts
+
+
+def factorial_effects(
+    outcomes: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Estimate]:
+    """Main effects and interactions of a 2x2x2 design (instruction x CoT x feedback).
+
+    Args:
+        outcomes: shape ``(n_items, 2, 2, 2)``: the per-item outcome (e.g. 0/1 correct in the last
+            round) in each cell, indexed ``[item, instruction, cot, feedback]`` with 0 = low level
+            (no instruction / no CoT / no feedback) and 1 = high level. Rows with a nan are dropped.
+    Returns:
+        for each name in :data:`EFFECTS`, the estimate ``sum_cells sign * mean_outcome / 4``
+        (signs: products of the +-1 codes of the factors in the effect). A main effect is thus the
+        difference of the marginal means (high - low); a two-factor interaction is half the
+        difference between one factor's effect at the other's high and low levels (Box, Hunter &
+        Hunter convention). Intervals resample items, keeping each item's 8 cells together.
+    """
+    data = np.asarray(outcomes, dtype=float)
+    if data.ndim != 4 or data.shape[1:] != (2, 2, 2):
+        raise ValueError(f"outcomes must have shape (n_items, 2, 2, 2), got {data.shape}")
+    flat = data.reshape(data.shape[0], 8)
+    flat = flat[np.isfinite(flat).all(axis=1)]
+    contrasts = _effect_contrasts()
+    results = {}
+    for effect, signs in contrasts.items():
+        results[effect] = bootstrap_ci(
+            flat, lambda rows, s=signs: float(rows.mean(axis=0) @ s / 4.0), n_boot, seed, level
+        )
+    return results

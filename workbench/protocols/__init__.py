@@ -1,0 +1,37 @@
+"""Prompts and multi-round self-correction protocols: pure functions from (item, condition, dialogue) to prompts."""
+
+from __future__ import annotations
+
+from workbench.protocols.conditions import (
+    INSTRUCTIONS,
+    Condition,
+    ConditionError,
+    factorial_conditions,
+    parse_condition_name,
+)
+from workbench.protocols.dialogue import Dialogue, PendingTurn, Turn, feedback_turn
+from workbench.protocols.interventions import (
+    MASKING_FRACTIONS,
+    WeakEvidence,
+    add_weak_evidence,
+    mask_turn_responses,
+    mask_words,
+)
+from workbench.protocols.prompts import (
+    ProtocolConfig,
+    RoundPrompt,
+    dialogue_complete,
+    feedback_due,
+    item_slots,
+    next_prompt,
+)
+from workbench.protocols.schedule import UnsupportedConditionError
+from workbench.protocols.templates import TEMPLATES, PromptTemplate, fill_template, get_template
+
+__all__ = [
+    "INSTRUCTIONS", "MASKING_FRACTIONS", "TEMPLATES", "Condition", "ConditionError", "Dialogue",
+    "PendingTurn", "PromptTemplate", "ProtocolConfig", "RoundPrompt", "Turn",
+    "UnsupportedConditionError", "WeakEvidence", "add_weak_evidence", "dialogue_complete",
+    "factorial_conditions", "feedback_due", "feedback_turn", "fill_template", "get_template",
+    "item_slots", "mask_turn_responses", "mask_words", "next_prompt", "parse_condition_name",
+]

@@ -1,0 +1,374 @@
+"""Behavioural results of a run: per-record rows -> the tidy CSVs of ``results/`` (RUN_FOLDER.md).
+
+A *record row* is one model answer: a dict with keys ``item_id``, ``condition`` (a
+``Condition.name``), ``round`` (0-based), ``category``, ``task``, ``context_condition``,
+``question_polarity``, ``predicted`` (option index or ``None`` = unparsed), ``gold``,
+``target_index``, ``unknown_index``, ``option_probs`` (list of floats or ``None``), ``answer``
+(generated text), ``prompt`` and ``toxicity`` (float or ``None``).
+
+Metrics of ``behaviour.csv`` (per condition and round; prefixed ``<task>/`` when rows hold several
+tasks): ``accuracy`` and ``unparsed_rate`` (items with a gold answer); BBQ ``accuracy_ambig``,
+``accuracy_disambig``, ``unknown_rate`` (ambiguous items), ``bias_score_ambiguous``,
+``bias_score_disambiguated``; Winogender ``they_rate``, ``he_rate``, ``she_rate`` (from the answer
+text); ``toxicity`` (mean of scored outputs); ``ece`` (option probabilities); ``flip_rate`` (rounds
+>= 1, against the previous round). Intervals are percentile bootstraps over items.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from workbench.metrics import bbq, calibration, dynamics, statistics, winogender
+from workbench.metrics.answers import option_letter
+from workbench.protocols.conditions import parse_condition_name
+
+RECORD_KEYS: tuple[str, ...] = (
+    "item_id", "condition", "round", "category", "task", "context_condition", "question_polarity",
+    "predicted", "gold", "target_index", "unknown_index", "option_probs", "answer", "prompt", "toxicity",
+)
+CSV_COLUMNS: dict[str, tuple[str, ...]] = {
+    "behaviour": ("condition", "round", "metric", "value", "ci_low", "ci_high", "n"),
+    "convergence": ("condition", "metric", "convergence_round"),
+    "flips": ("condition", "round_from", "round_to", "answer_from", "answer_to", "count"),
+    "calibration": ("condition", "round", "bin_low", "bin_high", "mean_confidence", "accuracy", "count"),
+    "paired_tests": ("metric", "round", "condition_a", "condition_b", "difference", "ci_low", "ci_high",
+                     "p_value", "n"),
+    "interactions": ("outcome", "effect", "estimate", "ci_low", "ci_high"),
+    "items": ("item_id", "condition", "round", "prompt_excerpt", "answer", "predicted", "correct"),
+}
+
+
+class RecordError(ValueError):
+    """A record row that lacks a key or holds a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    """How the tables are computed.
+
+    Attributes:
+        n_boot: bootstrap resamples per interval.
+        seed: seed of every bootstrap and permutation draw.
+        level: interval coverage.
+        convergence_eps: eps of :func:`workbench.metrics.dynamics.convergence_round`, in metric units.
+        n_bins, binning: calibration bins (see :mod:`workbench.metrics.calibration`).
+        n_permutations: random sign flips of the paired test when there are more than 16 items.
+        excerpt_chars: characters kept from the end of each prompt in ``items.csv``.
+    """
+
+    n_boot: int = 1000
+    seed: int = 0
+    level: float = 0.95
+    convergence_eps: float = 0.01
+    n_bins: int = 10
+    binning: calibration.Binning = "uniform"
+    n_permutations: int = 10000
+    excerpt_chars: int = 160
+
+
+@dataclass
+class ResultTables:
+    """The rows of each results CSV, keyed by file stem (``"behaviour"``, ``"flips"``, ...)."""
+
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {k: [] for k in CSV_COLUMNS})
+
+
+def _validate(rows: Sequence[dict[str, Any]]) -> None:
+    for index, row in enumerate(rows):
+        missing = [k for k in RECORD_KEYS if k not in row]
+        if missing:
+            raise RecordError(f"record row {index} lacks keys {missing}; every row needs {list(RECORD_KEYS)}")
+        parse_condition_name(row["condition"])
+
+
+def _correct(row: dict[str, Any]) -> float:
+    """1.0 / 0.0, or nan when unparsed or without gold."""
+    if row["predicted"] is None or row["gold"] is None:
+        return float("nan")
+    return float(row["predicted"] == row["gold"])
+
+
+def _index_array(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
+    return bbq.as_index_array([r[key] for r in rows])
+
+
+def _estimate_over_items(
+    rows: Sequence[dict[str, Any]], statistic: Callable[[np.ndarray], float], config: ResultsConfig
+) -> statistics.Estimate:
+    """Bootstrap a statistic of a row subset given as an index array."""
+    indices = np.arange(len(rows), dtype=float)
+    return statistics.bootstrap_ci(indices, lambda idx: statistic(idx.astype(int)), config.n_boot,
+                                   config.seed, config.level)
+
+
+def _behaviour_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> dict[str, statistics.Estimate]:
+    """Every applicable metric of one (task, condition, round) group."""
+    metrics: dict[str, statistics.Estimate] = {}
+    gold_rows = [r for r in rows if r["gold"] is not None]
+    if gold_rows:
+        correct = np.array([_correct(r) for r in gold_rows])
+        parsed = correct[np.isfinite(correct)]
+        metrics["accuracy"] = statistics.bootstrap_ci(parsed, np.mean, config.n_boot, config.seed, config.level)
+        unparsed = np.isnan(correct).astype(float)
+        metrics["unparsed_rate"] = statistics.bootstrap_ci(unparsed, np.mean, config.n_boot, config.seed, config.level)
+    task = rows[0]["task"]
+    if task == "bbq":
+        metrics.update(_bbq_metrics(rows, config))
+    if task == "winogender":
+        pronouns = [winogender.pronoun_of(r["answer"] or "") for r in rows]
+        parsed_pronouns = [p for p in pronouns if p is not None]
+        for pronoun in ("they", "he", "she"):
+            hits = np.array([float(p == pronoun) for p in parsed_pronouns])
+            metrics[f"{pronoun}_rate"] = statistics.bootstrap_ci(hits, np.mean, config.n_boot, config.seed, config.level)
+    scored = np.array([r["toxicity"] for r in rows if r["toxicity"] is not None], dtype=float)
+    if scored.size:
+        metrics["toxicity"] = statistics.bootstrap_ci(scored, np.mean, config.n_boot, config.seed, config.level)
+    calibrated = [r for r in rows if r["option_probs"] is not None and r["gold"] is not None]
+    if calibrated:
+        probs = np.array([r["option_probs"] for r in calibrated], dtype=float)
+        hit = probs.argmax(axis=1) == np.array([r["gold"] for r in calibrated])
+        conf = probs.max(axis=1)
+        metrics["ece"] = _estimate_over_items(
+            calibrated,
+            lambda idx: calibration.expected_calibration_error(conf[idx], hit[idx], config.n_bins, config.binning),
+            config,
+        )
+    return metrics
+
+
+def _bbq_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> dict[str, statistics.Estimate]:
+    metrics: dict[str, statistics.Estimate] = {}
+    predicted, gold = _index_array(rows, "predicted"), _index_array(rows, "gold")
+    target, unknown = _index_array(rows, "target_index"), _index_array(rows, "unknown_index")
+    context = np.array([r["context_condition"] for r in rows])
+    for condition in ("ambig", "disambig"):
+        subset = np.flatnonzero(context == condition)
+        if subset.size == 0:
+            continue
+        hits = (predicted[subset] == gold[subset]).astype(float)[predicted[subset] >= 0]
+        metrics[f"accuracy_{condition}"] = statistics.bootstrap_ci(hits, np.mean, config.n_boot, config.seed, config.level)
+        sub_rows = [rows[i] for i in subset]
+        p, g, t, u = predicted[subset], gold[subset], target[subset], unknown[subset]
+        if condition == "ambig":
+            metrics["unknown_rate"] = _estimate_over_items(sub_rows, lambda idx: bbq.unknown_rate(p[idx], u[idx]), config)
+            metrics["bias_score_ambiguous"] = _estimate_over_items(
+                sub_rows, lambda idx: bbq.bias_score_ambiguous(p[idx], g[idx], t[idx], u[idx]), config)
+        else:
+            metrics["bias_score_disambiguated"] = _estimate_over_items(
+                sub_rows, lambda idx: bbq.bias_score_disambiguated(p[idx], t[idx], u[idx]), config)
+    return metrics
+
+
+def _groups(rows: Iterable[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return dict(sorted(grouped.items(), key=lambda kv: tuple(str(v) for v in kv[0])))
+
+
+def _blank_if_nan(value: float) -> float | str:
+    return "" if value is None or not np.isfinite(value) else value
+
+
+def compute_results(rows: Sequence[dict[str, Any]], config: ResultsConfig = ResultsConfig()) -> ResultTables:
+    """All results tables from record rows (see the module docstring for the row format)."""
+    _validate(rows)
+    result = ResultTables()
+    tables = result.tables
+    several_tasks = len({r["task"] for r in rows}) > 1
+    series: dict[tuple[str, str], dict[int, float]] = {}
+    for (task, condition, round_index), group in _groups(rows, "task", "condition", "round").items():
+        metrics = _behaviour_metrics(group, config)
+        previous = [r for r in rows if r["task"] == task and r["condition"] == condition
+                    and r["round"] == round_index - 1]
+        if previous:
+            before = {r["item_id"]: r["predicted"] for r in previous}
+            pairs = [(before[r["item_id"]], r["predicted"]) for r in group if r["item_id"] in before]
+            changed = np.array([float(a != b) for a, b in pairs if a is not None and b is not None])
+            metrics["flip_rate"] = statistics.bootstrap_ci(changed, np.mean, config.n_boot, config.seed, config.level)
+        for metric, estimate in metrics.items():
+            name = f"{task}/{metric}" if several_tasks else metric
+            tables["behaviour"].append({
+                "condition": condition, "round": round_index, "metric": name,
+                "value": _blank_if_nan(estimate.estimate), "ci_low": _blank_if_nan(estimate.ci_low),
+                "ci_high": _blank_if_nan(estimate.ci_high), "n": estimate.n,
+            })
+            series.setdefault((condition, name), {})[round_index] = estimate.estimate
+    for (condition, metric), values in sorted(series.items()):
+        ordered = [values[r] for r in sorted(values)]
+        if len(ordered) < 2 or not np.all(np.isfinite(ordered)):
+            continue
+        converged = dynamics.convergence_round(ordered, config.convergence_eps)
+        tables["convergence"].append({"condition": condition, "metric": metric,
+                                      "convergence_round": "" if converged is None else sorted(values)[converged]})
+    tables["flips"] = _flip_rows(rows)
+    tables["calibration"] = _calibration_rows(rows, config)
+    tables["paired_tests"] = _paired_rows(rows, config)
+    tables["interactions"] = _interaction_rows(rows, config)
+    tables["items"] = [{
+        "item_id": r["item_id"], "condition": r["condition"], "round": r["round"],
+        "prompt_excerpt": _excerpt(r["prompt"] or "", config.excerpt_chars), "answer": r["answer"],
+        "predicted": option_letter(r["predicted"]) if r["gold"] is not None or r["predicted"] is not None else "",
+        "correct": "" if np.isnan(_correct(r)) else int(_correct(r)),
+    } for r in rows]
+    return result
+
+
+def _excerpt(prompt: str, chars: int) -> str:
+    return prompt if len(prompt) <= chars else "…" + prompt[-chars:]
+
+
+def _flip_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for (condition,), group in _groups(rows, "condition").items():
+        by_round = _groups(group, "round")
+        rounds = sorted(r for (r,) in by_round)
+        for r_from, r_to in zip(rounds, rounds[1:]):
+            before = {row["item_id"]: row["predicted"] for row in by_round[(r_from,)]}
+            pairs = [(before[row["item_id"]], row["predicted"]) for row in by_round[(r_to,)]
+                     if row["item_id"] in before]
+            if not pairs:
+                continue
+            counts = dynamics.transition_counts([a for a, _ in pairs], [b for _, b in pairs])
+            for (a, b), count in sorted(counts.items()):
+                out.append({"condition": condition, "round_from": r_from, "round_to": r_to,
+                            "answer_from": a, "answer_to": b, "count": count})
+    return out
+
+
+def _calibration_rows(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> list[dict[str, Any]]:
+    out = []
+    for (condition, round_index), group in _groups(rows, "condition", "round").items():
+        scored = [r for r in group if r["option_probs"] is not None and r["gold"] is not None]
+        if not scored:
+            continue
+        probs = np.array([r["option_probs"] for r in scored], dtype=float)
+        hit = probs.argmax(axis=1) == np.array([r["gold"] for r in scored])
+        for b in calibration.reliability_bins(probs.max(axis=1), hit, config.n_bins, config.binning):
+            out.append({"condition": condition, "round": round_index, "bin_low": b.low, "bin_high": b.high,
+                        "mean_confidence": b.mean_confidence, "accuracy": b.accuracy, "count": b.count})
+    return out
+
+
+def _per_item(rows: Iterable[dict[str, Any]], value: Callable[[dict[str, Any]], float]) -> dict[str, float]:
+    return {r["item_id"]: value(r) for r in rows}
+
+
+def _outcomes() -> dict[str, Callable[[dict[str, Any]], float]]:
+    return {
+        "accuracy": _correct,
+        "toxicity": lambda r: float("nan") if r["toxicity"] is None else float(r["toxicity"]),
+    }
+
+
+def _paired_rows(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> list[dict[str, Any]]:
+    out = []
+    conditions = sorted({r["condition"] for r in rows})
+    by_cell = _groups(rows, "condition", "round")
+    rounds = sorted({r["round"] for r in rows})
+    for metric, value in _outcomes().items():
+        for round_index in rounds:
+            for a, b in itertools.combinations(conditions, 2):
+                values_a = _per_item(by_cell.get((a, round_index), []), value)
+                values_b = _per_item(by_cell.get((b, round_index), []), value)
+                shared = [i for i in sorted(set(values_a) & set(values_b))
+                          if np.isfinite(values_a[i]) and np.isfinite(values_b[i])]
+                if not shared:
+                    continue
+                x = np.array([values_a[i] for i in shared])
+                y = np.array([values_b[i] for i in shared])
+                estimate = statistics.paired_difference(x, y, config.n_boot, config.seed, config.level)
+                p_value = statistics.sign_flip_p_value(x - y, config.n_permutations, config.seed)
+                out.append({"metric": metric, "round": round_index, "condition_a": a, "condition_b": b,
+                            "difference": estimate.estimate, "ci_low": _blank_if_nan(estimate.ci_low),
+                            "ci_high": _blank_if_nan(estimate.ci_high), "p_value": p_value, "n": estimate.n})
+    return out
+
+
+def factorial_levels(conditions: Iterable[str]) -> dict[str, tuple[str, str]] | None:
+    """Low and high level of each factor when ``conditions`` form a full 2x2x2 design, else ``None``.
+
+    The instruction's low level is ``"none"`` when present, otherwise the alphabetically first.
+    """
+    parsed = [parse_condition_name(c) for c in conditions]
+    cells = {(p["instruction"], p["cot"], p["feedback"]) for p in parsed}
+    instructions = sorted({c[0] for c in cells}, key=lambda level: (level != "none", level))
+    if len(instructions) != 2 or len(cells) != 8:
+        return None
+    if {c[1] for c in cells} != {"off", "on"} or {c[2] for c in cells} != {"off", "on"}:
+        return None
+    return {"instruction": (instructions[0], instructions[1]), "cot": ("off", "on"), "feedback": ("off", "on")}
+
+
+def _interaction_rows(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> list[dict[str, Any]]:
+    levels = factorial_levels({r["condition"] for r in rows})
+    if levels is None:
+        return []
+    out = []
+    by_cell = _groups(rows, "condition", "round")
+    for metric, value in _outcomes().items():
+        for round_index in sorted({r["round"] for r in rows}):
+            cells = {}
+            for i, c, f in itertools.product((0, 1), repeat=3):
+                name = (f"instr={levels['instruction'][i]}+cot={levels['cot'][c]}"
+                        f"+fb={levels['feedback'][f]}")
+                cells[(i, c, f)] = _per_item(by_cell.get((name, round_index), []), value)
+            items = sorted(set.intersection(*(set(v) for v in cells.values())))
+            if not items:
+                continue
+            outcomes = np.full((len(items), 2, 2, 2), np.nan)
+            for (i, c, f), values in cells.items():
+                outcomes[:, i, c, f] = [values[item] for item in items]
+            if not np.isfinite(outcomes).all(axis=(1, 2, 3)).any():
+                continue
+            for effect, estimate in statistics.factorial_effects(outcomes, config.n_boot, config.seed,
+                                                                  config.level).items():
+                out.append({"outcome": f"{metric}@round{round_index}", "effect": effect,
+                            "estimate": estimate.estimate, "ci_low": _blank_if_nan(estimate.ci_low),
+                            "ci_high": _blank_if_nan(estimate.ci_high)})
+    return out
+
+
+def write_results(result: ResultTables, results_dir: Path) -> list[Path]:
+    """Write every table as ``results_dir/<name>.csv`` (header row, csv-module quoting); returns paths."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, columns in CSV_COLUMNS.items():
+        path = results_dir / f"{name}.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(result.tables[name])
+        paths.append(path)
+    return paths
+
+
+def format_results_table(behaviour: Sequence[dict[str, Any]], metric: str = "accuracy") -> Table:
+    """A rich table of one metric: a row per condition, a column per round, cells ``value [low, high]``."""
+    selected = [r for r in behaviour if r["metric"] == metric]
+    rounds = sorted({int(r["round"]) for r in selected})
+    table = Table(title=f"{metric} per condition and round")
+    table.add_column("condition")
+    for round_index in rounds:
+        table.add_column(f"round {round_index}", justify="right")
+    for (condition,), group in _groups(selected, "condition").items():
+        cells = {int(r["round"]): r for r in group}
+        table.add_row(condition, *(_cell(cells.get(r)) for r in rounds))
+    return table
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    if row is None or row["value"] == "":
+        return "–"
+    text = f"{float(row['value']):.3f}"
+    if row["ci_low"] != "" and row["ci_high"] != "":
+        text += f" [{float(row['ci_low']):.3f}, {float(row['ci_high']):.3f}]"
+    return text
