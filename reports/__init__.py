@@ -1,0 +1,22 @@
+"""Interactive plotly reports of a run folder: convergence, uncertainty, morality, interactions.
+
+``build_report(run_dir)`` writes ``report/index.html``; the figure functions of
+:mod:`reports.figures` take the typed tables of :class:`RunResults` and return plotly figures;
+``export_figure`` writes one of them as PNG/SVG when the optional ``kaleido`` is installed.
+"""
+
+from __future__ import annotations
+
+from reports.build import build_report
+from reports.run_results import RunFolderError, RunResults
+from reports.static_export import StaticExporterMissingError, export_figure
+from reports.tables import TableFormatError
+
+__all__ = [
+    "RunFolderError",
+    "RunResults",
+    "StaticExporterMissingError",
+    "TableFormatError",
+    "build_report",
+    "export_figure",
+]

@@ -1,0 +1,25 @@
+"""Plotly figures of a run's tidy tables; each function takes typed rows and returns a Figure."""
+
+from __future__ import annotations
+
+from reports.figures.answers import item_answers_figure
+from reports.figures.attribution import bias_levels_figure, head_attribution_figure
+from reports.figures.concept import concept_uncertainty_figure, least_squares_line
+from reports.figures.convergence import answer_flips_figure, convergence_figure
+from reports.figures.interactions import interactions_figure
+from reports.figures.morality import morality_figure
+from reports.figures.uncertainty import reliability_figure, uncertainty_figure
+
+__all__ = [
+    "answer_flips_figure",
+    "bias_levels_figure",
+    "concept_uncertainty_figure",
+    "convergence_figure",
+    "head_attribution_figure",
+    "interactions_figure",
+    "item_answers_figure",
+    "least_squares_line",
+    "morality_figure",
+    "reliability_figure",
+    "uncertainty_figure",
+]

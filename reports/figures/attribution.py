@@ -1,0 +1,120 @@
+"""Head attribution: effect per layer and head, and bias levels across checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from reports.escaping import escape_text
+from reports.figures.layout import (
+    category_colour,
+    grid_position,
+    integer_dtick,
+    row_spacing,
+    subplot_grid,
+)
+from reports.figures.round_series import interval_text
+from reports.tables import BiasLevel, HeadEffect
+
+
+def head_attribution_figure(heads: Sequence[HeadEffect]) -> go.Figure:
+    """Layer x head heatmaps of attribution effects, one panel per (checkpoint, method).
+
+    Rows of ``attribution/heads.csv``; x is the head index, y the layer, colour the effect on a
+    diverging scale centred on zero and shared by all panels.
+    """
+    if not heads:
+        raise ValueError("heads table has no rows")
+    panels = list(dict.fromkeys((h.checkpoint, h.method) for h in heads))
+    n_rows, n_cols = subplot_grid(len(panels), max_columns=2)
+    height = 420 * n_rows + 80
+    fig = make_subplots(
+        rows=n_rows,
+        cols=n_cols,
+        subplot_titles=[f"{escape_text(c)} ({escape_text(m)})" for c, m in panels],
+        horizontal_spacing=0.08,
+        vertical_spacing=row_spacing(height),
+    )
+    for index, (checkpoint, method) in enumerate(panels):
+        row, col = grid_position(index, n_cols)
+        effects = {
+            (h.layer, h.head): h.effect
+            for h in heads
+            if h.checkpoint == checkpoint and h.method == method
+        }
+        layers = sorted({layer for layer, _ in effects})
+        head_indices = sorted({head for _, head in effects})
+        fig.add_trace(
+            go.Heatmap(
+                x=head_indices,
+                y=layers,
+                z=[[effects.get((layer, head)) for head in head_indices] for layer in layers],
+                hovertext=[
+                    [
+                        f"layer {layer}, head {head}: effect "
+                        + (f"{effects[(layer, head)]:.3g}" if (layer, head) in effects else "none")
+                        for head in head_indices
+                    ]
+                    for layer in layers
+                ],
+                hoverinfo="text",
+                coloraxis="coloraxis",
+                name=f"{escape_text(checkpoint)} ({escape_text(method)})",
+            ),
+            row=row,
+            col=col,
+        )
+        fig.update_xaxes(
+            title_text="head", dtick=integer_dtick(len(head_indices)), row=row, col=col
+        )
+        fig.update_yaxes(title_text="layer", dtick=integer_dtick(len(layers)), row=row, col=col)
+    fig.update_layout(
+        coloraxis={"colorscale": "RdBu_r", "cmid": 0, "colorbar": {"title": {"text": "effect"}}},
+        height=height,
+        title="Head attribution",
+    )
+    return fig
+
+
+def bias_levels_figure(levels: Sequence[BiasLevel]) -> go.Figure:
+    """Bias measures compared across checkpoints: grouped bars with 95% intervals.
+
+    Rows of ``attribution/bias_levels.csv``; x is the measure, one bar per checkpoint.
+    """
+    if not levels:
+        raise ValueError("bias_levels table has no rows")
+    checkpoints = list(dict.fromkeys(level.checkpoint for level in levels))
+    fig = go.Figure()
+    for index, checkpoint in enumerate(checkpoints):
+        bars = [level for level in levels if level.checkpoint == checkpoint]
+        known = [b.ci_low is not None and b.ci_high is not None for b in bars]
+        fig.add_trace(
+            go.Bar(
+                x=[escape_text(b.measure) for b in bars],
+                y=[b.value for b in bars],
+                marker={"color": category_colour(index)},
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [b.ci_high - b.value if k else 0 for b, k in zip(bars, known)],
+                    "arrayminus": [b.value - b.ci_low if k else 0 for b, k in zip(bars, known)],
+                },
+                name=escape_text(checkpoint),
+                hovertext=[
+                    f"{escape_text(checkpoint)}: {escape_text(b.measure)} = {b.value:.3g}"
+                    f"{interval_text(b.ci_low, b.ci_high)}, n = {b.n}"
+                    for b in bars
+                ],
+                hoverinfo="text",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        xaxis_title="measure",
+        yaxis_title="value",
+        height=420,
+        title="Bias level across checkpoints",
+    )
+    return fig

@@ -1,0 +1,111 @@
+"""Latent concept activation against uncertainty, item by item, over rounds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from reports.escaping import escape_text, item_hover_text
+from reports.figures.layout import grid_position, round_colours, row_spacing, subplot_grid
+from reports.tables import ConceptUncertainty, ItemAnswer
+
+
+def least_squares_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float] | None:
+    """``(slope, intercept)`` of the least-squares line through the points, ``None`` when the
+    ``x`` values do not vary (fewer than two distinct values)."""
+    if len(set(x)) < 2:
+        return None
+    slope, intercept = np.polyfit(np.asarray(x, dtype=float), np.asarray(y, dtype=float), 1)
+    return float(slope), float(intercept)
+
+
+def concept_uncertainty_figure(
+    concept: Sequence[ConceptUncertainty], items: Sequence[ItemAnswer] = ()
+) -> go.Figure:
+    """Concept activation (y) against uncertainty (x): one panel per condition.
+
+    Points are the item x round rows of ``probes/concept_uncertainty.csv``, coloured by round;
+    the black line is the least-squares fit over all rounds of the panel. Hover text shows the
+    item's prompt excerpt and answer from ``results/items.csv`` when ``items`` has them.
+    """
+    if not concept:
+        raise ValueError("concept_uncertainty table has no rows")
+    answers = {(a.item_id, a.condition, a.round): a for a in items}
+    conditions = list(dict.fromkeys(row.condition for row in concept))
+    rounds = sorted({row.round for row in concept})
+    colours = dict(zip(rounds, round_colours(len(rounds))))
+    n_rows, n_cols = subplot_grid(len(conditions), max_columns=3)
+    height = 380 * n_rows + 80
+    fig = make_subplots(
+        rows=n_rows,
+        cols=n_cols,
+        subplot_titles=[escape_text(condition) for condition in conditions],
+        horizontal_spacing=0.06,
+        vertical_spacing=row_spacing(height),
+    )
+    fit_in_legend = True
+    for index, condition in enumerate(conditions):
+        row, col = grid_position(index, n_cols)
+        points = [p for p in concept if p.condition == condition]
+        for round_ in rounds:
+            at_round = [p for p in points if p.round == round_]
+            if not at_round:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=[p.uncertainty for p in at_round],
+                    y=[p.concept_activation for p in at_round],
+                    mode="markers",
+                    marker={"color": colours[round_], "size": 7, "opacity": 0.8},
+                    name=f"round {round_}",
+                    legendgroup=f"round {round_}",
+                    showlegend=index == 0,
+                    hovertext=[_point_hover(p, answers) for p in at_round],
+                    hoverinfo="text",
+                ),
+                row=row,
+                col=col,
+            )
+        fit = least_squares_line(
+            [p.uncertainty for p in points], [p.concept_activation for p in points]
+        )
+        if fit is not None:
+            slope, intercept = fit
+            x_range = [min(p.uncertainty for p in points), max(p.uncertainty for p in points)]
+            fig.add_trace(
+                go.Scatter(
+                    x=x_range,
+                    y=[slope * x + intercept for x in x_range],
+                    mode="lines",
+                    line={"color": "black"},
+                    name="least-squares fit",
+                    legendgroup="least-squares fit",
+                    showlegend=fit_in_legend,
+                    hovertext=(
+                        f"{escape_text(condition)}: slope {slope:.3g}, intercept {intercept:.3g}"
+                    ),
+                    hoverinfo="text",
+                ),
+                row=row,
+                col=col,
+            )
+            fit_in_legend = False
+        fig.update_xaxes(title_text="uncertainty (mean token NLL)", row=row, col=col)
+        fig.update_yaxes(title_text="concept activation (cosine)", row=row, col=col)
+    fig.update_layout(height=height, title="Latent concept vs. uncertainty")
+    return fig
+
+
+def _point_hover(
+    point: ConceptUncertainty, answers: dict[tuple[str, str, int], ItemAnswer]
+) -> str:
+    values = (
+        f"uncertainty {point.uncertainty:.3g}, concept activation {point.concept_activation:.3g}"
+    )
+    answer = answers.get((point.item_id, point.condition, point.round))
+    if answer is None:
+        return f"item {escape_text(point.item_id)}, round {point.round}<br>{values}"
+    return f"{item_hover_text(answer)}<br>{values}"

@@ -1,0 +1,100 @@
+"""Component interactions of the instruction x CoT x feedback design, on behaviour and morality."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from reports.escaping import escape_text
+from reports.figures.layout import row_spacing
+from reports.figures.round_series import interval_text
+from reports.tables import InteractionEffect
+
+# Main effects first, then two-way and three-way interaction contrasts (RUN_FOLDER.md).
+EFFECT_ORDER = (
+    "instruction",
+    "cot",
+    "feedback",
+    "instruction:cot",
+    "instruction:feedback",
+    "cot:feedback",
+    "instruction:cot:feedback",
+)
+BEHAVIOUR_COLOUR = "#1f77b4"
+HIDDEN_STATE_COLOUR = "#d62728"
+
+
+def interactions_figure(
+    behaviour_effects: Sequence[InteractionEffect],
+    hidden_state_effects: Sequence[InteractionEffect] = (),
+) -> go.Figure:
+    """Main effects and interaction contrasts with 95% intervals, one subplot row per outcome.
+
+    ``behaviour_effects`` come from ``results/interactions.csv`` and ``hidden_state_effects``
+    from ``probes/interactions.csv``; each point is an effect's estimate (x, in the outcome's
+    unit) with its interval; the dotted line marks zero (no effect).
+    """
+    panels = [
+        (source, outcome, colour, [e for e in effects if e.outcome == outcome])
+        for source, colour, effects in (
+            ("behaviour", BEHAVIOUR_COLOUR, behaviour_effects),
+            ("hidden state", HIDDEN_STATE_COLOUR, hidden_state_effects),
+        )
+        for outcome in dict.fromkeys(e.outcome for e in effects)
+    ]
+    if not panels:
+        raise ValueError("both interaction tables are empty")
+    height = 260 * len(panels) + 120
+    fig = make_subplots(
+        rows=len(panels),
+        cols=1,
+        vertical_spacing=row_spacing(height),
+        subplot_titles=[f"{source}: {escape_text(outcome)}" for source, outcome, _, _ in panels],
+    )
+    shown_sources: set[str] = set()
+    for row, (source, outcome, colour, effects) in enumerate(panels, start=1):
+        effects = sorted(effects, key=_effect_rank)
+        known = [e.ci_low is not None and e.ci_high is not None for e in effects]
+        fig.add_trace(
+            go.Scatter(
+                x=[e.estimate for e in effects],
+                y=[escape_text(e.effect) for e in effects],
+                mode="markers",
+                marker={"color": colour, "size": 10},
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [e.ci_high - e.estimate if k else 0 for e, k in zip(effects, known)],
+                    "arrayminus": [
+                        e.estimate - e.ci_low if k else 0 for e, k in zip(effects, known)
+                    ],
+                },
+                name=source,
+                legendgroup=source,
+                showlegend=source not in shown_sources,
+                hovertext=[
+                    f"{source}: {escape_text(outcome)}<br>{escape_text(e.effect)}: "
+                    f"{e.estimate:.3g}{interval_text(e.ci_low, e.ci_high)}"
+                    for e in effects
+                ],
+                hoverinfo="text",
+            ),
+            row=row,
+            col=1,
+        )
+        shown_sources.add(source)
+        fig.add_vline(x=0, line={"dash": "dot", "color": "grey"}, row=row, col=1)
+        fig.update_yaxes(autorange="reversed", row=row, col=1)
+        fig.update_xaxes(title_text=f"effect on {escape_text(outcome)}", row=row, col=1)
+    fig.update_layout(
+        height=height, title="Main effects and interaction contrasts"
+    )
+    return fig
+
+
+def _effect_rank(effect: InteractionEffect) -> tuple[int, str]:
+    if effect.effect in EFFECT_ORDER:
+        return EFFECT_ORDER.index(effect.effect), effect.effect
+    return len(EFFECT_ORDER), effect.effect

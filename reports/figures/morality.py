@@ -1,0 +1,158 @@
+"""Hidden-state morality: a layer x round heatmap per condition, and per-layer probe accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from reports.escaping import escape_text
+from reports.figures.layout import category_colour, integer_dtick
+from reports.figures.round_series import interval_text
+from reports.tables import LayerScore, MoralityLevel
+
+PROBE_ARMS = ("probe", "shuffled_labels", "random_direction")
+
+
+def morality_sites_of(morality: Sequence[MoralityLevel]) -> list[str]:
+    """Sites of ``morality`` in order of first appearance."""
+    return list(dict.fromkeys(row.site for row in morality))
+
+
+def morality_figure(
+    morality: Sequence[MoralityLevel],
+    layer_scores: Sequence[LayerScore] = (),
+    *,
+    site: str | None = None,
+    measure: str = "probe_probability",
+) -> go.Figure:
+    """Morality level per layer and round at one site, with probe accuracy per layer beside it.
+
+    One heatmap per condition (x: round, y: layer, colour: ``measure`` of ``probes/morality.csv``,
+    one colour scale shared by all); a last panel on the same layer axis draws the accuracy of the
+    probe and of its controls (``shuffled_labels``, ``random_direction``) from
+    ``probes/layer_scores.csv``, with 95% intervals, when ``layer_scores`` has rows for the site.
+    ``site`` defaults to the first site of ``morality``; ``measure`` falls back to the first
+    measure present when the asked one is absent.
+    """
+    if not morality:
+        raise ValueError("morality table has no rows")
+    site = site if site is not None else morality_sites_of(morality)[0]
+    at_site = [row for row in morality if row.site == site]
+    if not at_site:
+        raise ValueError(f"morality table has no rows for site {site!r}")
+    measures = list(dict.fromkeys(row.measure for row in at_site))
+    measure = measure if measure in measures else measures[0]
+    levels = [row for row in at_site if row.measure == measure]
+    conditions = list(dict.fromkeys(row.condition for row in levels))
+    rounds = sorted({row.round for row in levels})
+    layers = sorted({row.layer for row in levels})
+    accuracy = [s for s in layer_scores if s.site == site and s.metric == "accuracy"]
+    n_panels = len(conditions) + (1 if accuracy else 0)
+    titles = [escape_text(condition) for condition in conditions]
+    if accuracy:
+        titles.append("probe accuracy and controls")
+    fig = make_subplots(
+        rows=1,
+        cols=n_panels,
+        shared_yaxes=True,
+        horizontal_spacing=0.02 if n_panels > 4 else 0.05,
+        subplot_titles=titles,
+    )
+    values = [row.value for row in levels]
+    for col, condition in enumerate(conditions, start=1):
+        cell = {(r.layer, r.round): r for r in levels if r.condition == condition}
+        fig.add_trace(
+            go.Heatmap(
+                x=rounds,
+                y=layers,
+                z=[[_value(cell.get((layer, r))) for r in rounds] for layer in layers],
+                hovertext=[
+                    [_level_hover(cell.get((layer, r)), layer, r) for r in rounds]
+                    for layer in layers
+                ],
+                hoverinfo="text",
+                coloraxis="coloraxis",
+                name=escape_text(condition),
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(title_text="round", dtick=1, row=1, col=col)
+    if accuracy:
+        _add_probe_accuracy(fig, accuracy, col=n_panels)
+    fig.update_yaxes(title_text="layer", dtick=integer_dtick(len(layers)), row=1, col=1)
+    fig.update_layout(
+        coloraxis={
+            "colorscale": "RdBu_r",
+            "cmin": min(values),
+            "cmax": max(values),
+            "colorbar": {"title": {"text": escape_text(measure)}, "x": 1.02},
+        },
+        height=max(420, 18 * len(layers) + 200),
+        title=f"Morality level ({escape_text(measure)}) at {escape_text(site)}",
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig
+
+
+def _value(level: MoralityLevel | None) -> float | None:
+    return None if level is None else level.value
+
+
+def _level_hover(level: MoralityLevel | None, layer: int, round_: int) -> str:
+    if level is None:
+        return f"layer {layer}, round {round_}: no value"
+    return (
+        f"{escape_text(level.condition)}<br>layer {layer}, round {round_}: "
+        f"{level.value:.3f}{interval_text(level.ci_low, level.ci_high)}, n = {level.n}"
+    )
+
+
+def _add_probe_accuracy(fig: go.Figure, accuracy: Sequence[LayerScore], *, col: int) -> None:
+    """Per-layer accuracy lines (x: accuracy, y: layer), one per arm and token position."""
+    arms = list(dict.fromkeys(score.arm for score in accuracy))
+    arms.sort(key=lambda arm: PROBE_ARMS.index(arm) if arm in PROBE_ARMS else len(PROBE_ARMS))
+    positions = list(dict.fromkeys(score.position for score in accuracy))
+    for arm_index, arm in enumerate(arms):
+        for position in positions:
+            scores = sorted(
+                (s for s in accuracy if s.arm == arm and s.position == position),
+                key=lambda s: s.layer,
+            )
+            if not scores:
+                continue
+            label = escape_text(arm if len(positions) == 1 else f"{arm} ({position})")
+            known = [s.ci_low is not None and s.ci_high is not None for s in scores]
+            fig.add_trace(
+                go.Scatter(
+                    x=[s.value for s in scores],
+                    y=[s.layer for s in scores],
+                    mode="lines+markers",
+                    line={
+                        "color": category_colour(arm_index),
+                        "dash": "solid" if arm == "probe" else "dot",
+                    },
+                    error_x={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": [
+                            s.ci_high - s.value if k else 0 for s, k in zip(scores, known)
+                        ],
+                        "arrayminus": [
+                            s.value - s.ci_low if k else 0 for s, k in zip(scores, known)
+                        ],
+                    },
+                    name=label,
+                    hovertext=[
+                        f"{label}, layer {s.layer}: accuracy {s.value:.3f}"
+                        f"{interval_text(s.ci_low, s.ci_high)}"
+                        for s in scores
+                    ],
+                    hoverinfo="text",
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_xaxes(title_text="accuracy", range=[0, 1.02], row=1, col=col)

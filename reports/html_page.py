@@ -1,0 +1,163 @@
+"""The report's single self-contained HTML page: run summary, figure index and figures.
+
+plotly.js is embedded once in the page head; every figure is a ``<div>`` written by
+``Figure.to_html(full_html=False, include_plotlyjs=False)``. Every string from the run (config
+values, table names, figure titles) is escaped before it reaches the page.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import plotly.graph_objects as go
+
+from reports.escaping import escape_text
+from reports.run_results import RUN_TABLES, RunResults
+from reports.sections import ReportFigure
+
+# Top-level config.toml tables summarised as the run's model and data, first present wins.
+MODEL_TABLES = ("model",)
+DATA_TABLES = ("data", "task", "tasks", "dataset")
+
+PAGE_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1400px; padding: 0 1rem;
+       color: #222; }
+h1 { margin-bottom: 0.2rem; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; }
+td, th { border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: left; vertical-align: top;
+         font-size: 0.9rem; }
+td.value { font-family: ui-monospace, monospace; }
+.guide { color: #444; margin: 0.2rem 0 0.6rem; }
+.omitted { color: #a33; }
+.note { color: #a60; }
+section.figure { border-top: 1px solid #ddd; margin-top: 2rem; padding-top: 0.5rem; }
+"""
+
+
+def render_report_page(results: RunResults, figures: list[ReportFigure], plotly_js: str) -> str:
+    """The whole report page as one HTML string, with ``plotly_js`` inlined once."""
+    name = escape_text(results.name)
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            f"<title>Workbench report: {name}</title>",
+            f"<style>{PAGE_STYLE}</style>",
+            f'<script type="text/javascript">{plotly_js}</script>',
+            "</head>",
+            "<body>",
+            f"<h1>Workbench report: {name}</h1>",
+            f"<p>Run folder: <code>{escape_text(str(results.run_dir))}</code></p>",
+            _run_summary(results.config),
+            _figure_index(figures),
+            _table_status(results),
+            _configuration(results.config),
+            *(
+                _figure_section(entry, entry.figure)
+                for entry in figures
+                if entry.figure is not None
+            ),
+            "</body>",
+            "</html>",
+        ]
+    )
+
+
+def _run_summary(config: dict[str, Any] | None) -> str:
+    if config is None:
+        return (
+            '<h2>Model and data</h2><p class="omitted">config.toml not found in the run folder, '
+            "so the model and data are unknown.</p>"
+        )
+    return "\n".join(
+        ["<h2>Model and data</h2>"]
+        + [_config_table_summary(config, label, names) for label, names in
+           (("Model", MODEL_TABLES), ("Data", DATA_TABLES))]
+    )
+
+
+def _config_table_summary(config: dict[str, Any], label: str, names: tuple[str, ...]) -> str:
+    for name in names:
+        if isinstance(config.get(name), dict):
+            return f"<h3>{label} <small>[{name}]</small></h3>" + _key_value_table(
+                _flatten(config[name], prefix="")
+            )
+    wanted = " or ".join(f"[{name}]" for name in names)
+    return f'<h3>{label}</h3><p class="omitted">config.toml has no {wanted} table.</p>'
+
+
+def _figure_index(figures: list[ReportFigure]) -> str:
+    lines = ["<h2>Figures</h2>", "<ul>"]
+    for entry in figures:
+        if entry.figure is not None:
+            lines.append(
+                f'<li><a href="#{entry.anchor}">{entry.title}</a>: {entry.reading_guide}</li>'
+            )
+        else:
+            lines.append(
+                f'<li>{entry.title}: <span class="omitted">omitted, '
+                f"{entry.omitted_because}</span></li>"
+            )
+    lines.append("</ul>")
+    return "\n".join(lines)
+
+
+def _table_status(results: RunResults) -> str:
+    rows = []
+    for name, table in RUN_TABLES.items():
+        values = getattr(results, name)
+        status = "not found" if values is None else f"{len(values)} rows"
+        rows.append(f"<tr><td>{table.path}</td><td>{status}</td><td>{table.stage}</td></tr>")
+    return (
+        "<h2>Tables of the run</h2><table><tr><th>file</th><th>status</th>"
+        "<th>written by</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def _configuration(config: dict[str, Any] | None) -> str:
+    if config is None:
+        return '<h2>Configuration</h2><p class="omitted">config.toml not found.</p>'
+    return "<h2>Configuration <small>(config.toml)</small></h2>" + _key_value_table(
+        _flatten(config, prefix="")
+    )
+
+
+def _flatten(table: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
+    """``(dotted key, value text)`` pairs of a nested TOML table, in file order."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            pairs.extend(_flatten(value, prefix=f"{dotted}."))
+        elif isinstance(value, str):
+            pairs.append((dotted, value))
+        else:
+            pairs.append((dotted, json.dumps(value, default=str, ensure_ascii=False)))
+    return pairs
+
+
+def _key_value_table(pairs: list[tuple[str, str]]) -> str:
+    if not pairs:
+        return "<p>(empty)</p>"
+    rows = "".join(
+        f'<tr><th>{escape_text(key)}</th><td class="value">{escape_text(value)}</td></tr>'
+        for key, value in pairs
+    )
+    return f"<table>{rows}</table>"
+
+
+def _figure_section(entry: ReportFigure, figure: go.Figure) -> str:
+    note = f'<p class="note">{entry.note}</p>' if entry.note else ""
+    figure_html = figure.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=f"figure-{entry.anchor}",
+        config={"displaylogo": False, "responsive": True},
+    )
+    return (
+        f'<section class="figure" id="{entry.anchor}"><h2>{entry.title}</h2>'
+        f'<p class="guide">{entry.reading_guide}</p>{note}{figure_html}</section>'
+    )

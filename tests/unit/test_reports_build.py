@@ -1,0 +1,132 @@
+"""build_report: the self-contained index.html of a run folder, complete or partial."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import plotly.offline
+import pytest
+
+from reports import RunFolderError, build_report
+from test_reports_run_folder import write_csv, write_synthetic_run
+
+FIGURE_DIV = 'class="plotly-graph-div"'
+
+
+def figure_anchors(page: str) -> list[str]:
+    """Anchors of the figure sections drawn on the page, in order."""
+    return re.findall(r'<section class="figure" id="([^"]+)">', page)
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory: pytest.TempPathFactory) -> str:
+    run_dir = write_synthetic_run(tmp_path_factory.mktemp("full") / "run")
+    path = build_report(run_dir)
+    assert path == run_dir / "report" / "index.html"
+    return path.read_text(encoding="utf-8")
+
+
+def test_every_figure_is_drawn_once(full_report: str) -> None:
+    assert figure_anchors(full_report) == [
+        "convergence",
+        "flips",
+        "uncertainty",
+        "reliability",
+        "morality-0",
+        "interactions",
+        "concept",
+        "heads",
+        "bias-levels",
+        "answers",
+    ]
+    assert full_report.count(FIGURE_DIV) == 10
+    assert 'class="omitted"' not in full_report
+
+
+def test_plotly_js_is_embedded_once_and_nothing_is_fetched(full_report: str) -> None:
+    plotly_js = plotly.offline.get_plotlyjs()
+    assert full_report.count(plotly_js[:500]) == 1
+    assert full_report.count(plotly_js[-500:]) == 1
+    page_without_plotly = full_report.replace(plotly_js, "")
+    assert "<script src=" not in page_without_plotly and "cdn.plot.ly" not in page_without_plotly
+
+
+def test_hostile_dataset_text_never_reaches_the_page_raw(full_report: str) -> None:
+    assert "<script>alert(1)</script>" not in full_report
+    assert "<img src=x" not in full_report
+    # escaped by the report; plotly's JSON writer also turns "/" into "\\u002f"
+    assert "prompt: &lt;script&gt;alert(1)&lt;\\u002fscript&gt;" in full_report
+
+
+def test_index_lists_configuration_model_data_and_reading_guides(full_report: str) -> None:
+    assert "<th>name</th><td class=\"value\">smollm2-135m-instruct</td>" in full_report
+    assert "<th>task</th><td class=\"value\">bbq</td>" in full_report
+    assert "<th>protocol.rounds</th><td class=\"value\">3</td>" in full_report
+    link = '<a href="#convergence">Behaviour per round and convergence</a>: Each line'
+    assert link in full_report
+    assert "<td>probes/morality.csv</td><td>24 rows</td>" in full_report
+
+
+def test_run_without_probes_says_why_figures_are_omitted(tmp_path: Path) -> None:
+    run_dir = write_synthetic_run(tmp_path / "run", with_probes=False)
+    page = build_report(run_dir).read_text(encoding="utf-8")
+    assert figure_anchors(page) == [
+        "convergence",
+        "flips",
+        "uncertainty",
+        "reliability",
+        "interactions",
+        "heads",
+        "bias-levels",
+        "answers",
+    ]
+    assert (
+        "Morality level of hidden states: <span class=\"omitted\">omitted, probes/morality.csv "
+        "not found (run `workbench probe` on this run first)</span>" in page
+    )
+    assert "omitted, probes/concept_uncertainty.csv not found" in page
+    assert "Only one side is drawn: probes/interactions.csv not found" in page
+
+
+def test_one_round_one_condition_run_builds_and_explains(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    behaviour = [("instr=none+cot=off+fb=off", 0, "accuracy", 0.5, None, None, 1)]
+    write_csv(run_dir, "results/behaviour.csv", behaviour)
+    write_csv(run_dir, "results/flips.csv", [])
+    page = build_report(run_dir).read_text(encoding="utf-8")
+    assert figure_anchors(page) == ["convergence"]
+    assert "omitted, results/flips.csv has no rows (a run with one round has no flips)" in page
+    assert "No convergence round is marked: results/convergence.csv not found" in page
+    assert "omitted, results/behaviour.csv holds none of the metrics uncertainty, entropy" in page
+    assert "config.toml not found in the run folder" in page
+
+
+def test_cache_only_run_builds_with_every_figure_omitted(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "cache.h5").write_bytes(b"")
+    page = build_report(run_dir / "cache.h5").read_text(encoding="utf-8")
+    assert figure_anchors(page) == []
+    assert page.count('<span class="omitted">omitted, ') == 10
+    assert "results/behaviour.csv not found (run `workbench results` on this run first)" in page
+
+
+def test_out_dir_and_hostile_config_values(tmp_path: Path) -> None:
+    run_dir = write_synthetic_run(tmp_path / "run")
+    hostile_config = 'name = "<script>alert(3)</script>"\n[model]\nname = "m"\n'
+    (run_dir / "config.toml").write_text(hostile_config)
+    path = build_report(run_dir, tmp_path / "elsewhere")
+    assert path == tmp_path / "elsewhere" / "index.html"
+    assert not (run_dir / "report").exists()
+    page = path.read_text(encoding="utf-8")
+    assert "<script>alert(3)</script>" not in page
+    assert "&lt;script&gt;alert(3)&lt;/script&gt;" in page
+    assert "config.toml has no [data] or [task] or [tasks] or [dataset] table." in page
+
+
+def test_missing_run_folder_is_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(RunFolderError) as error:
+        build_report(tmp_path / "runs" / "missing")
+    assert "\n" not in str(error.value)
+    assert str(error.value).startswith(f"{tmp_path / 'runs' / 'missing'}: no such run folder")

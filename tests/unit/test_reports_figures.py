@@ -1,0 +1,275 @@
+"""Figure functions of reports.figures on small hand-written tidy tables."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import plotly.graph_objects as go
+import pytest
+
+from reports.figures import (
+    answer_flips_figure,
+    bias_levels_figure,
+    concept_uncertainty_figure,
+    convergence_figure,
+    head_attribution_figure,
+    interactions_figure,
+    item_answers_figure,
+    least_squares_line,
+    morality_figure,
+    reliability_figure,
+    uncertainty_figure,
+)
+from reports.static_export import StaticExporterMissingError, export_figure
+from reports.tables import (
+    AnswerFlip,
+    BehaviourMetric,
+    BiasLevel,
+    CalibrationBin,
+    ConceptUncertainty,
+    ConvergenceRound,
+    HeadEffect,
+    InteractionEffect,
+    ItemAnswer,
+    LayerScore,
+    MoralityLevel,
+)
+
+HOSTILE = "<script>alert(1)</script>"
+A, B = "instr=intrinsic+cot=off+fb=off", "instr=intrinsic+cot=on+fb=off"
+
+BEHAVIOUR = (
+    BehaviourMetric(A, 0, "accuracy", 0.50, 0.40, 0.60, 10),
+    BehaviourMetric(A, 1, "accuracy", 0.70, 0.60, 0.80, 10),
+    BehaviourMetric(B, 0, "accuracy", 0.55, 0.45, 0.65, 10),
+    BehaviourMetric(B, 1, "accuracy", 0.65, 0.55, 0.75, 10),
+    BehaviourMetric(A, 0, "bias_score_ambiguous", 0.30, None, None, 10),
+    BehaviourMetric(A, 1, "bias_score_ambiguous", 0.20, None, None, 10),
+    BehaviourMetric(B, 0, "bias_score_ambiguous", 0.25, None, None, 10),
+    BehaviourMetric(B, 1, "bias_score_ambiguous", 0.10, None, None, 10),
+    BehaviourMetric(A, 0, "uncertainty", 1.2, 1.0, 1.4, 10),
+    BehaviourMetric(A, 1, "uncertainty", 0.9, 0.8, 1.0, 10),
+    BehaviourMetric(A, 0, "ece", 0.20, None, None, 10),
+    BehaviourMetric(A, 1, "ece", 0.10, None, None, 10),
+)
+
+
+def plain_json(fig: go.Figure) -> str:
+    """The figure's data and layout as plain JSON (no plotly-specific escaping of ``<``)."""
+    return json.dumps(fig.to_plotly_json(), default=str)
+
+
+def test_convergence_figure_lines_bands_and_star() -> None:
+    convergence = (ConvergenceRound(A, "accuracy", 1), ConvergenceRound(B, "accuracy", None))
+    fig = convergence_figure(BEHAVIOUR, convergence)
+    # accuracy: 2 bands + 2 lines + 1 star; bias score (no intervals): 2 lines; uncertainty left out
+    assert len(fig.data) == 7
+    assert fig.layout.yaxis.title.text == "accuracy"
+    assert fig.layout.yaxis2.title.text == "bias_score_ambiguous"
+    assert fig.layout.xaxis2.title.text == "round"
+    band = fig.data[0]
+    assert band.fill == "toself"
+    assert list(band.x) == [0, 1, 1, 0] and list(band.y) == [0.60, 0.80, 0.60, 0.40]
+    stars = [t for t in fig.data if t.name == "convergence round"]
+    assert len(stars) == 1 and list(stars[0].x) == [1] and list(stars[0].y) == [0.70]
+    assert [t.name for t in fig.data if t.mode == "lines+markers"] == [A, B, A, B]
+
+
+def test_convergence_figure_one_round_one_condition() -> None:
+    fig = convergence_figure((BehaviourMetric(A, 0, "accuracy", 0.5, None, None, 1),))
+    assert len(fig.data) == 1 and list(fig.data[0].y) == [0.5]
+
+
+def test_convergence_figure_without_behaviour_metrics_raises() -> None:
+    with pytest.raises(ValueError, match="no behaviour metric"):
+        convergence_figure(BEHAVIOUR[8:])
+
+
+def test_convergence_figure_escapes_condition_names() -> None:
+    fig = convergence_figure((BehaviourMetric(HOSTILE, 0, "accuracy", 0.5, 0.4, 0.6, 3),))
+    assert HOSTILE not in plain_json(fig)
+    assert fig.data[1].name == "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+def test_answer_flips_figure_one_sankey_per_condition() -> None:
+    flips = (
+        AnswerFlip(A, 0, 1, "a", "c", 3),
+        AnswerFlip(A, 0, 1, "c", "c", 5),
+        AnswerFlip(B, 0, 1, "b", "unparsed", 2),
+    )
+    fig = answer_flips_figure(flips)
+    assert [type(t) for t in fig.data] == [go.Sankey, go.Sankey]
+    first = fig.data[0]
+    assert list(first.node.label) == ["round 0: a", "round 0: c", "round 1: c"]
+    assert list(first.link.source) == [0, 1] and list(first.link.target) == [2, 2]
+    assert list(first.link.value) == [3, 5]
+    # one column per round; answers stacked within a round's column
+    assert list(first.node.x) == pytest.approx([0.01, 0.01, 0.99])
+    assert list(first.node.y) == pytest.approx([0.255, 0.745, 0.5])
+    assert [a.text for a in fig.layout.annotations] == [A, B]
+
+
+def test_uncertainty_figure_draws_only_uncertainty_metrics() -> None:
+    fig = uncertainty_figure(BEHAVIOUR)
+    # uncertainty: band + line; ece (no intervals): line
+    assert len(fig.data) == 3
+    assert fig.layout.yaxis.title.text == "uncertainty"
+    assert fig.layout.yaxis2.title.text == "ece"
+    with pytest.raises(ValueError, match="none of the uncertainty metrics"):
+        uncertainty_figure(BEHAVIOUR[:4])
+
+
+def test_reliability_figure_one_line_per_round_and_diagonal() -> None:
+    bins = (
+        CalibrationBin(A, 0, 0.5, 0.75, 0.6, 0.4, 4),
+        CalibrationBin(A, 0, 0.75, 1.0, 0.9, 0.8, 6),
+        CalibrationBin(A, 1, 0.5, 1.0, 0.7, 0.7, 10),
+        CalibrationBin(B, 1, 0.5, 1.0, 0.8, 0.6, 10),
+    )
+    fig = reliability_figure(bins)
+    names = [t.name for t in fig.data]
+    assert names == ["perfect calibration", "round 0", "round 1", "perfect calibration", "round 1"]
+    assert list(fig.data[1].x) == [0.6, 0.9] and list(fig.data[1].y) == [0.4, 0.8]
+    assert fig.layout.xaxis.title.text == "mean confidence"
+    assert fig.layout.yaxis.title.text == "accuracy"
+
+
+def test_morality_figure_heatmap_per_condition_and_probe_panel() -> None:
+    site = "blocks.{l}.hook_resid_post"
+    levels = tuple(
+        MoralityLevel(
+            condition, r, site, layer, "probe_probability", 0.1 * layer + r + offset, None, None, 5
+        )
+        for condition, offset in ((A, 0.0), (B, 0.5))
+        for r in (0, 1)
+        for layer in (0, 1, 2)
+        if not (condition == B and r == 1 and layer == 2)
+    )
+    scores = tuple(
+        LayerScore(site, "last", layer, arm, "accuracy", value, value - 0.1, value + 0.1)
+        for layer in (0, 1, 2)
+        for arm, value in (("random_direction", 0.5), ("probe", 0.8), ("shuffled_labels", 0.45))
+    )
+    fig = morality_figure(levels, scores)
+    heatmaps = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    assert len(heatmaps) == 2
+    assert list(heatmaps[0].y) == [0, 1, 2] and list(heatmaps[0].x) == [0, 1]
+    assert heatmaps[0].z[2][1] == pytest.approx(1.2)
+    assert heatmaps[1].z[2][1] is None
+    assert heatmaps[1].z[0][0] == pytest.approx(0.5)
+    lines = [t for t in fig.data if isinstance(t, go.Scatter)]
+    assert [t.name for t in lines] == ["probe", "shuffled_labels", "random_direction"]
+    assert list(lines[0].x) == [0.8, 0.8, 0.8]
+    assert fig.layout.coloraxis.cmin == pytest.approx(0.0)
+    assert fig.layout.coloraxis.cmax == pytest.approx(1.6)
+    assert fig.layout.yaxis.title.text == "layer"
+
+
+def test_morality_figure_without_layer_scores_has_only_heatmaps() -> None:
+    levels = (MoralityLevel(A, 0, "s", 0, "cosine", 0.3, None, None, 2),)
+    fig = morality_figure(levels)
+    assert len(fig.data) == 1 and fig.layout.coloraxis.colorbar.title.text == "cosine"
+
+
+def test_interactions_figure_orders_effects_and_draws_intervals() -> None:
+    behaviour = (
+        InteractionEffect("accuracy", "cot:feedback", 0.05, None, None),
+        InteractionEffect("accuracy", "instruction", 0.20, 0.10, 0.35),
+        InteractionEffect("accuracy", "cot", -0.10, -0.20, 0.00),
+    )
+    hidden = (InteractionEffect("probe_probability", "feedback", 0.02, 0.01, 0.03),)
+    fig = interactions_figure(behaviour, hidden)
+    assert len(fig.data) == 2
+    first = fig.data[0]
+    assert list(first.y) == ["instruction", "cot", "cot:feedback"]
+    assert list(first.error_x.array) == pytest.approx([0.15, 0.10, 0.0])
+    assert list(first.error_x.arrayminus) == pytest.approx([0.10, 0.10, 0.0])
+    assert [a.text for a in fig.layout.annotations[:2]] == [
+        "behaviour: accuracy",
+        "hidden state: probe_probability",
+    ]
+    with pytest.raises(ValueError, match="both interaction tables are empty"):
+        interactions_figure(())
+
+
+def test_least_squares_line_hand_computed() -> None:
+    assert least_squares_line([0.0, 1.0, 2.0], [1.0, 3.0, 5.0]) == pytest.approx((2.0, 1.0))
+    # points (0, 0), (1, 1), (2, 1): slope 1/2, intercept 1/6
+    assert least_squares_line([0.0, 1.0, 2.0], [0.0, 1.0, 1.0]) == pytest.approx((0.5, 1 / 6))
+    assert least_squares_line([1.0, 1.0], [0.0, 2.0]) is None
+
+
+def test_concept_uncertainty_figure_points_fit_and_escaped_hover() -> None:
+    concept = (
+        ConceptUncertainty(A, 0, "i1", 1.0, 0.0),
+        ConceptUncertainty(A, 1, "i1", 3.0, 1.0),
+        ConceptUncertainty(A, 1, "i2", 5.0, 2.0),
+    )
+    items = (ItemAnswer("i1", A, 0, HOSTILE, '<img src=x onerror="alert(2)">', "a", False),)
+    fig = concept_uncertainty_figure(concept, items)
+    assert [t.name for t in fig.data] == ["round 0", "round 1", "least-squares fit"]
+    fit = fig.data[2]
+    assert list(fit.x) == [0.0, 2.0] and list(fit.y) == pytest.approx([1.0, 5.0])
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in fig.data[0].hovertext[0]
+    text = plain_json(fig)
+    assert HOSTILE not in text and "<img" not in text
+    assert fig.layout.xaxis.title.text == "uncertainty (mean token NLL)"
+
+
+def test_head_attribution_figure_layer_by_head_matrix() -> None:
+    heads = (
+        HeadEffect("base", "attribution_patching", 0, 0, 0.1),
+        HeadEffect("base", "attribution_patching", 0, 1, -0.2),
+        HeadEffect("base", "attribution_patching", 1, 1, 0.4),
+        HeadEffect("tuned", "attribution_patching", 0, 0, 0.0),
+    )
+    fig = head_attribution_figure(heads)
+    assert len(fig.data) == 2
+    assert [list(row) for row in fig.data[0].z] == [[0.1, -0.2], [None, 0.4]]
+    assert fig.layout.xaxis.title.text == "head" and fig.layout.yaxis.title.text == "layer"
+    assert fig.layout.coloraxis.cmid == 0
+
+
+def test_bias_levels_figure_one_bar_trace_per_checkpoint() -> None:
+    levels = (
+        BiasLevel("base", "bias_score_ambiguous", 0.3, 0.2, 0.5, 20),
+        BiasLevel("tuned", "bias_score_ambiguous", 0.1, None, None, 20),
+    )
+    fig = bias_levels_figure(levels)
+    assert [t.name for t in fig.data] == ["base", "tuned"]
+    assert list(fig.data[0].error_y.array) == pytest.approx([0.2])
+    assert list(fig.data[0].error_y.arrayminus) == pytest.approx([0.1])
+    assert list(fig.data[1].error_y.array) == [0]
+
+
+def test_item_answers_figure_correctness_and_escaping() -> None:
+    items = (
+        ItemAnswer("i1", A, 0, HOSTILE, "(a)", "a", False),
+        ItemAnswer("i1", A, 1, HOSTILE, "(c)", "c", True),
+        ItemAnswer("i2", A, 0, "Who?", "<b onmouseover=x>", "unparsed", None),
+    )
+    fig = item_answers_figure(items)
+    assert len(fig.data) == 1
+    assert [list(row) for row in fig.data[0].z] == [[0.0, 1.0], [None, None]]
+    assert fig.data[0].hovertext[1][1] == "no answer"
+    text = plain_json(fig)
+    assert HOSTILE not in text and "<b onmouseover" not in text
+    assert "&lt;b onmouseover=x&gt;" in fig.data[0].hovertext[1][0]
+    assert item_answers_figure(items, max_items=1).data[0].y == ("i1",)
+
+
+def test_export_figure_names_missing_exporter(tmp_path: Path) -> None:
+    if importlib.util.find_spec("kaleido") is not None:
+        pytest.skip("kaleido is installed here; the missing-exporter error cannot be raised")
+    with pytest.raises(StaticExporterMissingError, match="optional package 'kaleido'"):
+        export_figure(go.Figure(), tmp_path / "figure.png")
+    assert not (tmp_path / "figure.png").exists()
+
+
+def test_export_figure_rejects_unknown_format(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"figure.gif: cannot export a figure as .gif; use one of .png, .svg"
+    ):
+        export_figure(go.Figure(), tmp_path / "figure.gif")
