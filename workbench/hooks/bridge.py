@@ -10,6 +10,7 @@ of weights in memory, the price TransformerLens' own docs name for ``hf_model=``
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -39,14 +40,13 @@ def transformer_bridge(model: nn.Module, tokenizer: Any, name: str) -> tuple[Any
 def bridge_forward(bridge: Any, batch: TokenBatch, plan: HookPlan) -> torch.Tensor:
     """Run the bridge on ``batch`` with the plan's hooks; return logits ``[batch, seq, vocab]``."""
     hooks = []
-    for layer, kind in plan.keys():
-
-        def hook(activation: torch.Tensor, hook: Any, layer: int = layer, kind: SiteKind = kind) -> torch.Tensor:
-            activation = plan.edit(layer, kind, activation)
-            plan.read(layer, kind, activation)
-            return activation
-
-        hooks.append((f"blocks.{layer}.{kind.value}", hook))
+    resid_pre: dict[int, torch.Tensor] = {}
+    mid_edited = {layer for layer, kind in plan.keys() if kind is SiteKind.RESID_MID and plan.has_editors(layer, kind)}
+    keys = set(plan.keys())
+    keys |= {(layer, SiteKind.RESID_PRE) for layer in mid_edited} | {(layer, SiteKind.ATTN_OUT) for layer in mid_edited}
+    order = list(SiteKind)
+    for layer, kind in sorted(keys, key=lambda key: (key[0], order.index(key[1]))):
+        hooks.append((f"blocks.{layer}.{kind.value}", _hook(plan, layer, kind, layer in mid_edited, resid_pre)))
     return bridge.run_with_hooks(
         batch.input_ids,
         fwd_hooks=hooks,
@@ -54,3 +54,29 @@ def bridge_forward(bridge: Any, batch: TokenBatch, plan: HookPlan) -> torch.Tens
         position_ids=batch.position_ids,
         return_type="logits",
     )
+
+
+def _hook(
+    plan: HookPlan, layer: int, kind: SiteKind, edits_mid: bool, resid_pre: dict[int, torch.Tensor]
+) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    """The TransformerLens hook function of one site.
+
+    ``hook_resid_mid`` is read where the bridge exposes it, but the residual addition happens
+    inside the block, so an edit of resid_mid is applied through the attention output:
+    ``attn_out' = f(resid_pre + attn_out) - resid_pre`` (as the ``hf`` backend does).
+    """
+
+    def hook(activation: torch.Tensor, hook: Any) -> torch.Tensor:
+        if kind is SiteKind.RESID_MID:
+            plan.read(layer, kind, activation)
+            return activation
+        activation = plan.edit(layer, kind, activation)
+        if kind is SiteKind.RESID_PRE and edits_mid:
+            resid_pre[layer] = activation
+        if kind is SiteKind.ATTN_OUT and edits_mid:
+            pre = resid_pre.pop(layer)
+            activation = plan.edit(layer, SiteKind.RESID_MID, pre + activation) - pre
+        plan.read(layer, kind, activation)
+        return activation
+
+    return hook
