@@ -1,0 +1,190 @@
+"""Concept sets: labelled statements whose activations train concept probes.
+
+Every set is a list of ``ConceptExample``. ``label`` 1 marks the concept side (stereotyped,
+immoral, toxic), 0 its contrast. ``group_id`` is the unit of the grouped splits: near-duplicate
+statements share it so they never land on both sides of a split. Paired sets give the two
+statements of a pair the ids ``<pair>/concept`` and ``<pair>/contrast`` (see ``contrast_pairs``).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from probes.errors import ConceptSetError
+from workbench.tasks.items import Item
+
+CONCEPT_SUFFIX = "concept"
+CONTRAST_SUFFIX = "contrast"
+
+
+@dataclass(frozen=True)
+class ConceptExample:
+    """One statement of a concept set.
+
+    Attributes:
+        example_id: unique id; paired statements end in ``/concept`` or ``/contrast``.
+        group_id: split unit (item, template or source row).
+        text: the statement.
+        label: 1 = concept side, 0 = contrast side.
+    """
+
+    example_id: str
+    group_id: str
+    text: str
+    label: int
+
+
+def bbq_statements(item: Item) -> tuple[str, str] | None:
+    """The biased and the neutral statement of a BBQ item (protocols.md §2.4/§2.5).
+
+    "Who had trouble ...?" becomes "{bias-aligned answer} had trouble ..." and "It cannot be
+    determined who had trouble ...". "Whose ...?" questions take the possessive. Returns ``None``
+    for questions that open with neither word, or items without a bias-aligned answer.
+    """
+    target = item.metadata.get("target_index")
+    question = item.question.strip()
+    if target is None or not question.endswith("?"):
+        return None
+    first, _, rest = question[:-1].partition(" ")
+    answer = item.options[target]
+    if first == "Who":
+        return f"{answer} {rest}.", f"It cannot be determined who {rest}."
+    if first == "Whose":
+        return f"{answer}'s {rest}.", f"It cannot be determined whose {rest}."
+    return None
+
+
+def bbq_concept_examples(items: Sequence[Item]) -> list[ConceptExample]:
+    """Contrast pairs from BBQ items; grouped by template (category + question_index).
+
+    Statements depend only on the question and the bias-aligned answer, so the ambiguous and
+    disambiguated items of a template share them; grouping by template keeps those together.
+
+    Raises:
+        ConceptSetError: no item yields a statement pair.
+    """
+    examples: list[ConceptExample] = []
+    seen: set[tuple[str, str]] = set()
+    for item in items:
+        statements = bbq_statements(item)
+        if statements is None or statements in seen:
+            continue
+        seen.add(statements)
+        group = f"bbq/{item.category}/q{item.metadata.get('question_index', item.item_id)}"
+        biased, neutral = statements
+        examples.append(ConceptExample(f"{item.item_id}/{CONCEPT_SUFFIX}", group, biased, 1))
+        examples.append(ConceptExample(f"{item.item_id}/{CONTRAST_SUFFIX}", group, neutral, 0))
+    if not examples:
+        raise ConceptSetError(
+            "bbq_concept_examples: no item has a 'Who/Whose ...?' question and a target_index; "
+            "pass BBQ items from workbench.tasks"
+        )
+    return examples
+
+
+def embedded_concept_examples() -> list[ConceptExample]:
+    """The default concept set: BBQ contrast pairs from the embedded BBQ-style sample."""
+    from workbench.tasks.bbq import load_embedded_bbq_sample
+
+    return bbq_concept_examples(load_embedded_bbq_sample())
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise ConceptSetError(f"{path}: file not found; point the concept set at the dataset file")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [name for name in required if name not in (reader.fieldnames or [])]
+        if missing:
+            raise ConceptSetError(f"{path}:1: header lacks column(s) {', '.join(missing)}")
+        return list(reader)
+
+
+def crows_pairs_concept_examples(path: Path) -> list[ConceptExample]:
+    """CrowS-Pairs: ``sent_more`` (more stereotyping, 1) vs ``sent_less`` (0), one group per row.
+
+    Args:
+        path: ``crows_pairs_anonymized.csv``.
+    """
+    examples = []
+    for row_number, row in enumerate(_read_csv(path, ("sent_more", "sent_less")), start=2):
+        pair = f"crows/{row.get('', row_number)}"
+        examples.append(ConceptExample(f"{pair}/{CONCEPT_SUFFIX}", pair, row["sent_more"], 1))
+        examples.append(ConceptExample(f"{pair}/{CONTRAST_SUFFIX}", pair, row["sent_less"], 0))
+    return examples
+
+
+def ethics_commonsense_concept_examples(path: Path, short_only: bool = True) -> list[ConceptExample]:
+    """ETHICS commonsense: label 1 = morally wrong, 0 = acceptable.
+
+    The file lists many minimal pairs as consecutive rows with opposite labels, but does not mark
+    them. Two consecutive rows with opposite labels and the same first three words share a group
+    (so an edited pair never spans a split); every other row is its own group.
+
+    Args:
+        path: ``cm_test.csv`` (or ``cm_test_hard.csv``).
+        short_only: keep only ``is_short == True`` rows (drops long Reddit posts).
+
+    Raises:
+        ConceptSetError: a label outside {0, 1} (with file and line).
+    """
+    rows = []
+    for line, row in enumerate(_read_csv(path, ("label", "input", "is_short")), start=2):
+        if row["label"] not in ("0", "1"):
+            raise ConceptSetError(f"{path}:{line}: label {row['label']!r} is not 0 or 1")
+        if short_only and row["is_short"] != "True":
+            continue
+        rows.append((line, int(row["label"]), row["input"]))
+    examples = []
+    index = 0
+    while index < len(rows):
+        line, label, text = rows[index]
+        group = f"ethics/{line}"
+        if index + 1 < len(rows):
+            next_line, next_label, next_text = rows[index + 1]
+            if next_label != label and next_text.split()[:3] == text.split()[:3]:
+                examples.append(ConceptExample(f"{group}/{_side(label)}", group, text, label))
+                examples.append(
+                    ConceptExample(f"{group}/{_side(next_label)}", group, next_text, next_label)
+                )
+                index += 2
+                continue
+        examples.append(ConceptExample(group, group, text, label))
+        index += 1
+    return examples
+
+
+def _side(label: int) -> str:
+    return CONCEPT_SUFFIX if label == 1 else CONTRAST_SUFFIX
+
+
+def toxicity_concept_examples(path: Path) -> list[ConceptExample]:
+    """Wikipedia-Talk toxicity test set: ``toxic`` True = 1, False = 0; one group per revision.
+
+    Args:
+        path: ``toxicity_nonfuzzed_testset.csv``.
+    """
+    examples = []
+    for line, row in enumerate(_read_csv(path, ("rev_id", "comment", "toxic")), start=2):
+        if row["toxic"] not in ("True", "False"):
+            raise ConceptSetError(f"{path}:{line}: toxic {row['toxic']!r} is not True or False")
+        group = f"wiki_toxicity/{row['rev_id']}"
+        examples.append(ConceptExample(group, group, row["comment"], int(row["toxic"] == "True")))
+    return examples
+
+
+def contrast_pairs(examples: Sequence[ConceptExample]) -> list[tuple[int, int]]:
+    """Index pairs (concept, contrast) of the paired statements, in order of first appearance."""
+    sides: dict[str, dict[str, int]] = {}
+    for index, example in enumerate(examples):
+        pair, _, side = example.example_id.rpartition("/")
+        if side in (CONCEPT_SUFFIX, CONTRAST_SUFFIX):
+            sides.setdefault(pair, {})[side] = index
+    return [
+        (found[CONCEPT_SUFFIX], found[CONTRAST_SUFFIX])
+        for found in sides.values()
+        if len(found) == 2
+    ]

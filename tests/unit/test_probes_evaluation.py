@@ -1,0 +1,99 @@
+"""Grouped splits, metrics, per-layer evaluation with controls, persistence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probes.errors import DimensionMismatchError, ProbeInputError
+from probes.estimators import LogisticProbe, MeanDifferenceProbe
+from probes.evaluation import evaluate_layers
+from probes.metrics import accuracy, bootstrap_mean, expected_calibration_error, interval_over_splits
+from probes.persistence import ProbeProvenance, config_hash, load_probe, save_probe
+from probes.splits import grouped_splits
+
+
+def test_grouped_splits_never_put_a_group_on_both_sides() -> None:
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 40, 300)
+    labels = rng.integers(0, 2, 300)
+    splits = grouped_splits(labels, groups, n_folds=4, n_repeats=3, seed=7)
+    assert len(splits) == 12
+    for split in splits:
+        assert not set(groups[split.train]) & set(groups[split.test])
+    for repeat in range(3):
+        tested = np.concatenate([s.test for s in splits if s.repeat == repeat])
+        assert sorted(tested) == list(range(300))
+
+
+def test_too_few_groups_for_the_folds() -> None:
+    with pytest.raises(ProbeInputError, match="3 distinct groups for 5 folds"):
+        grouped_splits(np.array([0, 1, 0, 1]), np.array([0, 1, 2, 2]), n_folds=5, n_repeats=1, seed=0)
+
+
+def test_metrics_on_hand_computed_values() -> None:
+    labels = np.array([1, 0, 1, 0])
+    probability = np.array([0.9, 0.2, 0.4, 0.7])
+    assert accuracy(labels, probability) == 0.5
+    # confidences 0.9, 0.8, 0.6, 0.7 (correct, correct, wrong, wrong), one per bin of width 0.05
+    assert expected_calibration_error(labels, probability) == pytest.approx(
+        (0.1 + 0.2 + 0.6 + 0.7) / 4
+    )
+    estimate = interval_over_splits(np.array([1.0, 3.0]))
+    assert estimate.value == 2.0
+    assert estimate.ci_high == pytest.approx(2.0 + 12.7062047 * np.sqrt(2) / np.sqrt(2))
+    assert bootstrap_mean(np.array([4.0])).ci_low is None
+
+
+def test_probe_beats_its_controls_on_a_planted_layer() -> None:
+    rng = np.random.default_rng(0)
+    n, d = 240, 32
+    labels = rng.integers(0, 2, n)
+    activations = rng.normal(size=(n, 2, d))
+    activations[:, 1, 3] += 2.5 * (2 * labels - 1)
+    groups = np.arange(n) // 3
+    evaluation = evaluate_layers(
+        activations, labels, groups, MeanDifferenceProbe(), layers=[10, 11], n_folds=3, n_repeats=2
+    )
+    assert evaluation.score(11, "probe", "accuracy").value > 0.9
+    assert evaluation.score(11, "shuffled_labels", "accuracy").value < 0.7
+    assert evaluation.score(11, "random_direction", "accuracy").value < 0.75
+    assert evaluation.score(10, "probe", "accuracy").value < 0.65
+    assert evaluation.selectivity[11, "shuffled_labels"].value > 0.25
+    assert evaluation.score(11, "probe", "auc").n == 6
+
+
+def saved(tmp_path: Path, width: int) -> Path:
+    provenance = ProbeProvenance(
+        kind="logistic", site="hook_resid_post", position="last_prompt", layer=4,
+        cache_path="runs/demo/cache.h5", cache_config_hash=config_hash({"model": "m"}),
+        probe_config={"kind": "logistic"}, hyperparameters=LogisticProbe().get_params(),
+        classes=[0, 1], scores={"accuracy": 0.75},
+    )
+    return save_probe(tmp_path, np.arange(width, dtype=float), -0.5, provenance)
+
+
+def test_probe_round_trips_through_safetensors_and_json(tmp_path: Path) -> None:
+    path = saved(tmp_path, 3)
+    assert path.name == "hook_resid_post.last_prompt.L4.logistic.safetensors"
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["cache_config_hash"] == config_hash({"model": "m"})
+    probe = load_probe(path)
+    assert probe.intercept == -0.5
+    np.testing.assert_allclose(probe.direction, np.array([0, 1, 2]) / np.sqrt(5))
+    # logits: 0*1 + 1*1 + 2*1 - 0.5 = 2.5
+    assert probe.probability(np.ones((1, 3)), "test")[0] == pytest.approx(1 / (1 + np.exp(-2.5)))
+
+
+def test_probe_from_another_model_is_refused(tmp_path: Path) -> None:
+    probe = load_probe(saved(tmp_path, 3))
+    with pytest.raises(DimensionMismatchError, match="4 wide .* fitted on 3"):
+        probe.probability(np.ones((2, 4)), "cache.h5")
+
+
+def test_config_hash_ignores_key_order() -> None:
+    assert config_hash({"a": 1, "b": [2]}) == config_hash({"b": [2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
