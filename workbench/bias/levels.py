@@ -1,0 +1,142 @@
+"""The ``workbench bias`` stage: measure intrinsic bias of one checkpoint and write
+``attribution/bias_levels.csv`` (RUN_FOLDER.md: checkpoint, measure, value, ci_low, ci_high, n).
+
+Measures written:
+- ``crows_pairs`` / ``crows_pairs.<direction>`` / ``crows_pairs.<bias_type>``: share of pairs
+  (0..1) whose more-stereotyping sentence scored higher; CI = 95 % bootstrap over pairs;
+- ``seat.<test>.effect_size`` and ``seat.<test>.p_value``: WEAT d and its permutation p-value
+  (no CI; n = number of target + attribute examples).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from workbench.bias.crows_pairs import crows_pairs_shares, read_crows_pairs, score_crows_pairs
+from workbench.bias.seat import read_seat_test, run_seat_test
+from workbench.bias.sentence_likelihood import (
+    causal_sentence_log_likelihoods,
+    masked_pair_pseudo_log_likelihoods,
+)
+
+BIAS_LEVELS_HEADER = ("checkpoint", "measure", "value", "ci_low", "ci_high", "n")
+LIKELIHOODS = ("causal", "masked")
+
+
+@dataclass(frozen=True)
+class BiasConfig:
+    """What ``workbench bias`` measures.
+
+    Attributes:
+        crows_pairs_path: crows_pairs_anonymized.csv, or None to skip CrowS-Pairs.
+        seat_paths: SEAT test files (seat/tests/*.jsonl) to run; empty to skip SEAT.
+        likelihood: ``causal`` (total sentence log-likelihood) or ``masked`` (Nangia et al. PLL).
+        seat_layer: hidden-state layer to mean-pool for SEAT (-1 = last).
+        max_pairs: keep only the first N CrowS pairs (None = all 1,508).
+        n_resamples: bootstrap resamples; n_permutations: SEAT permutation budget.
+        batch_size: sentences per forward pass; seed: bootstrap and permutation seed.
+    """
+
+    crows_pairs_path: str | None = None
+    seat_paths: tuple[str, ...] = ()
+    likelihood: str = "causal"
+    seat_layer: int = -1
+    max_pairs: int | None = None
+    n_resamples: int = 1000
+    n_permutations: int = 10_000
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"bias.likelihood is {self.likelihood!r}; use one of {LIKELIHOODS}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BiasConfig:
+        """Build from a TOML table; unknown keys are an error naming the key."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown bias config key(s) {unknown}; known keys: {sorted(known)}")
+        values = dict(data)
+        if "seat_paths" in values:
+            values["seat_paths"] = tuple(values["seat_paths"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class BiasLevel:
+    """One row of bias_levels.csv."""
+
+    checkpoint: str
+    measure: str
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+
+def measure_bias_levels(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: BiasConfig, checkpoint: str
+) -> list[BiasLevel]:
+    """Run every configured measure on ``model``; ``checkpoint`` labels the rows."""
+    model.eval()
+    levels: list[BiasLevel] = []
+    if config.crows_pairs_path is not None:
+        pairs = read_crows_pairs(Path(config.crows_pairs_path))[: config.max_pairs]
+        if config.likelihood == "causal":
+            more, less = score_crows_pairs(
+                pairs,
+                lambda sentences: causal_sentence_log_likelihoods(
+                    model, tokenizer, sentences, config.batch_size
+                ).numpy(),
+            )
+        else:
+            scored = [masked_pair_pseudo_log_likelihoods(model, tokenizer, p.sent_more, p.sent_less) for p in pairs]
+            more, less = np.array([s[0] for s in scored]), np.array([s[1] for s in scored])
+        for share in crows_pairs_shares(pairs, more, less, config.n_resamples, config.seed):
+            levels.append(BiasLevel(checkpoint, share.measure, share.value, share.ci_low, share.ci_high, share.n))
+    for seat_path in config.seat_paths:
+        test = read_seat_test(Path(seat_path))
+        result = run_seat_test(model, tokenizer, test, config.seat_layer, config.n_permutations, config.seed)
+        n = sum(len(s) for s in (test.targets_x, test.targets_y, test.attributes_a, test.attributes_b))
+        levels.append(BiasLevel(checkpoint, f"seat.{test.name}.effect_size", result.effect_size, None, None, n))
+        levels.append(BiasLevel(checkpoint, f"seat.{test.name}.p_value", result.p_value, None, None, n))
+    return levels
+
+
+def _cell(value: float | int | str | None) -> str:
+    return "" if value is None else str(value)
+
+
+def write_bias_levels(run_dir: Path, levels: list[BiasLevel]) -> Path:
+    """Write ``run_dir/attribution/bias_levels.csv``, replacing earlier rows of the same checkpoints."""
+    path = Path(run_dir) / "attribution" / "bias_levels.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replaced = {level.checkpoint for level in levels}
+    kept: list[dict[str, str]] = []
+    if path.exists():
+        with path.open(newline="", encoding="utf-8") as handle:
+            kept = [row for row in csv.DictReader(handle) if row["checkpoint"] not in replaced]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(BIAS_LEVELS_HEADER)
+        for row in kept:
+            writer.writerow([row[column] for column in BIAS_LEVELS_HEADER])
+        for level in levels:
+            writer.writerow([_cell(getattr(level, column)) for column in BIAS_LEVELS_HEADER])
+    return path
+
+
+def run_bias_stage(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: BiasConfig, run_dir: Path, checkpoint: str
+) -> Path:
+    """``workbench bias``: measure ``model`` and write its rows of attribution/bias_levels.csv."""
+    return write_bias_levels(run_dir, measure_bias_levels(model, tokenizer, config, checkpoint))

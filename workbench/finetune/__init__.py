@@ -1,0 +1,2 @@
+"""Fine-tuning that keeps debiasing: CDA debiasing, downstream tasks, plain / ProSocialTuning /
+PAC-tuning training."""

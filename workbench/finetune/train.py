@@ -1,0 +1,268 @@
+"""The ``workbench finetune`` stage: one fine-tuning loop for a classification task with modes
+``plain`` | ``prosocial`` | ``pac`` | ``pac+prosocial``, checkpoints every N steps and resume.
+
+- plain: AdamW (PLM lr, classifier lr, weight decay) on the cross-entropy;
+- prosocial: plain + the ProSocialTuning head penalty (prosocial.py) toward the debiased
+  checkpoint for the heads of selected_heads.csv;
+- pac: PAC-tuning (pac.py), K estimated on the training set before the first step;
+- pac+prosocial: PAC-tuning with the head penalty added on the clean weights.
+Embedding matrices are frozen in every mode (as PAC-tuning does), so modes stay comparable.
+
+Checkpoints: ``run_dir/checkpoints/<name>/step-<NNNNNN>/`` with ``model.safetensors`` (the
+classifier's state) and ``training_state.pt`` (tensors and optimizer state only, read back with
+``torch.load(weights_only=True)``); ``final/`` and ``finetune_result.json`` at the end.
+Data order is a seeded permutation per epoch, so a resumed run repeats the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from workbench.finetune.classifier import CausalLMClassifier
+from workbench.finetune.pac import KCurve, PACConfig, PACTuning, estimate_k_curve
+from workbench.finetune.prosocial import AttentionGeometry, ProSocialPenalty, read_selected_heads
+from workbench.finetune.tasks import LabelledText, read_classification_task, split_held_out, subsample_to_bias_ratio
+
+MODES = ("plain", "prosocial", "pac", "pac+prosocial")
+STATE_FILE = "training_state.pt"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Downstream fine-tuning.
+
+    Attributes:
+        task / data_path: a task of tasks.py and its file.
+        mode: plain | prosocial | pac | pac+prosocial.
+        bias_ratio: share of cued training examples agreeing with their gender cue (None = as is).
+        held_out_fraction: share of examples held out for accuracy; max_examples: cap (seeded).
+        epochs, batch_size, max_length (tokens), learning_rate (PLM), classifier_learning_rate,
+        weight_decay, seed: the loop (PAC modes take their rates from ``pac``).
+        checkpoint_every: steps between checkpoints; checkpoint_name: folder under checkpoints/.
+        selected_heads_path / debiased_checkpoint / prosocial_coefficient: prosocial modes.
+        pac: PAC-tuning settings (a nested table).
+    """
+
+    task: str
+    data_path: str
+    mode: str = "plain"
+    bias_ratio: float | None = None
+    held_out_fraction: float = 0.2
+    max_examples: int | None = None
+    epochs: int = 3
+    batch_size: int = 16
+    max_length: int = 128
+    learning_rate: float = 5e-5
+    classifier_learning_rate: float = 1e-2
+    weight_decay: float = 1e-2
+    seed: int = 42
+    checkpoint_every: int = 50
+    checkpoint_name: str = "finetuned"
+    selected_heads_path: str | None = None
+    debiased_checkpoint: str | None = None
+    prosocial_coefficient: float = 0.01
+    pac: PACConfig = PACConfig()
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"finetune.mode is {self.mode!r}; use one of {MODES}")
+        if "prosocial" in self.mode and (self.selected_heads_path is None or self.debiased_checkpoint is None):
+            raise ValueError(f"finetune.mode {self.mode} needs selected_heads_path and debiased_checkpoint")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        """Build from a TOML table (``pac`` as a nested table); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown finetune config key(s) {unknown}; known keys: {sorted(known)}")
+        values = dict(data)
+        if "pac" in values:
+            values["pac"] = PACConfig.from_dict(values["pac"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """Steps run in total, last training loss (nats), held-out accuracy (0..1) and split sizes."""
+
+    steps: int
+    final_train_loss: float
+    held_out_accuracy: float
+    n_train: int
+    n_held_out: int
+
+
+def prepare_examples(config: FinetuneConfig) -> tuple[list[LabelledText], list[LabelledText]]:
+    """(train, held_out): read, cap, split, then set the bias ratio of the training part."""
+    examples = read_classification_task(Path(config.data_path), config.task)
+    if config.max_examples is not None:
+        examples, _ = split_held_out(examples, 1 - config.max_examples / len(examples), config.seed)
+    train, held_out = split_held_out(examples, config.held_out_fraction, config.seed)
+    if config.bias_ratio is not None:
+        train = subsample_to_bias_ratio(train, config.bias_ratio, config.seed)
+    return train, held_out
+
+
+class _Batches:
+    """Tokenized batches of a fixed example list, in a seeded order per epoch."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, examples: list[LabelledText], config: FinetuneConfig,
+                 device: torch.device) -> None:
+        self.tokenizer, self.examples, self.config, self.device = tokenizer, examples, config, device
+        self.per_epoch = math.ceil(len(examples) / config.batch_size)
+
+    def encode(self, chosen: list[LabelledText]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        encoded = self.tokenizer([e.text for e in chosen], return_tensors="pt", padding=True, truncation=True,
+                                 max_length=self.config.max_length)
+        labels = torch.tensor([e.label for e in chosen])
+        return encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device), labels.to(self.device)
+
+    def at_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        epoch, index = divmod(step, self.per_epoch)
+        order = torch.randperm(len(self.examples), generator=torch.Generator().manual_seed(self.config.seed + epoch))
+        chosen = order[index * self.config.batch_size : (index + 1) * self.config.batch_size].tolist()
+        return self.encode([self.examples[i] for i in chosen])
+
+    def all(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        size = self.config.batch_size
+        return [self.encode(self.examples[i : i + size]) for i in range(0, len(self.examples), size)]
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    steps = sorted(folder.glob("step-*"))
+    return steps[-1] if steps else None
+
+
+def _save_checkpoint(folder: Path, classifier: nn.Module, state: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in classifier.state_dict().items()}, str(folder / WEIGHTS_FILE))
+    torch.save(state, folder / STATE_FILE)
+
+
+@torch.no_grad()
+def held_out_accuracy(classifier: CausalLMClassifier, batches: _Batches) -> float:
+    """Share of held-out examples whose argmax class equals the label."""
+    classifier.eval()
+    correct = sum(int((classifier(ids, mask).argmax(dim=1) == labels).sum()) for ids, mask, labels in batches.all())
+    return correct / len(batches.examples)
+
+
+def finetune(
+    causal_lm: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: FinetuneConfig,
+    run_dir: Path,
+    stop_after_steps: int | None = None,
+) -> FinetuneResult | None:
+    """Train (resuming from the newest checkpoint of ``checkpoint_name`` if any) and evaluate.
+
+    The classifier wraps ``causal_lm.base_model``, so ``causal_lm`` is trained in place.
+
+    ``stop_after_steps`` ends the run after that many total steps, with a checkpoint and no
+    evaluation (returns None): an interruption a later call resumes from.
+    """
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer has no pad token; set tokenizer.pad_token (e.g. to the EOS token) first")
+    train, held_out = prepare_examples(config)
+    device = next(causal_lm.parameters()).device
+    torch.manual_seed(config.seed)
+    n_classes = max(e.label for e in train + held_out) + 1
+    classifier = CausalLMClassifier(causal_lm, n_classes).to(device)
+    for name, param in classifier.named_parameters():
+        param.requires_grad_("embed" not in name)
+    trainable = [(n, p) for n, p in classifier.named_parameters() if p.requires_grad]
+    batches = _Batches(tokenizer, train, config, device)
+    folder = Path(run_dir) / "checkpoints" / config.checkpoint_name
+    resume_from = _latest_checkpoint(folder)
+    state: dict[str, Any] = {}
+    if resume_from is not None:
+        classifier.load_state_dict(load_file(str(resume_from / WEIGHTS_FILE)))
+        state = torch.load(resume_from / STATE_FILE, weights_only=True)
+
+    def batch_loss(step: int) -> torch.Tensor:
+        ids, mask, labels = batches.at_step(step)
+        classifier.train()
+        return nn.functional.cross_entropy(classifier(ids, mask), labels)
+
+    penalty = None
+    if "prosocial" in config.mode:
+        debiased = load_file(str(Path(config.debiased_checkpoint) / WEIGHTS_FILE))
+        penalty = ProSocialPenalty(classifier, debiased, read_selected_heads(Path(config.selected_heads_path)),
+                                   AttentionGeometry.from_config(causal_lm.config), config.prosocial_coefficient)
+
+    generator = torch.Generator().manual_seed(config.seed)
+    pac: PACTuning | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    if config.mode.startswith("pac"):
+        if state:
+            k_curve = KCurve(tuple(state["k_scales"].tolist()), tuple(state["k_values"].tolist()))
+        else:
+            k_curve = estimate_k_curve(
+                [p for _, p in trainable],
+                lambda: torch.cat([nn.functional.cross_entropy(classifier(i, m), y, reduction="none")
+                                   for i, m, y in batches.all()]),
+                config.pac, generator,
+            )
+        pac = PACTuning(trainable, len(train), config.pac, k_curve, CausalLMClassifier.HEAD_PARAMETERS, generator)
+        if state:
+            pac.load_state_dict(state["optimizer"])
+    else:
+        head = [p for n, p in trainable if n in CausalLMClassifier.HEAD_PARAMETERS]
+        body = [p for n, p in trainable if n not in CausalLMClassifier.HEAD_PARAMETERS]
+        optimizer = torch.optim.AdamW(
+            [{"params": body, "lr": config.learning_rate}, {"params": head, "lr": config.classifier_learning_rate}],
+            weight_decay=config.weight_decay,
+        )
+        if state:
+            optimizer.load_state_dict(state["optimizer"])
+    if state:
+        generator.set_state(state["generator"])
+
+    def checkpoint(step: int) -> None:
+        saved: dict[str, Any] = {
+            "step": torch.tensor(step),
+            "optimizer": pac.state_dict() if pac is not None else optimizer.state_dict(),
+            "generator": generator.get_state(),
+        }
+        if pac is not None:
+            saved["k_scales"] = torch.tensor(pac.k_curve.prior_scales, dtype=torch.float64)
+            saved["k_values"] = torch.tensor(pac.k_curve.k_values, dtype=torch.float64)
+        _save_checkpoint(folder / f"step-{step:06d}", classifier, saved)
+
+    total_steps = config.epochs * batches.per_epoch
+    step = int(state["step"]) if state else 0
+    loss_value = float("nan")
+    while step < total_steps:
+        if pac is not None:
+            report = pac.step(lambda: batch_loss(step), epoch=step // batches.per_epoch, penalty_fn=penalty)
+            loss_value = report.loss1
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            loss = batch_loss(step)
+            (loss + penalty() if penalty is not None else loss).backward()
+            optimizer.step()
+            loss_value = float(loss.detach())
+        step += 1
+        if step % config.checkpoint_every == 0 or step == stop_after_steps:
+            checkpoint(step)
+        if step == stop_after_steps:
+            return None
+    classifier.eval()
+    result = FinetuneResult(step, loss_value, held_out_accuracy(classifier, _Batches(tokenizer, held_out, config, device)),
+                            len(train), len(held_out))
+    _save_checkpoint(folder / "final", classifier, {"step": torch.tensor(step)})
+    (folder / "finetune_result.json").write_text(
+        json.dumps({"result": asdict(result), "config": asdict(config)}, indent=2, default=str), encoding="utf-8"
+    )
+    return result
