@@ -1,0 +1,47 @@
+"""Streaming, resumable HDF5 cache of activations and their records (layout: FORMAT.md).
+
+Knows HDF5 and the format only: it takes numpy arrays and record rows, nothing about models.
+"""
+
+from __future__ import annotations
+
+from activations_cache.errors import (
+    ActivationShapeError,
+    CacheError,
+    CacheFormatError,
+    CacheMismatchError,
+    CachePathError,
+    CacheSpecError,
+    CacheWriteError,
+    RecordError,
+)
+from activations_cache.inspection import VerifyReport, cache_info, verify_cache
+from activations_cache.layout import SCHEMA_VERSION
+from activations_cache.reader import CacheReader, open_cache
+from activations_cache.shards import join_shards
+from activations_cache.spec import BUILTIN_COLUMNS, CacheMetadata, CacheSpec, ColumnSpec, DatasetSpec
+from activations_cache.writer import CacheWriter
+
+__all__ = [
+    "BUILTIN_COLUMNS",
+    "SCHEMA_VERSION",
+    "ActivationShapeError",
+    "CacheError",
+    "CacheFormatError",
+    "CacheMetadata",
+    "CacheMismatchError",
+    "CachePathError",
+    "CacheReader",
+    "CacheSpec",
+    "CacheSpecError",
+    "CacheWriteError",
+    "CacheWriter",
+    "ColumnSpec",
+    "DatasetSpec",
+    "RecordError",
+    "VerifyReport",
+    "cache_info",
+    "join_shards",
+    "open_cache",
+    "verify_cache",
+]
