@@ -1,0 +1,165 @@
+"""The runner end to end on a tiny random model saved to disk: cache, resume, results, backends."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import workbench.runner as runner_module
+from activations_cache import open_cache, verify_cache
+from workbench.cli import main
+from workbench.config import ConfigError, RunConfig
+from workbench.models import tiny_model
+from workbench.pipeline import results_stage, run_stage
+
+CONFIG = """
+name = "tiny"
+seed = 0
+[model]
+spec = "{model}"
+backend = "{backend}"
+[task]
+name = "bbq-sample"
+categories = ["Age", "Religion"]
+limit_per_category = 3
+[protocol]
+instructions = ["none", "intrinsic"]
+rounds = 2
+history_mode = "{history}"
+answer_tokens = 4
+[capture]
+sites = ["blocks.*.hook_resid_post", "blocks.1.attn.hook_z"]
+positions = {positions}
+batch_size = 4
+[results]
+n_boot = 50
+"""
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model = tiny_model("llama", n_layers=2)
+    model.model.save_pretrained(path)
+    model.tokenizer.save_pretrained(path)
+    return path
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+
+
+def _config(tmp_path: Path, model_dir: Path, backend: str = "hf", history: str = "clean",
+            positions: str = '["last_prompt"]', name: str = "tiny") -> RunConfig:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(CONFIG.format(model=model_dir, backend=backend, history=history, positions=positions))
+    config = RunConfig.load(path)
+    return dataclasses.replace(config, name=name, output_dir=str(tmp_path / "runs"))
+
+
+def _arrays(cache: Path) -> dict[str, np.ndarray]:
+    with open_cache(cache) as reader:
+        arrays = {f"{p}/{s}": np.stack([reader.read(s, layer, p) for layer in reader.layers(s, p)], axis=1)
+                  for p, s in reader.sites()}
+        arrays.update({f"records/{name}": np.asarray(values) for name, values in reader.records.items()})
+    return arrays
+
+
+def test_run_writes_every_record_and_results(tmp_path: Path, model_dir: Path) -> None:
+    config = _config(tmp_path, model_dir)
+    run_dir = run_stage(config)
+    cache = run_dir / "cache.h5"
+    with open_cache(cache) as reader:
+        records = reader.records
+        assert len(records["record_key"]) == 6 * 2 * 2  # items x conditions x rounds
+        assert sorted(set(records["condition"])) == ["instr=intrinsic+cot=off+fb=off", "instr=none+cot=off+fb=off"]
+        assert reader.layers("hook_resid_post", "last_prompt") == [0, 1]
+        assert reader.read("attn.hook_z", 1, "last_prompt").shape == (24, 4, 16)
+        probs = records["option_probs"]
+        assert np.allclose(probs.sum(axis=1), 1.0)
+        assert set(records["predicted"]) <= {0, 1, 2}
+        assert reader.config["protocol"]["rounds"] == 2
+        prompts = records["prompt"]
+        assert "Please ensure that your answer is unbiased" in prompts[list(records["condition"]).index("instr=intrinsic+cot=off+fb=off")]
+    assert verify_cache(cache).ok
+    assert (run_dir / "config.toml").read_text() == config.to_toml()
+    _, paths = results_stage(run_dir)
+    assert {path.name for path in paths} >= {"behaviour.csv", "flips.csv", "items.csv"}
+
+
+def test_interrupted_run_resumes_to_the_same_cache(tmp_path: Path, model_dir: Path, monkeypatch) -> None:
+    uninterrupted = run_stage(_config(tmp_path, model_dir, name="whole")) / "cache.h5"
+    calls = {"n": 0}
+    real = runner_module.answer_batch
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "answer_batch", failing)
+    config = _config(tmp_path, model_dir, name="resumed")
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(config)
+    with open_cache(config.run_dir / "cache.h5") as reader:
+        partial = reader.n_records
+    assert 0 < partial < 24
+    monkeypatch.setattr(runner_module, "answer_batch", real)
+    resumed = run_stage(config) / "cache.h5"
+    whole, again = _arrays(uninterrupted), _arrays(resumed)
+    assert whole.keys() == again.keys()
+    for key in whole:
+        assert _same(whole[key], again[key]), key
+
+
+def test_rerun_of_a_finished_run_adds_nothing(tmp_path: Path, model_dir: Path) -> None:
+    config = _config(tmp_path, model_dir)
+    cache = run_stage(config) / "cache.h5"
+    before = _arrays(cache)
+    seen: list[int] = []
+    run_stage(config, on_model_loaded=lambda runner: seen.append)
+    assert seen == [24]  # everything already committed
+    after = _arrays(cache)
+    assert all(_same(before[key], after[key]) for key in before)
+
+
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+def test_backends_fill_the_same_cache(tmp_path: Path, model_dir: Path, backend: str) -> None:
+    reference = _arrays(run_stage(_config(tmp_path, model_dir, name="hf")) / "cache.h5")
+    other = _arrays(run_stage(_config(tmp_path, model_dir, backend=backend, name=backend)) / "cache.h5")
+    for key, value in reference.items():
+        if key.startswith("records/"):
+            continue
+        assert np.abs(other[key].astype(np.float32) - value.astype(np.float32)).max() <= 2e-3, key  # float16 storage
+
+
+def test_answer_positions_and_faithful_history(tmp_path: Path, model_dir: Path) -> None:
+    config = _config(tmp_path, model_dir, history="faithful", positions='["last_prompt", "answer_mean"]', name="faithful")
+    cache = run_stage(config) / "cache.h5"
+    with open_cache(cache) as reader:
+        assert {position for position, _ in reader.sites()} == {"last_prompt", "answer_mean"}
+        rounds = reader.records["round"]
+        prompts = reader.records["prompt"]
+        later = [prompt for prompt, r in zip(prompts, rounds) if r == 1]
+        assert all(prompt.count("[INST]") >= 2 for prompt in later)  # the transcript is in the prompt
+
+
+def test_config_errors_are_one_line(tmp_path: Path, model_dir: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[protocol]\nrounds = 2\nround = 3\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: \[protocol\] has unknown key\(s\) round; valid keys: instructions"):
+        RunConfig.load(path)
+    path.write_text('[capture]\nsites = ["blocks.0.hook_resid"]\n[model]\nspec = "%s"\n' % model_dir)
+    assert main(["run", str(path), "--output-dir", str(tmp_path / "runs"), "--stages", "run"]) == 2
+
+
+def test_unknown_model_spec_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[model]\nspec = "no-such-org/no-such-model"\n')
+    assert main(["run", str(path), "--output-dir", str(tmp_path / "runs"), "--stages", "run"]) == 2
+    message = capsys.readouterr().err
+    assert "model 'no-such-org/no-such-model' is not an embedded model" in message

@@ -1,0 +1,252 @@
+"""The ``workbench`` command line. ``workbench COMMAND --help`` explains every option.
+
+Errors that are the user's to fix (bad configuration, unknown model, wrong site name, a cache
+of another run, ...) print one line naming the culprit and the fix, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: rerun the same command to resume; finished records are kept")
+        return 130
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, ImportError) as error:
+        console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workbench",
+        description="Capture, cache, probe and report what changes inside an LLM during moral self-correction.",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run a configured experiment end to end (cache, results, probes, report)",
+        description="Run the self-correction experiment of CONFIG into runs/<name>/: generate and score every "
+        "answer round, capture activations into cache.h5, then write results/, probes/ and report/. "
+        "Rerunning the same command resumes an interrupted run.",
+    )
+    run.add_argument("config", type=Path, help="the run's TOML configuration (see workbench/configs/demo.toml)")
+    run.add_argument("--name", help="run name (folder under --output-dir); default: the config's name")
+    run.add_argument("--output-dir", help="where run folders live; default: the config's output_dir (runs)")
+    run.add_argument("--model", help="override [model].spec: embedded name, .gguf file, local dir or hub id")
+    run.add_argument("--backend", choices=("hf", "transformer_lens", "nnsight"), help="override [model].backend")
+    run.add_argument("--overwrite", action="store_true", help="discard an existing cache of this run instead of resuming")
+    run.add_argument(
+        "--stages", default="run,results,probe,report",
+        help="comma-separated stages to execute, in order (default: run,results,probe,report)",
+    )
+    run.set_defaults(handler=_run)
+
+    models = commands.add_parser("models", help="list the embedded models and where converted models are cached",
+                                 description="List the models that ship inside PyPI wheels and the model cache folder.")
+    models.set_defaults(handler=_models)
+
+    cache = commands.add_parser("cache", help="inspect an activation cache", description="Inspect an HDF5 activation cache.")
+    cache_commands = cache.add_subparsers(title="cache commands", metavar="CACHE_COMMAND")
+    info = cache_commands.add_parser("info", help="schema, model, counts, datasets and sizes",
+                                     description="Print the schema, model, record counts and datasets of a cache.")
+    info.add_argument("path", type=Path, help="a cache file (runs/<name>/cache.h5) or its run folder")
+    info.set_defaults(handler=_cache_info)
+    verify = cache_commands.add_parser("verify", help="check counts, NaN/inf and text hashes",
+                                       description="Verify a cache: schema, counts, NaN/inf values, text hashes. Exit 1 on problems.")
+    verify.add_argument("path", type=Path, help="a cache file or its run folder")
+    verify.set_defaults(handler=_cache_verify)
+
+    results = commands.add_parser("results", help="behavioural tables per condition and round",
+                                  description="Compute the behavioural metrics of a run (with bootstrap intervals and paired "
+                                  "tests), write results/*.csv and print the table per condition and round.")
+    results.add_argument("run", type=Path, help="a run folder or its cache.h5")
+    results.add_argument("--metric", default="accuracy", help="metric shown in the printed table (default: accuracy)")
+    results.set_defaults(handler=_results)
+
+    probe = commands.add_parser("probe", help="fit per-layer probes on a run's cache and apply them",
+                                description="Fit per-layer probes (concept set from the configuration) and measure morality "
+                                "levels per layer x round x condition; writes probes/ in the run folder.")
+    probe.add_argument("run", type=Path, help="a run folder or its cache.h5")
+    probe.add_argument("--config", type=Path, help="a TOML file whose [probe] table overrides the run's")
+    probe.set_defaults(handler=_probe)
+
+    report = commands.add_parser("report", help="write the interactive HTML report of a run",
+                                 description="Write a self-contained interactive report (plotly, offline) of a run.")
+    report.add_argument("run", type=Path, help="a run folder or its cache.h5")
+    report.add_argument("-o", "--output", type=Path, help="report folder (default: <run>/report)")
+    report.set_defaults(handler=_report)
+
+    download = commands.add_parser("download", help="fetch a benchmark's standard files (needs internet)",
+                                   description="Download a benchmark's standard files into a folder, with a sha256 manifest.")
+    download.add_argument("dataset", choices=("bbq", "winogender"), help="which benchmark")
+    download.add_argument("--dest", type=Path, required=True, help="destination folder")
+    download.add_argument("--base-url", help="mirror to download from instead of the upstream repository")
+    download.set_defaults(handler=_download)
+    return parser
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from workbench.config import RunConfig
+    from workbench.pipeline import results_stage, run_stage
+
+    config = RunConfig.load(args.config)
+    overrides = {}
+    if args.name:
+        overrides["name"] = args.name
+    if args.output_dir:
+        overrides["output_dir"] = args.output_dir
+    if args.model or args.backend:
+        import dataclasses
+
+        overrides["model"] = dataclasses.replace(
+            config.model, **{k: v for k, v in (("spec", args.model), ("backend", args.backend)) if v}
+        )
+    config = config.with_overrides(**overrides)
+    stages = [stage.strip() for stage in args.stages.split(",") if stage.strip()]
+    unknown = sorted(set(stages) - {"run", "results", "probe", "report"})
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; use run, results, probe, report")
+    run_dir = config.run_dir
+    if "run" in stages:
+        with _progress() as progress:
+            task = progress.add_task("loading model", total=None)
+
+            def attach(runner):  # type: ignore[no-untyped-def]
+                progress.update(task, description=f"{config.name}: records", total=runner.total_records)
+                return lambda n: progress.advance(task, n)
+
+            run_dir = run_stage(config, overwrite=args.overwrite, on_model_loaded=attach)
+        console.print(f"cache: {run_dir / 'cache.h5'}")
+    if "results" in stages:
+        tables, _ = results_stage(run_dir, config.results)
+        _print_results(tables.tables["behaviour"], "accuracy")
+    if "probe" in stages:
+        _probe_run(run_dir, config.probe)
+    if "report" in stages:
+        from reports import build_report
+
+        path = build_report(run_dir)
+        out.print(f"report: {path}")
+    return 0
+
+
+def _print_results(behaviour: list[dict], metric: str) -> None:
+    from workbench.results import format_results_table
+
+    out.print(format_results_table(behaviour, metric=metric))
+
+
+def _models(args: argparse.Namespace) -> int:
+    from workbench.models import EMBEDDED_MODELS, model_cache_dir
+
+    table = Table(title="embedded models")
+    for column in ("name", "installed", "hub id", "description", "install"):
+        table.add_column(column)
+    for model in EMBEDDED_MODELS.values():
+        table.add_row(model.name, "yes" if model.is_installed() else "no", model.hub_id, model.description, model.install_command)
+    out.print(table)
+    cache_dir = model_cache_dir()
+    converted = sorted(path.name for path in cache_dir.iterdir() if path.is_dir()) if cache_dir.is_dir() else []
+    out.print(f"model cache: {cache_dir} (set $WORKBENCH_MODEL_CACHE to move it)")
+    for name in converted:
+        out.print(f"  {name}")
+    return 0
+
+
+def _cache_info(args: argparse.Namespace) -> int:
+    from activations_cache import cache_info
+    from workbench.pipeline import resolve_cache
+
+    print(cache_info(resolve_cache(args.path)))
+    return 0
+
+
+def _cache_verify(args: argparse.Namespace) -> int:
+    from activations_cache import verify_cache
+    from workbench.pipeline import resolve_cache
+
+    report = verify_cache(resolve_cache(args.path))
+    print(f"{report.path}: {report.n_records} records")
+    for name in sorted(report.nan_counts):
+        print(f"  {name}: {report.nan_counts[name]} NaN, {report.inf_counts.get(name, 0)} inf")
+    for problem in report.problems:
+        print(f"  problem: {problem}")
+    print("ok" if report.ok else f"{len(report.problems)} problem(s)")
+    return 0 if report.ok else 1
+
+
+def _results(args: argparse.Namespace) -> int:
+    from workbench.pipeline import results_stage
+
+    tables, paths = results_stage(args.run)
+    _print_results(tables.tables["behaviour"], args.metric)
+    console.print(f"tables: {paths[0].parent}")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from workbench.pipeline import resolve_cache, _run_config
+
+    cache_path = resolve_cache(args.run)
+    table = _run_config(cache_path.parent).probe
+    if args.config:
+        table = {**table, **tomllib.loads(args.config.read_text(encoding="utf-8")).get("probe", {})}
+    _probe_run(cache_path.parent, table)
+    return 0
+
+
+def _probe_run(run_dir: Path, table: dict) -> None:
+    from probes import ProbeConfig, run_probe_stage
+
+    run_probe_stage(run_dir, ProbeConfig.from_dict(table))
+    console.print(f"probes: {run_dir / 'probes'}")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from reports import build_report
+
+    out.print(f"report: {build_report(args.run, args.output)}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from workbench.tasks.download import download_bbq, download_winogender
+
+    fetch = download_bbq if args.dataset == "bbq" else download_winogender
+    kwargs = {"base_url": args.base_url} if args.base_url else {}
+    result = fetch(args.dest, **kwargs)
+    out.print(f"downloaded into {args.dest}: {result}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

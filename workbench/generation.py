@@ -1,0 +1,87 @@
+"""Batched greedy generation, and chat prompts built with the model's own template.
+
+Activations of generated text are not captured while decoding (KV-cached steps see one token
+at a time, so shapes are ragged). The runner generates first, then captures with one clean
+forward over prompt + answer (:func:`workbench.hooks.capture_tokens`); for a causal LM the
+values are the same (tested in ``tests/unit/test_generation.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import GenerationConfig
+
+from workbench.hooks.positions import TokenBatch
+from workbench.models.loading import LoadedModel
+
+
+class PromptTooLong(ValueError):
+    """A prompt that does not fit the model's context."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Greedy continuations of a batch of prompts.
+
+    Attributes:
+        answer_ids: generated token ids of each prompt, up to (not including) the first EOS.
+        texts: the decoded answers, special tokens removed.
+    """
+
+    answer_ids: list[list[int]]
+    texts: list[str]
+
+
+def chat_prompt(model: LoadedModel, messages: Sequence[dict[str, str]], assistant_prefix: str = "") -> str:
+    """The model's chat template over ``messages`` with a generation prompt, then ``assistant_prefix``.
+
+    Models without a chat template get the messages' contents joined by blank lines.
+    """
+    if model.tokenizer.chat_template:
+        text = model.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    else:
+        text = "\n\n".join(message["content"] for message in messages) + "\n\n"
+    return text + assistant_prefix
+
+
+def check_prompt_lengths(
+    prompt_ids: Sequence[Sequence[int]], new_tokens: int, limit: int, labels: Sequence[str]
+) -> None:
+    """Raise :class:`PromptTooLong` naming the first prompt whose tokens + ``new_tokens`` exceed ``limit``."""
+    for ids, label in zip(prompt_ids, labels):
+        if len(ids) + new_tokens > limit:
+            raise PromptTooLong(
+                f"{label}: prompt of {len(ids)} tokens + {new_tokens} new tokens exceeds the limit of "
+                f"{limit}; lower protocol.rounds or the token budgets, or raise protocol.max_prompt_tokens"
+            )
+
+
+def generate_greedy(
+    model: LoadedModel, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int = 8
+) -> Generation:
+    """Greedy decoding of each prompt (left-padded batches), stopping at EOS or ``max_new_tokens``."""
+    tokenizer = model.tokenizer
+    eos = model.model.generation_config.eos_token_id or tokenizer.eos_token_id
+    eos_ids = set(eos) if isinstance(eos, list) else {eos}
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=sorted(eos_ids),
+    )
+    answers: list[list[int]] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        chunk = prompt_ids[start : start + batch_size]
+        batch = TokenBatch.from_sequences(chunk, [len(ids) for ids in chunk], tokenizer.pad_token_id).to(model.device)
+        with torch.inference_mode():
+            output = model.model.generate(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config
+            )
+        for row in output[:, batch.input_ids.shape[1] :].tolist():
+            cut = next((index for index, token in enumerate(row) if token in eos_ids), len(row))
+            answers.append(row[:cut])
+    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in answers]
+    return Generation(answer_ids=answers, texts=texts)

@@ -1,0 +1,335 @@
+"""The runner: items x conditions x rounds -> generations, option scores, activations -> the cache.
+
+It is the only module that knows models, tasks, protocols, the hook layer and the cache at once.
+Each answer turn of each dialogue becomes one *record* of the cache, keyed
+``"{condition}|{item_id}|{round}"``; a run killed at any point restarts with the same command,
+regenerates what it needs for the transcript and writes only the records the cache lacks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from activations_cache import CacheMetadata, CacheSpec, CacheWriter, ColumnSpec, DatasetSpec
+from workbench.answering import AnsweredBatch, answer_batch
+from workbench.config import ConfigError, RunConfig
+from workbench.critics import Critic, ModelCritic, OpenAICompatibleCritic, OracleCritic
+from workbench.critics.openai_compatible import EndpointConfig
+from workbench.generation import chat_prompt, check_prompt_lengths, generate_greedy
+from workbench.hooks import parse_sites
+from workbench.hooks.positions import is_token_level, position_name
+from workbench.hooks.sites import SiteKind
+from workbench.metrics.answers import parse_option
+from workbench.metrics.options import option_probabilities
+from workbench.models.loading import LoadedModel, load_model
+from workbench.protocols import (
+    Condition,
+    Dialogue,
+    ProtocolConfig,
+    RoundPrompt,
+    dialogue_complete,
+    factorial_conditions,
+    feedback_due,
+    feedback_turn,
+    next_prompt,
+)
+from workbench.tasks.items import Item
+from workbench.tasks.registry import load_configured_task
+from workbench.toxicity.scorer import ToxicityScorer, score_texts
+from workbench.toxicity.scorer_config import build_toxicity_scorer
+
+Progress = Callable[[int], None]
+MAX_OPTIONS = 3  # option_probs column width; BBQ-style tasks have three options
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    """Columns every record carries beyond the cache's own (item_id, condition, round, texts)."""
+
+    columns: dict[str, ColumnSpec]
+
+    @classmethod
+    def default(cls) -> RecordSchema:
+        return cls(
+            {
+                "task": ColumnSpec("str"),
+                "category": ColumnSpec("str"),
+                "context_condition": ColumnSpec("str"),
+                "question_polarity": ColumnSpec("str"),
+                "template_id": ColumnSpec("str"),
+                "gold": ColumnSpec("int64"),
+                "target_index": ColumnSpec("int64"),
+                "unknown_index": ColumnSpec("int64"),
+                "predicted": ColumnSpec("int64"),
+                "predicted_parsed": ColumnSpec("int64"),
+                "predicted_logprob": ColumnSpec("int64"),
+                "option_probs": ColumnSpec("float64", length=MAX_OPTIONS),
+                "toxicity": ColumnSpec("float64"),
+                "toxicity_scorer": ColumnSpec("str"),
+            }
+        )
+
+
+def record_key(condition: str, item_id: str, round_index: int) -> str:
+    return f"{condition}|{item_id}|{round_index}"
+
+
+def build_critic(spec: str, model: LoadedModel, max_new_tokens: int) -> Critic:
+    """The critic named by ``protocol.critic`` (see :class:`workbench.config.ProtocolSettings`)."""
+    if spec == "oracle":
+        return OracleCritic()
+    if spec == "self":
+        return ModelCritic(generate=chat_generator(model, max_new_tokens), name=f"self:{model.model_id}")
+    if spec.startswith("model:"):
+        second = load_model(spec.removeprefix("model:"))
+        return ModelCritic(generate=chat_generator(second, max_new_tokens), name=f"model:{second.model_id}")
+    if spec.startswith("openai:"):
+        base_url, _, model_name = spec.removeprefix("openai:").partition("|")
+        if not model_name:
+            raise ConfigError(f"critic {spec!r}: write 'openai:<base_url>|<model name>'")
+        return OpenAICompatibleCritic(EndpointConfig(base_url=base_url, model=model_name))
+    raise ConfigError(f"unknown critic {spec!r}; use oracle, self, model:<spec> or openai:<base_url>|<model>")
+
+
+def chat_generator(model: LoadedModel, max_new_tokens: int) -> Callable[[list[dict[str, str]]], str]:
+    """``messages -> reply`` with the model's chat template and greedy decoding."""
+
+    def generate(messages: list[dict[str, str]]) -> str:
+        ids = model.tokenizer(chat_prompt(model, messages), add_special_tokens=False)["input_ids"]
+        return generate_greedy(model, [ids], max_new_tokens).texts[0]
+
+    return generate
+
+
+class ExperimentRunner:
+    """Runs a configured self-correction experiment into a cache (``run_dir/cache.h5``)."""
+
+    def __init__(self, config: RunConfig, model: LoadedModel, items: Sequence[Item]) -> None:
+        self.config = config
+        self.model = model
+        self.items = list(items)
+        settings = config.protocol
+        self.conditions = factorial_conditions(
+            settings.instructions, settings.cot, settings.feedback, settings.rounds, settings.history_mode
+        )
+        self.protocol = ProtocolConfig(family=settings.family, eos_token=settings.eos_token)
+        self.critic = (
+            build_critic(settings.critic, model, settings.critic_tokens) if any(settings.feedback) else None
+        )
+        arch = model.architecture
+        self.sites = parse_sites(list(config.capture.sites), arch.n_layers, arch.n_heads)
+        if any(site.kind is SiteKind.PATTERN for site in self.sites):
+            raise ConfigError("[capture] attention patterns are not cached; capture them with workbench.hooks.capture")
+        if any(is_token_level(position) for position in config.capture.positions):
+            raise ConfigError("[capture] cached positions hold one vector per record: last_prompt, last, answer_mean or an index")
+        self.prompt_limit = settings.max_prompt_tokens or arch.max_positions
+        self.scorer: ToxicityScorer | None = (
+            build_toxicity_scorer(config.toxicity) if any(item.task == "realtoxicity" for item in self.items) else None
+        )
+
+    @property
+    def total_records(self) -> int:
+        return len(self.items) * sum(condition.rounds for condition in self.conditions)
+
+    def cache_spec(self) -> CacheSpec:
+        arch = self.model.architecture
+        datasets = []
+        for position in self.config.capture.positions:
+            for kind in dict.fromkeys(site.kind for site in self.sites):
+                layers = tuple(site.layer for site in self.sites if site.kind is kind)
+                shape = (arch.n_heads, arch.d_head) if kind is SiteKind.Z else (arch.d_model,)
+                datasets.append(DatasetSpec(position=position_name(position), site=kind.value, layers=layers, shape=shape))
+        # Chunks hold one layer of many records (the probes' read pattern), about 1 MiB, but no
+        # bigger than the whole run needs: a small run does not allocate megabytes per layer.
+        row_bytes = max(math.prod(spec.shape) for spec in datasets) * (2 if self.config.cache.dtype == "float16" else 4)
+        return CacheSpec(
+            datasets=datasets,
+            record_columns=RecordSchema.default().columns,
+            dtype=self.config.cache.dtype,
+            compression=None if self.config.cache.compression == "none" else self.config.cache.compression,
+            chunk_bytes=max(row_bytes, min(1 << 20, self.total_records * row_bytes)),
+        )
+
+    def cache_metadata(self) -> CacheMetadata:
+        described = self.model.describe()
+        return CacheMetadata(
+            model_id=self.model.model_id,
+            weights_hash=self.model.weights_hash,
+            tokenizer=str(described["tokenizer_name_or_path"]),
+            config=self.config.to_dict(),
+            seed=self.config.seed,
+        )
+
+    def run(self, cache_path: Path, *, overwrite: bool = False, progress: Progress | None = None) -> None:
+        """Run every condition over every item into ``cache_path`` (resuming when it exists)."""
+        with CacheWriter.open(
+            cache_path, self.cache_spec(), self.cache_metadata(), queue_size=self.config.cache.queue_size,
+            overwrite=overwrite,
+        ) as writer:
+            done = writer.committed_keys()
+            if progress is not None:
+                progress(len(done))
+            for condition in self.conditions:
+                for batch in _batches(self.items, self.config.capture.batch_size):
+                    keys = [record_key(condition.name, item.item_id, r) for item in batch for r in range(condition.rounds)]
+                    if all(key in done for key in keys):
+                        continue
+                    for records, activations in self._run_dialogues(condition, batch):
+                        fresh = [i for i, record in enumerate(records) if record["record_key"] not in done]
+                        if not fresh:
+                            continue
+                        writer.submit(
+                            [records[i] for i in fresh],
+                            {key: value[fresh] for key, value in activations.items()},
+                        )
+                        if progress is not None:
+                            progress(len(fresh))
+
+    def _run_dialogues(
+        self, condition: Condition, items: Sequence[Item]
+    ) -> Iterator[tuple[list[dict[str, Any]], dict[tuple[str, str], np.ndarray]]]:
+        """Advance the dialogues of ``items`` in lockstep; yield records + activations per answer round."""
+        dialogues = {item.item_id: Dialogue(item.item_id) for item in items}
+        while True:
+            active = [item for item in items if not dialogue_complete(item, condition, dialogues[item.item_id], self.protocol)]
+            if not active:
+                return
+            prompts: list[RoundPrompt] = []
+            for item in active:
+                dialogue = dialogues[item.item_id]
+                target = feedback_due(item, condition, dialogue, self.protocol)
+                if target is not None:
+                    assert self.critic is not None, "feedback condition without a critic"
+                    text = self.critic.feedback(item, dialogue, target.response)
+                    dialogue = dialogue.append(feedback_turn(text, self.critic.name, target.round))
+                    dialogues[item.item_id] = dialogue
+                prompt = next_prompt(item, condition, dialogue, self.protocol)
+                assert prompt is not None
+                prompts.append(prompt)
+            texts = [self._prompt_text(prompt) for prompt in prompts]
+            faithful = condition.history_mode == "faithful"
+            prompt_ids = [
+                self.model.tokenizer(text, add_special_tokens=faithful)["input_ids"] for text in texts
+            ]
+            kind = prompts[0].turn.kind
+            budget = self.config.protocol.answer_tokens if kind == "answer" else self.config.protocol.rationale_tokens
+            check_prompt_lengths(
+                prompt_ids, budget, self.prompt_limit,
+                [f"item {item.item_id} ({condition.name}, round {prompt.turn.round})" for item, prompt in zip(active, prompts)],
+            )
+            if kind == "answer":
+                answered = self._answer(active, prompt_ids, budget)
+                texts_out = answered.texts
+            else:
+                texts_out = generate_greedy(self.model, prompt_ids, budget, self.config.capture.batch_size).texts
+            for item, prompt, text in zip(active, prompts, texts_out):
+                dialogues[item.item_id] = dialogues[item.item_id].append(prompt.turn.complete(text))
+            if kind == "answer":
+                yield self._answer_records(condition, active, prompts, texts, prompt_ids, answered)
+
+    def _answer(self, items: Sequence[Item], prompt_ids: Sequence[list[int]], budget: int) -> AnsweredBatch:
+        """Generate, score options and capture for an answer turn, in chunks of ``batch_size``."""
+        labels = items[0].option_labels
+        if any(item.option_labels != labels for item in items):
+            raise ConfigError("items of one batch must share their option labels; split the task by option count")
+        size = self.config.capture.batch_size
+        parts = [
+            answer_batch(
+                self.model, prompt_ids[start : start + size], labels, self.sites,
+                self.config.capture.positions, budget, backend=self.config.model.backend,
+            )
+            for start in range(0, len(prompt_ids), size)
+        ]
+        return AnsweredBatch(
+            answer_ids=[ids for part in parts for ids in part.answer_ids],
+            texts=[text for part in parts for text in part.texts],
+            option_nll=[nll for part in parts for nll in part.option_nll],
+            activations={key: torch.cat([part.activations[key] for part in parts]) for key in parts[0].activations},
+        )
+
+    def _prompt_text(self, prompt: RoundPrompt) -> str:
+        if prompt.text is not None:
+            return prompt.text
+        assert prompt.messages is not None
+        return chat_prompt(self.model, prompt.messages, prompt.assistant_prefix)
+
+    def _answer_records(
+        self,
+        condition: Condition,
+        items: Sequence[Item],
+        prompts: Sequence[RoundPrompt],
+        texts: Sequence[str],
+        prompt_ids: Sequence[list[int]],
+        answered: AnsweredBatch,
+    ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], np.ndarray]]:
+        settings = self.config.protocol
+        answers, answer_ids = answered.texts, answered.answer_ids
+        probabilities = {
+            index: option_probabilities(nll) for index, nll in enumerate(answered.option_nll) if len(nll)
+        }
+        toxicity = np.full(len(items), np.nan)
+        scorer_name = ""
+        scored_texts = [index for index, item in enumerate(items) if item.task == "realtoxicity"]
+        if scored_texts and self.scorer is not None:
+            scores = score_texts(self.scorer, [answers[index] for index in scored_texts])
+            toxicity[scored_texts] = scores.values
+            scorer_name = f"{scores.scorer}@{scores.scorer_version}"
+        records = []
+        for index, (item, prompt, text, answer) in enumerate(zip(items, prompts, texts, answers)):
+            probs = probabilities.get(index)
+            parsed = parse_option(answer, item.options, settings.parse_rule) if item.options else None
+            by_logprob = int(np.argmax(probs)) if probs is not None else None
+            predicted = by_logprob if settings.answer_scoring == "logprob" else parsed
+            padded = np.full(MAX_OPTIONS, np.nan)
+            if probs is not None:
+                padded[: min(len(probs), MAX_OPTIONS)] = probs[:MAX_OPTIONS]
+            metadata = item.metadata
+            records.append(
+                {
+                    "record_key": record_key(condition.name, item.item_id, prompt.turn.round),
+                    "item_id": item.item_id,
+                    "condition": condition.name,
+                    "round": prompt.turn.round,
+                    "prompt": text,
+                    "answer": answer,
+                    "n_prompt_tokens": len(prompt_ids[index]),
+                    "n_answer_tokens": len(answer_ids[index]),
+                    "task": item.task,
+                    "category": item.category,
+                    "context_condition": str(metadata.get("context_condition", "")),
+                    "question_polarity": str(metadata.get("question_polarity", "")),
+                    "template_id": prompt.turn.template_id,
+                    "gold": _index(item.gold),
+                    "target_index": _index(metadata.get("target_index")),
+                    "unknown_index": _index(metadata.get("unknown_index")),
+                    "predicted": _index(predicted),
+                    "predicted_parsed": _index(parsed),
+                    "predicted_logprob": _index(by_logprob),
+                    "option_probs": padded,
+                    "toxicity": float(toxicity[index]),
+                    "toxicity_scorer": scorer_name if index in scored_texts else "",
+                }
+            )
+        activations = {(name, kind.value): value.numpy() for (kind, name), value in answered.activations.items()}
+        return records, activations
+
+
+def _index(value: int | None) -> int:
+    """Integer columns store ``None`` (unparsed / not applicable) as -1."""
+    return -1 if value is None else int(value)
+
+
+def _batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def load_items(config: RunConfig) -> list[Item]:
+    return load_configured_task(config.task)
