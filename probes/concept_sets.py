@@ -9,9 +9,12 @@ statements of a pair the ids ``<pair>/concept`` and ``<pair>/contrast`` (see ``c
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from probes.errors import ConceptSetError
 from workbench.tasks.items import Item
@@ -188,3 +191,64 @@ def contrast_pairs(examples: Sequence[ConceptExample]) -> list[tuple[int, int]]:
         for found in sides.values()
         if len(found) == 2
     ]
+
+
+def configured_concept_examples(concept_set: str, items: Sequence[Item] | None = None) -> list[ConceptExample]:
+    """The concept set a ``[probe] concept_set`` string names (see ``probes.config.ProbeConfig``).
+
+    Args:
+        concept_set: ``embedded``, ``bbq-items``, ``crows_pairs:<path>``, ``ethics:<path>`` or
+            ``toxicity:<path>``.
+        items: the run's task items (``bbq-items`` only).
+    """
+    if concept_set == "embedded":
+        return embedded_concept_examples()
+    if concept_set == "bbq-items":
+        if items is None:
+            raise ConceptSetError("concept_set 'bbq-items' needs the run's task items")
+        return bbq_concept_examples(items)
+    name, _, path = concept_set.partition(":")
+    readers = {
+        "crows_pairs": crows_pairs_concept_examples,
+        "ethics": ethics_commonsense_concept_examples,
+        "toxicity": toxicity_concept_examples,
+    }
+    if name not in readers or not path:
+        raise ConceptSetError(
+            f"concept_set {concept_set!r} is unknown; use embedded, bbq-items, crows_pairs:<path>, "
+            "ethics:<path> or toxicity:<path>"
+        )
+    return readers[name](Path(path))
+
+
+def limit_concept_examples(
+    examples: Sequence[ConceptExample], limit: int | None, seed: int
+) -> list[ConceptExample]:
+    """At most ``limit`` statements, taking whole groups in a seeded order (kept in input order)."""
+    if limit is None or len(examples) <= limit:
+        return list(examples)
+    groups = list(dict.fromkeys(example.group_id for example in examples))
+    sizes = Counter(example.group_id for example in examples)
+    kept: set[str] = set()
+    total = 0
+    for index in np.random.default_rng(seed).permutation(len(groups)):
+        group = groups[index]
+        if total + sizes[group] <= limit:
+            kept.add(group)
+            total += sizes[group]
+    return [example for example in examples if example.group_id in kept]
+
+
+def item_concept_ids(items: Sequence[Item], examples: Sequence[ConceptExample]) -> dict[str, str]:
+    """Run item id -> example id of the item's own biased statement, where the set holds it.
+
+    Items of one template share a statement (``bbq_concept_examples`` keeps it once); each of them
+    maps to that one statement.
+    """
+    by_text = {example.text: example.example_id for example in examples if example.label == 1}
+    mapping = {}
+    for item in items:
+        statements = bbq_statements(item)
+        if statements is not None and statements[0] in by_text:
+            mapping[item.item_id] = by_text[statements[0]]
+    return mapping

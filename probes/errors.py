@@ -21,3 +21,11 @@ class NonFiniteActivationsError(ProbeInputError):
 
 class ConceptSetError(ProbeInputError):
     """A concept-set file or item cannot be turned into contrast statements."""
+
+
+class ProbeConfigError(ProbeInputError):
+    """A ``[probe]`` table with an unknown key or an unusable value."""
+
+
+class CacheSiteError(ProbeInputError):
+    """A cache lacks the site, position or layer a probe needs."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
+from scipy.special import expit
 
 from probes.errors import DimensionMismatchError, ProbeInputError
 
@@ -77,7 +78,7 @@ class SavedProbe:
             DimensionMismatchError: ``d`` differs from the probe's width.
         """
         check_width(self, activations, source)
-        return 1.0 / (1.0 + np.exp(-(activations.astype(np.float64) @ self.coef + self.intercept)))
+        return expit(activations.astype(np.float64) @ self.coef + self.intercept)
 
 
 def check_width(probe: SavedProbe, activations: np.ndarray, source: str) -> None:

@@ -1,0 +1,317 @@
+"""Fitted probes and concept states applied to a run's cache: morality levels per layer x round x condition.
+
+Measures (rows of ``morality.csv``; RUN_FOLDER.md):
+- ``probe_probability``: the probe's probability of the concept class (biased / immoral / toxic);
+- ``cosine``: cosine of the record's state to the probe direction;
+- ``concept_activation``: cosine of the record's state to the concept statement's state at the
+  same site and layer (protocols.md §2.4 at the last layer, here at every probed layer);
+- ``band_cosine_attn_out`` / ``band_cosine_mlp_out``: the papers' measure (protocols.md §2.5),
+  cosine of ``hook_attn_out`` / ``hook_mlp_out`` to the concept statement's same-site state,
+  averaged over the layer band (``layer`` = the band's first layer).
+The concept state of a record is its own item's biased statement when the concept set was built
+from the run's items, else the mean state of the concept-side statements. Values are averaged per
+item first; intervals are 95% bootstraps over items.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from activations_cache import CacheReader
+from probes.cache_reading import read_layers, stored_site
+from probes.errors import CacheSiteError
+from probes.metrics import Estimate, bootstrap_mean
+from probes.persistence import SavedProbe, check_width
+from workbench.metrics.options import option_entropy
+from workbench.metrics.statistics import factorial_effects
+from workbench.results import factorial_levels
+
+MORALITY_COLUMNS = ("condition", "round", "site", "layer", "measure", "value", "ci_low", "ci_high", "n")
+CONCEPT_UNCERTAINTY_COLUMNS = ("condition", "round", "item_id", "concept_activation", "uncertainty")
+INTERACTION_COLUMNS = ("outcome", "effect", "estimate", "ci_low", "ci_high")
+
+
+@dataclass(frozen=True)
+class RunRecords:
+    """The record columns the measures need, one entry per cache record.
+
+    Attributes:
+        item_id, condition: [n] str; round: [n] int.
+        uncertainty: [n] option entropy in nats (NaN when the record has no option scores).
+    """
+
+    item_id: np.ndarray
+    condition: np.ndarray
+    round: np.ndarray
+    uncertainty: np.ndarray
+
+    @classmethod
+    def from_cache(cls, reader: CacheReader) -> RunRecords:
+        """Read the columns; uncertainty from ``option_probs`` (NaN padding dropped)."""
+        records = reader.records
+        probabilities = np.asarray(records["option_probs"], dtype=float)
+        present = ~np.isnan(probabilities)
+        entropy = option_entropy(np.where(present, probabilities, 0.0))
+        entropy[~present.any(axis=1)] = np.nan
+        return cls(
+            item_id=np.asarray(records["item_id"]),
+            condition=np.asarray(records["condition"]),
+            round=np.asarray(records["round"], dtype=int),
+            uncertainty=entropy,
+        )
+
+    def cells(self) -> list[tuple[str, int]]:
+        """Every (condition, round) present, sorted."""
+        return sorted({(str(c), int(r)) for c, r in zip(self.condition, self.round)})
+
+
+@dataclass(frozen=True)
+class ConceptStates:
+    """The concept statement's state at one site, per layer.
+
+    Attributes:
+        site: layer-free site name; position: cached token position.
+        layers: model layer of each row of ``mean`` and of each per-item array.
+        mean: [layers, width] mean state of the concept-side statements.
+        per_item: run item id -> [layers, width] the state of that item's own biased statement.
+    """
+
+    site: str
+    position: str
+    layers: tuple[int, ...]
+    mean: np.ndarray
+    per_item: dict[str, np.ndarray]
+
+    def for_records(self, item_ids: Sequence[str], layer: int) -> np.ndarray:
+        """[n, width] concept state at ``layer`` for each record's item (mean when it has none)."""
+        column = self.layers.index(layer)
+        return np.stack([self.per_item.get(str(item), self.mean)[column] for item in item_ids])
+
+
+def cosine(states: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Row-wise cosine [n] of states [n, w] with directions [w] or [n, w] (0 for a zero vector)."""
+    directions = np.broadcast_to(directions, states.shape).astype(np.float64)
+    states = states.astype(np.float64)
+    norms = np.linalg.norm(states, axis=1) * np.linalg.norm(directions, axis=1)
+    dots = np.einsum("nw,nw->n", states, directions)
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
+def cell_estimate(records: RunRecords, values: np.ndarray, condition: str, round_index: int, seed: int) -> Estimate:
+    """Mean over items (each item's records averaged) of ``values`` [n] in one cell, with a bootstrap CI."""
+    keep = (records.condition == condition) & (records.round == round_index) & np.isfinite(values)
+    items = records.item_id[keep]
+    per_item = np.array([values[keep][items == item].mean() for item in dict.fromkeys(items)])
+    return bootstrap_mean(per_item, seed=seed)
+
+
+def morality_row(
+    condition: str, round_index: int, site: str, layer: int, measure: str, estimate: Estimate
+) -> dict[str, object]:
+    """One ``morality.csv`` row (empty interval bounds when not computable)."""
+    return {
+        "condition": condition,
+        "round": round_index,
+        "site": site,
+        "layer": layer,
+        "measure": measure,
+        "value": estimate.value,
+        "ci_low": "" if estimate.ci_low is None else estimate.ci_low,
+        "ci_high": "" if estimate.ci_high is None else estimate.ci_high,
+        "n": estimate.n,
+    }
+
+
+@dataclass(frozen=True)
+class ProbeReadings:
+    """Per-record readings of the probes on a run cache.
+
+    Attributes:
+        probability: (site, layer) -> [n] concept-class probability.
+        cosine: (site, layer) -> [n] cosine to the probe direction.
+    """
+
+    probability: dict[tuple[str, int], np.ndarray]
+    cosine: dict[tuple[str, int], np.ndarray]
+
+
+def read_probes(reader: CacheReader, probes: Sequence[SavedProbe]) -> ProbeReadings:
+    """Apply every probe to its site and layer of the run cache.
+
+    Raises:
+        CacheSiteError: the cache lacks a probe's site, position or layer.
+        DimensionMismatchError: a probe fitted on another model's width.
+        NonFiniteActivationsError: NaN or inf in the cache.
+    """
+    probability, cosines = {}, {}
+    for probe in probes:
+        origin = probe.provenance
+        site = stored_site(reader, origin.site, origin.position)
+        if origin.layer not in site.layers:
+            raise CacheSiteError(
+                f"{reader.path} stores no layer {origin.layer} of {origin.site}@{origin.position} for the "
+                f"probe fitted there (stored: {list(site.layers)}); apply probes to a cache of the same sites"
+            )
+        states = read_layers(reader, site, [origin.layer])[:, 0]
+        check_width(probe, states, str(reader.path))
+        probability[origin.site, origin.layer] = probe.probability(states, str(reader.path))
+        cosines[origin.site, origin.layer] = cosine(states, probe.direction)
+    return ProbeReadings(probability, cosines)
+
+
+def probe_morality_rows(
+    records: RunRecords, readings: ProbeReadings, measures: Sequence[str], seed: int
+) -> list[dict[str, object]]:
+    """``probe_probability`` and ``cosine`` rows of ``morality.csv`` (``site`` is layer-free)."""
+    sources = {"probe_probability": readings.probability, "cosine": readings.cosine}
+    rows = []
+    for measure, values_by_layer in sources.items():
+        if measure not in measures:
+            continue
+        for (site, layer), values in sorted(values_by_layer.items()):
+            for condition, round_index in records.cells():
+                estimate = cell_estimate(records, values, condition, round_index, seed)
+                rows.append(morality_row(condition, round_index, site, layer, measure, estimate))
+    return rows
+
+
+def concept_activation(
+    reader: CacheReader, records: RunRecords, concept: ConceptStates, layer: int
+) -> np.ndarray:
+    """[n] cosine of each record's state to its concept state at ``layer`` (protocols.md §2.4)."""
+    site = stored_site(reader, concept.site, concept.position)
+    states = read_layers(reader, site, [layer])[:, 0]
+    if states.shape[1] != concept.mean.shape[1]:
+        raise CacheSiteError(
+            f"{reader.path}: {concept.site} is {states.shape[1]} wide but the concept states are "
+            f"{concept.mean.shape[1]} wide (another model?); capture the concept set with this run's model"
+        )
+    return cosine(states, concept.for_records(records.item_id, layer))
+
+
+def concept_activation_rows(
+    reader: CacheReader, records: RunRecords, concept: ConceptStates, seed: int
+) -> tuple[list[dict[str, object]], dict[int, np.ndarray]]:
+    """``concept_activation`` rows for every layer of ``concept``, and the per-record values by layer."""
+    rows, by_layer = [], {}
+    for layer in concept.layers:
+        values = concept_activation(reader, records, concept, layer)
+        by_layer[layer] = values
+        for condition, round_index in records.cells():
+            estimate = cell_estimate(records, values, condition, round_index, seed)
+            rows.append(morality_row(condition, round_index, concept.site, layer, "concept_activation", estimate))
+    return rows, by_layer
+
+
+def band_cosine(
+    reader: CacheReader, records: RunRecords, concept: ConceptStates, band: Sequence[int]
+) -> np.ndarray:
+    """[n] mean over ``band`` layers of the cosine to the concept state (protocols.md §2.5)."""
+    return np.mean([concept_activation(reader, records, concept, layer) for layer in band], axis=0)
+
+
+def band_cosine_rows(
+    reader: CacheReader, records: RunRecords, concept: ConceptStates, band: Sequence[int], seed: int
+) -> list[dict[str, object]]:
+    """``band_cosine_<attn_out|mlp_out>`` rows (``layer`` = the band's first layer)."""
+    values = band_cosine(reader, records, concept, band)
+    measure = f"band_cosine_{concept.site.removeprefix('hook_')}"
+    return [
+        morality_row(condition, round_index, concept.site, band[0], measure,
+                     cell_estimate(records, values, condition, round_index, seed))
+        for condition, round_index in records.cells()
+    ]
+
+
+def concept_uncertainty_rows(records: RunRecords, activation: np.ndarray) -> list[dict[str, object]]:
+    """``concept_uncertainty.csv`` rows: one per record (uncertainty empty when not scored)."""
+    return [
+        {
+            "condition": str(condition),
+            "round": int(round_index),
+            "item_id": str(item),
+            "concept_activation": float(value),
+            "uncertainty": "" if np.isnan(entropy) else float(entropy),
+        }
+        for condition, round_index, item, value, entropy in zip(
+            records.condition, records.round, records.item_id, activation, records.uncertainty
+        )
+    ]
+
+
+def pearson_r(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Pearson correlation of two [n] arrays; ``None`` with fewer than 3 points or a constant one."""
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def concept_uncertainty_correlations(
+    records: RunRecords, activation: np.ndarray
+) -> dict[str, dict[str, float | int | None]]:
+    """Per condition: Pearson r of per-round means over rounds, and over records (protocols.md §2.4).
+
+    Returns:
+        condition -> ``{"r_round_means", "n_rounds", "r_records", "n_records"}`` (r is ``None``
+        below 3 points or for a constant series).
+    """
+    summary = {}
+    for condition in sorted(set(records.condition)):
+        keep = (records.condition == condition) & np.isfinite(records.uncertainty)
+        rounds = sorted(set(records.round[keep]))
+        activation_means = np.array([activation[keep & (records.round == r)].mean() for r in rounds])
+        uncertainty_means = np.array([records.uncertainty[keep & (records.round == r)].mean() for r in rounds])
+        summary[str(condition)] = {
+            "r_round_means": pearson_r(activation_means, uncertainty_means),
+            "n_rounds": len(rounds),
+            "r_records": pearson_r(activation[keep], records.uncertainty[keep]),
+            "n_records": int(keep.sum()),
+        }
+    return summary
+
+
+def interaction_rows(
+    records: RunRecords, morality: np.ndarray, outcome: str, seed: int
+) -> list[dict[str, object]]:
+    """Factorial effects (instruction x CoT x feedback) on the per-item morality level, per round.
+
+    Args:
+        morality: [n] per-record morality level (e.g. band-mean probe probability).
+        outcome: name prefix of the ``outcome`` column (``<outcome>@round<k>``).
+
+    Returns an empty list when the conditions do not form a 2x2x2 design.
+    """
+    levels = factorial_levels(set(map(str, records.condition)))
+    if levels is None:
+        return []
+    rows = []
+    for round_index in sorted(set(records.round)):
+        cells = {}
+        for i, c, f in itertools.product((0, 1), repeat=3):
+            name = (f"instr={levels['instruction'][i]}+cot={levels['cot'][c]}+fb={levels['feedback'][f]}")
+            keep = (records.condition == name) & (records.round == round_index)
+            cells[i, c, f] = {
+                str(item): float(morality[keep][records.item_id[keep] == item].mean())
+                for item in set(records.item_id[keep])
+            }
+        items = sorted(set.intersection(*(set(values) for values in cells.values())))
+        if not items:
+            continue
+        outcomes = np.empty((len(items), 2, 2, 2))
+        for (i, c, f), values in cells.items():
+            outcomes[:, i, c, f] = [values[item] for item in items]
+        for effect, estimate in factorial_effects(outcomes, seed=seed).items():
+            rows.append(
+                {
+                    "outcome": f"{outcome}@round{round_index}",
+                    "effect": effect,
+                    "estimate": estimate.estimate,
+                    "ci_low": "" if np.isnan(estimate.ci_low) else estimate.ci_low,
+                    "ci_high": "" if np.isnan(estimate.ci_high) else estimate.ci_high,
+                }
+            )
+    return rows

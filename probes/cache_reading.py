@@ -1,0 +1,145 @@
+"""Which cached sites and layers a probe reads, and reading them as [records, layers, width]."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from activations_cache import CacheReader
+from probes.errors import CacheSiteError, NonFiniteActivationsError
+from workbench.hooks.sites import SiteKind
+
+DEFAULT_SITE = SiteKind.RESID_POST.value
+BAND_SITES = (SiteKind.ATTN_OUT.value, SiteKind.MLP_OUT.value)
+
+
+@dataclass(frozen=True)
+class ProbeSite:
+    """One cached site at one position, restricted to the layers a probe reads.
+
+    Attributes:
+        site: layer-free site name, e.g. ``hook_resid_post``.
+        position: cached token position, e.g. ``last_prompt``.
+        layers: model layer numbers, ascending.
+        shape: per-layer shape in the cache, ``(d,)`` or ``(heads, d_head)``.
+    """
+
+    site: str
+    position: str
+    layers: tuple[int, ...]
+    shape: tuple[int, ...]
+
+    @property
+    def width(self) -> int:
+        """Features per layer: ``prod(shape)`` (hook_z heads are flattened)."""
+        return int(np.prod(self.shape))
+
+
+def stored_site(reader: CacheReader, site: str, position: str) -> ProbeSite:
+    """Every stored layer of ``site`` at ``position``.
+
+    Raises:
+        CacheSiteError: the cache has no such dataset (the message lists what it stores).
+    """
+    for dataset in reader.spec.datasets:
+        if (dataset.position, dataset.site) == (position, site):
+            return ProbeSite(site, position, tuple(sorted(dataset.layers)), dataset.shape)
+    raise CacheSiteError(
+        f"{reader.path} has no {site} at position {position!r}; it stores (position, site) "
+        f"{reader.sites()}; pick one of those in [probe] sites/position or recapture"
+    )
+
+
+def resolve_probe_sites(
+    reader: CacheReader, names: Sequence[str] | None, position: str
+) -> list[ProbeSite]:
+    """The sites and layers named in ``[probe] sites`` (``None``: every layer of hook_resid_post).
+
+    Names follow the hook layer: ``blocks.{l}.{kind}`` with ``l`` a layer, ``*`` (every stored
+    layer) or an inclusive range ``a-b``.
+
+    Raises:
+        CacheSiteError: a malformed name, or a site or layer the cache does not store.
+    """
+    if names is None:
+        return [stored_site(reader, DEFAULT_SITE, position)]
+    layers_by_site: dict[str, set[int]] = {}
+    for name in names:
+        prefix, _, rest = name.partition(".")
+        layer_text, _, kind = rest.partition(".")
+        if prefix != "blocks" or kind not in {k.value for k in SiteKind} or kind == SiteKind.PATTERN.value:
+            raise CacheSiteError(
+                f"[probe] site {name!r} is not blocks.{{l}}.<kind> with kind one of "
+                f"{', '.join(k.value for k in SiteKind if k is not SiteKind.PATTERN)}"
+            )
+        stored = stored_site(reader, kind, position)
+        wanted = _layer_numbers(name, layer_text, stored.layers)
+        missing = sorted(set(wanted) - set(stored.layers))
+        if missing:
+            raise CacheSiteError(
+                f"[probe] site {name!r}: layer(s) {missing} are not in {reader.path} "
+                f"(stored layers of {kind}: {list(stored.layers)})"
+            )
+        layers_by_site.setdefault(kind, set()).update(wanted)
+    return [
+        ProbeSite(kind, position, tuple(sorted(layers)), stored_site(reader, kind, position).shape)
+        for kind, layers in layers_by_site.items()
+    ]
+
+
+def _layer_numbers(name: str, text: str, stored: tuple[int, ...]) -> list[int]:
+    if text == "*":
+        return list(stored)
+    first, _, last = text.partition("-")
+    if not first.isdigit() or (last and not last.isdigit()):
+        raise CacheSiteError(f"[probe] site {name!r}: layer {text!r} is not a number, * or a-b")
+    return list(range(int(first), int(last or first) + 1))
+
+
+def band_layers(band: tuple[int, int], stored: Sequence[int]) -> tuple[int, ...]:
+    """Stored layers inside ``band`` after clipping it to ``[0, max(stored)]``.
+
+    The papers' band 15-28 (protocols.md §2.5) of a 32-layer model; a smaller model gets the
+    part of it that exists, or its last layer when the band lies wholly above it.
+
+    Raises:
+        CacheSiteError: no stored layer falls inside the clipped band.
+    """
+    top = max(stored)
+    first, last = min(band[0], top), min(band[1], top)
+    inside = tuple(layer for layer in stored if first <= layer <= last)
+    if not inside:
+        raise CacheSiteError(
+            f"[probe] layer_band {list(band)} holds none of the stored layers {list(stored)}; "
+            "set layer_band to a range of stored layers"
+        )
+    return inside
+
+
+def read_layers(
+    reader: CacheReader, site: ProbeSite, layers: Sequence[int], rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Activations [records, len(layers), width] (float32) of ``site`` for ``rows`` (default: all).
+
+    Raises:
+        CacheSiteError: a layer is not stored.
+        NonFiniteActivationsError: NaN or inf values (naming the cache, site and layer).
+    """
+    stacked = []
+    for layer in layers:
+        if layer not in site.layers:
+            raise CacheSiteError(
+                f"{reader.path}: layer {layer} of {site.site}@{site.position} is not stored "
+                f"(stored: {list(site.layers)})"
+            )
+        values = reader.read(site.site, layer, site.position, rows=rows)
+        values = values.reshape(values.shape[0], -1)
+        if not np.isfinite(values).all():
+            raise NonFiniteActivationsError(
+                f"{reader.path}: {site.site}@{site.position} layer {layer} holds NaN or inf in "
+                f"{int((~np.isfinite(values).all(axis=1)).sum())} record(s); recapture those records"
+            )
+        stacked.append(values)
+    return np.stack(stacked, axis=1)

@@ -1,0 +1,395 @@
+"""The probe stage of a run: concept set -> concept cache -> per-layer probes -> morality tables.
+
+Reads ``run_dir/cache.h5`` and writes ``run_dir/probes/`` (RUN_FOLDER.md): ``concepts.h5``, one
+``<site>.<position>.L<layer>.<kind>.safetensors`` + ``.json`` per probed layer,
+``layer_scores.csv``, ``morality.csv``, ``concept_uncertainty.csv``, ``interactions.csv``,
+``steering.csv`` (when steering is on) and ``summary.json``. The model named in the run cache is
+loaded only when the concept set is not cached yet or steering is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from activations_cache import CacheMetadata, CacheReader, open_cache
+from probes.apply import (
+    CONCEPT_UNCERTAINTY_COLUMNS,
+    INTERACTION_COLUMNS,
+    MORALITY_COLUMNS,
+    ConceptStates,
+    RunRecords,
+    band_cosine_rows,
+    concept_activation_rows,
+    concept_uncertainty_correlations,
+    concept_uncertainty_rows,
+    interaction_rows,
+    probe_morality_rows,
+    read_probes,
+)
+from probes.cache_reading import BAND_SITES, DEFAULT_SITE, ProbeSite, band_layers, resolve_probe_sites
+from probes.concept_capture import (
+    ConceptActivations,
+    capture_concept_set,
+    concept_cache_complete,
+    concept_cache_matches,
+    read_concept_activations,
+)
+from probes.concept_sets import (
+    ConceptExample,
+    configured_concept_examples,
+    item_concept_ids,
+    limit_concept_examples,
+)
+from probes.config import ProbeConfig
+from probes.errors import ProbeConfigError, ProbeInputError
+from probes.estimators import CCSProbe, LinearProbe, LogisticProbe, MeanDifferenceProbe
+from probes.evaluation import LayerEvaluation, evaluate_layers
+from probes.layerwise import LayerwiseProbe
+from probes.persistence import ProbeProvenance, SavedProbe, config_hash, load_probe, save_probe
+from probes.steering import STEERING_COLUMNS, round_zero_prompts, steering_rows
+from probes.tables import LAYER_SCORE_COLUMNS, layer_score_rows, write_table
+from probes.training_sets import training_set
+from workbench.models.loading import LoadedModel, load_model
+from workbench.tasks.items import Item
+from workbench.tasks.registry import TaskConfig, load_configured_task
+
+RUN_CACHE = "cache.h5"
+PROBES_DIR = "probes"
+CONCEPT_CACHE = "concepts.h5"
+
+
+def estimator_for(config: ProbeConfig) -> LinearProbe:
+    """The unfitted single-layer probe of ``config.kind``."""
+    if config.kind == "logistic":
+        return LogisticProbe(C=config.C)
+    if config.kind == "mean_difference":
+        return MeanDifferenceProbe()
+    return CCSProbe(random_state=config.seed)
+
+
+@dataclass
+class ModelSource:
+    """The run's model, loaded on first use (concept capture or steering), and checked.
+
+    Attributes:
+        run_config: the run configuration recorded in the cache (its ``model`` table names the model).
+        weights_hash: the run cache's weights hash; a loaded model must match it.
+        model: the model once loaded (or as handed in).
+    """
+
+    run_config: dict[str, Any]
+    weights_hash: str
+    model: LoadedModel | None = None
+
+    def get(self) -> LoadedModel:
+        """The model; loads ``[model] spec`` of the run configuration on first call.
+
+        Raises:
+            ProbeInputError: the model's weights are not those that wrote the run cache.
+        """
+        if self.model is None:
+            table = self.run_config.get("model", {})
+            self.model = load_model(
+                table.get("spec", "smollm2-135m-instruct"),
+                device=table.get("device", "auto"),
+                dtype=table.get("dtype", "auto"),
+                attn_implementation=table.get("attn_implementation"),
+                trust_remote_code=table.get("trust_remote_code", False),
+            )
+        if self.model.weights_hash != self.weights_hash:
+            raise ProbeInputError(
+                f"model {self.model.model_id} has weights {self.model.weights_hash} but the run cache was "
+                f"written by weights {self.weights_hash}; pass the run's model"
+            )
+        return self.model
+
+
+def run_items(run_config: dict[str, Any]) -> list[Item]:
+    """The run's task items, from the ``task`` table recorded in its cache."""
+    return load_configured_task(TaskConfig.from_dict(run_config["task"]))
+
+
+def concept_sites(reader: CacheReader, sites: list[ProbeSite], config: ProbeConfig) -> list[ProbeSite]:
+    """What the concept cache stores: the probe sites, plus hook_attn_out / hook_mlp_out at the
+    band layers when the run caches them and ``band_cosine`` is asked for."""
+    wanted = list(sites)
+    if "band_cosine" not in config.measures:
+        return wanted
+    for dataset in reader.spec.datasets:
+        if dataset.position == config.position and dataset.site in BAND_SITES:
+            band = band_layers(config.layer_band, dataset.layers)
+            if dataset.site not in {site.site for site in wanted}:
+                wanted.append(ProbeSite(dataset.site, dataset.position, band, dataset.shape))
+    return wanted
+
+
+def concept_metadata(model: LoadedModel, reader: CacheReader, config: ProbeConfig) -> CacheMetadata:
+    """Provenance of the concept cache: the model and what chose the statements."""
+    return CacheMetadata(
+        model_id=model.model_id,
+        weights_hash=model.weights_hash,
+        tokenizer=str(model.describe()["tokenizer_name_or_path"]),
+        config=concept_cache_config(reader, config),
+        seed=config.seed,
+    )
+
+
+def concept_cache_config(reader: CacheReader, config: ProbeConfig) -> dict[str, Any]:
+    """The configuration recorded in the concept cache (only what decides its contents)."""
+    return {
+        "concept_set": config.concept_set,
+        "max_concept_examples": config.max_concept_examples,
+        "seed": config.seed,
+        "run_cache_config_sha256": reader.metadata["config_sha256"],
+    }
+
+
+def concept_states(
+    activations: ConceptActivations, site: ProbeSite, per_item_ids: dict[str, str]
+) -> ConceptStates:
+    """Mean concept-side state per layer, and each run item's own statement state."""
+    row_of = {str(example_id): row for row, example_id in enumerate(activations.example_ids)}
+    return ConceptStates(
+        site=site.site,
+        position=site.position,
+        layers=activations.layers,
+        mean=activations.activations[activations.labels == 1].mean(axis=0),
+        per_item={item: activations.activations[row_of[example]] for item, example in per_item_ids.items()},
+    )
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with NaN / inf floats replaced by ``None`` (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def best_layer(evaluation: LayerEvaluation, layers: tuple[int, ...]) -> int:
+    """The layer with the highest probe accuracy (the lowest layer on ties)."""
+    return max(layers, key=lambda layer: (evaluation.score(layer, "probe", "accuracy").value, -layer))
+
+
+def run_probe_stage(run_dir: Path, config: ProbeConfig, model: LoadedModel | None = None) -> list[Path]:
+    """Fit concept probes per layer on a run and write ``run_dir/probes/``; returns the written files.
+
+    Args:
+        run_dir: the run folder (holding ``cache.h5``).
+        config: the ``[probe]`` table.
+        model: the run's model when already loaded; otherwise loaded from the run configuration
+            only if the concept set must be captured or steering is on.
+
+    Raises:
+        ProbeInputError and subclasses: missing cache, site or layer, one-class concept set,
+            NaN activations, probes of another width.
+    """
+    run_dir = Path(run_dir)
+    cache_path = run_dir / RUN_CACHE
+    if not cache_path.is_file():
+        raise ProbeInputError(f"{cache_path} does not exist; run `workbench run CONFIG` first")
+    out_dir = run_dir / PROBES_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with open_cache(cache_path) as reader:
+        source = ModelSource(reader.config, str(reader.metadata["weights_hash"]), model)
+        sites = resolve_probe_sites(reader, config.sites, config.position)
+        items = run_items(reader.config) if config.concept_set == "bbq-items" else []
+        examples = limit_concept_examples(
+            configured_concept_examples(config.concept_set, items), config.max_concept_examples, config.seed
+        )
+        per_item_ids = item_concept_ids(items, examples)
+        stored = concept_sites(reader, sites, config)
+        concepts_path = ensure_concept_cache(out_dir / CONCEPT_CACHE, reader, source, examples, stored, config)
+        written.append(concepts_path)
+
+        evaluations, probes, states = fit_probes(concepts_path, examples, sites, stored, per_item_ids, config, out_dir)
+        written += [path for probe in probes for path in (probe, probe.with_suffix(".json"))]
+        layer_rows = [
+            row for site in sites for row in layer_score_rows(evaluations[site.site], site.site, site.position)
+        ]
+        written.append(write_table(out_dir / "layer_scores.csv", LAYER_SCORE_COLUMNS, layer_rows))
+
+        saved = [load_probe(path) for path in probes]
+        summary, tables = apply_to_run(reader, saved, states, sites, config)
+        for name, (columns, rows) in tables.items():
+            written.append(write_table(out_dir / name, columns, rows))
+
+        if config.steering:
+            primary = sites[0]
+            layers = config.steering_layers or (best_layer(evaluations[primary.site], primary.layers),)
+            rows = steer(reader, source.get(), saved, primary, layers, config)
+            written.append(write_table(out_dir / "steering.csv", STEERING_COLUMNS, rows))
+            summary["steering"] = {"site": primary.site, "layers": list(layers), "alphas": list(config.steering_alphas)}
+
+        summary.update(
+            config=config.to_dict(),
+            run_cache=str(cache_path),
+            concept_cache=str(concepts_path),
+            concept_set={
+                "name": config.concept_set,
+                "n_statements": len(examples),
+                "n_groups": len({example.group_id for example in examples}),
+                "items_with_own_statement": len(per_item_ids),
+            },
+            probe_sites=[{"site": s.site, "position": s.position, "layers": list(s.layers)} for s in sites],
+        )
+        summary_path = out_dir / "summary.json"
+        summary_path.write_text(json.dumps(json_ready(summary), indent=2) + "\n", encoding="utf-8")
+        written.append(summary_path)
+    return written
+
+
+def ensure_concept_cache(
+    path: Path,
+    reader: CacheReader,
+    source: ModelSource,
+    examples: list[ConceptExample],
+    sites: list[ProbeSite],
+    config: ProbeConfig,
+) -> Path:
+    """Capture the concept set unless ``path`` already holds it (then no model is loaded)."""
+    expected = config_hash(concept_cache_config(reader, config))
+    if concept_cache_complete(path, examples, sites, source.weights_hash, expected):
+        return path
+    model = source.get()
+    backend = reader.config.get("model", {}).get("backend", "hf")
+    stale = path.is_file() and not concept_cache_matches(path, sites, source.weights_hash, expected)
+    return capture_concept_set(
+        model, examples, path, sites, concept_metadata(model, reader, config),
+        batch_size=config.batch_size, backend=backend, overwrite=stale,
+    )
+
+
+def fit_probes(
+    concepts_path: Path,
+    examples: list[ConceptExample],
+    sites: list[ProbeSite],
+    stored: list[ProbeSite],
+    per_item_ids: dict[str, str],
+    config: ProbeConfig,
+    out_dir: Path,
+) -> tuple[dict[str, LayerEvaluation], list[Path], list[ConceptStates]]:
+    """Score and fit one probe per layer of every probe site; save them; return concept states.
+
+    Returns:
+        per site its evaluation, the saved probe files, and the concept states of every stored site.
+    """
+    estimator = estimator_for(config)
+    ids = [example.example_id for example in examples]
+    evaluations, paths, states = {}, [], []
+    with open_cache(concepts_path) as concepts:
+        for site in stored:
+            activations = read_concept_activations(concepts, site.site, site.position, site.layers, ids)
+            states.append(concept_states(activations, site, per_item_ids))
+            if site not in sites:
+                continue
+            data = training_set(activations, config.kind)
+            evaluation = evaluate_layers(
+                data.features, data.labels, data.groups, estimator, layers=site.layers,
+                n_folds=config.n_folds, n_repeats=config.n_repeats, seed=config.seed,
+            )
+            evaluations[site.site] = evaluation
+            fitted = LayerwiseProbe(estimator).fit(data.features, data.labels)
+            for index, layer in enumerate(site.layers):
+                provenance = ProbeProvenance(
+                    kind=config.kind,
+                    site=site.site,
+                    position=site.position,
+                    layer=layer,
+                    cache_path=str(concepts_path),
+                    cache_config_hash=str(concepts.metadata["config_sha256"]),
+                    probe_config=config.to_dict(),
+                    hyperparameters=estimator.get_params(),
+                    classes=[int(label) for label in fitted.classes_],
+                    scores={
+                        "accuracy": evaluation.score(layer, "probe", "accuracy").value,
+                        "auc": evaluation.score(layer, "probe", "auc").value,
+                        "selectivity_shuffled_labels": evaluation.selectivity[layer, "shuffled_labels"].value,
+                        "selectivity_random_direction": evaluation.selectivity[layer, "random_direction"].value,
+                    },
+                )
+                pair_means = fitted.pair_means_[index] if config.kind == "ccs" else None
+                paths.append(
+                    save_probe(out_dir, fitted.coef_[index], float(fitted.intercept_[index]), provenance, pair_means)
+                )
+    return evaluations, paths, states
+
+
+def apply_to_run(
+    reader: CacheReader,
+    probes: list[SavedProbe],
+    states: list[ConceptStates],
+    sites: list[ProbeSite],
+    config: ProbeConfig,
+) -> tuple[dict[str, Any], dict[str, tuple[tuple[str, ...], list[dict[str, object]]]]]:
+    """Morality, concept-uncertainty and interaction tables of the run; the summary entries."""
+    records = RunRecords.from_cache(reader)
+    readings = read_probes(reader, probes)
+    morality = probe_morality_rows(records, readings, config.measures, config.seed)
+    primary = next((site for site in sites if site.site == DEFAULT_SITE), sites[0])
+    primary_states = next(state for state in states if state.site == primary.site)
+    concept_rows, activation_by_layer = concept_activation_rows(reader, records, primary_states, config.seed)
+    if "concept_activation" in config.measures:
+        morality += concept_rows
+    last_layer = max(primary.layers)
+    activation = activation_by_layer[last_layer]
+    band = band_layers(config.layer_band, primary.layers)
+    summary: dict[str, Any] = {
+        "band": {"first": band[0], "last": band[-1], "layers": list(band), "requested": list(config.layer_band)},
+        "concept_activation": {"site": primary.site, "layer": last_layer},
+        "concept_uncertainty": concept_uncertainty_correlations(records, activation),
+        "band_measures": [],
+    }
+    for state in states:
+        if state.site in BAND_SITES and "band_cosine" in config.measures:
+            morality += band_cosine_rows(reader, records, state, state.layers, config.seed)
+            summary["band_measures"].append(
+                {"site": state.site, "first": state.layers[0], "last": state.layers[-1], "layers": list(state.layers)}
+            )
+    level = np.mean([readings.probability[primary.site, layer] for layer in band], axis=0)
+    summary["morality_level"] = {"measure": "probe_probability", "site": primary.site, "layers": list(band)}
+    tables = {
+        "morality.csv": (MORALITY_COLUMNS, morality),
+        "concept_uncertainty.csv": (CONCEPT_UNCERTAINTY_COLUMNS, concept_uncertainty_rows(records, activation)),
+        "interactions.csv": (
+            INTERACTION_COLUMNS,
+            interaction_rows(records, level, "morality_probe_probability", config.seed),
+        ),
+    }
+    return summary, tables
+
+
+def steer(
+    reader: CacheReader,
+    model: LoadedModel,
+    probes: list[SavedProbe],
+    site: ProbeSite,
+    layers: tuple[int, ...],
+    config: ProbeConfig,
+) -> list[dict[str, object]]:
+    """Steering rows at each of ``layers`` of ``site`` along that layer's probe direction."""
+    by_layer = {p.provenance.layer: p for p in probes if p.provenance.site == site.site}
+    missing = sorted(set(layers) - set(by_layer))
+    if missing:
+        raise ProbeConfigError(
+            f"[probe] steering_layers {missing} have no probe at {site.site}; probed layers: {list(site.layers)}"
+        )
+    prompts = round_zero_prompts(reader, model, config.max_steering_prompts, config.seed)
+    return [
+        row
+        for layer in layers
+        for row in steering_rows(
+            model, prompts, site.site, layer, by_layer[layer].coef, config.steering_alphas,
+            seed=config.seed, batch_size=config.batch_size,
+        )
+    ]

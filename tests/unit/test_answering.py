@@ -1,0 +1,54 @@
+"""One-prefill answer rounds equal the separate passes they replace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.answering import answer_batch
+from workbench.generation import generate_greedy
+from workbench.hooks import capture_tokens, parse_sites
+from workbench.models import tiny_model
+from workbench.option_scoring import option_mean_nll
+
+PROMPTS = ["the man said who can not be determined", "a b c", "the old person was the one who"]
+LABELS = ("(a)", "(b)", "(c)")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("llama", n_layers=3)
+
+
+@pytest.mark.parametrize("positions", [("last_prompt",), ("last_prompt", "answer_mean", "last")])
+def test_answer_batch_equals_separate_passes(model, positions) -> None:
+    ids = [model.tokenizer(prompt)["input_ids"] for prompt in PROMPTS]
+    sites = parse_sites(["blocks.*.hook_resid_post", "blocks.1.attn.hook_z"], 3, 4)
+    answered = answer_batch(model, ids, LABELS, sites, positions, max_new_tokens=5)
+    generated = generate_greedy(model, ids, 5)
+    assert answered.answer_ids == generated.answer_ids
+    assert answered.texts == generated.texts
+    reference_nll = option_mean_nll(model, ids, [LABELS] * 3)
+    for got, want in zip(answered.option_nll, reference_nll):
+        assert np.allclose(got, want, atol=1e-5)
+    captured = capture_tokens(
+        model, [p + a for p, a in zip(ids, generated.answer_ids)], [len(p) for p in ids],
+        sites=[site.name for site in sites], positions=positions,
+    )
+    assert answered.activations.keys() == captured.values.keys()
+    for key, value in captured.values.items():
+        assert torch.allclose(answered.activations[key], value, atol=1e-5), key
+
+
+def test_hand_computed_option_nll(model) -> None:
+    """Mean token NLL of " (b)" after a prompt, computed directly from one forward's logits."""
+    ids = model.tokenizer("the man said")["input_ids"]
+    continuation = model.tokenizer(" (b)", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model.model(torch.tensor([ids + continuation])).logits[0]
+    log_probs = torch.log_softmax(logits, dim=-1)
+    expected = -np.mean([float(log_probs[len(ids) - 1 + i, token]) for i, token in enumerate(continuation)])
+    sites = parse_sites("blocks.0.hook_resid_post", 3, 4)
+    answered = answer_batch(model, [ids], LABELS, sites, ("last_prompt",), max_new_tokens=2)
+    assert answered.option_nll[0][1] == pytest.approx(expected, abs=1e-5)
