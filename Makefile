@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN ?= demo
 
-.PHONY: demo test test-fast benchmarks venv clean-runs
+.PHONY: demo test test-fast benchmarks venv clean-runs browser
 
 venv: $(STAMP)
 
@@ -21,10 +21,17 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/workbench run configs/demo.toml --name $(RUN)
+	$(BIN)/workbench run workbench/configs/demo.toml --name $(RUN)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -rs
+
+# The report test drives headless Chromium and the cache test h5dump: install them when apt can;
+# where it cannot, those tests skip with a message saying so.
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v h5dump >/dev/null 2>&1 || \
+	  ( (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium hdf5-tools >/dev/null) \
+	    || echo "chromium/hdf5-tools could not be installed: the browser and h5dump tests will skip" )
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e"
@@ -32,6 +39,8 @@ test-fast: $(STAMP)
 benchmarks: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_capture.py
 	$(BIN)/python tests/benchmarks/bench_cache_writer.py
+	$(BIN)/python tests/benchmarks/bench_probes.py
+	$(BIN)/python tests/benchmarks/bench_attribution.py
 
 clean-runs:
 	rm -rf runs/

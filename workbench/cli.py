@@ -22,6 +22,9 @@ out = Console()
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # rich draws our own progress
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2

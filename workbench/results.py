@@ -10,7 +10,8 @@ Metrics of ``behaviour.csv`` (per condition and round; prefixed ``<task>/`` when
 tasks): ``accuracy`` and ``unparsed_rate`` (items with a gold answer); BBQ ``accuracy_ambig``,
 ``accuracy_disambig``, ``unknown_rate`` (ambiguous items), ``bias_score_ambiguous``,
 ``bias_score_disambiguated``; Winogender ``they_rate``, ``he_rate``, ``she_rate`` (from the answer
-text); ``toxicity`` (mean of scored outputs); ``ece`` (option probabilities); ``flip_rate`` (rounds
+text); ``toxicity`` (mean of scored outputs); ``entropy`` (mean option entropy, nats) and ``ece``
+(option probabilities); ``flip_rate`` (rounds
 >= 1, against the previous round). Intervals are percentile bootstraps over items.
 """
 
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from workbench.metrics import bbq, calibration, dynamics, statistics, winogender
+from workbench.metrics import bbq, calibration, dynamics, options, statistics, winogender
 from workbench.metrics.answers import option_letter
 from workbench.protocols.conditions import parse_condition_name
 
@@ -131,6 +132,10 @@ def _behaviour_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) ->
     scored = np.array([r["toxicity"] for r in rows if r["toxicity"] is not None], dtype=float)
     if scored.size:
         metrics["toxicity"] = statistics.bootstrap_ci(scored, np.mean, config.n_boot, config.seed, config.level)
+    with_probs = [r for r in rows if r["option_probs"] is not None]
+    if with_probs:
+        entropy = options.option_entropy(np.array([r["option_probs"] for r in with_probs], dtype=float))
+        metrics["entropy"] = statistics.bootstrap_ci(entropy, np.mean, config.n_boot, config.seed, config.level)
     calibrated = [r for r in rows if r["option_probs"] is not None and r["gold"] is not None]
     if calibrated:
         probs = np.array([r["option_probs"] for r in calibrated], dtype=float)
