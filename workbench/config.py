@@ -112,6 +112,15 @@ class ProtocolSettings:
         parse_rule: ``"label"`` (explicit option labels/texts) or ``"msu_substring"`` (the papers' rule).
         max_prompt_tokens: longest prompt accepted; ``None`` = the model's context length.
             Longer prompts stop the run with an error naming the item (no silent truncation).
+        weak_evidence: ``"none"``, or add a weak-evidence sentence to every BBQ context that hints
+            at the bias-aligned (``"target"``) or the other (``"non_target"``) person.
+        mask_fraction: share of the words of earlier ``mask_turns`` responses replaced by ``_``
+            before the model sees them again (0 = no masking; the papers use 0.25 / 0.5 / 0.75).
+        mask_turns: which responses are masked: ``"rationale"`` (CoT) or ``"feedback"``.
+        self_distinguish: after every answer round, also ask (by option log-probability) which
+            social group is stereotyped in the context (BBQ; protocols.md section 2.7).
+        uncertainty_samples: sampled answers per round input for the semantic uncertainty of
+            protocols.md section 2.2 (0 = off; the paper uses 5). Clusters = same parsed option.
     """
 
     instructions: tuple[str, ...] = ("none", "intrinsic")
@@ -128,10 +137,23 @@ class ProtocolSettings:
     answer_scoring: str = "logprob"
     parse_rule: str = "label"
     max_prompt_tokens: int | None = None
+    weak_evidence: str = "none"
+    mask_fraction: float = 0.0
+    mask_turns: str = "rationale"
+    self_distinguish: bool = False
+    uncertainty_samples: int = 0
 
     def __post_init__(self) -> None:
         if self.answer_scoring not in ("logprob", "parse"):
             raise ConfigError(f"answer_scoring must be 'logprob' or 'parse', not {self.answer_scoring!r}")
+        if self.weak_evidence not in ("none", "target", "non_target"):
+            raise ConfigError(f"weak_evidence must be 'none', 'target' or 'non_target', not {self.weak_evidence!r}")
+        if not 0.0 <= self.mask_fraction < 1.0:
+            raise ConfigError(f"mask_fraction must be in [0, 1), not {self.mask_fraction}")
+        if self.mask_turns not in ("rationale", "feedback"):
+            raise ConfigError(f"mask_turns must be 'rationale' or 'feedback', not {self.mask_turns!r}")
+        if self.uncertainty_samples < 0:
+            raise ConfigError(f"uncertainty_samples must be >= 0, not {self.uncertainty_samples}")
 
 
 @dataclass(frozen=True)

@@ -85,3 +85,38 @@ def generate_greedy(
             answers.append(row[:cut])
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in answers]
     return Generation(answer_ids=answers, texts=texts)
+
+
+def sample_continuations(
+    model: LoadedModel, prompt_ids: Sequence[Sequence[int]], n_samples: int, max_new_tokens: int, seed: int
+) -> list[list[list[int]]]:
+    """``n_samples`` sampled continuations per prompt (temperature 1, no top-k/top-p), cut at EOS.
+
+    Seeded, so a resumed run draws the same samples. Returns ``[prompt][sample] -> token ids``.
+    """
+    tokenizer = model.tokenizer
+    eos = model.model.generation_config.eos_token_id or tokenizer.eos_token_id
+    eos_ids = set(eos) if isinstance(eos, list) else {eos}
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+        num_return_sequences=n_samples, pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos_ids),
+    )
+    batch = TokenBatch.from_sequences(prompt_ids, [len(ids) for ids in prompt_ids], tokenizer.pad_token_id).to(model.device)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        with torch.inference_mode():
+            output = model.model.generate(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config
+            )
+    finally:
+        torch.random.set_rng_state(generator_state)
+    rows = output[:, batch.input_ids.shape[1] :].tolist()
+    samples: list[list[list[int]]] = []
+    for index in range(len(prompt_ids)):
+        group = []
+        for row in rows[index * n_samples : (index + 1) * n_samples]:
+            cut = next((position for position, token in enumerate(row) if token in eos_ids), len(row))
+            group.append(row[:cut])
+        samples.append(group)
+    return samples

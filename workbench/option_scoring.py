@@ -29,17 +29,34 @@ def option_mean_nll(
         one array ``[n_options]`` per prompt.
     """
     tokenizer = model.tokenizer
-    pairs: list[tuple[int, list[int], list[int]]] = []
+    pairs: list[tuple[list[int], list[int]]] = []
+    owners: list[int] = []
     for index, (ids, labels) in enumerate(zip(prompt_ids, option_labels)):
         for label in labels:
-            continuation = tokenizer(" " + label, add_special_tokens=False)["input_ids"]
-            pairs.append((index, list(ids), continuation))
-    nll = np.empty(len(pairs))
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
+            pairs.append((list(ids), tokenizer(" " + label, add_special_tokens=False)["input_ids"]))
+            owners.append(index)
+    nll = continuation_mean_nll(model, pairs, batch_size)
+    per_prompt: list[list[float]] = [[] for _ in prompt_ids]
+    for index, value in zip(owners, nll):
+        per_prompt[index].append(float(value))
+    return [np.asarray(values) for values in per_prompt]
+
+
+def continuation_mean_nll(
+    model: LoadedModel, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int = 8
+) -> np.ndarray:
+    """Mean-token NLL (nats) of each ``continuation`` given its ``prompt``; ``[n_pairs]``.
+
+    An empty continuation scores NaN.
+    """
+    tokenizer = model.tokenizer
+    nll = np.full(len(pairs), np.nan)
+    scored = [index for index, (_, continuation) in enumerate(pairs) if len(continuation)]
+    for start in range(0, len(scored), batch_size):
+        chunk = [pairs[index] for index in scored[start : start + batch_size]]
         batch = TokenBatch.from_sequences(
-            [prompt + continuation for _, prompt, continuation in chunk],
-            [len(prompt) for _, prompt, _ in chunk],
+            [list(prompt) + list(continuation) for prompt, continuation in chunk],
+            [len(prompt) for prompt, _ in chunk],
             tokenizer.pad_token_id,
         ).to(model.device)
         with torch.inference_mode():
@@ -50,12 +67,9 @@ def option_mean_nll(
                 use_cache=False,
             ).logits.float()
         log_probs = torch.log_softmax(logits, dim=-1)
-        for row, (_, prompt, continuation) in enumerate(chunk):
+        for row, (prompt, continuation) in enumerate(chunk):
             first = int(batch.starts[row]) + len(prompt)
             positions = torch.arange(first - 1, first - 1 + len(continuation), device=log_probs.device)
-            targets = torch.as_tensor(continuation, device=log_probs.device)
-            nll[start + row] = float(-log_probs[row, positions, targets].mean())
-    per_prompt: list[list[float]] = [[] for _ in prompt_ids]
-    for (index, _, _), value in zip(pairs, nll):
-        per_prompt[index].append(value)
-    return [np.asarray(values) for values in per_prompt]
+            targets = torch.as_tensor(list(continuation), device=log_probs.device)
+            nll[scored[start + row]] = float(-log_probs[row, positions, targets].mean())
+    return nll

@@ -86,6 +86,10 @@ def record_rows(cache_path: Path) -> list[dict[str, Any]]:
                     "answer": str(columns["answer"][index]),
                     "prompt": str(columns["prompt"][index]),
                     "toxicity": None if np.isnan(toxicity) else toxicity,
+                    "semantic_uncertainty": _optional_float(columns["semantic_uncertainty"][index]),
+                    "distinguish_correct": _distinguish_correct(
+                        columns["distinguish_predicted"][index], columns["distinguish_gold"][index]
+                    ),
                 }
             )
     return rows
@@ -93,6 +97,14 @@ def record_rows(cache_path: Path) -> list[dict[str, Any]]:
 
 def _optional_index(value: Any) -> int | None:
     return None if int(value) < 0 else int(value)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if np.isnan(float(value)) else float(value)
+
+
+def _distinguish_correct(predicted: Any, gold: Any) -> float | None:
+    return None if int(gold) < 0 else float(int(predicted) == int(gold))
 
 
 def results_stage(run: Path, config: ResultsConfig | None = None) -> tuple[ResultTables, list[Path]]:

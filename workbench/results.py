@@ -4,14 +4,16 @@ A *record row* is one model answer: a dict with keys ``item_id``, ``condition`` 
 ``Condition.name``), ``round`` (0-based), ``category``, ``task``, ``context_condition``,
 ``question_polarity``, ``predicted`` (option index or ``None`` = unparsed), ``gold``,
 ``target_index``, ``unknown_index``, ``option_probs`` (list of floats or ``None``), ``answer``
-(generated text), ``prompt`` and ``toxicity`` (float or ``None``).
+(generated text), ``prompt`` and ``toxicity`` (float or ``None``); optionally
+``semantic_uncertainty`` (float) and ``distinguish_correct`` (0/1), each ``None`` when not measured.
 
 Metrics of ``behaviour.csv`` (per condition and round; prefixed ``<task>/`` when rows hold several
 tasks): ``accuracy`` and ``unparsed_rate`` (items with a gold answer); BBQ ``accuracy_ambig``,
 ``accuracy_disambig``, ``unknown_rate`` (ambiguous items), ``bias_score_ambiguous``,
 ``bias_score_disambiguated``; Winogender ``they_rate``, ``he_rate``, ``she_rate`` (from the answer
 text); ``toxicity`` (mean of scored outputs); ``entropy`` (mean option entropy, nats) and ``ece``
-(option probabilities); ``flip_rate`` (rounds
+(option probabilities); ``uncertainty`` (paper 4's sample-based semantic uncertainty, nats);
+``self_distinguish_accuracy`` (the stereotyped group named correctly); ``flip_rate`` (rounds
 >= 1, against the previous round). Intervals are percentile bootstraps over items.
 """
 
@@ -132,6 +134,14 @@ def _behaviour_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) ->
     scored = np.array([r["toxicity"] for r in rows if r["toxicity"] is not None], dtype=float)
     if scored.size:
         metrics["toxicity"] = statistics.bootstrap_ci(scored, np.mean, config.n_boot, config.seed, config.level)
+    sampled = np.array([r.get("semantic_uncertainty") for r in rows if r.get("semantic_uncertainty") is not None], dtype=float)
+    if sampled.size:
+        metrics["uncertainty"] = statistics.bootstrap_ci(sampled, np.mean, config.n_boot, config.seed, config.level)
+    distinguished = np.array([r["distinguish_correct"] for r in rows if r.get("distinguish_correct") is not None], dtype=float)
+    if distinguished.size:
+        metrics["self_distinguish_accuracy"] = statistics.bootstrap_ci(
+            distinguished, np.mean, config.n_boot, config.seed, config.level
+        )
     with_probs = [r for r in rows if r["option_probs"] is not None]
     if with_probs:
         entropy = options.option_entropy(np.array([r["option_probs"] for r in with_probs], dtype=float))

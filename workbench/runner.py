@@ -9,6 +9,7 @@ regenerates what it needs for the transcript and writes only the records the cac
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +23,21 @@ from workbench.answering import AnsweredBatch, answer_batch
 from workbench.config import ConfigError, RunConfig
 from workbench.critics import Critic, ModelCritic, OpenAICompatibleCritic, OracleCritic
 from workbench.critics.openai_compatible import EndpointConfig
-from workbench.generation import chat_prompt, check_prompt_lengths, generate_greedy
+from workbench.generation import chat_prompt, check_prompt_lengths, generate_greedy, sample_continuations
 from workbench.hooks import parse_sites
 from workbench.hooks.positions import is_token_level, position_name
 from workbench.hooks.sites import SiteKind
 from workbench.metrics.answers import parse_option
 from workbench.metrics.options import option_probabilities
+from workbench.metrics.uncertainty import anchor_clusters, same_option_equivalence, semantic_uncertainty
+from workbench.option_scoring import continuation_mean_nll, option_mean_nll
 from workbench.models.loading import LoadedModel, load_model
 from workbench.protocols import (
     Condition,
     Dialogue,
+    WeakEvidence,
+    add_weak_evidence,
+    mask_turn_responses,
     ProtocolConfig,
     RoundPrompt,
     dialogue_complete,
@@ -40,6 +46,10 @@ from workbench.protocols import (
     feedback_turn,
     next_prompt,
 )
+from workbench.protocols.dialogue import PendingTurn
+from workbench.protocols.history import clean_messages, faithful_history
+from workbench.protocols.self_distinguish import bbq_stereotype_prompt
+from workbench.protocols.templates import split_chat_turn
 from workbench.tasks.items import Item
 from workbench.tasks.registry import load_configured_task
 from workbench.toxicity.scorer import ToxicityScorer, score_texts
@@ -73,6 +83,9 @@ class RecordSchema:
                 "option_probs": ColumnSpec("float64", length=MAX_OPTIONS),
                 "toxicity": ColumnSpec("float64"),
                 "toxicity_scorer": ColumnSpec("str"),
+                "semantic_uncertainty": ColumnSpec("float64"),
+                "distinguish_predicted": ColumnSpec("int64"),
+                "distinguish_gold": ColumnSpec("int64"),
             }
         )
 
@@ -114,8 +127,11 @@ class ExperimentRunner:
     def __init__(self, config: RunConfig, model: LoadedModel, items: Sequence[Item]) -> None:
         self.config = config
         self.model = model
-        self.items = list(items)
         settings = config.protocol
+        if settings.weak_evidence != "none":
+            evidence = WeakEvidence(points_to=settings.weak_evidence)
+            items = [add_weak_evidence(item, evidence) for item in items]
+        self.items = list(items)
         self.conditions = factorial_conditions(
             settings.instructions, settings.cot, settings.feedback, settings.rounds, settings.history_mode
         )
@@ -210,7 +226,7 @@ class ExperimentRunner:
                     text = self.critic.feedback(item, dialogue, target.response)
                     dialogue = dialogue.append(feedback_turn(text, self.critic.name, target.round))
                     dialogues[item.item_id] = dialogue
-                prompt = next_prompt(item, condition, dialogue, self.protocol)
+                prompt = next_prompt(item, condition, self._seen_by_model(dialogue), self.protocol)
                 assert prompt is not None
                 prompts.append(prompt)
             texts = [self._prompt_text(prompt) for prompt in prompts]
@@ -232,7 +248,17 @@ class ExperimentRunner:
             for item, prompt, text in zip(active, prompts, texts_out):
                 dialogues[item.item_id] = dialogues[item.item_id].append(prompt.turn.complete(text))
             if kind == "answer":
-                yield self._answer_records(condition, active, prompts, texts, prompt_ids, answered)
+                yield self._answer_records(
+                    condition, active, prompts, texts, prompt_ids, answered,
+                    [dialogues[item.item_id] for item in active],
+                )
+
+    def _seen_by_model(self, dialogue: Dialogue) -> Dialogue:
+        """The dialogue as the next prompt shows it: with masked rationale/feedback words, if asked."""
+        settings = self.config.protocol
+        if settings.mask_fraction == 0:
+            return dialogue
+        return mask_turn_responses(dialogue, settings.mask_turns, settings.mask_fraction, self.config.seed)
 
     def _answer(self, items: Sequence[Item], prompt_ids: Sequence[list[int]], budget: int) -> AnsweredBatch:
         """Generate, score options and capture for an answer turn, in chunks of ``batch_size``."""
@@ -254,6 +280,51 @@ class ExperimentRunner:
             activations={key: torch.cat([part.activations[key] for part in parts]) for key in parts[0].activations},
         )
 
+    def _semantic_uncertainty(
+        self, items: Sequence[Item], prompt_ids: Sequence[list[int]], keys: Sequence[str]
+    ) -> np.ndarray:
+        """Paper 4's sample-based uncertainty of each round input (NaN when sampling is off)."""
+        settings = self.config.protocol
+        values = np.full(len(items), np.nan)
+        if settings.uncertainty_samples == 0:
+            return values
+        seed = self.config.seed + zlib.crc32(keys[0].encode())  # same draws when a run resumes
+        samples = sample_continuations(
+            self.model, prompt_ids, settings.uncertainty_samples, settings.answer_tokens, seed
+        )
+        pairs = [(ids, sample) for ids, group in zip(prompt_ids, samples) for sample in group]
+        nll = continuation_mean_nll(self.model, pairs, self.config.capture.batch_size)
+        for index, (item, group) in enumerate(zip(items, samples)):
+            texts = [self.model.tokenizer.decode(sample, skip_special_tokens=True) for sample in group]
+            per_sample = nll[index * len(group) : (index + 1) * len(group)]
+            kept = [position for position in range(len(group)) if np.isfinite(per_sample[position])]
+            clusters = anchor_clusters([texts[k] for k in kept], same_option_equivalence(item.options))
+            values[index] = semantic_uncertainty(per_sample[kept], clusters)
+        return values
+
+    def _self_distinguish(
+        self, condition: Condition, items: Sequence[Item], dialogues: Sequence[Dialogue]
+    ) -> list[tuple[int, int]]:
+        """(predicted, gold) option of the stereotyped-group question per item; (-1, -1) when not asked."""
+        asked = [
+            index for index, item in enumerate(items)
+            if self.config.protocol.self_distinguish and item.task == "bbq" and item.metadata.get("target_index") is not None
+        ]
+        result = [(-1, -1)] * len(items)
+        if not asked:
+            return result
+        questions = [
+            _stereotype_question(condition, items[index], dialogues[index], self.config.protocol.eos_token)
+            for index in asked
+        ]
+        faithful = condition.history_mode == "faithful"
+        texts = [raw if raw is not None else chat_prompt(self.model, messages, prefix) for raw, messages, prefix, _ in questions]
+        ids = [self.model.tokenizer(text, add_special_tokens=faithful)["input_ids"] for text in texts]
+        nll = option_mean_nll(self.model, ids, [items[index].option_labels for index in asked], self.config.capture.batch_size)
+        for index, scores, (_, _, _, gold) in zip(asked, nll, questions):
+            result[index] = (int(np.argmin(scores)), gold)
+        return result
+
     def _prompt_text(self, prompt: RoundPrompt) -> str:
         if prompt.text is not None:
             return prompt.text
@@ -268,8 +339,12 @@ class ExperimentRunner:
         texts: Sequence[str],
         prompt_ids: Sequence[list[int]],
         answered: AnsweredBatch,
+        dialogues: Sequence[Dialogue],
     ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], np.ndarray]]:
         settings = self.config.protocol
+        keys = [record_key(condition.name, item.item_id, prompt.turn.round) for item, prompt in zip(items, prompts)]
+        uncertainty = self._semantic_uncertainty(items, prompt_ids, keys)
+        distinguish = self._self_distinguish(condition, items, dialogues)
         answers, answer_ids = answered.texts, answered.answer_ids
         probabilities = {
             index: option_probabilities(nll) for index, nll in enumerate(answered.option_nll) if len(nll)
@@ -293,7 +368,7 @@ class ExperimentRunner:
             metadata = item.metadata
             records.append(
                 {
-                    "record_key": record_key(condition.name, item.item_id, prompt.turn.round),
+                    "record_key": keys[index],
                     "item_id": item.item_id,
                     "condition": condition.name,
                     "round": prompt.turn.round,
@@ -315,10 +390,30 @@ class ExperimentRunner:
                     "option_probs": padded,
                     "toxicity": float(toxicity[index]),
                     "toxicity_scorer": scorer_name if index in scored_texts else "",
+                    "semantic_uncertainty": float(uncertainty[index]),
+                    "distinguish_predicted": distinguish[index][0],
+                    "distinguish_gold": distinguish[index][1],
                 }
             )
         activations = {(name, kind.value): value.numpy() for (kind, name), value in answered.activations.items()}
         return records, activations
+
+
+def _stereotype_question(
+    condition: Condition, item: Item, dialogue: Dialogue, eos_token: str
+) -> tuple[str | None, list[dict[str, str]] | None, str, int]:
+    """The in-dialogue "which group is stereotyped?" question after ``dialogue``.
+
+    Returns ``(raw text, messages, assistant prefix, gold option)``: ``raw`` in faithful mode,
+    ``messages`` (the dialogue's turns, then the question) in clean mode.
+    """
+    if condition.history_mode == "faithful":
+        question = bbq_stereotype_prompt(item, faithful_history(dialogue, eos_token))
+        return question.text, None, "", question.gold
+    question = bbq_stereotype_prompt(item)
+    user, prefix = split_chat_turn(question.text)
+    pending = PendingTurn(question.template_id, "answer", -1, user, prefix, question.text)
+    return None, clean_messages(dialogue, pending), prefix, question.gold
 
 
 def _index(value: int | None) -> int:

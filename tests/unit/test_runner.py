@@ -163,3 +163,39 @@ def test_unknown_model_spec_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["run", str(path), "--output-dir", str(tmp_path / "runs"), "--stages", "run"]) == 2
     message = capsys.readouterr().err
     assert "model 'no-such-org/no-such-model' is not an embedded model" in message
+
+
+def test_interventions_self_distinguish_and_uncertainty(tmp_path: Path, model_dir: Path) -> None:
+    config = _config(tmp_path, model_dir, name="extras")
+    config = dataclasses.replace(
+        config,
+        protocol=dataclasses.replace(
+            config.protocol, weak_evidence="target", self_distinguish=True, uncertainty_samples=3
+        ),
+    )
+    run_dir = run_stage(config)
+    with open_cache(run_dir / "cache.h5") as reader:
+        records = reader.records
+        assert all("was seen looking a little nervous afterwards." in prompt for prompt in records["prompt"])
+        assert set(records["distinguish_gold"]) <= {0, 1, 2} and set(records["distinguish_predicted"]) <= {0, 1, 2}
+        assert np.isfinite(records["semantic_uncertainty"]).all() and (records["semantic_uncertainty"] > 0).all()
+    tables, _ = results_stage(run_dir)
+    metrics = {row["metric"] for row in tables.tables["behaviour"]}
+    assert {"uncertainty", "self_distinguish_accuracy", "entropy", "ece"} <= metrics
+    # the sampled draws are seeded: a second run gives the same uncertainty
+    again = run_stage(dataclasses.replace(config, name="extras-again"))
+    with open_cache(run_dir / "cache.h5") as first, open_cache(again / "cache.h5") as second:
+        assert np.array_equal(first.records["semantic_uncertainty"], second.records["semantic_uncertainty"])
+
+
+def test_masking_hides_words_of_earlier_rationales(tmp_path: Path, model_dir: Path) -> None:
+    config = _config(tmp_path, model_dir, name="masked")
+    config = dataclasses.replace(
+        config,
+        protocol=dataclasses.replace(config.protocol, instructions=("intrinsic",), cot=(True,), mask_fraction=0.5,
+                                     rationale_tokens=6),
+    )
+    run_dir = run_stage(config)
+    with open_cache(run_dir / "cache.h5") as reader:
+        later = [p for p, r in zip(reader.records["prompt"], reader.records["round"]) if r == 1]
+    assert later and all(" _ " in prompt or prompt.count("_") >= 2 for prompt in later)

@@ -52,9 +52,9 @@ class AttributionConfig:
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
-            raise ValueError(f"attribute.methods has unknown {unknown}; use {METHODS}")
+            raise ValueError(f"attribution.methods has unknown {unknown}; use {METHODS}")
         if self.selection_method not in self.methods:
-            raise ValueError(f"attribute.selection_method {self.selection_method!r} must be one of methods {self.methods}")
+            raise ValueError(f"attribution.selection_method {self.selection_method!r} must be one of methods {self.methods}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttributionConfig:
@@ -62,7 +62,7 @@ class AttributionConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown attribute config key(s) {unknown}; known keys: {sorted(known)}")
+            raise ValueError(f"unknown attribution config key(s) {unknown}; known keys: {sorted(known)}")
         values = dict(data)
         if "methods" in values:
             values["methods"] = tuple(values["methods"])

@@ -117,21 +117,23 @@ def _cell(value: float | int | str | None) -> str:
 
 
 def write_bias_levels(run_dir: Path, levels: list[BiasLevel]) -> Path:
-    """Write ``run_dir/attribution/bias_levels.csv``, replacing earlier rows of the same checkpoints."""
+    """Write ``run_dir/attribution/bias_levels.csv``: a row of the same (checkpoint, measure) is
+    replaced where it stands, other earlier rows are kept (so ``workbench attribute``'s
+    winogender rows and ``workbench bias``'s CrowS/SEAT rows of one checkpoint live side by
+    side), new rows are appended."""
     path = Path(run_dir) / "attribution" / "bias_levels.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    replaced = {level.checkpoint for level in levels}
-    kept: list[dict[str, str]] = []
+    rows: dict[tuple[str, str], list[str]] = {}
     if path.exists():
         with path.open(newline="", encoding="utf-8") as handle:
-            kept = [row for row in csv.DictReader(handle) if row["checkpoint"] not in replaced]
+            for row in csv.DictReader(handle):
+                rows[(row["checkpoint"], row["measure"])] = [row[column] for column in BIAS_LEVELS_HEADER]
+    for level in levels:
+        rows[(level.checkpoint, level.measure)] = [_cell(getattr(level, column)) for column in BIAS_LEVELS_HEADER]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(BIAS_LEVELS_HEADER)
-        for row in kept:
-            writer.writerow([row[column] for column in BIAS_LEVELS_HEADER])
-        for level in levels:
-            writer.writerow([_cell(getattr(level, column)) for column in BIAS_LEVELS_HEADER])
+        writer.writerows(rows.values())
     return path
 
 
