@@ -8,6 +8,13 @@ separate passes up to float noise (``tests/unit/test_answering.py`` checks it ag
 :func:`workbench.option_scoring.option_mean_nll` and :func:`workbench.hooks.capture_tokens`).
 Positions that need the answer (``last``, ``answer_mean``) fall back to a clean capture forward
 over prompt + answer.
+
+Across rounds the transcript only grows, so each dialogue can keep its key/value cache
+(:class:`DialogueKV`): the next round's prompt shares a token prefix with the previous prompt and
+answer, and only the tokens after that prefix are encoded. Rows of a batch keep different cached
+lengths; the batch lays each row out as ``[pad | cached | pad | new]`` with an attention mask over
+the real tokens and positions counted on real tokens, so values equal a fresh encoding up to float
+noise (``tests/unit/test_answering.py``; ``tests/benchmarks/bench_kv_reuse.py`` for the speed-up).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import GenerationConfig
+from transformers import DynamicCache, GenerationConfig
 
 from workbench.hooks import Capture, capture_tokens
 from workbench.hooks.layout import layout_for
@@ -31,6 +38,28 @@ PREFILL_POSITIONS = ("last_prompt",)
 
 
 @dataclass(frozen=True)
+class DialogueKV:
+    """One dialogue's key/value cache after its last answer round.
+
+    Attributes:
+        token_ids: the tokens the cache covers (prompt, then the answer tokens fed back while decoding).
+        keys, values: per layer ``[kv_heads, len(token_ids), d_head]``.
+    """
+
+    token_ids: list[int]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    def reusable_prefix(self, prompt_ids: Sequence[int]) -> int:
+        """Length of the common token prefix with ``prompt_ids``, leaving at least one new token."""
+        limit = min(len(self.token_ids), len(prompt_ids) - 1)
+        length = 0
+        while length < limit and self.token_ids[length] == prompt_ids[length]:
+            length += 1
+        return length
+
+
+@dataclass(frozen=True)
 class AnsweredBatch:
     """What one answer round produced for each prompt of a batch.
 
@@ -39,12 +68,16 @@ class AnsweredBatch:
         texts: decoded answers.
         option_nll: per prompt, ``[n_options]`` mean-token NLL (nats) of ``" " + label``.
         activations: ``(kind, position name) -> [batch, layers, *site]`` (CPU tensors).
+        caches: each dialogue's key/value cache after this round (empty when reuse is off).
+        encoded_tokens: prompt tokens actually encoded (the rest came from reused caches).
     """
 
     answer_ids: list[list[int]]
     texts: list[str]
     option_nll: list[np.ndarray]
     activations: dict[tuple[SiteKind, str], torch.Tensor]
+    caches: list[DialogueKV]
+    encoded_tokens: int
 
 
 def answer_batch(
@@ -57,12 +90,19 @@ def answer_batch(
     *,
     backend: str = "hf",
     dtype: torch.dtype = torch.float32,
+    previous: Sequence[DialogueKV | None] | None = None,
+    keep_caches: bool = False,
 ) -> AnsweredBatch:
-    """Answer one round for every prompt (all prompts share ``option_labels``; may be empty)."""
+    """Answer one round for every prompt (all prompts share ``option_labels``; may be empty).
+
+    ``previous`` gives each dialogue's cache from its last round (``None`` for a first round);
+    ``keep_caches`` returns the caches for the next round.
+    """
     tokenizer = model.tokenizer
-    batch = TokenBatch.from_sequences(prompt_ids, [len(ids) for ids in prompt_ids], tokenizer.pad_token_id).to(model.device)
+    layout = _Layout.build(prompt_ids, previous, tokenizer.pad_token_id, model.device)
+    cache = layout.cache(model) if layout.cached_width else None
     prefill_capture = backend == "hf" and all(p in PREFILL_POSITIONS for p in positions)
-    plan, store = _prefill_plan(sites, positions, batch, dtype) if prefill_capture else (HookPlan(), {})
+    plan, store = _prefill_plan(sites, positions, layout.segment, dtype) if prefill_capture else (HookPlan(), {})
     eos = model.model.generation_config.eos_token_id or tokenizer.eos_token_id
     eos_ids = sorted(set(eos) if isinstance(eos, list) else {eos})
     config = GenerationConfig(
@@ -76,16 +116,18 @@ def answer_batch(
     arch = model.architecture
     with torch.inference_mode(), native_hooks(model.model, layout_for(arch.model_type), arch.n_heads, plan):
         output = model.model.generate(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config
+            input_ids=layout.input_ids, attention_mask=layout.attention_mask, past_key_values=cache,
+            generation_config=config,
         )
-    width = batch.input_ids.shape[1]
+    width = layout.input_ids.shape[1]
     answers = []
     for row in output.sequences[:, width:].tolist():
         cut = next((index for index, token in enumerate(row) if token in eos_ids), len(row))
         answers.append(row[:cut])
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in answers]
+    caches = layout.split_cache(output.past_key_values, prompt_ids, answers) if keep_caches else []
     option_nll = (
-        _option_nll(model, batch, output.past_key_values, output.logits[0], option_labels)
+        _option_nll(model, layout, output.past_key_values, output.logits[0], option_labels)
         if option_labels
         else [np.empty(0) for _ in prompt_ids]
     )
@@ -98,7 +140,99 @@ def answer_batch(
             batch_size=len(prompt_ids), dtype=dtype,
         )
         activations = dict(captured.values)
-    return AnsweredBatch(answer_ids=answers, texts=texts, option_nll=option_nll, activations=activations)
+    return AnsweredBatch(
+        answer_ids=answers, texts=texts, option_nll=option_nll, activations=activations, caches=caches,
+        encoded_tokens=int(layout.segment.lengths.sum()),
+    )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A batch laid out as ``[pad | cached | pad | new]`` per row.
+
+    Attributes:
+        input_ids, attention_mask: ``[batch, cached_width + new_width]``.
+        cached_width: columns held by the reused caches (0 when nothing is reused).
+        reused: per row, the number of cached tokens reused.
+        previous: per row, the cache reused (or ``None``).
+        segment: the new tokens alone as a :class:`TokenBatch` (left-padded), for position selection.
+        lengths: ``[batch]`` real tokens per row (reused + new).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    cached_width: int
+    reused: list[int]
+    previous: list[DialogueKV | None]
+    segment: TokenBatch
+    lengths: torch.Tensor
+
+    @classmethod
+    def build(
+        cls, prompt_ids: Sequence[list[int]], previous: Sequence[DialogueKV | None] | None, pad_id: int,
+        device: torch.device,
+    ) -> _Layout:
+        previous = list(previous) if previous is not None else [None] * len(prompt_ids)
+        reused = [kv.reusable_prefix(ids) if kv is not None else 0 for kv, ids in zip(previous, prompt_ids)]
+        new = [ids[length:] for ids, length in zip(prompt_ids, reused)]
+        segment = TokenBatch.from_sequences(new, [len(ids) for ids in new], pad_id).to(device)
+        cached_width = max(reused)
+        cached_ids = torch.full((len(prompt_ids), cached_width), pad_id, dtype=torch.long, device=device)
+        cached_mask = torch.zeros_like(cached_ids)
+        for row, (ids, length) in enumerate(zip(prompt_ids, reused)):
+            if length:
+                cached_ids[row, cached_width - length :] = torch.as_tensor(ids[:length], device=device)
+                cached_mask[row, cached_width - length :] = 1
+        return cls(
+            input_ids=torch.cat([cached_ids, segment.input_ids], dim=1),
+            attention_mask=torch.cat([cached_mask, segment.attention_mask], dim=1),
+            cached_width=cached_width,
+            reused=reused,
+            previous=previous,
+            segment=segment,
+            lengths=torch.as_tensor([len(ids) for ids in prompt_ids], device=device),
+        )
+
+    def cache(self, model: LoadedModel) -> DynamicCache:
+        """The reused caches stacked into one left-padded ``DynamicCache``."""
+        n_layers = model.architecture.n_layers
+        layers = []
+        for layer in range(n_layers):
+            keys, values = [], []
+            for kv, length in zip(self.previous, self.reused):
+                template = next(k for k in self.previous if k is not None)
+                shape = (template.keys[layer].shape[0], self.cached_width, template.keys[layer].shape[2])
+                key = template.keys[layer].new_zeros(shape)
+                value = template.values[layer].new_zeros(shape)
+                if kv is not None and length:
+                    key[:, self.cached_width - length :] = kv.keys[layer][:, :length]
+                    value[:, self.cached_width - length :] = kv.values[layer][:, :length]
+                keys.append(key)
+                values.append(value)
+            layers.append((torch.stack(keys), torch.stack(values)))
+        return DynamicCache(ddp_cache_data=layers, config=model.model.config)
+
+    def split_cache(
+        self, cache: DynamicCache, prompt_ids: Sequence[list[int]], answers: Sequence[list[int]]
+    ) -> list[DialogueKV]:
+        """Each row's real columns of ``cache`` after generation (prompt + fed-back answer tokens)."""
+        width = self.input_ids.shape[1]
+        fed = cache.get_seq_length() - width  # generated tokens fed back while decoding
+        result = []
+        for row, (ids, answer) in enumerate(zip(prompt_ids, answers)):
+            kept = min(len(answer), fed)
+            columns = torch.cat([
+                self.attention_mask[row].nonzero().flatten(),
+                torch.arange(width, width + kept, device=self.attention_mask.device),
+            ])
+            result.append(
+                DialogueKV(
+                    token_ids=list(ids) + list(answer[:kept]),
+                    keys=[layer.keys[row][:, columns].clone() for layer in cache.layers],
+                    values=[layer.values[row][:, columns].clone() for layer in cache.layers],
+                )
+            )
+        return result
 
 
 def _prefill_plan(
@@ -124,8 +258,8 @@ def _prefill_plan(
 
 def _option_nll(
     model: LoadedModel,
-    batch: TokenBatch,
-    cache,  # transformers Cache holding prompt + generated tokens
+    layout: _Layout,
+    cache: DynamicCache,
     first_logits: torch.Tensor,
     option_labels: Sequence[str],
 ) -> list[np.ndarray]:
@@ -136,7 +270,7 @@ def _option_nll(
     """
     tokenizer = model.tokenizer
     continuations = [tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in option_labels]
-    n_options, size, width = len(continuations), batch.size, batch.input_ids.shape[1]
+    n_options, size, width = len(continuations), layout.input_ids.shape[0], layout.input_ids.shape[1]
     longest = max(len(ids) for ids in continuations)
     first = torch.log_softmax(first_logits.float(), dim=-1)
     nll_sum = torch.zeros(size, n_options, device=first.device)
@@ -153,8 +287,8 @@ def _option_nll(
             for index, ids in enumerate(continuations):
                 inputs[row * n_options + index, : len(ids) - 1] = torch.as_tensor(ids[:-1], device=first.device)
                 mask[row * n_options + index, : len(ids) - 1] = 1
-        prefix_mask = batch.attention_mask.repeat_interleave(n_options, dim=0)
-        positions = batch.lengths.repeat_interleave(n_options)[:, None] + torch.arange(longest - 1, device=first.device)
+        prefix_mask = layout.attention_mask.repeat_interleave(n_options, dim=0)
+        positions = layout.lengths.repeat_interleave(n_options)[:, None] + torch.arange(longest - 1, device=first.device)
         with torch.inference_mode():
             logits = model.model(
                 input_ids=inputs,

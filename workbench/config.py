@@ -121,6 +121,8 @@ class ProtocolSettings:
             social group is stereotyped in the context (BBQ; protocols.md section 2.7).
         uncertainty_samples: sampled answers per round input for the semantic uncertainty of
             protocols.md section 2.2 (0 = off; the paper uses 5). Clusters = same parsed option.
+        reuse_kv_cache: keep each dialogue's key/value cache between answer rounds, so a round
+            encodes only its new tokens (same answers; see tests/benchmarks/bench_kv_reuse.py).
     """
 
     instructions: tuple[str, ...] = ("none", "intrinsic")
@@ -142,6 +144,7 @@ class ProtocolSettings:
     mask_turns: str = "rationale"
     self_distinguish: bool = False
     uncertainty_samples: int = 0
+    reuse_kv_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.answer_scoring not in ("logprob", "parse"):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from activations_cache import CacheMetadata, CacheSpec, CacheWriter, ColumnSpec, DatasetSpec
-from workbench.answering import AnsweredBatch, answer_batch
+from workbench.answering import AnsweredBatch, DialogueKV, answer_batch
 from workbench.config import ConfigError, RunConfig
 from workbench.critics import Critic, ModelCritic, OpenAICompatibleCritic, OracleCritic
 from workbench.critics.openai_compatible import EndpointConfig
@@ -213,6 +213,7 @@ class ExperimentRunner:
     ) -> Iterator[tuple[list[dict[str, Any]], dict[tuple[str, str], np.ndarray]]]:
         """Advance the dialogues of ``items`` in lockstep; yield records + activations per answer round."""
         dialogues = {item.item_id: Dialogue(item.item_id) for item in items}
+        caches: dict[str, DialogueKV] = {}
         while True:
             active = [item for item in items if not dialogue_complete(item, condition, dialogues[item.item_id], self.protocol)]
             if not active:
@@ -241,7 +242,7 @@ class ExperimentRunner:
                 [f"item {item.item_id} ({condition.name}, round {prompt.turn.round})" for item, prompt in zip(active, prompts)],
             )
             if kind == "answer":
-                answered = self._answer(active, prompt_ids, budget)
+                answered = self._answer(active, prompt_ids, budget, caches)
                 texts_out = answered.texts
             else:
                 texts_out = generate_greedy(self.model, prompt_ids, budget, self.config.capture.batch_size).texts
@@ -260,24 +261,38 @@ class ExperimentRunner:
             return dialogue
         return mask_turn_responses(dialogue, settings.mask_turns, settings.mask_fraction, self.config.seed)
 
-    def _answer(self, items: Sequence[Item], prompt_ids: Sequence[list[int]], budget: int) -> AnsweredBatch:
-        """Generate, score options and capture for an answer turn, in chunks of ``batch_size``."""
+    def _answer(
+        self, items: Sequence[Item], prompt_ids: Sequence[list[int]], budget: int, caches: dict[str, DialogueKV]
+    ) -> AnsweredBatch:
+        """Generate, score options and capture for an answer turn, in chunks of ``batch_size``.
+
+        ``caches`` holds each dialogue's key/value cache from its previous answer round and is
+        updated in place (when ``protocol.reuse_kv_cache`` is on).
+        """
         labels = items[0].option_labels
         if any(item.option_labels != labels for item in items):
             raise ConfigError("items of one batch must share their option labels; split the task by option count")
         size = self.config.capture.batch_size
+        reuse = self.config.protocol.reuse_kv_cache
         parts = [
             answer_batch(
                 self.model, prompt_ids[start : start + size], labels, self.sites,
                 self.config.capture.positions, budget, backend=self.config.model.backend,
+                previous=[caches.get(item.item_id) for item in items[start : start + size]] if reuse else None,
+                keep_caches=reuse,
             )
             for start in range(0, len(prompt_ids), size)
         ]
+        if reuse:
+            for item, cache in zip(items, (cache for part in parts for cache in part.caches)):
+                caches[item.item_id] = cache
         return AnsweredBatch(
             answer_ids=[ids for part in parts for ids in part.answer_ids],
             texts=[text for part in parts for text in part.texts],
             option_nll=[nll for part in parts for nll in part.option_nll],
             activations={key: torch.cat([part.activations[key] for part in parts]) for key in parts[0].activations},
+            caches=[cache for part in parts for cache in part.caches],
+            encoded_tokens=sum(part.encoded_tokens for part in parts),
         )
 
     def _semantic_uncertainty(

@@ -52,3 +52,27 @@ def test_hand_computed_option_nll(model) -> None:
     sites = parse_sites("blocks.0.hook_resid_post", 3, 4)
     answered = answer_batch(model, [ids], LABELS, sites, ("last_prompt",), max_new_tokens=2)
     assert answered.option_nll[0][1] == pytest.approx(expected, abs=1e-5)
+
+
+def test_reusing_the_previous_rounds_cache_changes_nothing_but_the_cost(model) -> None:
+    tokenizer = model.tokenizer
+    sites = parse_sites(["blocks.*.hook_resid_post", "blocks.1.attn.hook_z"], 3, 4)
+    prompts = [tokenizer(prompt)["input_ids"] for prompt in PROMPTS]
+    fresh_total = reused_total = 0
+    caches = None
+    for round_index in range(3):
+        fresh = answer_batch(model, prompts, LABELS, sites, ("last_prompt",), max_new_tokens=4)
+        reused = answer_batch(model, prompts, LABELS, sites, ("last_prompt",), max_new_tokens=4,
+                              previous=caches, keep_caches=True)
+        assert reused.answer_ids == fresh.answer_ids
+        for got, want in zip(reused.option_nll, fresh.option_nll):
+            assert np.allclose(got, want, atol=1e-4)
+        for key, value in fresh.activations.items():
+            assert torch.allclose(reused.activations[key], value, atol=1e-4), (round_index, key)
+        fresh_total += fresh.encoded_tokens
+        reused_total += reused.encoded_tokens
+        caches = reused.caches
+        # the next round: the transcript grows by the answer and a new user turn
+        follow_up = tokenizer(" review your previous answer", add_special_tokens=False)["input_ids"]
+        prompts = [ids + answer + follow_up for ids, answer in zip(prompts, reused.answer_ids)]
+    assert reused_total < fresh_total / 2
