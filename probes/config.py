@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from probes.errors import ProbeConfigError
+from workbench.config_tables import dataclass_from_table
 from probes.persistence import PROBE_KINDS
 
 CONCEPT_SET_FORMS = ("embedded", "bbq-items", "crows_pairs:<path>", "ethics:<path>", "toxicity:<path>")
@@ -99,17 +100,7 @@ class ProbeConfig:
         Raises:
             ProbeConfigError: an unknown key (the message lists the valid keys) or a bad value.
         """
-        valid = [item.name for item in fields(cls)]
-        unknown = sorted(set(table) - set(valid))
-        if unknown:
-            raise ProbeConfigError(
-                f"[probe] has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}"
-            )
-        values = {key: tuple(value) if isinstance(value, list) else value for key, value in table.items()}
-        try:
-            return cls(**values)
-        except TypeError as error:
-            raise ProbeConfigError(f"[probe] {error}") from None
+        return dataclass_from_table(cls, table, "probe", ProbeConfigError)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples as lists); ``ProbeConfig.from_dict`` reads it back."""

@@ -27,43 +27,14 @@ from typing import Any
 
 import tomli_w
 
+from workbench.config_tables import ConfigTableError, dataclass_from_table, dataclass_to_table
 from workbench.results import ResultsConfig
 from workbench.tasks.registry import TaskConfig
 from workbench.toxicity.scorer_config import ToxicityScorerConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(ConfigTableError):
     """A configuration file or table that cannot be used as written."""
-
-
-def from_table(cls: type, table: dict[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from a TOML table, rejecting unknown keys and coercing lists to tuples."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"[{where}] must be a table, got {type(table).__name__}")
-    valid = {item.name: item for item in fields(cls)}
-    unknown = sorted(set(table) - set(valid))
-    if unknown:
-        raise ConfigError(f"[{where}] has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
-    values = {key: tuple(value) if isinstance(value, list) else value for key, value in table.items()}
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"[{where}] {error}") from None
-
-
-def to_table(config: Any) -> dict[str, Any]:
-    """A TOML-writable table: tuples become lists, ``None`` is left out (TOML has no null)."""
-    table = {}
-    for item in fields(config):
-        value = getattr(config, item.name)
-        if value is None:
-            continue
-        if dataclasses.is_dataclass(value):
-            value = to_table(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        table[item.name] = value
-    return table
 
 
 @dataclass(frozen=True)
@@ -228,7 +199,7 @@ class RunConfig:
         values: dict[str, Any] = {}
         for key, value in table.items():
             if key in sections:
-                values[key] = from_table(sections[key], value, key)
+                values[key] = dataclass_from_table(sections[key], value, key, ConfigError)
             elif key == "task":
                 try:
                     values[key] = TaskConfig.from_dict(value)
@@ -260,7 +231,7 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        table = to_table(self)
+        table = dataclass_to_table(self)
         table["task"] = self.task.to_dict()
         table["probe"] = dict(self.probe)
         return table

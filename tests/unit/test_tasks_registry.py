@@ -47,7 +47,7 @@ def test_config_from_toml_table_round_trips():
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"name": "bbq", "path": "x", "categorys": ["Age"]}, r"unknown key\(s\) in \[task\]: categorys; valid keys: name, path"),
+        ({"name": "bbq", "path": "x", "categorys": ["Age"]}, r"\[task\] has unknown key\(s\) categorys; valid keys: name, path"),
         ({"name": "squad"}, "unknown task 'squad'; valid tasks: bbq, bbq-sample, winogender, realtoxicity"),
         ({"name": "winogender"}, 'needs a path to its data, e.g. path = "shared/data/winogender"'),
         ({"name": "winogender", "path": "x", "polarities": ["neg"]}, "does not take polarities"),

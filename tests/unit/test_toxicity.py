@@ -175,7 +175,7 @@ def test_scorer_config(tmp_path):
     (tmp_path / "w.txt").write_text("darn\n", encoding="utf-8")
     lexicon = build_toxicity_scorer(ToxicityScorerConfig.from_dict({"kind": "lexicon", "word_list": str(tmp_path / "w.txt")}))
     assert lexicon.name == "lexicon:w.txt"
-    with pytest.raises(ToxicityConfigError, match=r"unknown key\(s\) in \[toxicity\]: scorer; valid keys: kind"):
+    with pytest.raises(ToxicityConfigError, match=r"\[toxicity\] has unknown key\(s\) scorer; valid keys: kind"):
         ToxicityScorerConfig.from_dict({"scorer": "perspective"})
     with pytest.raises(ToxicityConfigError, match="needs word_list"):
         ToxicityScorerConfig(kind="lexicon")

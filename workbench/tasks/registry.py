@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from workbench.config_tables import dataclass_from_table
 from workbench.tasks.bbq import (
     CONTEXT_CONDITIONS,
     QUESTION_POLARITIES,
@@ -132,15 +133,9 @@ class TaskConfig:
     @classmethod
     def from_dict(cls, table: dict[str, Any]) -> TaskConfig:
         """Build from a TOML ``[task]`` table; unknown keys are rejected, naming the valid ones."""
-        valid = [field.name for field in fields(cls)]
-        unknown = sorted(set(table) - set(valid))
-        if unknown:
-            raise TaskConfigError(
-                f"unknown key(s) in [task]: {', '.join(unknown)}; valid keys: {', '.join(valid)}"
-            )
         if "name" not in table:
             raise TaskConfigError(f"[task] needs a name, one of {', '.join(TASK_NAMES)}")
-        return cls(**table)
+        return dataclass_from_table(cls, table, "task", TaskConfigError)
 
     def to_dict(self) -> dict[str, Any]:
         """A TOML-writable table: lists for tuples, ``None`` values left out (TOML has no null)."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from workbench.config_tables import dataclass_from_table
 from workbench.toxicity.lexicon import LexiconScorer
 from workbench.toxicity.perspective import DEFAULT_ENDPOINT, PerspectiveConfig, PerspectiveScorer
 from workbench.toxicity.profanity_check_scorer import ProfanityCheckScorer
@@ -51,14 +52,7 @@ class ToxicityScorerConfig:
     @classmethod
     def from_dict(cls, table: dict[str, Any]) -> ToxicityScorerConfig:
         """Build from a TOML ``[toxicity]`` table; unknown keys are rejected, naming valid ones."""
-        valid = [field.name for field in fields(cls)]
-        unknown = sorted(set(table) - set(valid))
-        if unknown:
-            raise ToxicityConfigError(
-                f"unknown key(s) in [toxicity]: {', '.join(unknown)}; "
-                f"valid keys: {', '.join(valid)}"
-            )
-        return cls(**table)
+        return dataclass_from_table(cls, table, "toxicity", ToxicityConfigError)
 
 
 def build_toxicity_scorer(config: ToxicityScorerConfig) -> ToxicityScorer:
