@@ -17,32 +17,46 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# Exact value types that need no per-value check (anything else goes through _checked_value).
+_FAST_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "bool": (bool, np.bool_),
+    "int64": (int, np.int64),
+    "float64": (float, np.float64),
+}
+
+
 def _culprit(index: int, record: dict[str, Any]) -> str:
     return f"record {index} (record_key={record.get('record_key')!r})"
 
 
 def _checked_value(index: int, record: dict[str, Any], name: str, column: ColumnSpec) -> Any:
     value = record[name]
-    where = f"{_culprit(index, record)}: column {name!r}"
+
+    def mistyped(expected: str) -> RecordError:  # the message is built only for a bad value
+        return RecordError(f"{_culprit(index, record)}: column {name!r} must be {expected}, got {type(value).__name__}")
+
     if column.kind == "str":
         if not isinstance(value, str):
-            raise RecordError(f"{where} must be a str, got {type(value).__name__}")
+            raise mistyped("a str")
         return value
     if column.kind == "bool":
         if not isinstance(value, bool | np.bool_):
-            raise RecordError(f"{where} must be a bool, got {type(value).__name__}")
+            raise mistyped("a bool")
         return bool(value)
     if column.kind == "int64":
         if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
-            raise RecordError(f"{where} must be an int, got {type(value).__name__}")
+            raise mistyped("an int")
         return int(value)
     if column.length is None:
         if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating):
-            raise RecordError(f"{where} must be a float, got {type(value).__name__}")
+            raise mistyped("a float")
         return float(value)
     vector = np.asarray(value, dtype=np.float64)
     if vector.shape != (column.length,):
-        raise RecordError(f"{where} must be {column.length} floats, got shape {vector.shape}")
+        raise RecordError(
+            f"{_culprit(index, record)}: column {name!r} must be {column.length} floats, got shape {vector.shape}"
+        )
     return vector
 
 
@@ -61,7 +75,7 @@ def record_columns(
         RecordError: a missing, unknown, mistyped or inconsistent column, naming the record.
     """
     expected = set(columns)
-    values: dict[str, list[Any]] = {name: [] for name in columns}
+    rows: list[dict[str, Any]] = []
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise RecordError(f"record {index} is a {type(record).__name__}; pass a dict per record")
@@ -82,16 +96,19 @@ def record_columns(
                 f"{_culprit(index, record)}: missing columns {missing}, unknown columns {unknown}; "
                 "declare extra columns in CacheSpec.record_columns"
             )
-        for name, column in columns.items():
-            values[name].append(_checked_value(index, row, name, column))
+        rows.append(row)
     arrays: dict[str, np.ndarray] = {}
     for name, column in columns.items():
+        column_values = [row[name] for row in rows]
+        if not all(type(value) in _FAST_TYPES[column.kind] for value in column_values):
+            # the slow path names the first bad record; values of subclasses pass here too
+            column_values = [_checked_value(index, row, name, column) for index, row in enumerate(rows)]
         if column.kind == "str":
-            arrays[name] = np.array(values[name], dtype=object)
+            arrays[name] = np.array(column_values, dtype=object)
         elif column.length is not None:
-            arrays[name] = np.array(values[name], dtype=np.float64).reshape(len(records), column.length)
+            arrays[name] = np.array(column_values, dtype=np.float64).reshape(len(records), column.length)
         else:
-            arrays[name] = np.array(values[name], dtype=np.dtype(column.kind))
+            arrays[name] = np.array(column_values, dtype=np.dtype(column.kind))
     return arrays
 
 

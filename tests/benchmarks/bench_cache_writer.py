@@ -65,6 +65,7 @@ def time_cache_writer(path: Path, resid: np.ndarray, heads: np.ndarray, batch: i
     )
     meta = CacheMetadata("bench", "none", "none", {"bench": True}, 0)
     records = [batch_records(start, min(len(resid), start + batch)) for start in range(0, len(resid), batch)]
+    path.unlink(missing_ok=True)  # both writers start from an absent file (deleting is not writing)
     began = time.perf_counter()
     with CacheWriter.open(path, spec, meta, queue_size=4, overwrite=True, commit_interval_s=None) as writer:
         for index, start in enumerate(range(0, len(resid), batch)):
@@ -75,6 +76,7 @@ def time_cache_writer(path: Path, resid: np.ndarray, heads: np.ndarray, batch: i
 
 
 def time_numpy_save(path: Path, resid: np.ndarray, heads: np.ndarray) -> float:
+    path.unlink(missing_ok=True)
     began = time.perf_counter()
     with open(path, "wb") as handle:
         np.save(handle, resid)
