@@ -105,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--dest", type=Path, required=True, help="destination folder")
     download.add_argument("--base-url", help="mirror to download from instead of the upstream repository")
     download.set_defaults(handler=_download)
+
+    from workbench.cli_debiasing import add_debiasing_commands
+
+    add_debiasing_commands(commands)
     return parser
 
 
