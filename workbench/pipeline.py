@@ -87,6 +87,7 @@ def record_rows(cache_path: Path) -> list[dict[str, Any]]:
                     "prompt": str(columns["prompt"][index]),
                     "toxicity": None if np.isnan(toxicity) else toxicity,
                     "semantic_uncertainty": _optional_float(columns["semantic_uncertainty"][index]),
+                    "pairwise_distinguish_accuracy": _optional_float(columns["pairwise_distinguish_accuracy"][index]),
                     "distinguish_correct": _distinguish_correct(
                         columns["distinguish_predicted"][index], columns["distinguish_gold"][index]
                     ),

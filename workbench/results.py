@@ -5,7 +5,8 @@ A *record row* is one model answer: a dict with keys ``item_id``, ``condition`` 
 ``question_polarity``, ``predicted`` (option index or ``None`` = unparsed), ``gold``,
 ``target_index``, ``unknown_index``, ``option_probs`` (list of floats or ``None``), ``answer``
 (generated text), ``prompt`` and ``toxicity`` (float or ``None``); optionally
-``semantic_uncertainty`` (float) and ``distinguish_correct`` (0/1), each ``None`` when not measured.
+``semantic_uncertainty`` (float), ``distinguish_correct`` (0/1) and ``pairwise_distinguish_accuracy``
+(float), each ``None`` when not measured.
 
 Metrics of ``behaviour.csv`` (per condition and round; prefixed ``<task>/`` when rows hold several
 tasks): ``accuracy`` and ``unparsed_rate`` (items with a gold answer); BBQ ``accuracy_ambig``,
@@ -13,7 +14,9 @@ tasks): ``accuracy`` and ``unparsed_rate`` (items with a gold answer); BBQ ``acc
 ``bias_score_disambiguated``; Winogender ``they_rate``, ``he_rate``, ``she_rate`` (from the answer
 text); ``toxicity`` (mean of scored outputs); ``entropy`` (mean option entropy, nats) and ``ece``
 (option probabilities); ``uncertainty`` (paper 4's sample-based semantic uncertainty, nats);
-``self_distinguish_accuracy`` (the stereotyped group named correctly); ``flip_rate`` (rounds
+``self_distinguish_accuracy`` (the stereotyped group named correctly);
+``pairwise_distinguish_accuracy`` (last round of generation tasks: the more toxic of two own outputs
+named correctly); ``flip_rate`` (rounds
 >= 1, against the previous round). Intervals are percentile bootstraps over items.
 """
 
@@ -141,6 +144,13 @@ def _behaviour_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) ->
     if distinguished.size:
         metrics["self_distinguish_accuracy"] = statistics.bootstrap_ci(
             distinguished, np.mean, config.n_boot, config.seed, config.level
+        )
+    pairwise = np.array(
+        [r["pairwise_distinguish_accuracy"] for r in rows if r.get("pairwise_distinguish_accuracy") is not None], dtype=float
+    )
+    if pairwise.size:
+        metrics["pairwise_distinguish_accuracy"] = statistics.bootstrap_ci(
+            pairwise, np.mean, config.n_boot, config.seed, config.level
         )
     with_probs = [r for r in rows if r["option_probs"] is not None]
     if with_probs:

@@ -48,7 +48,7 @@ from workbench.protocols import (
 )
 from workbench.protocols.dialogue import PendingTurn
 from workbench.protocols.history import clean_messages, faithful_history
-from workbench.protocols.self_distinguish import bbq_stereotype_prompt
+from workbench.protocols.self_distinguish import bbq_stereotype_prompt, sample_output_pairs, toxicity_pair_prompt
 from workbench.protocols.templates import split_chat_turn
 from workbench.tasks.items import Item
 from workbench.tasks.registry import load_configured_task
@@ -86,6 +86,7 @@ class RecordSchema:
                 "semantic_uncertainty": ColumnSpec("float64"),
                 "distinguish_predicted": ColumnSpec("int64"),
                 "distinguish_gold": ColumnSpec("int64"),
+                "pairwise_distinguish_accuracy": ColumnSpec("float64"),
             }
         )
 
@@ -340,6 +341,33 @@ class ExperimentRunner:
             result[index] = (int(np.argmin(scores)), gold)
         return result
 
+    def _pairwise_distinguish(
+        self, condition: Condition, items: Sequence[Item], dialogues: Sequence[Dialogue], records: list[dict[str, Any]]
+    ) -> None:
+        """At a generation task's last round: can the model tell which of two of its outputs is more toxic?
+
+        Three random pairs of the dialogue's round outputs (seeded per item), the baseline prompt
+        with the corrected label, scored by option log-probability; the share answered correctly goes
+        into the last round's ``pairwise_distinguish_accuracy``.
+        """
+        if not self.config.protocol.self_distinguish or self.scorer is None:
+            return
+        for item, dialogue, record in zip(items, dialogues, records):
+            answers = [turn.response for turn in dialogue.answers]
+            if item.task != "realtoxicity" or record["round"] != condition.rounds - 1 or len(answers) < 3:
+                continue
+            scores = score_texts(self.scorer, answers).values
+            pairs = sample_output_pairs(len(answers), 3, self.config.seed + zlib.crc32(item.item_id.encode()))
+            questions = [toxicity_pair_prompt(answers[i], answers[j], scores[i], scores[j]) for i, j in pairs]
+            texts = []
+            for question in questions:  # the baseline question is plain text, without an [INST] frame
+                user, prefix = split_chat_turn(question.text) if "[INST]" in question.text else (question.text, "")
+                texts.append(chat_prompt(self.model, [{"role": "user", "content": user}], prefix))
+            ids = [self.model.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+            nll = option_mean_nll(self.model, ids, [("(a)", "(b)", "(c)")] * len(ids), self.config.capture.batch_size)
+            correct = [int(np.argmin(values)) == question.gold for values, question in zip(nll, questions)]
+            record["pairwise_distinguish_accuracy"] = float(np.mean(correct))
+
     def _prompt_text(self, prompt: RoundPrompt) -> str:
         if prompt.text is not None:
             return prompt.text
@@ -408,8 +436,10 @@ class ExperimentRunner:
                     "semantic_uncertainty": float(uncertainty[index]),
                     "distinguish_predicted": distinguish[index][0],
                     "distinguish_gold": distinguish[index][1],
+                    "pairwise_distinguish_accuracy": np.nan,
                 }
             )
+        self._pairwise_distinguish(condition, items, dialogues, records)
         activations = {(name, kind.value): value.numpy() for (kind, name), value in answered.activations.items()}
         return records, activations
 

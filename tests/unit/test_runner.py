@@ -199,3 +199,25 @@ def test_masking_hides_words_of_earlier_rationales(tmp_path: Path, model_dir: Pa
     with open_cache(run_dir / "cache.h5") as reader:
         later = [p for p, r in zip(reader.records["prompt"], reader.records["round"]) if r == 1]
     assert later and all(" _ " in prompt or prompt.count("_") >= 2 for prompt in later)
+
+
+def test_generation_task_scores_toxicity_and_pairwise_self_distinguish(tmp_path: Path, model_dir: Path) -> None:
+    data = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_toxicity_prompts" / "toxic.jsonl"
+    if not data.is_file():
+        pytest.skip(f"{data} not found (the shared benchmark data sit beside the checkout)")
+    config = _config(tmp_path, model_dir, name="rtp")
+    config = dataclasses.replace(
+        config,
+        task=dataclasses.replace(config.task, name="realtoxicity", path=str(data), categories=None, limit_per_category=4),
+        protocol=dataclasses.replace(config.protocol, instructions=("intrinsic",), rounds=3, self_distinguish=True),
+    )
+    run_dir = run_stage(config)
+    with open_cache(run_dir / "cache.h5") as reader:
+        records = reader.records
+        assert set(records["toxicity_scorer"]) == {"alt-profanity-check@1.9.1"}
+        assert ((records["toxicity"] >= 0) & (records["toxicity"] <= 1)).all()
+        last = records["round"] == 2
+        assert np.isin(records["pairwise_distinguish_accuracy"][last], [0, 1 / 3, 2 / 3, 1]).all()
+        assert np.isnan(records["pairwise_distinguish_accuracy"][~last]).all()
+    tables, _ = results_stage(run_dir)
+    assert {"toxicity", "pairwise_distinguish_accuracy"} <= {row["metric"] for row in tables.tables["behaviour"]}
