@@ -99,7 +99,7 @@ def add_debiasing_commands(subparsers: argparse._SubParsersAction) -> None:
                            help="name of --model in heads.csv and bias_levels.csv (default: the spec's last path part)")
     attribute.add_argument("--debiased-label", metavar="NAME",
                            help="name of --debiased in heads.csv and bias_levels.csv (default: its last path part)")
-    attribute.add_argument("--top", type=int, default=10, metavar="N",
+    attribute.add_argument("--top", type=positive_int, default=10, metavar="N",
                            help="how many heads to print, largest |effect| or drop first (default: 10)")
     attribute.set_defaults(handler=run_attribute_command)
 
@@ -144,11 +144,19 @@ def add_debiasing_commands(subparsers: argparse._SubParsersAction) -> None:
         "else RUN/checkpoints/<[debias] checkpoint_name>)",
     )
     finetune.add_argument(
-        "--stop-after-steps", type=int, metavar="N",
+        "--stop-after-steps", type=positive_int, metavar="N",
         help="stop once N steps in total are done, with a checkpoint and no evaluation; rerun without it to "
         "resume (splits a long fine-tune across jobs)",
     )
     finetune.set_defaults(handler=run_finetune_command)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
 
 
 def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> None:
@@ -451,7 +459,9 @@ def _finetune_table(args: argparse.Namespace, tables: dict[str, dict[str, Any]],
     from workbench.finetune.train import FinetuneConfig
 
     if "finetune" not in tables:
-        raise DebiasingConfigError(f"{args.config}: no [finetune] table, which this command needs; see {EXAMPLE_CONFIG}")
+        raise DebiasingConfigError(
+            f"{args.config}: no [finetune] table, which this command needs; see {EXAMPLE_CONFIG}"
+        )
     table = dict(tables["finetune"])
     mode = args.mode or table.get("mode", FinetuneConfig.mode)
     table["mode"] = mode
@@ -477,7 +487,8 @@ def _require_prosocial_inputs(args: argparse.Namespace, config: FinetuneConfig, 
     heads = Path(config.selected_heads_path)
     if not heads.is_file():
         raise FileNotFoundError(
-            f"{heads} does not exist; run `workbench attribute --model BASE --debiased DEBIASED` first or pass --selected-heads"
+            f"{heads} does not exist; run `workbench attribute --model BASE --debiased DEBIASED` first "
+            "or pass --selected-heads"
         )
     debiased = Path(config.debiased_checkpoint)
     if not (debiased / WEIGHTS_FILE).is_file():

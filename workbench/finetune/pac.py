@@ -286,7 +286,7 @@ class PACTuning:
             {"params": [p for p, c in zip(self.params, is_classifier) if c], "lr": config.lr_classifier},
         ]
         self.model_optimizer = torch.optim.AdamW(
-            [g for g in groups if g["params"]], lr=config.lr_plm, weight_decay=config.weight_decay
+            [g for g in groups if g["params"]], lr=config.lr_plm, weight_decay=config.weight_decay, fused=True
         )
 
     def _initial_log_stds(self, is_classifier: list[bool]) -> list[float]:
