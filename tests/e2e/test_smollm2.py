@@ -38,7 +38,11 @@ def test_loads_with_its_chat_template(smollm2) -> None:
     assert "Paris" in answer
 
 
-def test_three_backends_agree_on_the_real_model(smollm2) -> None:
+def test_three_backends_agree_on_the_real_model() -> None:
+    """Same tensors from hf, TransformerBridge and nnsight. TransformerBridge computes attention
+    eagerly, so the model is loaded with eager attention: then the three agree exactly (with sdpa
+    they differ by float rounding, about 2e-4 on residual entries that reach 600)."""
+    smollm2 = load_model("smollm2-135m-instruct", attn_implementation="eager")
     prompts = ["The capital of France is", "Who was not comfortable using the phone? The grandfather or the grandson?"]
     sites = ["blocks.*.hook_resid_post", "blocks.*.attn.hook_z", "blocks.3.hook_resid_mid", "blocks.29.hook_mlp_out"]
     reference = capture(smollm2, prompts, answers=[" Paris.", " Unknown."], sites=sites,
