@@ -195,21 +195,17 @@ class _Layout:
 
     def cache(self, model: LoadedModel) -> DynamicCache:
         """The reused caches stacked into one left-padded ``DynamicCache``."""
-        n_layers = model.architecture.n_layers
+        template = next(kv for kv in self.previous if kv is not None)
         layers = []
-        for layer in range(n_layers):
-            keys, values = [], []
-            for kv, length in zip(self.previous, self.reused):
-                template = next(k for k in self.previous if k is not None)
-                shape = (template.keys[layer].shape[0], self.cached_width, template.keys[layer].shape[2])
-                key = template.keys[layer].new_zeros(shape)
-                value = template.values[layer].new_zeros(shape)
+        for layer in range(model.architecture.n_layers):
+            heads, _, width = template.keys[layer].shape
+            keys = template.keys[layer].new_zeros((len(self.previous), heads, self.cached_width, width))
+            values = torch.zeros_like(keys)
+            for row, (kv, length) in enumerate(zip(self.previous, self.reused)):
                 if kv is not None and length:
-                    key[:, self.cached_width - length :] = kv.keys[layer][:, :length]
-                    value[:, self.cached_width - length :] = kv.values[layer][:, :length]
-                keys.append(key)
-                values.append(value)
-            layers.append((torch.stack(keys), torch.stack(values)))
+                    keys[row, :, self.cached_width - length :] = kv.keys[layer][:, :length]
+                    values[row, :, self.cached_width - length :] = kv.values[layer][:, :length]
+            layers.append((keys, values))
         return DynamicCache(ddp_cache_data=layers, config=model.model.config)
 
     def split_cache(
@@ -225,11 +221,11 @@ class _Layout:
                 self.attention_mask[row].nonzero().flatten(),
                 torch.arange(width, width + kept, device=self.attention_mask.device),
             ])
-            result.append(
+            result.append(  # indexing with a column list copies, so the batch cache can be dropped
                 DialogueKV(
                     token_ids=list(ids) + list(answer[:kept]),
-                    keys=[layer.keys[row][:, columns].clone() for layer in cache.layers],
-                    values=[layer.values[row][:, columns].clone() for layer in cache.layers],
+                    keys=[layer.keys[row][:, columns] for layer in cache.layers],
+                    values=[layer.values[row][:, columns] for layer in cache.layers],
                 )
             )
         return result
@@ -265,41 +261,50 @@ def _option_nll(
 ) -> list[np.ndarray]:
     """Mean-token NLL of ``" " + label`` after each prompt, reusing the prompt's key/value cache.
 
-    ``first_logits`` ``[batch, vocab]`` are the logits after the prompt (generation's first step);
-    the remaining continuation tokens are scored in one forward over the cache repeated per option.
+    ``first_logits`` ``[batch, vocab]`` (after the prompt; generation's first step) score every
+    option's first token. The later tokens are scored in one forward over a token tree: every
+    proper prefix of an option continuation is one node (shared prefixes such as ``" ("`` once),
+    placed at its depth's position and attending to the prompt and its own ancestors only, so no
+    option sees another's tokens and the prompt's cache is not copied per option.
     """
     tokenizer = model.tokenizer
     continuations = [tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in option_labels]
-    n_options, size, width = len(continuations), layout.input_ids.shape[0], layout.input_ids.shape[1]
-    longest = max(len(ids) for ids in continuations)
+    size, width = layout.input_ids.shape
     first = torch.log_softmax(first_logits.float(), dim=-1)
-    nll_sum = torch.zeros(size, n_options, device=first.device)
-    for index, ids in enumerate(continuations):
-        nll_sum[:, index] = -first[:, ids[0]]
-    if longest > 1:
+    nll_sum = torch.stack([-first[:, ids[0]] for ids in continuations], dim=1)  # [batch, options]
+    nodes: dict[tuple[int, ...], int] = {}
+    for ids in continuations:
+        for end in range(1, len(ids)):
+            nodes.setdefault(tuple(ids[:end]), len(nodes))
+    if nodes:
         surplus = cache.get_seq_length() - width  # generated tokens fed back during decoding
         if surplus > 0:
             cache.crop(-surplus)
-        cache.batch_repeat_interleave(n_options)
-        inputs = torch.full((size * n_options, longest - 1), tokenizer.pad_token_id, device=first.device)
-        mask = torch.zeros_like(inputs)
-        for row in range(size):
-            for index, ids in enumerate(continuations):
-                inputs[row * n_options + index, : len(ids) - 1] = torch.as_tensor(ids[:-1], device=first.device)
-                mask[row * n_options + index, : len(ids) - 1] = 1
-        prefix_mask = layout.attention_mask.repeat_interleave(n_options, dim=0)
-        positions = layout.lengths.repeat_interleave(n_options)[:, None] + torch.arange(longest - 1, device=first.device)
+        prefixes = list(nodes)
+        device = layout.input_ids.device
+        tokens = torch.as_tensor([prefix[-1] for prefix in prefixes], device=device)
+        depths = torch.as_tensor([len(prefix) - 1 for prefix in prefixes], device=device)
+        ancestry = torch.as_tensor(
+            [[prefix[: len(other)] == other for other in prefixes] for prefix in prefixes], device=device
+        )
+        allowed = torch.cat(
+            [layout.attention_mask.bool()[:, None, :].expand(size, len(prefixes), width),
+             ancestry[None].expand(size, -1, -1)],
+            dim=2,
+        )
+        dtype = next(model.model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
         with torch.inference_mode():
             logits = model.model(
-                input_ids=inputs,
-                attention_mask=torch.cat([prefix_mask, mask], dim=1),
-                position_ids=positions,
+                input_ids=tokens.expand(size, -1),
+                attention_mask=mask[:, None],
+                position_ids=layout.lengths[:, None] + depths[None, :],
                 past_key_values=cache,
                 use_cache=True,
             ).logits.float()
-        log_probs = torch.log_softmax(logits, dim=-1).view(size, n_options, longest - 1, -1)
+        log_probs = torch.log_softmax(logits, dim=-1)  # [batch, nodes, vocab]
         for index, ids in enumerate(continuations):
-            for step, token in enumerate(ids[1:]):
-                nll_sum[:, index] -= log_probs[:, index, step, token]
-    lengths = torch.as_tensor([len(ids) for ids in continuations], device=first.device, dtype=torch.float32)
+            for end in range(1, len(ids)):
+                nll_sum[:, index] -= log_probs[:, nodes[tuple(ids[:end])], ids[end]]
+    lengths = torch.as_tensor([len(ids) for ids in continuations], device=nll_sum.device, dtype=torch.float32)
     return list((nll_sum / lengths).cpu().numpy())
