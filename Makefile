@@ -39,6 +39,7 @@ test-fast: $(STAMP)
 benchmarks: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_capture.py
 	$(BIN)/python tests/benchmarks/bench_cache_writer.py
+	$(BIN)/python tests/benchmarks/bench_kv_reuse.py
 	$(BIN)/python tests/benchmarks/bench_probes.py
 	$(BIN)/python tests/benchmarks/bench_attribution.py
 
