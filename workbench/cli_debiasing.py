@@ -199,7 +199,9 @@ def stage_config(
     try:
         return from_dict(tables[table])
     except (TypeError, ValueError) as error:
-        raise DebiasingConfigError(f"{path} [{table}]: {error}") from None
+        message = str(error)
+        where = f"{path}: " if message.startswith(f"[{table}") else f"{path} [{table}]: "
+        raise DebiasingConfigError(where + message) from None
 
 
 def require_input_file(config_path: Path, table: str, key: str, value: str | Path) -> None:

@@ -11,12 +11,13 @@ m(counterfactual) - m(clean)), with 95 % bootstrap CIs over pairs.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from workbench.config_tables import dataclass_from_table
 from workbench.attribution.contrast import DEFAULT_TEMPLATE, tokenize_contrast_pairs, winogender_contrast_pairs
 from workbench.attribution.head_effects import METHODS, bias_measure, head_effects, total_effect
 from workbench.attribution.selection import SelectedHeadRow, require_same_architecture, select_debiased_heads
@@ -58,15 +59,8 @@ class AttributionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttributionConfig:
-        """Build from a TOML table; unknown keys are an error naming the key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown attribution config key(s) {unknown}; known keys: {sorted(known)}")
-        values = dict(data)
-        if "methods" in values:
-            values["methods"] = tuple(values["methods"])
-        return cls(**values)
+        """Build from a TOML ``[attribution]`` table; unknown keys are an error naming the valid ones."""
+        return dataclass_from_table(cls, data, "attribution")
 
 
 def checkpoint_effects(

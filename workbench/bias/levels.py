@@ -11,7 +11,7 @@ Measures written:
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from workbench.config_tables import dataclass_from_table
 from workbench.bias.crows_pairs import crows_pairs_shares, read_crows_pairs, score_crows_pairs
 from workbench.bias.seat import read_seat_test, run_seat_test
 from workbench.bias.sentence_likelihood import (
@@ -60,15 +61,8 @@ class BiasConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BiasConfig:
-        """Build from a TOML table; unknown keys are an error naming the key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown bias config key(s) {unknown}; known keys: {sorted(known)}")
-        values = dict(data)
-        if "seat_paths" in values:
-            values["seat_paths"] = tuple(values["seat_paths"])
-        return cls(**values)
+        """Build from a TOML ``[bias]`` table; unknown keys are an error naming the valid ones."""
+        return dataclass_from_table(cls, data, "bias")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from workbench.finetune.cda import GENDER_PAIRS_VERSION, AugmentedCorpus, augment, read_corpus
 from workbench.models.embedded import file_sha256
+from workbench.config_tables import dataclass_from_table
 
 PROVENANCE_FILE = "debias_provenance.json"
 
@@ -47,12 +48,8 @@ class DebiasConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DebiasConfig:
-        """Build from a TOML table; unknown keys are an error naming the key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown debias config key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**data)
+        """Build from a TOML ``[debias]`` table; unknown keys are an error naming the valid ones."""
+        return dataclass_from_table(cls, data, "debias")
 
 
 def causal_lm_training(

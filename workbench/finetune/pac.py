@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, fields
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from workbench.config_tables import dataclass_from_table
 
 
 @dataclass(frozen=True)
@@ -72,16 +74,10 @@ class PACConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PACConfig:
-        """Build from a TOML table; unknown keys are an error naming the key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown pac config key(s) {unknown}; known keys: {sorted(known)}")
-        values = dict(data)
-        if "k_prior_log_scales" in values:
-            start, stop, count = values["k_prior_log_scales"]
-            values["k_prior_log_scales"] = (float(start), float(stop), int(count))
-        return cls(**values)
+        """Build from a TOML ``[finetune.pac]`` table; unknown keys are an error naming the valid ones."""
+        config = dataclass_from_table(cls, data, "finetune.pac")
+        start, stop, count = config.k_prior_log_scales
+        return dataclasses.replace(config, k_prior_log_scales=(float(start), float(stop), int(count)))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from workbench.finetune.classifier import CausalLMClassifier
 from workbench.finetune.pac import KCurve, PACConfig, PACTuning, estimate_k_curve
 from workbench.finetune.prosocial import AttentionGeometry, ProSocialPenalty, read_selected_heads
 from workbench.finetune.tasks import LabelledText, read_classification_task, split_held_out, subsample_to_bias_ratio
+from workbench.config_tables import dataclass_from_table
 
 MODES = ("plain", "prosocial", "pac", "pac+prosocial")
 STATE_FILE = "training_state.pt"
@@ -81,15 +82,11 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
-        """Build from a TOML table (``pac`` as a nested table); unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown finetune config key(s) {unknown}; known keys: {sorted(known)}")
+        """Build from a TOML ``[finetune]`` table (``pac`` as a nested table); unknown keys are an error."""
         values = dict(data)
         if "pac" in values:
             values["pac"] = PACConfig.from_dict(values["pac"])
-        return cls(**values)
+        return dataclass_from_table(cls, values, "finetune")
 
 
 @dataclass(frozen=True)
