@@ -14,7 +14,6 @@ answers and option choices.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path

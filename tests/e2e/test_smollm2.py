@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from activations_cache import open_cache, verify_cache
 from workbench.config import RunConfig

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from workbench.models.architecture import ModelArchitecture
-from workbench.models.embedded import EMBEDDED_MODELS, EmbeddedModel, file_sha256
+from workbench.models.embedded import EMBEDDED_MODELS, file_sha256
 
 MODEL_CACHE_ENV = "WORKBENCH_MODEL_CACHE"
 PROVENANCE_FILE = "workbench-provenance.json"
