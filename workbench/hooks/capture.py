@@ -11,7 +11,7 @@ position (``answer_all``, ``all``) is asked for.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -25,6 +25,7 @@ from workbench.hooks.nnsight_backend import nnsight_forward, nnsight_model
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import (
     Position,
+    TOKEN_POSITIONS,
     PositionError,
     TokenBatch,
     is_token_level,
@@ -175,69 +176,69 @@ def capture_tokens(
             layers[site.kind].append(site.layer)
     result = Capture(sites=parsed, layers=dict(layers), sequences=[list(s) for s in sequences],
                      prompt_lengths=list(prompt_lengths))
-    chunks: dict[tuple, list[torch.Tensor]] = defaultdict(list)
-    mask_chunks: dict[str, list[torch.Tensor]] = defaultdict(list)
+    value_parts: dict[tuple[SiteKind, str], list[torch.Tensor]] = defaultdict(list)
+    pattern_parts: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
+    mask_parts: dict[str, list[torch.Tensor]] = defaultdict(list)
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     for start in range(0, len(sequences), batch_size):
         batch = TokenBatch.from_sequences(
             sequences[start : start + batch_size], prompt_lengths[start : start + batch_size], pad_id, padding_side
         ).to(model.device)
-        per_layer: dict[tuple, dict[int, torch.Tensor]] = defaultdict(dict)
+        per_layer: dict[tuple[SiteKind, str], dict[int, torch.Tensor]] = defaultdict(dict)
+        patterns: dict[tuple[str, str], torch.Tensor] = {}
         plan = HookPlan.for_interventions(interventions, arch.n_layers, arch.n_heads)
         for site in parsed:
             for position, name in zip(positions, names):
-                if site.kind is SiteKind.PATTERN and is_token_level(position):
-                    continue  # patterns are kept at one-token positions only
-                plan.add_reader(site.layer, site.kind, _reader(site, position, name, batch, per_layer, dtype))
+                if site.kind is not SiteKind.PATTERN:
+                    plan.add_reader(site.layer, site.kind, _site_reader(site, position, batch, per_layer[(site.kind, name)], dtype))
+                elif not is_token_level(position):  # patterns are kept at one-token positions only
+                    plan.add_reader(site.layer, site.kind, _pattern_reader(site, position, batch, patterns, (site.name, name), dtype))
         run_forward(model, batch, plan, backend)
-        for (kind_or_site, name), by_layer in per_layer.items():
-            if isinstance(kind_or_site, SiteKind):
-                stacked = torch.stack([by_layer[layer] for layer in layers[kind_or_site]], dim=1)
-                if is_token_level_name(name):
-                    stacked = stacked.transpose(1, 2)  # [batch, tokens, layers, ...]
-                chunks[(kind_or_site, name)].append(stacked)
-            else:
-                chunks[(kind_or_site, name)].append(by_layer[-1])
+        for (kind, name), by_layer in per_layer.items():
+            stacked = torch.stack([by_layer[layer] for layer in layers[kind]], dim=1)
+            value_parts[(kind, name)].append(stacked.transpose(1, 2) if name in TOKEN_POSITIONS else stacked)
+        for key, pattern in patterns.items():
+            pattern_parts[key].append(pattern)
         for position, name in zip(positions, names):
             if is_token_level(position):
-                mask_chunks[name].append(select_position(batch.input_ids.unsqueeze(-1), batch, position)[1].cpu())
-    for key, parts in chunks.items():
-        target = result.values if isinstance(key[0], SiteKind) else result.patterns
-        padded_axis = 1 if (isinstance(key[0], SiteKind) and is_token_level_name(key[1])) else (
-            -1 if not isinstance(key[0], SiteKind) else None)
-        target[key] = _concat(parts, padded_axis)
-    for name, parts in mask_chunks.items():
+                mask_parts[name].append(select_position(batch.input_ids.unsqueeze(-1), batch, position)[1].cpu())
+    for (kind, name), parts in value_parts.items():
+        result.values[(kind, name)] = _concat(parts, 1 if name in TOKEN_POSITIONS else None)
+    for key, parts in pattern_parts.items():
+        result.patterns[key] = _concat(parts, -1)
+    for name, parts in mask_parts.items():
         result.masks[name] = _concat(parts, 1)
     return result
 
 
-def is_token_level_name(name: str) -> bool:
-    return name in ("answer_all", "all")
-
-
-def _reader(
-    site: Site,
-    position: Position,
-    name: str,
-    batch: TokenBatch,
-    store: dict[tuple, dict[int, torch.Tensor]],
-    dtype: torch.dtype,
-):
-    if site.kind is SiteKind.PATTERN:
-        heads = list(site.heads or ())
-
-        def read_pattern(pattern: torch.Tensor) -> None:
-            # [batch, heads, query, key] -> rows of the chosen query token, keys re-aligned.
-            chosen = pattern[:, heads].transpose(1, 2)  # [batch, query, heads, key]
-            rows, _ = select_position(chosen, batch, position)  # [batch, heads, key]
-            keys, _ = select_position(rows.transpose(1, 2), batch, "all")  # [batch, keys, heads]
-            store[(site.name, name)][-1] = keys.transpose(1, 2).detach().to("cpu", dtype)
-
-        return read_pattern
+def _site_reader(
+    site: Site, position: Position, batch: TokenBatch, by_layer: dict[int, torch.Tensor], dtype: torch.dtype
+) -> Callable[[torch.Tensor], None]:
+    """Keep ``position`` of the site's tensor (token-level values stay ``[batch, tokens, ...]``)."""
 
     def read(activation: torch.Tensor) -> None:
         values, _ = select_position(activation, batch, position)
-        store[(site.kind, name)][site.layer] = values.detach().to("cpu", dtype)
+        by_layer[site.layer] = values.detach().to("cpu", dtype)
+
+    return read
+
+
+def _pattern_reader(
+    site: Site,
+    position: Position,
+    batch: TokenBatch,
+    store: dict[tuple[str, str], torch.Tensor],
+    key: tuple[str, str],
+    dtype: torch.dtype,
+) -> Callable[[torch.Tensor], None]:
+    """Keep the chosen heads' attention from ``position``'s query token, keys re-aligned to each sequence."""
+    heads = list(site.heads or ())
+
+    def read(pattern: torch.Tensor) -> None:
+        chosen = pattern[:, heads].transpose(1, 2)  # [batch, query, heads, key]
+        rows, _ = select_position(chosen, batch, position)  # [batch, heads, key]
+        keys, _ = select_position(rows.transpose(1, 2), batch, "all")  # [batch, keys, heads]
+        store[key] = keys.transpose(1, 2).detach().to("cpu", dtype)
 
     return read
 
