@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache, GenerationConfig
 
+from workbench.generation import eos_token_ids, strip_at_eos
 from workbench.hooks import Capture, capture_tokens
 from workbench.hooks.layout import layout_for
 from workbench.hooks.native import native_hooks
@@ -103,13 +104,11 @@ def answer_batch(
     cache = layout.cache(model) if layout.cached_width else None
     prefill_capture = backend == "hf" and all(p in PREFILL_POSITIONS for p in positions)
     plan, store = _prefill_plan(sites, positions, layout.segment, dtype) if prefill_capture else (HookPlan(), {})
-    eos = model.model.generation_config.eos_token_id or tokenizer.eos_token_id
-    eos_ids = sorted(set(eos) if isinstance(eos, list) else {eos})
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=False,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=eos_ids,
+        eos_token_id=eos_token_ids(model),
         return_dict_in_generate=True,
         output_logits=True,
     )
@@ -120,10 +119,7 @@ def answer_batch(
             generation_config=config,
         )
     width = layout.input_ids.shape[1]
-    answers = []
-    for row in output.sequences[:, width:].tolist():
-        cut = next((index for index, token in enumerate(row) if token in eos_ids), len(row))
-        answers.append(row[:cut])
+    answers = strip_at_eos(output.sequences[:, width:].tolist(), config.eos_token_id)
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in answers]
     caches = layout.split_cache(output.past_key_values, prompt_ids, answers) if keep_caches else []
     option_nll = (

@@ -7,6 +7,7 @@ of another run, ...) print one line naming the culprit and the fix, and exit wit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -131,12 +132,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.output_dir:
         overrides["output_dir"] = args.output_dir
     if args.model or args.backend:
-        import dataclasses
-
         overrides["model"] = dataclasses.replace(
             config.model, **{k: v for k, v in (("spec", args.model), ("backend", args.backend)) if v}
         )
-    config = config.with_overrides(**overrides)
+    config = dataclasses.replace(config, **overrides)
     stages = [stage.strip() for stage in args.stages.split(",") if stage.strip()]
     unknown = sorted(set(stages) - {"run", "results", "probe", "report"})
     if unknown:
@@ -222,10 +221,10 @@ def _results(args: argparse.Namespace) -> int:
 def _probe(args: argparse.Namespace) -> int:
     import tomllib
 
-    from workbench.pipeline import resolve_cache, _run_config
+    from workbench.pipeline import resolve_cache, run_config
 
     cache_path = resolve_cache(args.run)
-    table = _run_config(cache_path.parent).probe
+    table = run_config(cache_path.parent).probe
     if args.config:
         table = {**table, **tomllib.loads(args.config.read_text(encoding="utf-8")).get("probe", {})}
     _probe_run(cache_path.parent, table)

@@ -19,7 +19,6 @@ folder and recorded in the cache, so a result can always be traced back to what 
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -229,9 +228,6 @@ class RunConfig:
             return cls.from_dict(table)
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from None
-
-    def with_overrides(self, **changes: Any) -> RunConfig:
-        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         table = dataclass_to_table(self)

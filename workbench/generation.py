@@ -59,18 +59,30 @@ def check_prompt_lengths(
             )
 
 
+def eos_token_ids(model: LoadedModel) -> list[int]:
+    """The token ids that end a turn (the generation config's, else the tokenizer's EOS)."""
+    eos = model.model.generation_config.eos_token_id or model.tokenizer.eos_token_id
+    return sorted(set(eos) if isinstance(eos, list) else {eos})
+
+
+def strip_at_eos(rows: Sequence[Sequence[int]], eos_ids: Sequence[int]) -> list[list[int]]:
+    """Each generated row up to (not including) its first EOS token."""
+    stops = set(eos_ids)
+    stripped = []
+    for row in rows:
+        cut = next((index for index, token in enumerate(row) if token in stops), len(row))
+        stripped.append(list(row[:cut]))
+    return stripped
+
+
 def generate_greedy(
     model: LoadedModel, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int = 8
 ) -> Generation:
     """Greedy decoding of each prompt (left-padded batches), stopping at EOS or ``max_new_tokens``."""
     tokenizer = model.tokenizer
-    eos = model.model.generation_config.eos_token_id or tokenizer.eos_token_id
-    eos_ids = set(eos) if isinstance(eos, list) else {eos}
+    eos_ids = eos_token_ids(model)
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=sorted(eos_ids),
+        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids
     )
     answers: list[list[int]] = []
     for start in range(0, len(prompt_ids), batch_size):
@@ -80,9 +92,7 @@ def generate_greedy(
             output = model.model.generate(
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config
             )
-        for row in output[:, batch.input_ids.shape[1] :].tolist():
-            cut = next((index for index, token in enumerate(row) if token in eos_ids), len(row))
-            answers.append(row[:cut])
+        answers.extend(strip_at_eos(output[:, batch.input_ids.shape[1] :].tolist(), eos_ids))
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in answers]
     return Generation(answer_ids=answers, texts=texts)
 
@@ -95,11 +105,9 @@ def sample_continuations(
     Seeded, so a resumed run draws the same samples. Returns ``[prompt][sample] -> token ids``.
     """
     tokenizer = model.tokenizer
-    eos = model.model.generation_config.eos_token_id or tokenizer.eos_token_id
-    eos_ids = set(eos) if isinstance(eos, list) else {eos}
     config = GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-        num_return_sequences=n_samples, pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos_ids),
+        num_return_sequences=n_samples, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_token_ids(model),
     )
     batch = TokenBatch.from_sequences(prompt_ids, [len(ids) for ids in prompt_ids], tokenizer.pad_token_id).to(model.device)
     generator_state = torch.random.get_rng_state()
@@ -111,12 +119,5 @@ def sample_continuations(
             )
     finally:
         torch.random.set_rng_state(generator_state)
-    rows = output[:, batch.input_ids.shape[1] :].tolist()
-    samples: list[list[list[int]]] = []
-    for index in range(len(prompt_ids)):
-        group = []
-        for row in rows[index * n_samples : (index + 1) * n_samples]:
-            cut = next((position for position, token in enumerate(row) if token in eos_ids), len(row))
-            group.append(row[:cut])
-        samples.append(group)
-    return samples
+    rows = strip_at_eos(output[:, batch.input_ids.shape[1] :].tolist(), config.eos_token_id)
+    return [rows[index * n_samples : (index + 1) * n_samples] for index in range(len(prompt_ids))]

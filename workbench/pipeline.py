@@ -17,7 +17,8 @@ from activations_cache import open_cache
 from workbench.config import RunConfig
 from workbench.models.loading import load_model
 from workbench.results import ResultsConfig, ResultTables, compute_results, write_results
-from workbench.runner import ExperimentRunner, load_items
+from workbench.runner import ExperimentRunner
+from workbench.tasks.registry import load_configured_task
 
 CACHE_FILE = "cache.h5"
 CONFIG_FILE = "config.toml"
@@ -54,7 +55,7 @@ def run_stage(
         attn_implementation=config.model.attn_implementation,
         trust_remote_code=config.model.trust_remote_code,
     )
-    runner = ExperimentRunner(config, model, load_items(config))
+    runner = ExperimentRunner(config, model, load_configured_task(config.task))
     progress = on_model_loaded(runner) if on_model_loaded is not None else None
     runner.run(run_dir / CACHE_FILE, overwrite=overwrite, progress=progress)
     return run_dir
@@ -112,11 +113,12 @@ def results_stage(run: Path, config: ResultsConfig | None = None) -> tuple[Resul
     """Compute the behavioural tables of a run and write them to ``results/``."""
     cache_path = resolve_cache(run)
     if config is None:
-        config = _run_config(cache_path.parent).results
+        config = run_config(cache_path.parent).results
     tables = compute_results(record_rows(cache_path), config)
     return tables, write_results(tables, cache_path.parent / "results")
 
 
-def _run_config(run_dir: Path) -> RunConfig:
+def run_config(run_dir: Path) -> RunConfig:
+    """The configuration a run folder recorded (defaults when it has no config.toml)."""
     path = run_dir / CONFIG_FILE
     return RunConfig.load(path) if path.is_file() else RunConfig()

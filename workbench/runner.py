@@ -11,12 +11,10 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from activations_cache import CacheMetadata, CacheSpec, CacheWriter, ColumnSpec, DatasetSpec
 from workbench.answering import AnsweredBatch, DialogueKV, answer_batch
@@ -51,7 +49,6 @@ from workbench.protocols.history import clean_messages, faithful_history
 from workbench.protocols.self_distinguish import bbq_stereotype_prompt, sample_output_pairs, toxicity_pair_prompt
 from workbench.protocols.templates import split_chat_turn
 from workbench.tasks.items import Item
-from workbench.tasks.registry import load_configured_task
 from workbench.toxicity.scorer import ToxicityScorer, score_texts
 from workbench.toxicity.scorer_config import build_toxicity_scorer
 
@@ -59,36 +56,27 @@ Progress = Callable[[int], None]
 MAX_OPTIONS = 3  # option_probs column width; BBQ-style tasks have three options
 
 
-@dataclass(frozen=True)
-class RecordSchema:
-    """Columns every record carries beyond the cache's own (item_id, condition, round, texts)."""
-
-    columns: dict[str, ColumnSpec]
-
-    @classmethod
-    def default(cls) -> RecordSchema:
-        return cls(
-            {
-                "task": ColumnSpec("str"),
-                "category": ColumnSpec("str"),
-                "context_condition": ColumnSpec("str"),
-                "question_polarity": ColumnSpec("str"),
-                "template_id": ColumnSpec("str"),
-                "gold": ColumnSpec("int64"),
-                "target_index": ColumnSpec("int64"),
-                "unknown_index": ColumnSpec("int64"),
-                "predicted": ColumnSpec("int64"),
-                "predicted_parsed": ColumnSpec("int64"),
-                "predicted_logprob": ColumnSpec("int64"),
-                "option_probs": ColumnSpec("float64", length=MAX_OPTIONS),
-                "toxicity": ColumnSpec("float64"),
-                "toxicity_scorer": ColumnSpec("str"),
-                "semantic_uncertainty": ColumnSpec("float64"),
-                "distinguish_predicted": ColumnSpec("int64"),
-                "distinguish_gold": ColumnSpec("int64"),
-                "pairwise_distinguish_accuracy": ColumnSpec("float64"),
-            }
-        )
+# Columns every record carries beyond the cache's own (record_key, item_id, condition, round, texts).
+RECORD_COLUMNS: dict[str, ColumnSpec] = {
+    "task": ColumnSpec("str"),
+    "category": ColumnSpec("str"),
+    "context_condition": ColumnSpec("str"),
+    "question_polarity": ColumnSpec("str"),
+    "template_id": ColumnSpec("str"),
+    "gold": ColumnSpec("int64"),
+    "target_index": ColumnSpec("int64"),
+    "unknown_index": ColumnSpec("int64"),
+    "predicted": ColumnSpec("int64"),
+    "predicted_parsed": ColumnSpec("int64"),
+    "predicted_logprob": ColumnSpec("int64"),
+    "option_probs": ColumnSpec("float64", length=MAX_OPTIONS),
+    "toxicity": ColumnSpec("float64"),
+    "toxicity_scorer": ColumnSpec("str"),
+    "semantic_uncertainty": ColumnSpec("float64"),
+    "distinguish_predicted": ColumnSpec("int64"),
+    "distinguish_gold": ColumnSpec("int64"),
+    "pairwise_distinguish_accuracy": ColumnSpec("float64"),
+}
 
 
 def record_key(condition: str, item_id: str, round_index: int) -> str:
@@ -168,7 +156,7 @@ class ExperimentRunner:
         row_bytes = max(math.prod(spec.shape) for spec in datasets) * (2 if self.config.cache.dtype == "float16" else 4)
         return CacheSpec(
             datasets=datasets,
-            record_columns=RecordSchema.default().columns,
+            record_columns=RECORD_COLUMNS,
             dtype=self.config.cache.dtype,
             compression=None if self.config.cache.compression == "none" else self.config.cache.compression,
             chunk_bytes=max(row_bytes, min(1 << 20, self.total_records * row_bytes)),
@@ -265,7 +253,7 @@ class ExperimentRunner:
     def _answer(
         self, items: Sequence[Item], prompt_ids: Sequence[list[int]], budget: int, caches: dict[str, DialogueKV]
     ) -> AnsweredBatch:
-        """Generate, score options and capture for an answer turn, in chunks of ``batch_size``.
+        """Generate, score options and capture for one answer turn of a batch of dialogues.
 
         ``caches`` holds each dialogue's key/value cache from its previous answer round and is
         updated in place (when ``protocol.reuse_kv_cache`` is on).
@@ -273,28 +261,15 @@ class ExperimentRunner:
         labels = items[0].option_labels
         if any(item.option_labels != labels for item in items):
             raise ConfigError("items of one batch must share their option labels; split the task by option count")
-        size = self.config.capture.batch_size
         reuse = self.config.protocol.reuse_kv_cache
-        parts = [
-            answer_batch(
-                self.model, prompt_ids[start : start + size], labels, self.sites,
-                self.config.capture.positions, budget, backend=self.config.model.backend,
-                previous=[caches.get(item.item_id) for item in items[start : start + size]] if reuse else None,
-                keep_caches=reuse,
-            )
-            for start in range(0, len(prompt_ids), size)
-        ]
-        if reuse:
-            for item, cache in zip(items, (cache for part in parts for cache in part.caches)):
-                caches[item.item_id] = cache
-        return AnsweredBatch(
-            answer_ids=[ids for part in parts for ids in part.answer_ids],
-            texts=[text for part in parts for text in part.texts],
-            option_nll=[nll for part in parts for nll in part.option_nll],
-            activations={key: torch.cat([part.activations[key] for part in parts]) for key in parts[0].activations},
-            caches=[cache for part in parts for cache in part.caches],
-            encoded_tokens=sum(part.encoded_tokens for part in parts),
+        answered = answer_batch(
+            self.model, prompt_ids, labels, self.sites, self.config.capture.positions, budget,
+            backend=self.config.model.backend,
+            previous=[caches.get(item.item_id) for item in items] if reuse else None,
+            keep_caches=reuse,
         )
+        caches.update(zip((item.item_id for item in items), answered.caches))
+        return answered
 
     def _semantic_uncertainty(
         self, items: Sequence[Item], prompt_ids: Sequence[list[int]], keys: Sequence[str]
@@ -333,12 +308,12 @@ class ExperimentRunner:
             _stereotype_question(condition, items[index], dialogues[index], self.config.protocol.eos_token)
             for index in asked
         ]
-        faithful = condition.history_mode == "faithful"
         texts = [raw if raw is not None else chat_prompt(self.model, messages, prefix) for raw, messages, prefix, _ in questions]
-        ids = [self.model.tokenizer(text, add_special_tokens=faithful)["input_ids"] for text in texts]
-        nll = option_mean_nll(self.model, ids, [items[index].option_labels for index in asked], self.config.capture.batch_size)
-        for index, scores, (_, _, _, gold) in zip(asked, nll, questions):
-            result[index] = (int(np.argmin(scores)), gold)
+        choices = self._choose_options(
+            texts, [items[index].option_labels for index in asked], faithful=condition.history_mode == "faithful"
+        )
+        for index, choice, (_, _, _, gold) in zip(asked, choices, questions):
+            result[index] = (choice, gold)
         return result
 
     def _pairwise_distinguish(
@@ -363,10 +338,20 @@ class ExperimentRunner:
             for question in questions:  # the baseline question is plain text, without an [INST] frame
                 user, prefix = split_chat_turn(question.text) if "[INST]" in question.text else (question.text, "")
                 texts.append(chat_prompt(self.model, [{"role": "user", "content": user}], prefix))
-            ids = [self.model.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-            nll = option_mean_nll(self.model, ids, [("(a)", "(b)", "(c)")] * len(ids), self.config.capture.batch_size)
-            correct = [int(np.argmin(values)) == question.gold for values, question in zip(nll, questions)]
+            choices = self._choose_options(texts, [("(a)", "(b)", "(c)")] * len(texts), faithful=False)
+            correct = [choice == question.gold for choice, question in zip(choices, questions)]
             record["pairwise_distinguish_accuracy"] = float(np.mean(correct))
+
+    def _choose_options(
+        self, texts: Sequence[str], option_labels: Sequence[Sequence[str]], faithful: bool
+    ) -> list[int]:
+        """The option each prompt's model prefers by mean-token log-probability (a question, not a turn).
+
+        Faithful prompts carry the scripts' own markers, so the tokenizer adds its special tokens.
+        """
+        ids = [self.model.tokenizer(text, add_special_tokens=faithful)["input_ids"] for text in texts]
+        nll = option_mean_nll(self.model, ids, option_labels, self.config.capture.batch_size)
+        return [int(np.argmin(values)) for values in nll]
 
     def _prompt_text(self, prompt: RoundPrompt) -> str:
         if prompt.text is not None:
@@ -469,7 +454,3 @@ def _index(value: int | None) -> int:
 def _batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
-
-
-def load_items(config: RunConfig) -> list[Item]:
-    return load_configured_task(config.task)
