@@ -3,7 +3,9 @@ it is left out."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import plotly.graph_objects as go
 
@@ -74,6 +76,22 @@ def _omitted(anchor: str, title: str, guide: str, reason: str) -> ReportFigure:
     return ReportFigure(anchor, title, guide, omitted_because=escape_text(reason))
 
 
+def _from_table(
+    results: RunResults,
+    table: str,
+    anchor: str,
+    title: str,
+    guide: str,
+    draw: Callable[[Any], go.Figure],
+    why_absent: str = "",
+) -> ReportFigure:
+    """The figure ``draw`` makes from one table's rows, or the reason (plus ``why_absent``) it is left out."""
+    absent = table_absence(results, table)
+    if absent is not None:
+        return _omitted(anchor, title, guide, absent + why_absent)
+    return ReportFigure(anchor, title, guide, draw(getattr(results, table)))
+
+
 def _convergence(results: RunResults) -> ReportFigure:
     anchor, title = "convergence", "Behaviour per round and convergence"
     guide = (
@@ -105,10 +123,9 @@ def _flips(results: RunResults) -> ReportFigure:
         "Bands carry items from their answer at one round to their answer at the next; bands "
         "that cross between answers are items that changed their mind."
     )
-    absent = table_absence(results, "flips")
-    if absent is not None:
-        return _omitted(anchor, title, guide, f"{absent} (a run with one round has no flips)")
-    return ReportFigure(anchor, title, guide, answer_flips_figure(results.flips or ()))
+    return _from_table(
+        results, "flips", anchor, title, guide, answer_flips_figure, " (a run with one round has no flips)"
+    )
 
 
 def _uncertainty(results: RunResults) -> ReportFigure:
@@ -136,10 +153,7 @@ def _reliability(results: RunResults) -> ReportFigure:
         "Accuracy against mean confidence per confidence bin, one line per round; points on the "
         "dashed diagonal are perfectly calibrated, points below it are overconfident."
     )
-    absent = table_absence(results, "calibration")
-    if absent is not None:
-        return _omitted(anchor, title, guide, absent)
-    return ReportFigure(anchor, title, guide, reliability_figure(results.calibration or ()))
+    return _from_table(results, "calibration", anchor, title, guide, reliability_figure)
 
 
 def _morality(results: RunResults) -> list[ReportFigure]:
@@ -196,14 +210,9 @@ def _concept(results: RunResults) -> ReportFigure:
         "Each point is one item at one round (colour: round); the black line is the "
         "least-squares fit, whose slope says how concept activation moves with uncertainty."
     )
-    absent = table_absence(results, "concept_uncertainty")
-    if absent is not None:
-        return _omitted(anchor, title, guide, absent)
-    return ReportFigure(
-        anchor,
-        title,
-        guide,
-        concept_uncertainty_figure(results.concept_uncertainty or (), results.items or ()),
+    return _from_table(
+        results, "concept_uncertainty", anchor, title, guide,
+        lambda concept: concept_uncertainty_figure(concept, results.items or ()),
     )
 
 
@@ -213,19 +222,13 @@ def _heads(results: RunResults) -> ReportFigure:
         "Colour is each attention head's attribution effect (red raises, blue lowers the "
         "outcome); the most saturated cells are the heads to ablate first."
     )
-    absent = table_absence(results, "heads")
-    if absent is not None:
-        return _omitted(anchor, title, guide, absent)
-    return ReportFigure(anchor, title, guide, head_attribution_figure(results.heads or ()))
+    return _from_table(results, "heads", anchor, title, guide, head_attribution_figure)
 
 
 def _bias_levels(results: RunResults) -> ReportFigure:
     anchor, title = "bias-levels", "Bias level across checkpoints"
     guide = "Bars compare each bias measure across checkpoints, with 95% intervals."
-    absent = table_absence(results, "bias_levels")
-    if absent is not None:
-        return _omitted(anchor, title, guide, absent)
-    return ReportFigure(anchor, title, guide, bias_levels_figure(results.bias_levels or ()))
+    return _from_table(results, "bias_levels", anchor, title, guide, bias_levels_figure)
 
 
 def _answers(results: RunResults) -> ReportFigure:
@@ -234,7 +237,4 @@ def _answers(results: RunResults) -> ReportFigure:
         "Green cells are correct answers, red ones wrong, per item (y) and round (x); hover a "
         "cell for the prompt excerpt and the answer."
     )
-    absent = table_absence(results, "items")
-    if absent is not None:
-        return _omitted(anchor, title, guide, absent)
-    return ReportFigure(anchor, title, guide, item_answers_figure(results.items or ()))
+    return _from_table(results, "items", anchor, title, guide, item_answers_figure)

@@ -5,16 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from reports.escaping import escape_text
-from reports.figures.layout import (
-    category_colour,
-    grid_position,
-    integer_dtick,
-    row_spacing,
-    subplot_grid,
-)
+from reports.figures.layout import category_colour, integer_dtick, panel_grid
 from reports.figures.round_series import interval_text
 from reports.tables import BiasLevel, HeadEffect
 
@@ -28,17 +21,13 @@ def head_attribution_figure(heads: Sequence[HeadEffect]) -> go.Figure:
     if not heads:
         raise ValueError("heads table has no rows")
     panels = list(dict.fromkeys((h.checkpoint, h.method) for h in heads))
-    n_rows, n_cols = subplot_grid(len(panels), max_columns=2)
-    height = 420 * n_rows + 80
-    fig = make_subplots(
-        rows=n_rows,
-        cols=n_cols,
-        subplot_titles=[f"{escape_text(c)} ({escape_text(m)})" for c, m in panels],
+    grid = panel_grid(
+        [f"{escape_text(c)} ({escape_text(m)})" for c, m in panels], max_columns=2, panel_height=420,
         horizontal_spacing=0.08,
-        vertical_spacing=row_spacing(height),
     )
+    fig, height = grid.figure, grid.height
     for index, (checkpoint, method) in enumerate(panels):
-        row, col = grid_position(index, n_cols)
+        row, col = grid.position(index)
         effects = {
             (h.layer, h.head): h.effect
             for h in heads

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from reports.escaping import escape_text, item_hover_text
-from reports.figures.layout import grid_position, round_colours, row_spacing, subplot_grid
+from reports.figures.layout import panel_grid, round_colours
 from reports.tables import ConceptUncertainty, ItemAnswer
 
 
@@ -37,18 +36,13 @@ def concept_uncertainty_figure(
     conditions = list(dict.fromkeys(row.condition for row in concept))
     rounds = sorted({row.round for row in concept})
     colours = dict(zip(rounds, round_colours(len(rounds))))
-    n_rows, n_cols = subplot_grid(len(conditions), max_columns=3)
-    height = 380 * n_rows + 80
-    fig = make_subplots(
-        rows=n_rows,
-        cols=n_cols,
-        subplot_titles=[escape_text(condition) for condition in conditions],
-        horizontal_spacing=0.06,
-        vertical_spacing=row_spacing(height),
+    grid = panel_grid(
+        [escape_text(condition) for condition in conditions], max_columns=3, panel_height=380, horizontal_spacing=0.06
     )
+    fig, height = grid.figure, grid.height
     fit_in_legend = True
     for index, condition in enumerate(conditions):
-        row, col = grid_position(index, n_cols)
+        row, col = grid.position(index)
         points = [p for p in concept if p.condition == condition]
         for round_ in rounds:
             at_round = [p for p in points if p.round == round_]

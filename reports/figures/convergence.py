@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from reports.escaping import escape_text
-from reports.figures.layout import category_colour
+from reports.figures.layout import category_colour, metric_rows
 from reports.figures.round_series import add_round_series
 from reports.figures.uncertainty import UNCERTAINTY_METRICS
 from reports.tables import AnswerFlip, BehaviourMetric, ConvergenceRound
@@ -37,13 +36,7 @@ def convergence_figure(
         raise ValueError("behaviour table holds no behaviour metric (only uncertainty metrics)")
     conditions = list(dict.fromkeys(row.condition for row in behaviour))
     converged = {(c.condition, c.metric): c.convergence_round for c in convergence}
-    fig = make_subplots(
-        rows=len(metrics),
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.08,
-        subplot_titles=[escape_text(metric) for metric in metrics],
-    )
+    fig = metric_rows(metrics)
     star_in_legend = True
     for metric_index, metric in enumerate(metrics, start=1):
         for condition_index, condition in enumerate(conditions):

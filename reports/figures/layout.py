@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative, sample_colorscale
+from plotly.subplots import make_subplots
+
+from reports.escaping import escape_text
 
 CONDITION_COLOURS = qualitative.Plotly
 
@@ -48,3 +54,43 @@ def row_spacing(figure_height: int, gap_px: int = 110) -> float:
     """``vertical_spacing`` (a fraction of the figure height) that leaves ``gap_px`` pixels
     between subplot rows: room for an axis title and the next row's subplot title."""
     return gap_px / figure_height
+
+
+@dataclass(frozen=True)
+class PanelGrid:
+    """A figure of panels filled row by row, with its column count and height in pixels."""
+
+    figure: go.Figure
+    columns: int
+    height: int
+
+    def position(self, index: int) -> tuple[int, int]:
+        """1-based ``(row, column)`` of the ``index``-th panel."""
+        return grid_position(index, self.columns)
+
+
+def panel_grid(
+    titles: Sequence[str], *, max_columns: int, panel_height: int, horizontal_spacing: float
+) -> PanelGrid:
+    """One panel per (already escaped) title, at most ``max_columns`` wide, ``panel_height`` px per row."""
+    rows, columns = subplot_grid(len(titles), max_columns)
+    height = panel_height * rows + 80
+    figure = make_subplots(
+        rows=rows,
+        cols=columns,
+        subplot_titles=list(titles),
+        horizontal_spacing=horizontal_spacing,
+        vertical_spacing=row_spacing(height),
+    )
+    return PanelGrid(figure, columns, height)
+
+
+def metric_rows(metrics: Sequence[str]) -> go.Figure:
+    """One subplot row per metric, sharing the round axis."""
+    return make_subplots(
+        rows=len(metrics),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=[escape_text(metric) for metric in metrics],
+    )

@@ -5,16 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from reports.escaping import escape_text
-from reports.figures.layout import (
-    category_colour,
-    grid_position,
-    round_colours,
-    row_spacing,
-    subplot_grid,
-)
+from reports.figures.layout import category_colour, metric_rows, panel_grid, round_colours
 from reports.figures.round_series import add_round_series
 from reports.tables import BehaviourMetric, CalibrationBin
 
@@ -42,13 +35,7 @@ def uncertainty_figure(behaviour: Sequence[BehaviourMetric]) -> go.Figure:
             + ", ".join(UNCERTAINTY_METRICS)
         )
     conditions = list(dict.fromkeys(row.condition for row in behaviour))
-    fig = make_subplots(
-        rows=len(metrics),
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.08,
-        subplot_titles=[escape_text(metric) for metric in metrics],
-    )
+    fig = metric_rows(metrics)
     for metric_index, metric in enumerate(metrics, start=1):
         for condition_index, condition in enumerate(conditions):
             points = [r for r in behaviour if r.metric == metric and r.condition == condition]
@@ -78,17 +65,12 @@ def reliability_figure(calibration: Sequence[CalibrationBin]) -> go.Figure:
     conditions = list(dict.fromkeys(row.condition for row in calibration))
     rounds = sorted({row.round for row in calibration})
     colours = dict(zip(rounds, round_colours(len(rounds))))
-    n_rows, n_cols = subplot_grid(len(conditions), max_columns=3)
-    height = 360 * n_rows + 80
-    fig = make_subplots(
-        rows=n_rows,
-        cols=n_cols,
-        subplot_titles=[escape_text(condition) for condition in conditions],
-        horizontal_spacing=0.06,
-        vertical_spacing=row_spacing(height),
+    grid = panel_grid(
+        [escape_text(condition) for condition in conditions], max_columns=3, panel_height=360, horizontal_spacing=0.06
     )
+    fig, height = grid.figure, grid.height
     for index, condition in enumerate(conditions):
-        row, col = grid_position(index, n_cols)
+        row, col = grid.position(index)
         fig.add_trace(
             go.Scatter(
                 x=[0, 1],
