@@ -119,9 +119,7 @@ def morality_row(
         "site": site,
         "layer": layer,
         "measure": measure,
-        "value": estimate.value,
-        "ci_low": "" if estimate.ci_low is None else estimate.ci_low,
-        "ci_high": "" if estimate.ci_high is None else estimate.ci_high,
+        **estimate.csv_cells(),
         "n": estimate.n,
     }
 

@@ -18,6 +18,14 @@ class Estimate:
     ci_high: float | None
     n: int
 
+    def csv_cells(self) -> dict[str, object]:
+        """``value``, ``ci_low``, ``ci_high`` as tidy-CSV cells (an empty cell for a missing bound)."""
+        return {
+            "value": self.value,
+            "ci_low": "" if self.ci_low is None else self.ci_low,
+            "ci_high": "" if self.ci_high is None else self.ci_high,
+        }
+
 
 def accuracy(labels: np.ndarray, probability: np.ndarray) -> float:
     """Share of rows where ``probability > 0.5`` matches ``labels`` in {0, 1}."""

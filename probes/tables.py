@@ -47,7 +47,5 @@ def _row(site: str, position: str, layer: int, arm: str, metric: str, estimate: 
         "layer": layer,
         "arm": arm,
         "metric": metric,
-        "value": estimate.value,
-        "ci_low": "" if estimate.ci_low is None else estimate.ci_low,
-        "ci_high": "" if estimate.ci_high is None else estimate.ci_high,
+        **estimate.csv_cells(),
     }
