@@ -39,14 +39,7 @@ def transformer_bridge(model: nn.Module, tokenizer: Any, name: str) -> tuple[Any
 
 def bridge_forward(bridge: Any, batch: TokenBatch, plan: HookPlan) -> torch.Tensor:
     """Run the bridge on ``batch`` with the plan's hooks; return logits ``[batch, seq, vocab]``."""
-    hooks = []
-    resid_pre: dict[int, torch.Tensor] = {}
-    mid_edited = {layer for layer, kind in plan.keys() if kind is SiteKind.RESID_MID and plan.has_editors(layer, kind)}
-    keys = set(plan.keys())
-    keys |= {(layer, SiteKind.RESID_PRE) for layer in mid_edited} | {(layer, SiteKind.ATTN_OUT) for layer in mid_edited}
-    order = list(SiteKind)
-    for layer, kind in sorted(keys, key=lambda key: (key[0], order.index(key[1]))):
-        hooks.append((f"blocks.{layer}.{kind.value}", _hook(plan, layer, kind, layer in mid_edited, resid_pre)))
+    hooks = [(f"blocks.{layer}.{kind.value}", _hook(plan, layer, kind)) for layer, kind in plan.keys()]
     return bridge.run_with_hooks(
         batch.input_ids,
         fwd_hooks=hooks,
@@ -56,26 +49,11 @@ def bridge_forward(bridge: Any, batch: TokenBatch, plan: HookPlan) -> torch.Tens
     )
 
 
-def _hook(
-    plan: HookPlan, layer: int, kind: SiteKind, edits_mid: bool, resid_pre: dict[int, torch.Tensor]
-) -> Callable[[torch.Tensor, Any], torch.Tensor]:
-    """The TransformerLens hook function of one site.
-
-    ``hook_resid_mid`` is read where the bridge exposes it, but the residual addition happens
-    inside the block, so an edit of resid_mid is applied through the attention output:
-    ``attn_out' = f(resid_pre + attn_out) - resid_pre`` (as the ``hf`` backend does).
-    """
+def _hook(plan: HookPlan, layer: int, kind: SiteKind) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    """The TransformerLens hook function of one site: the plan's edits, then its readers."""
 
     def hook(activation: torch.Tensor, hook: Any) -> torch.Tensor:
-        if kind is SiteKind.RESID_MID:
-            plan.read(layer, kind, activation)
-            return activation
         activation = plan.edit(layer, kind, activation)
-        if kind is SiteKind.RESID_PRE and edits_mid:
-            resid_pre[layer] = activation
-        if kind is SiteKind.ATTN_OUT and edits_mid:
-            pre = resid_pre.pop(layer)
-            activation = plan.edit(layer, SiteKind.RESID_MID, pre + activation) - pre
         plan.read(layer, kind, activation)
         return activation
 

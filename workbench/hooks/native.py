@@ -75,43 +75,15 @@ def _register(
             plan.read(layer, kind, output[1])
 
         return [block.get_submodule(layout.attention).register_forward_hook(read_pattern)]
-    if kind is SiteKind.RESID_MID:
-        return _resid_mid_hooks(block, layout, layer, plan)
-    raise AssertionError(f"unhandled site kind {kind}")
-
-
-def _resid_mid_hooks(
-    block: nn.Module, layout: ModuleLayout, layer: int, plan: HookPlan
-) -> list[torch.utils.hooks.RemovableHandle]:
-    """Read resid_mid at the pre-MLP norm's input; edit it through the attention output.
-
-    The residual addition happens inside the block, so an edit ``f`` of resid_mid becomes
-    ``attn_out' = f(resid_pre + attn_out) - resid_pre`` on the attention output.
-    """
-    handles = []
-    if plan.has_editors(layer, SiteKind.RESID_MID):
-        stash: dict[str, torch.Tensor] = {}
-
-        def keep_resid_pre(resid_pre: torch.Tensor) -> torch.Tensor:
-            stash["resid_pre"] = resid_pre
-            return resid_pre
-
-        def edit_attn_out(attn_out: torch.Tensor) -> torch.Tensor:
-            resid_pre = stash.pop("resid_pre")
-            return plan.edit(layer, SiteKind.RESID_MID, resid_pre + attn_out) - resid_pre
-
-        handles.append(block.register_forward_pre_hook(_first_input_hook(keep_resid_pre), with_kwargs=True))
-        attn_out_module = block.get_submodule(layout.attn_out_module)
-        handles.append(attn_out_module.register_forward_hook(_first_output_hook(edit_attn_out)))
-    if plan.readers.get((layer, SiteKind.RESID_MID)):
+    if kind is SiteKind.RESID_MID:  # read-only: the plan turns resid_mid edits into attn_out edits
 
         def read_mid(resid_mid: torch.Tensor) -> torch.Tensor:
-            plan.read(layer, SiteKind.RESID_MID, resid_mid)
+            plan.read(layer, kind, resid_mid)
             return resid_mid
 
         norm = block.get_submodule(layout.resid_mid_module)
-        handles.append(norm.register_forward_pre_hook(_first_input_hook(read_mid), with_kwargs=True))
-    return handles
+        return [norm.register_forward_pre_hook(_first_input_hook(read_mid), with_kwargs=True)]
+    raise AssertionError(f"unhandled site kind {kind}")
 
 
 def _first_input_hook(process: Any) -> Any:

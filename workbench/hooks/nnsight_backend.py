@@ -64,9 +64,7 @@ def _trace_block(
     block: Any, layout: ModuleLayout, n_heads: int, layer: int, kinds: list[SiteKind], plan: HookPlan
 ) -> None:
     """Apply the plan at one block, touching its modules in execution order."""
-    edits_mid = plan.has_editors(layer, SiteKind.RESID_MID)
-    resid_pre = None
-    if SiteKind.RESID_PRE in kinds or edits_mid:
+    if SiteKind.RESID_PRE in kinds:
         resid_pre = plan.edit(layer, SiteKind.RESID_PRE, block.input)
         if plan.has_editors(layer, SiteKind.RESID_PRE):
             block.input = resid_pre
@@ -80,17 +78,9 @@ def _trace_block(
         plan.read(layer, SiteKind.Z, value)
     if SiteKind.PATTERN in kinds:
         plan.read(layer, SiteKind.PATTERN, _envoy(block, layout.attention).output[1])
-    if SiteKind.ATTN_OUT in kinds or edits_mid:
-        module = _envoy(block, layout.attn_out_module)
-        output = module.output
-        attn_out = plan.edit(layer, SiteKind.ATTN_OUT, output[0] if isinstance(output, tuple) else output)
-        if edits_mid:
-            # resid_mid = resid_pre + attn_out is formed inside the block: edit it via attn_out.
-            attn_out = plan.edit(layer, SiteKind.RESID_MID, resid_pre + attn_out) - resid_pre
-        if plan.has_editors(layer, SiteKind.ATTN_OUT) or edits_mid:
-            module.output = (attn_out, *output[1:]) if isinstance(output, tuple) else attn_out
-        plan.read(layer, SiteKind.ATTN_OUT, attn_out)
-    if SiteKind.RESID_MID in kinds and plan.readers.get((layer, SiteKind.RESID_MID)):
+    if SiteKind.ATTN_OUT in kinds:
+        _edit_output(_envoy(block, layout.attn_out_module), layer, SiteKind.ATTN_OUT, plan)
+    if SiteKind.RESID_MID in kinds:  # read-only: the plan turns resid_mid edits into attn_out edits
         plan.read(layer, SiteKind.RESID_MID, _envoy(block, layout.resid_mid_module).input)
     if SiteKind.MLP_OUT in kinds:
         _edit_output(_envoy(block, layout.mlp_out_module), layer, SiteKind.MLP_OUT, plan)

@@ -12,6 +12,7 @@ from workbench.hooks.interventions import Intervention, InterventionError
 from workbench.hooks.sites import SiteKind, parse_sites
 
 Reader = Callable[[torch.Tensor], None]
+Editor = Callable[[torch.Tensor], torch.Tensor]
 SiteKey = tuple[int, SiteKind]
 
 
@@ -23,16 +24,22 @@ class HookPlan:
     canonical shape (``[batch, seq, d_model]``; hook_z ``[batch, seq, n_heads, d_head]``;
     hook_pattern ``[batch, n_heads, query, key]``), so a reader sees the edited value, as
     TransformerLens hooks registered in that order would.
+
+    An edit of ``hook_resid_mid`` is lowered here, once for every backend: resid_mid =
+    resid_pre + attn_out is formed inside the block, so the plan keeps resid_pre (a reader) and
+    edits the attention output as ``attn_out' = f(resid_pre + attn_out) - resid_pre``, after any
+    edit of attn_out itself. Backends therefore only ever read resid_mid.
     """
 
     readers: dict[SiteKey, list[Reader]] = field(default_factory=lambda: defaultdict(list))
-    editors: dict[SiteKey, list[Intervention]] = field(default_factory=lambda: defaultdict(list))
+    editors: dict[SiteKey, list[Editor]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
     def for_interventions(
         cls, interventions: Sequence[Intervention], n_layers: int, n_heads: int
     ) -> HookPlan:
         plan = cls()
+        mid_edits: list[tuple[int, Intervention]] = []
         for intervention in interventions:
             sites = parse_sites(intervention.site, n_layers, n_heads)
             if len(sites) != 1:
@@ -42,8 +49,26 @@ class HookPlan:
             site = sites[0]
             if site.kind is SiteKind.PATTERN:
                 raise InterventionError(f"{intervention.site}: attention patterns are read-only; edit hook_z instead")
-            plan.editors[(site.layer, site.kind)].append(intervention)
+            if site.kind is SiteKind.RESID_MID:
+                mid_edits.append((site.layer, intervention))
+            else:
+                plan.editors[(site.layer, site.kind)].append(intervention.apply)
+        for layer, intervention in mid_edits:
+            plan._add_resid_mid_edit(layer, intervention)
         return plan
+
+    def _add_resid_mid_edit(self, layer: int, intervention: Intervention) -> None:
+        kept: dict[str, torch.Tensor] = {}
+
+        def keep_resid_pre(resid_pre: torch.Tensor) -> None:
+            kept["resid_pre"] = resid_pre
+
+        def edit_through_attn_out(attn_out: torch.Tensor) -> torch.Tensor:
+            resid_pre = kept["resid_pre"]
+            return intervention.apply(resid_pre + attn_out) - resid_pre
+
+        self.readers[(layer, SiteKind.RESID_PRE)].insert(0, keep_resid_pre)
+        self.editors[(layer, SiteKind.ATTN_OUT)].append(edit_through_attn_out)
 
     def add_reader(self, layer: int, kind: SiteKind, reader: Reader) -> None:
         self.readers[(layer, kind)].append(reader)
@@ -60,8 +85,8 @@ class HookPlan:
         return bool(self.editors.get((layer, kind)))
 
     def edit(self, layer: int, kind: SiteKind, activation: torch.Tensor) -> torch.Tensor:
-        for intervention in self.editors.get((layer, kind), ()):
-            activation = intervention.apply(activation)
+        for editor in self.editors.get((layer, kind), ()):
+            activation = editor(activation)
         return activation
 
     def read(self, layer: int, kind: SiteKind, activation: torch.Tensor) -> None:
