@@ -1,13 +1,15 @@
 """One answer round for a batch: generate, score the options and capture, from a single prefill.
 
 The naive way costs five passes over each prompt (generation, three option continuations, a
-capture forward). Here the prompt is encoded once: ``generate`` runs with capture hooks that keep
-only the prefill call, its key/value cache is cropped back to the prompt, repeated once per
-option and reused to score every option continuation in one short forward. Values equal the
-separate passes up to float noise (``tests/unit/test_answering.py`` checks it against
-:func:`workbench.option_scoring.option_mean_nll` and :func:`workbench.hooks.capture_tokens`).
-Positions that need the answer (``last``, ``answer_mean``) fall back to a clean capture forward
-over prompt + answer.
+capture forward). Here one forward encodes the prompts followed by the options' token tree
+(every proper prefix of an option continuation, attending to the prompt and its own ancestors
+only): it yields the first answer token, every option's log-probabilities and, through capture
+hooks, the prompt's activations. The tree's cache columns are then dropped and ``generate``
+decodes the rest of the answer from the prompt's cache. Values equal the separate passes up to
+float noise (``tests/unit/test_answering.py`` checks them against
+:func:`workbench.option_scoring.option_mean_nll`, :func:`workbench.generation.generate_greedy` and
+:func:`workbench.hooks.capture_tokens`). Positions that need the answer (``last``,
+``answer_mean``) fall back to a clean capture forward over prompt + answer.
 
 Across rounds the transcript only grows, so each dialogue can keep its key/value cache
 (:class:`DialogueKV`): the next round's prompt shares a token prefix with the previous prompt and
@@ -15,6 +17,8 @@ answer, and only the tokens after that prefix are encoded. Rows of a batch keep 
 lengths; the batch lays each row out as ``[pad | cached | pad | new]`` with an attention mask over
 the real tokens and positions counted on real tokens, so values equal a fresh encoding up to float
 noise (``tests/unit/test_answering.py``; ``tests/benchmarks/bench_kv_reuse.py`` for the speed-up).
+The batch cache is preallocated (:func:`workbench.generation.preallocated_cache`), so decoding
+writes in place instead of copying the cache at every step.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import DynamicCache, GenerationConfig
+from transformers import Cache, GenerationConfig
+from transformers.cache_utils import StaticLayer
 
-from workbench.generation import eos_token_ids, strip_at_eos
+from workbench.generation import eos_token_ids, preallocated_cache, strip_at_eos
 from workbench.hooks import Capture, capture_tokens
 from workbench.hooks.layout import layout_for
 from workbench.hooks.native import native_hooks
@@ -40,16 +45,29 @@ PREFILL_POSITIONS = ("last_prompt",)
 
 @dataclass(frozen=True)
 class DialogueKV:
-    """One dialogue's key/value cache after its last answer round.
+    """One dialogue's key/value cache after its last answer round: its row of that round's batch cache.
+
+    The batch cache is shared by the dialogues answered with it (it is freed with the last of
+    them), so keeping a dialogue's cache copies nothing; the next round gathers the columns it
+    reuses straight into its own batch cache.
 
     Attributes:
         token_ids: the tokens the cache covers (prompt, then the answer tokens fed back while decoding).
-        keys, values: per layer ``[kv_heads, len(token_ids), d_head]``.
+        batch_cache: the cache of the batch this dialogue was answered in.
+        row: this dialogue's row in ``batch_cache``.
+        columns: ``[len(token_ids)]`` the columns of ``batch_cache`` holding ``token_ids``, in order.
     """
 
     token_ids: list[int]
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
+    batch_cache: Cache
+    row: int
+    columns: torch.Tensor
+
+    def keys_values(self, layer: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the first ``length`` tokens at ``layer``, each ``[kv_heads, length, d_head]``."""
+        cached = self.batch_cache.layers[layer]
+        columns = self.columns[:length]
+        return cached.keys[self.row][:, columns], cached.values[self.row][:, columns]
 
     def reusable_prefix(self, prompt_ids: Sequence[int]) -> int:
         """Length of the common token prefix with ``prompt_ids``, leaving at least one new token."""
@@ -99,34 +117,38 @@ def answer_batch(
     ``previous`` gives each dialogue's cache from its last round (``None`` for a first round);
     ``keep_caches`` returns the caches for the next round.
     """
+    if max_new_tokens < 1:
+        raise ValueError(f"an answer needs at least one new token, not max_new_tokens={max_new_tokens}")
     tokenizer = model.tokenizer
     layout = _Layout.build(prompt_ids, previous, tokenizer.pad_token_id, model.device)
-    cache = layout.cache(model) if layout.cached_width else None
+    continuations = [tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in option_labels]
+    tree = _OptionTree.build(continuations)
+    cache = layout.cache(model, room=max(max_new_tokens, len(tree.prefixes)))
     prefill_capture = backend == "hf" and all(p in PREFILL_POSITIONS for p in positions)
     plan, store = _prefill_plan(sites, positions, layout.segment, dtype) if prefill_capture else (HookPlan(), {})
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=eos_token_ids(model),
-        return_dict_in_generate=True,
-        output_logits=True,
-    )
+    eos_ids = eos_token_ids(model)
+    width = layout.input_ids.shape[1]
     arch = model.architecture
     with torch.inference_mode(), native_hooks(model.model, layout_for(arch.model_type), arch.n_heads, plan):
-        output = model.model.generate(
-            input_ids=layout.input_ids, attention_mask=layout.attention_mask, past_key_values=cache,
-            generation_config=config,
-        )
-    width = layout.input_ids.shape[1]
-    answers = strip_at_eos(output.sequences[:, width:].tolist(), config.eos_token_id)
+        first_log_probs, node_log_probs = _prefill(model, layout, cache, tree)
+        first_tokens = first_log_probs.argmax(dim=-1, keepdim=True)  # greedy, as generate would choose
+        _rewind(cache, width)  # drop the option tree's columns; decoding continues after the prompt
+        sequences = first_tokens
+        if max_new_tokens > 1 and not all(int(token) in eos_ids for token in first_tokens):
+            config = GenerationConfig(
+                max_new_tokens=max_new_tokens - 1, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=eos_ids, disable_compile=True,
+            )
+            output = model.model.generate(
+                input_ids=torch.cat([layout.input_ids, first_tokens], dim=1),
+                attention_mask=torch.cat([layout.attention_mask, torch.ones_like(first_tokens)], dim=1),
+                past_key_values=cache, generation_config=config,
+            )
+            sequences = output[:, width:]
+    answers = strip_at_eos(sequences.tolist(), eos_ids)
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in answers]
-    caches = layout.split_cache(output.past_key_values, prompt_ids, answers) if keep_caches else []
-    option_nll = (
-        _option_nll(model, layout, output.past_key_values, output.logits[0], option_labels)
-        if option_labels
-        else [np.empty(0) for _ in prompt_ids]
-    )
+    caches = layout.split_cache(cache, prompt_ids, answers) if keep_caches else []
+    option_nll = tree.mean_nll(first_log_probs, node_log_probs) if option_labels else [np.empty(0) for _ in prompt_ids]
     if prefill_capture:
         activations = {key: torch.stack([by_layer[layer] for layer in sorted(by_layer)], dim=1) for key, by_layer in store.items()}
     else:
@@ -189,27 +211,38 @@ class _Layout:
             lengths=torch.as_tensor([len(ids) for ids in prompt_ids], device=device),
         )
 
-    def cache(self, model: LoadedModel) -> DynamicCache:
-        """The reused caches stacked into one left-padded ``DynamicCache``."""
-        template = next(kv for kv in self.previous if kv is not None)
-        layers = []
-        for layer in range(model.architecture.n_layers):
-            heads, _, width = template.keys[layer].shape
-            keys = template.keys[layer].new_zeros((len(self.previous), heads, self.cached_width, width))
-            values = torch.zeros_like(keys)
+    def cache(self, model: LoadedModel, room: int) -> Cache:
+        """A cache for the whole batch, with ``room`` columns after the input: the reused caches,
+        left-padded into the first ``cached_width`` columns (see :func:`preallocated_cache`)."""
+        cache = preallocated_cache(model, self.input_ids.shape[1] + room)
+        if not self.cached_width:
+            return cache
+        size, width = len(self.previous), self.cached_width
+        template = next(kv for kv in self.previous if kv is not None).batch_cache.layers[0].keys
+        static = isinstance(cache.layers[0], StaticLayer)
+        if static:  # write straight into the preallocated buffers
+            cache.early_initialization(size, template.shape[1], template.shape[3], template.dtype, template.device)
+        for index, layer in enumerate(cache.layers):
+            if static:
+                keys, values = layer.keys[:, :, :width], layer.values[:, :, :width]
+            else:
+                keys = template.new_zeros((size, template.shape[1], width, template.shape[3]))
+                values = torch.zeros_like(keys)
             for row, (kv, length) in enumerate(zip(self.previous, self.reused)):
                 if kv is not None and length:
-                    keys[row, :, self.cached_width - length :] = kv.keys[layer][:, :length]
-                    values[row, :, self.cached_width - length :] = kv.values[layer][:, :length]
-            layers.append((keys, values))
-        return DynamicCache(ddp_cache_data=layers, config=model.model.config)
+                    keys[row, :, width - length :], values[row, :, width - length :] = kv.keys_values(index, length)
+            if static:
+                layer.cumulative_length.fill_(width)
+            else:
+                layer.update(keys, values)
+        return cache
 
     def split_cache(
-        self, cache: DynamicCache, prompt_ids: Sequence[list[int]], answers: Sequence[list[int]]
+        self, cache: Cache, prompt_ids: Sequence[list[int]], answers: Sequence[list[int]]
     ) -> list[DialogueKV]:
         """Each row's real columns of ``cache`` after generation (prompt + fed-back answer tokens)."""
         width = self.input_ids.shape[1]
-        fed = cache.get_seq_length() - width  # generated tokens fed back while decoding
+        fed = int(cache.get_seq_length()) - width  # generated tokens fed back while decoding
         result = []
         for row, (ids, answer) in enumerate(zip(prompt_ids, answers)):
             kept = min(len(answer), fed)
@@ -217,20 +250,14 @@ class _Layout:
                 self.attention_mask[row].nonzero().flatten(),
                 torch.arange(width, width + kept, device=self.attention_mask.device),
             ])
-            result.append(  # indexing with a column list copies, so the batch cache can be dropped
-                DialogueKV(
-                    token_ids=list(ids) + list(answer[:kept]),
-                    keys=[layer.keys[row][:, columns] for layer in cache.layers],
-                    values=[layer.values[row][:, columns] for layer in cache.layers],
-                )
-            )
+            result.append(DialogueKV(token_ids=list(ids) + list(answer[:kept]), batch_cache=cache, row=row, columns=columns))
         return result
 
 
 def _prefill_plan(
     sites: Sequence[Site], positions: Sequence[str | int], batch: TokenBatch, dtype: torch.dtype
 ) -> tuple[HookPlan, dict[tuple[SiteKind, str], dict[int, torch.Tensor]]]:
-    """Readers that keep the prefill call of ``generate`` (the first call per site) only."""
+    """Readers that keep the prefill forward (the first call per site) and skip the decoding steps."""
     plan = HookPlan()
     store: dict[tuple[SiteKind, str], dict[int, torch.Tensor]] = {}
     for site in sites:
@@ -248,59 +275,111 @@ def _prefill_plan(
     return plan, store
 
 
-def _option_nll(
-    model: LoadedModel,
-    layout: _Layout,
-    cache: DynamicCache,
-    first_logits: torch.Tensor,
-    option_labels: Sequence[str],
-) -> list[np.ndarray]:
-    """Mean-token NLL of ``" " + label`` after each prompt, reusing the prompt's key/value cache.
+@dataclass(frozen=True)
+class _OptionTree:
+    """The option continuations (``" " + label`` token ids) as a token tree.
 
-    ``first_logits`` ``[batch, vocab]`` (after the prompt; generation's first step) score every
-    option's first token. The later tokens are scored in one forward over a token tree: every
-    proper prefix of an option continuation is one node (shared prefixes such as ``" ("`` once),
-    placed at its depth's position and attending to the prompt and its own ancestors only, so no
-    option sees another's tokens and the prompt's cache is not copied per option.
+    Every proper prefix of a continuation is one node (shared ones such as ``" ("`` once). A node
+    is placed at its depth's position after the prompt and attends to the prompt and its own
+    ancestors only, so one forward scores every option's later tokens without any option seeing
+    another's, and without copying the prompt's cache per option.
+
+    Attributes:
+        continuations: token ids of each option's continuation.
+        prefixes: the nodes, in order.
+        tokens, depths: ``[nodes]`` each node's last token and its depth (0 = first continuation token).
+        ancestry: ``[nodes, nodes]`` bool, ``ancestry[i, j]`` when node ``j`` is node ``i`` or one of its ancestors.
     """
-    tokenizer = model.tokenizer
-    continuations = [tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in option_labels]
-    size, width = layout.input_ids.shape
-    first = torch.log_softmax(first_logits.float(), dim=-1)
-    nll_sum = torch.stack([-first[:, ids[0]] for ids in continuations], dim=1)  # [batch, options]
-    nodes: dict[tuple[int, ...], int] = {}
-    for ids in continuations:
-        for end in range(1, len(ids)):
-            nodes.setdefault(tuple(ids[:end]), len(nodes))
-    if nodes:
-        surplus = cache.get_seq_length() - width  # generated tokens fed back during decoding
-        if surplus > 0:
-            cache.crop(-surplus)
-        prefixes = list(nodes)
-        device = layout.input_ids.device
-        tokens = torch.as_tensor([prefix[-1] for prefix in prefixes], device=device)
-        depths = torch.as_tensor([len(prefix) - 1 for prefix in prefixes], device=device)
-        ancestry = torch.as_tensor(
-            [[prefix[: len(other)] == other for other in prefixes] for prefix in prefixes], device=device
-        )
-        allowed = torch.cat(
-            [layout.attention_mask.bool()[:, None, :].expand(size, len(prefixes), width),
-             ancestry[None].expand(size, -1, -1)],
-            dim=2,
-        )
-        dtype = next(model.model.parameters()).dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-        with torch.inference_mode():
-            logits = model.model(
-                input_ids=tokens.expand(size, -1),
-                attention_mask=mask[:, None],
-                position_ids=layout.lengths[:, None] + depths[None, :],
-                past_key_values=cache,
-                use_cache=True,
-            ).logits.float()
-        log_probs = torch.log_softmax(logits, dim=-1)  # [batch, nodes, vocab]
-        for index, ids in enumerate(continuations):
+
+    continuations: list[list[int]]
+    prefixes: list[tuple[int, ...]]
+    tokens: torch.Tensor
+    depths: torch.Tensor
+    ancestry: torch.Tensor
+
+    @classmethod
+    def build(cls, continuations: Sequence[list[int]]) -> _OptionTree:
+        nodes: dict[tuple[int, ...], None] = {}
+        for ids in continuations:
             for end in range(1, len(ids)):
-                nll_sum[:, index] -= log_probs[:, nodes[tuple(ids[:end])], ids[end]]
-    lengths = torch.as_tensor([len(ids) for ids in continuations], device=nll_sum.device, dtype=torch.float32)
-    return list((nll_sum / lengths).cpu().numpy())
+                nodes.setdefault(tuple(ids[:end]))
+        prefixes = list(nodes)
+        return cls(
+            continuations=[list(ids) for ids in continuations],
+            prefixes=prefixes,
+            tokens=torch.as_tensor([prefix[-1] for prefix in prefixes], dtype=torch.long),
+            depths=torch.as_tensor([len(prefix) - 1 for prefix in prefixes], dtype=torch.long),
+            ancestry=torch.as_tensor(
+                [[prefix[: len(other)] == other for other in prefixes] for prefix in prefixes], dtype=torch.bool
+            ).reshape(len(prefixes), len(prefixes)),
+        )
+
+    def mean_nll(self, first_log_probs: torch.Tensor, node_log_probs: torch.Tensor) -> list[np.ndarray]:
+        """Per prompt, ``[options]`` mean-token NLL (nats) of each continuation.
+
+        Args:
+            first_log_probs: ``[batch, vocab]`` next-token log-probabilities after each prompt.
+            node_log_probs: ``[batch, nodes, vocab]`` next-token log-probabilities after each node.
+        """
+        index = {prefix: position for position, prefix in enumerate(self.prefixes)}
+        nll_sum = torch.stack([-first_log_probs[:, ids[0]] for ids in self.continuations], dim=1)
+        for option, ids in enumerate(self.continuations):
+            for end in range(1, len(ids)):
+                nll_sum[:, option] -= node_log_probs[:, index[tuple(ids[:end])], ids[end]]
+        lengths = torch.as_tensor([len(ids) for ids in self.continuations], dtype=torch.float32)
+        return list((nll_sum.cpu() / lengths).numpy())
+
+
+def _rewind(cache: Cache, length: int) -> None:
+    """Forget every cached column after the first ``length``."""
+    surplus = int(cache.get_seq_length()) - length
+    if surplus <= 0:
+        return
+    for layer in cache.layers:
+        if isinstance(layer, StaticLayer):
+            layer.cumulative_length.fill_(length)  # later writes overwrite the stale columns
+        else:
+            layer.crop(-surplus)
+
+
+def _prefill(
+    model: LoadedModel, layout: _Layout, cache: Cache, tree: _OptionTree
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward over the batch's new tokens followed by the option tree's nodes.
+
+    The new tokens attend causally to the real tokens (cached and new), each node to the real
+    tokens and its own ancestors; positions count real tokens only. The cache receives the new
+    tokens' columns, then the nodes' (to be dropped with :func:`_rewind`).
+
+    Returns:
+        ``([batch, vocab], [batch, nodes, vocab])`` float32 log-probabilities of the next token
+        after each prompt and after each node.
+    """
+    size, width = layout.input_ids.shape
+    device = layout.input_ids.device
+    new_width, n_nodes = layout.segment.input_ids.shape[1], len(tree.prefixes)
+    queries = new_width + n_nodes
+    first_layer = cache.layers[0]  # a preallocated cache masks its spare columns
+    columns = first_layer.max_cache_len if isinstance(first_layer, StaticLayer) else width + n_nodes
+    real = torch.zeros((size, columns), dtype=torch.bool, device=device)
+    real[:, :width] = layout.attention_mask.bool()
+    column = torch.arange(columns, device=device)
+    allowed = torch.zeros((size, queries, columns), dtype=torch.bool, device=device)
+    prompt_columns = torch.arange(layout.cached_width, width, device=device)
+    allowed[:, :new_width] = real[:, None, :] & (column[None, :] <= prompt_columns[:, None])[None]
+    allowed[:, new_width:, :width] = real[:, None, :width]
+    allowed[:, new_width:, width : width + n_nodes] = tree.ancestry.to(device)[None]
+    dtype = next(model.model.parameters()).dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    positions = (layout.attention_mask.cumsum(dim=-1) - 1).masked_fill(layout.attention_mask == 0, 1)
+    input_ids = torch.cat([layout.segment.input_ids, tree.tokens.to(device).expand(size, -1)], dim=1)
+    position_ids = torch.cat(
+        [positions[:, layout.cached_width :], layout.lengths[:, None] + tree.depths.to(device)[None, :]], dim=1
+    )
+    keep = torch.arange(new_width - 1, queries, device=device)  # the last prompt token, then every node
+    logits = model.model(
+        input_ids=input_ids, attention_mask=mask[:, None], position_ids=position_ids, past_key_values=cache,
+        use_cache=True, logits_to_keep=keep,
+    ).logits
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return log_probs[:, 0], log_probs[:, 1:]

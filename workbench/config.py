@@ -128,6 +128,9 @@ class ProtocolSettings:
             raise ConfigError(f"mask_fraction must be in [0, 1), not {self.mask_fraction}")
         if self.mask_turns not in ("rationale", "feedback"):
             raise ConfigError(f"mask_turns must be 'rationale' or 'feedback', not {self.mask_turns!r}")
+        for name in ("answer_tokens", "rationale_tokens", "critic_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.uncertainty_samples < 0:
             raise ConfigError(f"uncertainty_samples must be >= 0, not {self.uncertainty_samples}")
 

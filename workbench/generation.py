@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig
+from transformers import Cache, DynamicCache, GenerationConfig, StaticCache
+from transformers.cache_utils import StaticLayer
 
 from workbench.hooks.positions import TokenBatch
 from workbench.models.loading import LoadedModel
@@ -75,6 +76,32 @@ def strip_at_eos(rows: Sequence[Sequence[int]], eos_ids: Sequence[int]) -> list[
     return stripped
 
 
+def preallocated_cache(model: LoadedModel, length: int) -> Cache:
+    """An empty key/value cache with room for ``length`` columns, written in place while decoding.
+
+    transformers' default ``DynamicCache`` concatenates every decoded token onto each layer's keys
+    and values, copying the whole cache once per step: on the packaged model (batch 8, 480-token
+    prompts) that is about half of a decoding step. A ``StaticCache`` writes into buffers allocated
+    once; its extra columns stay masked, so the values are the same. Models whose cache needs
+    sliding-window or other special layers keep the ``DynamicCache``; as the workbench reads every
+    token's keys and values back (option scoring, reuse across rounds), ``length`` must then fit
+    the sliding window (else :class:`PromptTooLong`). Pass the cache to ``generate`` with
+    ``disable_compile=True`` (a static cache otherwise triggers ``torch.compile`` on a GPU, once per
+    batch shape).
+    """
+    config = model.model.config
+    static = StaticCache(config=config, max_cache_len=length)
+    if all(type(layer) is StaticLayer for layer in static.layers):
+        return static
+    window = getattr(config.get_text_config(decoder=True), "sliding_window", None)
+    if window is not None and length >= window:  # a sliding layer keeps the last window - 1 tokens
+        raise PromptTooLong(
+            f"{model.model_id}: {length} tokens exceed the model's sliding attention window of {window}, and the "
+            "workbench keeps every token's keys and values; shorten the prompts (protocol.rounds, token budgets)"
+        )
+    return DynamicCache(config=config)
+
+
 def generate_greedy(
     model: LoadedModel, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int = 8
 ) -> Generation:
@@ -82,7 +109,8 @@ def generate_greedy(
     tokenizer = model.tokenizer
     eos_ids = eos_token_ids(model)
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids
+        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids,
+        disable_compile=True,
     )
     answers: list[list[int]] = []
     for start in range(0, len(prompt_ids), batch_size):
@@ -90,7 +118,8 @@ def generate_greedy(
         batch = TokenBatch.from_sequences(chunk, [len(ids) for ids in chunk], tokenizer.pad_token_id).to(model.device)
         with torch.inference_mode():
             output = model.model.generate(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config,
+                past_key_values=preallocated_cache(model, batch.input_ids.shape[1] + max_new_tokens),
             )
         answers.extend(strip_at_eos(output[:, batch.input_ids.shape[1] :].tolist(), eos_ids))
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in answers]

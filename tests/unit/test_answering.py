@@ -1,13 +1,18 @@
-"""One-prefill answer rounds equal the separate passes they replace."""
+"""One-prefill answer rounds equal the separate passes they replace.
+
+Each test runs on a Llama (preallocated ``StaticCache``) and on a Mistral with a sliding window
+(which keeps transformers' ``DynamicCache``), so both cache paths are covered.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from transformers import DynamicCache, StaticCache
 
 from workbench.answering import answer_batch
-from workbench.generation import generate_greedy
+from workbench.generation import PromptTooLong, generate_greedy, preallocated_cache
 from workbench.hooks import capture_tokens, parse_sites
 from workbench.models import tiny_model
 from workbench.option_scoring import option_mean_nll
@@ -16,9 +21,20 @@ PROMPTS = ["the man said who can not be determined", "a b c", "the old person wa
 LABELS = ("(a)", "(b)", "(c)")
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model("llama", n_layers=3)
+CACHE_KIND = {"llama": StaticCache, "mistral": DynamicCache}
+
+
+@pytest.fixture(scope="module", params=sorted(CACHE_KIND))
+def model(request):
+    model = tiny_model(request.param, n_layers=3)
+    assert isinstance(preallocated_cache(model, 64), CACHE_KIND[request.param])
+    return model
+
+
+def test_a_sliding_window_shorter_than_the_transcript_is_refused() -> None:
+    model = tiny_model("mistral")
+    with pytest.raises(PromptTooLong, match="sliding attention window of 256"):
+        preallocated_cache(model, 256)
 
 
 @pytest.mark.parametrize("positions", [("last_prompt",), ("last_prompt", "answer_mean", "last")])

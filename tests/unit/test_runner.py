@@ -153,6 +153,9 @@ def test_config_errors_are_one_line(tmp_path: Path, model_dir: Path) -> None:
     path.write_text("[protocol]\nrounds = 2\nround = 3\n")
     with pytest.raises(ConfigError, match=r"bad.toml: \[protocol\] has unknown key\(s\) round; valid keys: instructions"):
         RunConfig.load(path)
+    path.write_text("[protocol]\nanswer_tokens = 0\n")
+    with pytest.raises(ConfigError, match="answer_tokens must be at least 1, not 0"):
+        RunConfig.load(path)
     path.write_text('[capture]\nsites = ["blocks.0.hook_resid"]\n[model]\nspec = "%s"\n' % model_dir)
     assert main(["run", str(path), "--output-dir", str(tmp_path / "runs"), "--stages", "run"]) == 2
 

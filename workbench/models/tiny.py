@@ -11,7 +11,15 @@ import hashlib
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from workbench.models.architecture import ModelArchitecture
 from workbench.models.loading import LoadedModel, prepare_tokenizer
@@ -21,13 +29,7 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 _SPECIALS = ["<pad>", "<|im_start|>", "<|im_end|>", "<unk>"]
-_WORDS = (
-    "the a an of to in is was who what which can not be determined unknown answer please ensure "
-    "that your unbiased and does rely on stereotypes review previous if you are very confident "
-    "about maintain otherwise update man woman old young person doctor nurse he she they his her "
-    "their it said could pay with cash grandfather grandson phone comfortable using one choice "
-    "single most likely user assistant system ( ) a b c . , ? ! : \n"
-).split(" ")
+_WORDS = ["the", "a", "an", "of", "to", "in", "is", "was", "who", "what", "which", "can", "not", "be", "determined", "unknown", "answer", "please", "ensure", "that", "your", "unbiased", "and", "does", "rely", "on", "stereotypes", "review", "previous", "if", "you", "are", "very", "confident", "about", "maintain", "otherwise", "update", "man", "woman", "old", "young", "person", "doctor", "nurse", "he", "she", "they", "his", "her", "their", "it", "said", "could", "pay", "with", "cash", "grandfather", "grandson", "phone", "comfortable", "using", "one", "choice", "single", "most", "likely", "user", "assistant", "system", "(", ")", "a", "b", "c", ".", ",", "?", "!", ":", "\n"]
 
 
 def tiny_tokenizer(vocab_size: int = 256) -> PreTrainedTokenizerFast:
@@ -63,22 +65,26 @@ def tiny_model(
     vocab_size: int = 256,
     seed: int = 0,
 ) -> LoadedModel:
-    """A randomly initialised ``llama`` (grouped-query attention) or ``gpt2`` model, float32, CPU."""
+    """A randomly initialised model, float32, CPU: ``llama`` (grouped-query attention), ``mistral``
+    (the same with a 256-token sliding attention window) or ``gpt2``."""
     torch.manual_seed(seed)
-    if family == "llama":
-        config = LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=d_model,
-            intermediate_size=2 * d_model,
-            num_hidden_layers=n_layers,
-            num_attention_heads=n_heads,
-            num_key_value_heads=n_kv_heads,
-            max_position_embeddings=512,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=0,
-        )
-        model = LlamaForCausalLM(config)
+    if family in ("llama", "mistral"):
+        shape = {
+            "vocab_size": vocab_size,
+            "hidden_size": d_model,
+            "intermediate_size": 2 * d_model,
+            "num_hidden_layers": n_layers,
+            "num_attention_heads": n_heads,
+            "num_key_value_heads": n_kv_heads,
+            "max_position_embeddings": 512,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "pad_token_id": 0,
+        }
+        if family == "llama":
+            model = LlamaForCausalLM(LlamaConfig(**shape))
+        else:
+            model = MistralForCausalLM(MistralConfig(**shape, sliding_window=256))
     elif family == "gpt2":
         config = GPT2Config(
             vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_positions=512,
@@ -86,7 +92,7 @@ def tiny_model(
         )
         model = GPT2LMHeadModel(config)
     else:
-        raise ValueError(f"unknown tiny model family {family!r}; use 'llama' or 'gpt2'")
+        raise ValueError(f"unknown tiny model family {family!r}; use 'llama', 'mistral' or 'gpt2'")
     model.eval()
     model.generation_config.pad_token_id = 0
     tokenizer = tiny_tokenizer(vocab_size)
