@@ -7,6 +7,7 @@ access, so that HDF5 1.10 tools (``h5dump``) still read it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from datetime import datetime, timezone
@@ -38,8 +39,10 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+@functools.cache
 def library_versions() -> dict[str, str]:
-    """Versions of h5py, HDF5, numpy, and torch / transformers when installed (not imported)."""
+    """Versions of h5py, HDF5, numpy, and torch / transformers when installed (not imported);
+    read once per process (reading package metadata costs milliseconds)."""
     versions = {"h5py": h5py.version.version, "hdf5": h5py.version.hdf5_version, "numpy": np.__version__}
     for name in ("torch", "transformers"):
         try:

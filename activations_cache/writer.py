@@ -1,14 +1,19 @@
 """``CacheWriter``: streams records and activations into a cache from a background thread.
 
-The caller validates and converts each batch (so bad input fails at once, in the caller) and puts
-it on a bounded queue; one writer thread owns the HDF5 file, fills one chunk-row buffer per
-dataset, and commits. Memory is bounded by ``queue_size`` batches plus one chunk-row per dataset.
+The caller validates each batch (so bad input fails at once, in the caller) and copies it into
+layer-major chunk-row blocks (:mod:`activations_cache.chunk_rows`); each completed chunk-row goes
+on a queue with the records submitted since the last one, and one writer thread owns the HDF5
+file, writes the chunks whole and commits. Copying (caller) and writing (thread) overlap. Memory
+is bounded by ``queue_size`` chunk-row blocks per dataset: capture waits only when the writer
+thread holds all of them.
 
 Commit protocol (readers trust only ``/committed_records``):
   1. write activation rows, flush;
   2. extend and write the record columns, flush;
   3. write the new count into ``/committed_records``, flush.
-The file is in SWMR-write mode, so what is on disk stays consistent at every flush.
+The file is in SWMR-write mode, so what is on disk stays consistent at every flush. After each
+commit a third thread ``fdatasync``s the file, so committed records survive a power cut too, and
+the disk's writeback overlaps the next chunk-rows' writes; ``close`` returns once all is on disk.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,8 +31,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from activations_cache.chunk_rows import ChunkRowBuffer
-from activations_cache.errors import ActivationShapeError, CachePathError, CacheWriteError, RecordError
+from activations_cache.chunk_rows import ChunkRowAssembler, ChunkRowJob, write_chunk_row
+from activations_cache.errors import (
+    ActivationShapeError,
+    CachePathError,
+    CacheWriteError,
+    RecordError,
+)
 from activations_cache.layout import COMMITTED_RECORDS, LIBVER, RECORDS_GROUP
 from activations_cache.records import duplicate_keys, record_columns
 from activations_cache.resume import check_cache_path, committed_record_keys, prepare_cache_file
@@ -57,42 +68,72 @@ class _WriterLock:
         os.close(self.descriptor)
 
 
-class _CommitLoop:
-    """The writer thread's state: chunk-row buffers, pending record rows, the commit protocol."""
+class _Syncer:
+    """``fdatasync`` of the cache file whenever asked, in its own thread (the call releases the GIL)."""
 
-    def __init__(self, file: h5py.File, spec: CacheSpec, commit_interval_s: float | None) -> None:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.descriptor = os.open(path, os.O_RDONLY)
+        self.failure: OSError | None = None
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"cache-sync:{path.name}", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        """Sync soon (requests made while a sync runs are merged into the next one)."""
+        self._wanted.set()
+
+    def close(self) -> None:
+        """Stop the thread, sync a last time (after the HDF5 file is closed), release the descriptor."""
+        self._stopping = True
+        self._wanted.set()
+        self._thread.join()
+        try:
+            if self.failure is None:
+                os.fdatasync(self.descriptor)
+        except OSError as error:
+            self.failure = error
+        finally:
+            os.close(self.descriptor)
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stopping:
+                return
+            try:
+                os.fdatasync(self.descriptor)
+            except OSError as error:
+                self.failure = error
+                return
+
+
+class _CommitLoop:
+    """The writer thread's state: written rows per dataset, pending record rows, the commit protocol."""
+
+    def __init__(self, file: h5py.File, spec: CacheSpec, on_commit: Callable[[], None]) -> None:
         self.file = file
-        self.spec = spec
-        self.commit_interval_s = commit_interval_s
-        self.buffers = {
-            dataset.key: ChunkRowBuffer(file[dataset.path], spec.chunk_rows(dataset))
-            for dataset in spec.datasets
-        }
+        self.on_commit = on_commit
+        self.datasets = {dataset.key: file[dataset.path] for dataset in spec.datasets}
+        self.chunk_rows = {dataset.key: spec.chunk_rows(dataset) for dataset in spec.datasets}
+        self.durable_rows = {key: dataset.shape[0] for key, dataset in self.datasets.items()}
         self.committed_ds = file[COMMITTED_RECORDS]
         self.committed = int(self.committed_ds[()])
         self.columns = {name: file[f"{RECORDS_GROUP}/{name}"] for name in spec.columns}
         self.pending: list[dict[str, np.ndarray]] = []
-        self.last_commit = time.monotonic()
+        self.pending_rows = 0
 
-    def add(self, columns: dict[str, np.ndarray], activations: dict[tuple[str, str], np.ndarray]) -> None:
-        """Buffer one batch; commit what is durable, or everything once the interval has passed."""
-        for key, values in activations.items():
-            self.buffers[key].append(values)
-        self.pending.append(columns)
-        interval_passed = (
-            self.commit_interval_s is not None
-            and time.monotonic() - self.last_commit >= self.commit_interval_s
-        )
-        if interval_passed:
-            self.commit_all()
-        else:
-            self.commit(min(buffer.durable_rows for buffer in self.buffers.values()))
-
-    def commit_all(self) -> None:
-        """Write every held row (partial chunk-rows included) and commit all records received."""
-        for buffer in self.buffers.values():
-            buffer.write_held_rows()
-        self.commit(min(buffer.durable_rows for buffer in self.buffers.values()))
+    def add(self, columns: dict[str, np.ndarray] | None, jobs: list[ChunkRowJob]) -> None:
+        """Write ``jobs``, queue the records of a batch (if any), commit what is written."""
+        for job in jobs:
+            write_chunk_row(self.datasets[job.key], job, self.chunk_rows[job.key])
+            self.durable_rows[job.key] = max(self.durable_rows[job.key], job.start + job.rows)
+        if columns is not None:
+            self.pending.append(columns)
+            self.pending_rows += len(columns["record_key"])
+        self.commit(min(min(self.durable_rows.values()), self.committed + self.pending_rows))
 
     def commit(self, upto: int) -> None:
         """Commit records ``[committed, upto)`` whose activation rows are written (protocol 1-3)."""
@@ -109,8 +150,9 @@ class _CommitLoop:
         self.file.flush()
         rest = {name: values[count:] for name, values in pending.items()}
         self.pending = [rest] if len(rest["record_key"]) else []
+        self.pending_rows -= count
         self.committed = upto
-        self.last_commit = time.monotonic()
+        self.on_commit()
 
 
 class CacheWriter:
@@ -118,7 +160,7 @@ class CacheWriter:
 
     Example::
 
-        with CacheWriter.open(path, spec, meta, queue_size=4) as writer:
+        with CacheWriter.open(path, spec, meta) as writer:
             done = writer.committed_keys()
             writer.submit(records, {("last_prompt", "hook_resid_post"): array})
     """
@@ -138,10 +180,23 @@ class CacheWriter:
         self._lock = lock
         self._committed_keys = committed_record_keys(file)
         self._seen_keys = set(self._committed_keys)
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        # every entry but the last two (interval commit, close) carries a pooled block
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size * len(spec.datasets) + 2)
         self._failure: BaseException | None = None
         self._closed = False
-        self._loop = _CommitLoop(file, spec, commit_interval_s)
+        self._released = False
+        self._commit_interval_s = commit_interval_s
+        self._last_commit_request = time.monotonic()
+        self._unsent: list[dict[str, np.ndarray]] = []
+        self._assemblers = {
+            dataset.key: ChunkRowAssembler(
+                dataset.key, file[dataset.path], spec.chunk_rows(dataset), blocks=queue_size,
+                emit=lambda job: self._send([job]), wait_hook=self._raise_failure,
+            )
+            for dataset in spec.datasets
+        }
+        self._syncer = _Syncer(path)
+        self._loop = _CommitLoop(file, spec, on_commit=self._syncer.request)
         self._thread = threading.Thread(target=self._run, name=f"cache-writer:{path.name}", daemon=True)
         self._thread.start()
 
@@ -151,7 +206,7 @@ class CacheWriter:
         path: str | os.PathLike[str],
         spec: CacheSpec,
         meta: CacheMetadata,
-        queue_size: int = 4,
+        queue_size: int = 2,
         overwrite: bool = False,
         commit_interval_s: float | None = 10.0,
     ) -> CacheWriter:
@@ -161,7 +216,8 @@ class CacheWriter:
             path: the cache file (e.g. ``runs/<name>/cache.h5``); its folder must exist.
             spec: datasets, record columns and storage choices.
             meta: model, tokenizer, configuration and seed of the run.
-            queue_size: batches that may wait for the writer thread; ``submit`` blocks beyond.
+            queue_size: chunk-row blocks per dataset (at least 2: the caller fills one while
+                the writer thread writes another); ``submit`` waits while the thread holds all.
             overwrite: delete an existing cache and start fresh.
             commit_interval_s: commit at least this often (seconds), writing partial chunk-rows;
                 ``None`` commits only when chunk-rows complete and at close. A crash loses at most
@@ -172,8 +228,8 @@ class CacheWriter:
             CacheMismatchError: the existing cache has another schema, spec, weights or config.
             CacheFormatError: the existing file is not a cache or cannot be recovered.
         """
-        if queue_size < 1:
-            raise ValueError(f"queue_size={queue_size} must be >= 1")
+        if queue_size < 2:
+            raise ValueError(f"queue_size={queue_size} must be >= 2")
         cache_path = Path(path)
         check_cache_path(cache_path)
         lock = _WriterLock(cache_path)
@@ -191,14 +247,13 @@ class CacheWriter:
         return set(self._committed_keys)
 
     def submit(self, records: list[dict[str, Any]], activations: dict[tuple[str, str], np.ndarray]) -> None:
-        """Queue one batch of ``n`` records and their activations; blocks while the queue is full.
+        """Add one batch of ``n`` records and their activations; waits while the writer thread holds every block.
 
         Args:
             records: ``n`` dicts with every built-in column and every declared column.
             activations: ``(position, site) -> [n, layers, *shape]`` array of any float dtype,
-                for every dataset of the spec. Zero-copy: the writer thread reads these arrays
-                later (casting them to the storage dtype into its chunk-row buffers), so do not
-                modify them after ``submit``; pass fresh arrays for every batch.
+                for every dataset of the spec. They are copied (cast to the storage dtype) into
+                chunk-row blocks before ``submit`` returns, so the caller may reuse them.
 
         Raises:
             RecordError / ActivationShapeError: bad input (nothing of the batch is written).
@@ -218,8 +273,24 @@ class CacheWriter:
                 "skip keys in writer.committed_keys() and make keys unique"
             )
         arrays = self._checked_activations(activations, len(records))
-        self._put((columns, arrays))
         self._seen_keys.update(keys)
+        self._unsent.append(columns)
+        for key, values in arrays.items():
+            self._assemblers[key].append(values)
+        interval = self._commit_interval_s
+        if interval is not None and time.monotonic() - self._last_commit_request >= interval:
+            self._send(self._partial_jobs())
+            self._last_commit_request = time.monotonic()
+
+    def _send(self, jobs: list[ChunkRowJob]) -> None:
+        """Queue ``jobs`` for the writer thread with the records not sent yet."""
+        unsent, self._unsent = self._unsent, []
+        columns = {name: np.concatenate([batch[name] for batch in unsent]) for name in unsent[0]} if unsent else None
+        self._put((columns, jobs))
+
+    def _partial_jobs(self) -> list[ChunkRowJob]:
+        """Copies of the rows held in unfinished chunk-rows, to be written for a commit."""
+        return [job for assembler in self._assemblers.values() if (job := assembler.partial()) is not None]
 
     def _checked_activations(
         self, activations: dict[tuple[str, str], np.ndarray], n_records: int
@@ -272,29 +343,37 @@ class CacheWriter:
             while True:
                 item = self._queue.get()
                 if item is _CLOSE:
-                    self._loop.commit_all()
                     return
-                columns, arrays = item
-                self._loop.add(columns, arrays)
+                columns, jobs = item
+                self._loop.add(columns, jobs)
         except BaseException as error:  # handed to the caller on its next submit/close
             self._failure = error
 
     def _join_and_release(self) -> None:
+        """Join the writer thread, close the file, sync it a last time, unlock (once)."""
+        if self._released:
+            return
+        self._released = True
         self._thread.join()
         if self._file.id.valid:
             self._file.close()
+        self._syncer.close()
         self._lock.release()
 
     def close(self) -> None:
         """Write and commit everything submitted, close the file; re-raise a writer failure."""
         if self._closed:
             return
+        self._send([job for assembler in self._assemblers.values() if (job := assembler.finish()) is not None])
         self._put(_CLOSE)
         self._closed = True
-        self._thread.join()
-        if self._failure is not None:
-            self._raise_failure()
         self._join_and_release()
+        self._raise_failure()
+        if self._syncer.failure is not None:
+            raise CacheWriteError(
+                f"cache {self.path} was written but could not be synced to disk: {self._syncer.failure!r}; "
+                "check the disk, then re-run the same command (committed records are kept)"
+            ) from self._syncer.failure
 
     def __enter__(self) -> CacheWriter:
         return self

@@ -159,12 +159,13 @@ class CacheConfig:
     Attributes:
         dtype: ``"float16"`` (half the disk) or ``"float32"``.
         compression: ``"none"`` or ``"lzf"`` (10-80x slower writes for a few percent on float16).
-        queue_size: batches the background writer may hold before capture waits.
+        queue_size: chunk-row blocks per activation dataset (at least 2; each about
+            ``layers`` MiB): capture waits only while the background writer holds all of them.
     """
 
     dtype: str = "float16"
     compression: str = "none"
-    queue_size: int = 4
+    queue_size: int = 2
 
 
 @dataclass(frozen=True)

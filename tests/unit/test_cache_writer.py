@@ -30,7 +30,7 @@ from activations_cache import (
     RecordError,
     open_cache,
 )
-from activations_cache.chunk_rows import ChunkRowBuffer
+from activations_cache.chunk_rows import ChunkRowAssembler, ChunkRowJob, write_chunk_row
 
 RESID = ("last_prompt", "hook_resid_post")
 HEADS = ("last_prompt", "attn.hook_z")
@@ -177,17 +177,44 @@ def test_commit_interval_none_commits_whole_chunk_rows_and_the_rest_at_close(tmp
         assert reader.n_records == 6
 
 
-def test_chunk_row_buffer_writes_only_complete_chunk_rows(tmp_path: Path) -> None:
+def test_chunk_rows_are_assembled_layer_major_and_written_whole(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "b.h5", "w") as file:
         dataset = file.create_dataset("d", shape=(0, 2, 3), maxshape=(None, 2, 3), chunks=(4, 1, 3), dtype="f4")
-        buffer = ChunkRowBuffer(dataset, chunk_rows=4)
-        assert buffer.rows.shape == (2, 4, 3)  # layer-major: one chunk image per layer
-        buffer.append(np.ones((3, 2, 3), np.float32))
-        assert dataset.shape[0] == 0 and buffer.durable_rows == 0
-        buffer.append(np.full((6, 2, 3), 2, np.float32))
-        assert dataset.shape[0] == 8 and buffer.durable_rows == 8 and buffer.held == 1
-        buffer.write_held_rows()
+        emitted: list[tuple[int, int, np.ndarray]] = []
+
+        def write_now(job: ChunkRowJob) -> None:  # what the writer thread does with a job
+            emitted.append((job.start, job.rows, job.block.copy()))
+            write_chunk_row(dataset, job, 4)
+
+        assembler = ChunkRowAssembler(("p", "s"), dataset, 4, blocks=2, emit=write_now, wait_hook=lambda: None)
+        assembler.append(np.ones((3, 2, 3), np.float32))
+        assert emitted == [] and assembler.held == 3
+        assembler.append(np.full((6, 2, 3), 2, np.float32))  # completes rows 0-3 and 4-7
+        assert [(start, rows) for start, rows, _ in emitted] == [(0, 4), (4, 4)] and assembler.held == 1
+        first = emitted[0][2]
+        assert first.shape == (2, 4, 3)  # layer-major: one chunk image per layer
+        assert first[:, 2, 0].tolist() == [1, 1] and first[:, 3, 0].tolist() == [2, 2]
+        assert dataset.shape[0] == 8 and assembler.pool.qsize() == 1  # one block back, one filling
+        partial = assembler.partial()
+        assert partial is not None and (partial.start, partial.rows, partial.pool) == (8, 1, None)
+        assert not partial.block[:, 1:].any()  # rows past the held ones are zero in the file
+        write_chunk_row(dataset, partial, 4)
         assert dataset.shape[0] == 9 and dataset[8, 1, 2] == 2 and dataset[2, 0, 0] == 1
+        assert dataset.id.get_chunk_info_by_coord((8, 1, 0)).size == 4 * 3 * 4  # whole chunks
+
+
+def test_assembler_waiting_for_a_block_asks_the_wait_hook(tmp_path: Path) -> None:
+    """With both blocks out (the writer thread dead), the caller's wait ends in the hook's error."""
+    with h5py.File(tmp_path / "b.h5", "w") as file:
+        dataset = file.create_dataset("d", shape=(0, 1, 2), maxshape=(None, 1, 2), chunks=(2, 1, 2), dtype="f4")
+
+        def writer_failed() -> None:
+            raise CacheWriteError("writer thread failed")
+
+        assembler = ChunkRowAssembler(("p", "s"), dataset, 2, blocks=2, emit=lambda job: None, wait_hook=writer_failed)
+        assembler.append(np.zeros((4, 1, 2), np.float32))  # two chunk-rows: both blocks handed out
+        with pytest.raises(CacheWriteError, match="writer thread failed"):
+            assembler.append(np.zeros((1, 1, 2), np.float32))
 
 
 def test_reopen_refuses_another_run(tmp_path: Path) -> None:
@@ -297,8 +324,24 @@ def test_writer_thread_failure_is_raised_in_the_caller(tmp_path: Path) -> None:
     assert not (tmp_path / "cache.h5.lock").exists()
 
 
-def test_submit_blocks_while_the_queue_is_full(tmp_path: Path) -> None:
-    writer = CacheWriter.open(tmp_path / "cache.h5", make_spec(), META, queue_size=1)
+def test_a_failed_sync_to_disk_is_reported_at_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_sync(descriptor: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    writer = CacheWriter.open(tmp_path / "cache.h5", make_spec(), META)
+    writer.submit(make_records(0, 5), make_activations(0, 5))
+    monkeypatch.setattr(os, "fdatasync", failing_sync)
+    with pytest.raises(CacheWriteError, match=r"cache .*cache.h5 was written but could not be synced to disk: .*Input/output"):
+        writer.close()
+    monkeypatch.undo()
+    assert not (tmp_path / "cache.h5.lock").exists()
+    with open_cache(tmp_path / "cache.h5") as reader:
+        assert reader.n_records == 5
+
+
+def test_submit_waits_while_the_writer_thread_holds_every_block(tmp_path: Path) -> None:
+    """Memory stays bounded: with the writer thread stalled, capture waits once both blocks are out."""
+    writer = CacheWriter.open(tmp_path / "cache.h5", make_spec(), META, queue_size=2)
     gate = threading.Event()
     original_add = writer._loop.add
 
@@ -307,24 +350,23 @@ def test_submit_blocks_while_the_queue_is_full(tmp_path: Path) -> None:
         original_add(*args)
 
     writer._loop.add = slow_add  # type: ignore[method-assign]
-    writer.submit(make_records(0, 1), make_activations(0, 1))  # taken by the thread, held at the gate
-    time.sleep(0.05)
-    writer.submit(make_records(1, 2), make_activations(1, 2))  # fills the queue
-    third_done = threading.Event()
+    writer.submit(make_records(0, 8), make_activations(0, 8))  # 4 records per chunk: both blocks out
+    ninth_done = threading.Event()
 
-    def third() -> None:
-        writer.submit(make_records(2, 3), make_activations(2, 3))
-        third_done.set()
+    def ninth() -> None:
+        writer.submit(make_records(8, 9), make_activations(8, 9))
+        ninth_done.set()
 
-    thread = threading.Thread(target=third)
+    thread = threading.Thread(target=ninth)
     thread.start()
-    assert not third_done.wait(0.3)
+    assert not ninth_done.wait(0.3)
     gate.set()
-    assert third_done.wait(5)
+    assert ninth_done.wait(5)
     thread.join()
     writer.close()
     with open_cache(tmp_path / "cache.h5") as reader:
-        assert reader.n_records == 3
+        assert reader.n_records == 9
+        assert np.array_equal(np.asarray(reader.read("hook_resid_post", 2), np.float64), make_activations(0, 9)[RESID][:, 1])
 
 
 def test_open_does_not_leave_staging_files(tmp_path: Path) -> None:
