@@ -11,9 +11,10 @@ Commit protocol (readers trust only ``/committed_records``):
   1. write activation rows, flush;
   2. extend and write the record columns, flush;
   3. write the new count into ``/committed_records``, flush.
-The file is in SWMR-write mode, so what is on disk stays consistent at every flush. After each
-commit a third thread ``fdatasync``s the file, so committed records survive a power cut too, and
-the disk's writeback overlaps the next chunk-rows' writes; ``close`` returns once all is on disk.
+The file is in SWMR-write mode, so what is on disk stays consistent at every flush. After every
+chunk-row written and every commit a third thread ``fdatasync``s the file, so committed records
+survive a power cut too, and the disk's writeback overlaps the next writes; ``close`` returns once
+all is on disk.
 """
 
 from __future__ import annotations
@@ -113,9 +114,9 @@ class _Syncer:
 class _CommitLoop:
     """The writer thread's state: written rows per dataset, pending record rows, the commit protocol."""
 
-    def __init__(self, file: h5py.File, spec: CacheSpec, on_commit: Callable[[], None]) -> None:
+    def __init__(self, file: h5py.File, spec: CacheSpec, on_write: Callable[[], None]) -> None:
         self.file = file
-        self.on_commit = on_commit
+        self.on_write = on_write  # called after every chunk-row and every commit
         self.datasets = {dataset.key: file[dataset.path] for dataset in spec.datasets}
         self.chunk_rows = {dataset.key: spec.chunk_rows(dataset) for dataset in spec.datasets}
         self.durable_rows = {key: dataset.shape[0] for key, dataset in self.datasets.items()}
@@ -129,6 +130,7 @@ class _CommitLoop:
         """Write ``jobs``, queue the records of a batch (if any), commit what is written."""
         for job in jobs:
             write_chunk_row(self.datasets[job.key], job, self.chunk_rows[job.key])
+            self.on_write()
             self.durable_rows[job.key] = max(self.durable_rows[job.key], job.start + job.rows)
         if columns is not None:
             self.pending.append(columns)
@@ -152,7 +154,7 @@ class _CommitLoop:
         self.pending = [rest] if len(rest["record_key"]) else []
         self.pending_rows -= count
         self.committed = upto
-        self.on_commit()
+        self.on_write()
 
 
 class CacheWriter:
@@ -196,7 +198,7 @@ class CacheWriter:
             for dataset in spec.datasets
         }
         self._syncer = _Syncer(path)
-        self._loop = _CommitLoop(file, spec, on_commit=self._syncer.request)
+        self._loop = _CommitLoop(file, spec, on_write=self._syncer.request)
         self._thread = threading.Thread(target=self._run, name=f"cache-writer:{path.name}", daemon=True)
         self._thread.start()
 
