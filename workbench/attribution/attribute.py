@@ -17,12 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from workbench.config_tables import dataclass_from_table
-from workbench.attribution.contrast import DEFAULT_TEMPLATE, tokenize_contrast_pairs, winogender_contrast_pairs
+from reports.tables import BiasLevel
+from workbench.attribution.contrast import (
+    DEFAULT_TEMPLATE,
+    tokenize_contrast_pairs,
+    winogender_contrast_pairs,
+)
 from workbench.attribution.head_effects import METHODS, bias_measure, head_effects, total_effect
-from workbench.attribution.selection import SelectedHeadRow, require_same_architecture, select_debiased_heads
+from workbench.attribution.selection import (
+    SelectedHeadRow,
+    require_same_architecture,
+    select_debiased_heads,
+)
 from workbench.bias.bootstrap import bootstrap_mean_interval
-from workbench.bias.levels import BiasLevel, write_bias_levels
+from workbench.bias.levels import write_bias_levels
+from workbench.config_tables import dataclass_from_table
 from workbench.models.loading import LoadedModel
 
 HEADS_HEADER = ("checkpoint", "method", "layer", "head", "effect")

@@ -11,7 +11,7 @@ Measures written:
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +19,16 @@ import numpy as np
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from workbench.config_tables import dataclass_from_table
+from reports.tables import BiasLevel
 from workbench.bias.crows_pairs import crows_pairs_shares, read_crows_pairs, score_crows_pairs
 from workbench.bias.seat import read_seat_test, run_seat_test
 from workbench.bias.sentence_likelihood import (
     causal_sentence_log_likelihoods,
     masked_pair_pseudo_log_likelihoods,
 )
+from workbench.config_tables import dataclass_from_table
 
-BIAS_LEVELS_HEADER = ("checkpoint", "measure", "value", "ci_low", "ci_high", "n")
+BIAS_LEVELS_HEADER = tuple(field.name for field in fields(BiasLevel))
 LIKELIHOODS = ("causal", "masked")
 
 
@@ -63,18 +64,6 @@ class BiasConfig:
     def from_dict(cls, data: dict[str, Any]) -> BiasConfig:
         """Build from a TOML ``[bias]`` table; unknown keys are an error naming the valid ones."""
         return dataclass_from_table(cls, data, "bias")
-
-
-@dataclass(frozen=True)
-class BiasLevel:
-    """One row of bias_levels.csv."""
-
-    checkpoint: str
-    measure: str
-    value: float
-    ci_low: float | None
-    ci_high: float | None
-    n: int
 
 
 def measure_bias_levels(
