@@ -123,19 +123,17 @@ class _CommitLoop:
         self.committed_ds = file[COMMITTED_RECORDS]
         self.committed = int(self.committed_ds[()])
         self.columns = {name: file[f"{RECORDS_GROUP}/{name}"] for name in spec.columns}
-        self.pending: list[dict[str, np.ndarray]] = []
-        self.pending_rows = 0
+        self.pending: list[dict[str, np.ndarray]] = []  # record columns of batches not committed yet
 
-    def add(self, columns: dict[str, np.ndarray] | None, jobs: list[ChunkRowJob]) -> None:
-        """Write ``jobs``, queue the records of a batch (if any), commit what is written."""
+    def add(self, batches: list[dict[str, np.ndarray]], jobs: list[ChunkRowJob]) -> None:
+        """Write ``jobs``, queue the record columns of ``batches``, commit what is written."""
         for job in jobs:
             write_chunk_row(self.datasets[job.key], job, self.chunk_rows[job.key])
             self.on_write()
             self.durable_rows[job.key] = max(self.durable_rows[job.key], job.start + job.rows)
-        if columns is not None:
-            self.pending.append(columns)
-            self.pending_rows += len(columns["record_key"])
-        self.commit(min(min(self.durable_rows.values()), self.committed + self.pending_rows))
+        self.pending.extend(batches)
+        received = self.committed + sum(len(batch["record_key"]) for batch in self.pending)
+        self.commit(min(min(self.durable_rows.values()), received))
 
     def commit(self, upto: int) -> None:
         """Commit records ``[committed, upto)`` whose activation rows are written (protocol 1-3)."""
@@ -152,7 +150,6 @@ class _CommitLoop:
         self.file.flush()
         rest = {name: values[count:] for name, values in pending.items()}
         self.pending = [rest] if len(rest["record_key"]) else []
-        self.pending_rows -= count
         self.committed = upto
         self.on_write()
 
@@ -287,8 +284,7 @@ class CacheWriter:
     def _send(self, jobs: list[ChunkRowJob]) -> None:
         """Queue ``jobs`` for the writer thread with the records not sent yet."""
         unsent, self._unsent = self._unsent, []
-        columns = {name: np.concatenate([batch[name] for batch in unsent]) for name in unsent[0]} if unsent else None
-        self._put((columns, jobs))
+        self._put((unsent, jobs))
 
     def _partial_jobs(self) -> list[ChunkRowJob]:
         """Copies of the rows held in unfinished chunk-rows, to be written for a commit."""
@@ -346,8 +342,8 @@ class CacheWriter:
                 item = self._queue.get()
                 if item is _CLOSE:
                     return
-                columns, jobs = item
-                self._loop.add(columns, jobs)
+                batches, jobs = item
+                self._loop.add(batches, jobs)
         except BaseException as error:  # handed to the caller on its next submit/close
             self._failure = error
 
