@@ -33,10 +33,11 @@ from transformers.cache_utils import StaticLayer
 
 from workbench.generation import eos_token_ids, preallocated_cache, strip_at_eos
 from workbench.hooks import Capture, capture_tokens
+from workbench.hooks.capture import site_reader
 from workbench.hooks.layout import layout_for
 from workbench.hooks.native import native_hooks
 from workbench.hooks.plan import HookPlan
-from workbench.hooks.positions import TokenBatch, position_name, select_position
+from workbench.hooks.positions import TokenBatch, position_name
 from workbench.hooks.sites import Site, SiteKind
 from workbench.models.loading import LoadedModel
 
@@ -129,8 +130,9 @@ def answer_batch(
     eos_ids = eos_token_ids(model)
     width = layout.input_ids.shape[1]
     arch = model.architecture
-    with torch.inference_mode(), native_hooks(model.model, layout_for(arch.model_type), arch.n_heads, plan):
-        first_log_probs, node_log_probs = _prefill(model, layout, cache, tree)
+    with torch.inference_mode():
+        with native_hooks(model.model, layout_for(arch.model_type), arch.n_heads, plan):
+            first_log_probs, node_log_probs = _prefill(model, layout, cache, tree)
         first_tokens = first_log_probs.argmax(dim=-1, keepdim=True)  # greedy, as generate would choose
         _rewind(cache, width)  # drop the option tree's columns; decoding continues after the prompt
         sequences = first_tokens
@@ -257,21 +259,13 @@ class _Layout:
 def _prefill_plan(
     sites: Sequence[Site], positions: Sequence[str | int], batch: TokenBatch, dtype: torch.dtype
 ) -> tuple[HookPlan, dict[tuple[SiteKind, str], dict[int, torch.Tensor]]]:
-    """Readers that keep the prefill forward (the first call per site) and skip the decoding steps."""
+    """Readers of the prefill forward: ``(kind, position name) -> layer -> [batch, *site]`` values."""
     plan = HookPlan()
     store: dict[tuple[SiteKind, str], dict[int, torch.Tensor]] = {}
     for site in sites:
         for position in positions:
-            name = position_name(position)
-            by_layer = store.setdefault((site.kind, name), {})
-
-            def read(activation: torch.Tensor, site: Site = site, position: str | int = position, by_layer=by_layer) -> None:
-                if site.layer in by_layer:
-                    return  # a decode step: the prompt's values were kept at the prefill
-                values, _ = select_position(activation, batch, position)
-                by_layer[site.layer] = values.detach().to("cpu", dtype)
-
-            plan.add_reader(site.layer, site.kind, read)
+            by_layer = store.setdefault((site.kind, position_name(position)), {})
+            plan.add_reader(site.layer, site.kind, site_reader(site, position, batch, by_layer, dtype))
     return plan, store
 
 

@@ -59,16 +59,20 @@ def continuation_mean_nll(
             [len(prompt) for prompt, _ in chunk],
             tokenizer.pad_token_id,
         ).to(model.device)
+        # left padding puts every continuation at the end: only the last `keep` positions predict it
+        keep = max(len(continuation) for _, continuation in chunk) + 1
+        offset = batch.input_ids.shape[1] - keep
         with torch.inference_mode():
             logits = model.model(
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
                 position_ids=batch.position_ids,
                 use_cache=False,
+                logits_to_keep=keep,
             ).logits.float()
-        log_probs = torch.log_softmax(logits, dim=-1)
+        log_probs = torch.log_softmax(logits, dim=-1)  # [batch, keep, vocab]
         for row, (prompt, continuation) in enumerate(chunk):
-            first = int(batch.starts[row]) + len(prompt)
+            first = int(batch.starts[row]) + len(prompt) - offset
             positions = torch.arange(first - 1, first - 1 + len(continuation), device=log_probs.device)
             targets = torch.as_tensor(list(continuation), device=log_probs.device)
             nll[scored[start + row]] = float(-log_probs[row, positions, targets].mean())

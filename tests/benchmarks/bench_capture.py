@@ -44,7 +44,7 @@ def _measure(variant: str, model_spec: str, batch: int, seq: int, repeats: int, 
                                       backend=backend, batch_size=batch)
 
     def tl_cache() -> None:
-        bridge, _ = transformer_bridge(model.model, model.tokenizer, model.model_id)
+        bridge = transformer_bridge(model.model, model.tokenizer, model.model_id)
         names = lambda name: name.endswith("hook_resid_post") or name.endswith("attn.hook_z")  # noqa: E731
         with torch.inference_mode():
             bridge.run_with_cache(ids, names_filter=names)

@@ -21,19 +21,18 @@ from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import TokenBatch
 from workbench.hooks.sites import SiteKind
 
-_BRIDGES: WeakKeyDictionary[nn.Module, tuple[Any, nn.Module]] = WeakKeyDictionary()
+_BRIDGES: WeakKeyDictionary[nn.Module, Any] = WeakKeyDictionary()
 
 
-def transformer_bridge(model: nn.Module, tokenizer: Any, name: str) -> tuple[Any, nn.Module]:
-    """The TransformerBridge around a private copy of ``model``, booted once per model object."""
+def transformer_bridge(model: nn.Module, tokenizer: Any, name: str) -> Any:
+    """The TransformerBridge around a private copy of ``model`` (the bridge rewires the module it
+    wraps), booted once per model object."""
     if model not in _BRIDGES:
         from transformer_lens.model_bridge import TransformerBridge
 
-        private = copy.deepcopy(model)
-        bridge = TransformerBridge.boot_transformers(
-            name, hf_model=private, tokenizer=tokenizer, device=str(next(model.parameters()).device)
+        _BRIDGES[model] = TransformerBridge.boot_transformers(
+            name, hf_model=copy.deepcopy(model), tokenizer=tokenizer, device=str(next(model.parameters()).device)
         )
-        _BRIDGES[model] = (bridge, private)
     return _BRIDGES[model]
 
 

@@ -190,7 +190,7 @@ def capture_tokens(
         for site in parsed:
             for position, name in zip(positions, names):
                 if site.kind is not SiteKind.PATTERN:
-                    plan.add_reader(site.layer, site.kind, _site_reader(site, position, batch, per_layer[(site.kind, name)], dtype))
+                    plan.add_reader(site.layer, site.kind, site_reader(site, position, batch, per_layer[(site.kind, name)], dtype))
                 elif not is_token_level(position):  # patterns are kept at one-token positions only
                     plan.add_reader(site.layer, site.kind, _pattern_reader(site, position, batch, patterns, (site.name, name), dtype))
         run_forward(model, batch, plan, backend)
@@ -211,7 +211,7 @@ def capture_tokens(
     return result
 
 
-def _site_reader(
+def site_reader(
     site: Site, position: Position, batch: TokenBatch, by_layer: dict[int, torch.Tensor], dtype: torch.dtype
 ) -> Callable[[torch.Tensor], None]:
     """Keep ``position`` of the site's tensor (token-level values stay ``[batch, tokens, ...]``)."""
@@ -272,7 +272,7 @@ def run_forward(model: LoadedModel, batch: TokenBatch, plan: HookPlan, backend: 
                     use_cache=False,
                 ).logits
         if backend == "transformer_lens":
-            bridge, _ = transformer_bridge(model.model, model.tokenizer, model.model_id)
+            bridge = transformer_bridge(model.model, model.tokenizer, model.model_id)
             return bridge_forward(bridge, batch, plan)
         if backend == "nnsight":
             return nnsight_forward(nnsight_model(model.model), model.model, layout, n_heads, batch, plan)

@@ -24,7 +24,7 @@ def native_hooks(model: nn.Module, layout: ModuleLayout, n_heads: int, plan: Hoo
     blocks = block_modules(model, layout)
     with ExitStack() as stack:
         if plan.reads_patterns:
-            stack.enter_context(_eager_attention(model))
+            stack.enter_context(eager_attention(model))
         for layer, kind in plan.keys():
             for handle in _register(blocks[layer], layout, layer, kind, n_heads, plan):
                 stack.callback(handle.remove)
@@ -32,7 +32,7 @@ def native_hooks(model: nn.Module, layout: ModuleLayout, n_heads: int, plan: Hoo
 
 
 @contextmanager
-def _eager_attention(model: nn.Module) -> Iterator[None]:
+def eager_attention(model: nn.Module) -> Iterator[None]:
     """Attention probabilities exist only under eager attention; switch for the block."""
     previous = model.config._attn_implementation
     if previous == "eager":

@@ -8,6 +8,7 @@ as nnsight requires. The same code path is what a user would extend for NDIF rem
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from workbench.hooks.layout import ModuleLayout
+from workbench.hooks.native import eager_attention
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import TokenBatch
 from workbench.hooks.sites import SiteKind
@@ -42,21 +44,15 @@ def nnsight_forward(
 ) -> torch.Tensor:
     """Trace ``batch`` through ``wrapper`` (nnsight around ``model``) applying ``plan``; return logits."""
     keys = plan.keys()
-    previous = model.config._attn_implementation
-    if plan.reads_patterns and previous != "eager":
-        model.set_attn_implementation("eager")
-    try:
-        with wrapper.trace(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
-        ):
-            blocks = _envoy(wrapper, layout.layers)
-            for layer in sorted({layer for layer, _ in keys}):
-                kinds = [kind for key_layer, kind in keys if key_layer == layer]
-                _trace_block(blocks[layer], layout, n_heads, layer, kinds, plan)
-            logits = wrapper.output.logits.save()
-    finally:
-        if model.config._attn_implementation != previous:
-            model.set_attn_implementation(previous)
+    with (
+        eager_attention(model) if plan.reads_patterns else nullcontext(),
+        wrapper.trace(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids),
+    ):
+        blocks = _envoy(wrapper, layout.layers)
+        for layer in sorted({layer for layer, _ in keys}):
+            kinds = [kind for key_layer, kind in keys if key_layer == layer]
+            _trace_block(blocks[layer], layout, n_heads, layer, kinds, plan)
+        logits = wrapper.output.logits.save()
     return logits
 
 

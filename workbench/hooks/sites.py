@@ -31,10 +31,6 @@ class SiteKind(str, Enum):
     Z = "attn.hook_z"
     PATTERN = "attn.hook_pattern"
 
-    @property
-    def per_head(self) -> bool:
-        return self in (SiteKind.Z, SiteKind.PATTERN)
-
 
 class SiteError(ValueError):
     """A site name that does not exist or does not fit the model."""
