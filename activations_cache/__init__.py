@@ -19,7 +19,7 @@ from activations_cache.inspection import VerifyReport, cache_info, verify_cache
 from activations_cache.layout import SCHEMA_VERSION
 from activations_cache.reader import CacheReader, open_cache
 from activations_cache.shards import join_shards
-from activations_cache.spec import BUILTIN_COLUMNS, CacheMetadata, CacheSpec, ColumnSpec, DatasetSpec
+from activations_cache.spec import BUILTIN_COLUMNS, CacheMetadata, CacheSpec, ColumnSpec, DatasetSpec, config_sha256
 from activations_cache.writer import CacheWriter
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "RecordError",
     "VerifyReport",
     "cache_info",
+    "config_sha256",
     "join_shards",
     "open_cache",
     "verify_cache",

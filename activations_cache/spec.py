@@ -206,11 +206,13 @@ class CacheSpec:
 
 
 def canonical_json(value: dict[str, Any]) -> str:
-    """Canonical JSON of a configuration: sorted keys, no whitespace, ``str()`` for other types.
-
-    The same canonical form as ``probes.persistence.config_hash``, so both hash a config alike.
-    """
+    """Canonical JSON of a configuration: sorted keys, no whitespace, ``str()`` for other types."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_sha256(config: dict[str, Any]) -> str:
+    """sha256 (hex) of a configuration's canonical JSON: what a cache stores as ``config_sha256``."""
+    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -239,4 +241,4 @@ class CacheMetadata:
     @property
     def config_sha256(self) -> str:
         """sha256 (hex) of :attr:`config_json`."""
-        return hashlib.sha256(self.config_json.encode("utf-8")).hexdigest()
+        return config_sha256(self.config)

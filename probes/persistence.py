@@ -5,7 +5,6 @@ File names follow RUN_FOLDER.md: ``<site>.<position>.L<layer>.<kind>.safetensors
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ class ProbeProvenance:
         position: token position, e.g. ``last_prompt``.
         layer: model layer number.
         cache_path: the cache the training activations were read from.
-        cache_config_hash: sha256 of the cache's run configuration (``config_hash``).
+        cache_config_hash: sha256 of the cache's run configuration (its ``config_sha256`` attribute).
         probe_config: the ``ProbeConfig`` (as a dict) that fitted it.
         hyperparameters: the estimator's ``get_params()``.
         classes: label values; the second is the positive class.
@@ -89,12 +88,6 @@ def check_width(probe: SavedProbe, activations: np.ndarray, source: str) -> None
             f"{probe.provenance.site}.{probe.provenance.position}.L{probe.provenance.layer} was "
             f"fitted on {probe.coef.shape[0]} (a different model?); fit a probe on this cache"
         )
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """sha256 of a configuration's canonical JSON (sorted keys, no whitespace)."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def probe_stem(site: str, position: str, layer: int, kind: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from activations_cache import CacheMetadata, CacheReader, open_cache
+from activations_cache import CacheMetadata, CacheReader, config_sha256, open_cache
 from probes.apply import (
     CONCEPT_UNCERTAINTY_COLUMNS,
     INTERACTION_COLUMNS,
@@ -51,7 +51,7 @@ from probes.errors import ProbeConfigError, ProbeInputError
 from probes.estimators import CCSProbe, LinearProbe, LogisticProbe, MeanDifferenceProbe
 from probes.evaluation import LayerEvaluation, evaluate_layers
 from probes.layerwise import LayerwiseProbe
-from probes.persistence import ProbeProvenance, SavedProbe, config_hash, load_probe, save_probe
+from probes.persistence import ProbeProvenance, SavedProbe, load_probe, save_probe
 from probes.steering import STEERING_COLUMNS, round_zero_prompts, steering_rows
 from probes.tables import LAYER_SCORE_COLUMNS, layer_score_rows, write_table
 from probes.training_sets import training_set
@@ -258,7 +258,7 @@ def ensure_concept_cache(
     config: ProbeConfig,
 ) -> Path:
     """Capture the concept set unless ``path`` already holds it (then no model is loaded)."""
-    expected = config_hash(concept_cache_config(reader, config))
+    expected = config_sha256(concept_cache_config(reader, config))
     if concept_cache_complete(path, examples, sites, source.weights_hash, expected):
         return path
     model = source.get()

@@ -12,7 +12,8 @@ from probes.errors import DimensionMismatchError, ProbeInputError
 from probes.estimators import LogisticProbe, MeanDifferenceProbe
 from probes.evaluation import evaluate_layers
 from probes.metrics import accuracy, bootstrap_mean, expected_calibration_error, interval_over_splits
-from probes.persistence import ProbeProvenance, config_hash, load_probe, save_probe
+from activations_cache import config_sha256
+from probes.persistence import ProbeProvenance, load_probe, save_probe
 from probes.splits import grouped_splits
 
 
@@ -69,7 +70,7 @@ def test_probe_beats_its_controls_on_a_planted_layer() -> None:
 def saved(tmp_path: Path, width: int) -> Path:
     provenance = ProbeProvenance(
         kind="logistic", site="hook_resid_post", position="last_prompt", layer=4,
-        cache_path="runs/demo/cache.h5", cache_config_hash=config_hash({"model": "m"}),
+        cache_path="runs/demo/cache.h5", cache_config_hash=config_sha256({"model": "m"}),
         probe_config={"kind": "logistic"}, hyperparameters=LogisticProbe().get_params(),
         classes=[0, 1], scores={"accuracy": 0.75},
     )
@@ -80,7 +81,7 @@ def test_probe_round_trips_through_safetensors_and_json(tmp_path: Path) -> None:
     path = saved(tmp_path, 3)
     assert path.name == "hook_resid_post.last_prompt.L4.logistic.safetensors"
     record = json.loads(path.with_suffix(".json").read_text())
-    assert record["cache_config_hash"] == config_hash({"model": "m"})
+    assert record["cache_config_hash"] == config_sha256({"model": "m"})
     probe = load_probe(path)
     assert probe.intercept == -0.5
     np.testing.assert_allclose(probe.direction, np.array([0, 1, 2]) / np.sqrt(5))
@@ -95,5 +96,5 @@ def test_probe_from_another_model_is_refused(tmp_path: Path) -> None:
 
 
 def test_config_hash_ignores_key_order() -> None:
-    assert config_hash({"a": 1, "b": [2]}) == config_hash({"b": [2], "a": 1})
-    assert config_hash({"a": 1}) != config_hash({"a": 2})
+    assert config_sha256({"a": 1, "b": [2]}) == config_sha256({"b": [2], "a": 1})
+    assert config_sha256({"a": 1}) != config_sha256({"a": 2})
