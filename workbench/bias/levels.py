@@ -88,7 +88,9 @@ def measure_bias_levels(
             levels.append(BiasLevel(checkpoint, share.measure, share.value, share.ci_low, share.ci_high, share.n))
     for seat_path in config.seat_paths:
         test = read_seat_test(Path(seat_path))
-        result = run_seat_test(model, tokenizer, test, config.seat_layer, config.n_permutations, config.seed)
+        result = run_seat_test(
+            model, tokenizer, test, config.seat_layer, config.n_permutations, config.seed, config.batch_size
+        )
         n = sum(len(s) for s in (test.targets_x, test.targets_y, test.attributes_a, test.attributes_b))
         levels.append(BiasLevel(checkpoint, f"seat.{test.name}.effect_size", result.effect_size, None, None, n))
         levels.append(BiasLevel(checkpoint, f"seat.{test.name}.p_value", result.p_value, None, None, n))

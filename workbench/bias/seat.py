@@ -130,10 +130,12 @@ def run_seat_test(
     layer: int = -1,
     n_permutations: int = 10_000,
     seed: int = 0,
+    batch_size: int = 16,
 ) -> WeatResult:
-    """WEAT on mean-pooled hidden states of ``layer`` for every example of ``test``."""
+    """WEAT on mean-pooled hidden states of ``layer`` for every example of ``test``
+    (``batch_size`` sentences per forward pass)."""
     embed = [
-        mean_pooled_hidden_states(model, tokenizer, examples, layer)
+        mean_pooled_hidden_states(model, tokenizer, examples, layer, batch_size)
         for examples in (test.targets_x, test.targets_y, test.attributes_a, test.attributes_b)
     ]
     return weat(*embed, n_permutations=n_permutations, seed=seed)
