@@ -210,10 +210,10 @@ def compute_results(rows: Sequence[dict[str, Any]], config: ResultsConfig = Resu
     tables = result.tables
     several_tasks = len({r["task"] for r in rows}) > 1
     series: dict[tuple[str, str], dict[int, float]] = {}
-    for (task, condition, round_index), group in _groups(rows, "task", "condition", "round").items():
+    grouped = _groups(rows, "task", "condition", "round")
+    for (task, condition, round_index), group in grouped.items():
         metrics = _behaviour_metrics(group, config)
-        previous = [r for r in rows if r["task"] == task and r["condition"] == condition
-                    and r["round"] == round_index - 1]
+        previous = grouped.get((task, condition, round_index - 1), [])
         if previous:
             before = {r["item_id"]: r["predicted"] for r in previous}
             pairs = [(before[r["item_id"]], r["predicted"]) for r in group if r["item_id"] in before]

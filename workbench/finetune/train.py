@@ -205,10 +205,11 @@ def finetune(
         if state:
             k_curve = KCurve(tuple(state["k_scales"].tolist()), tuple(state["k_values"].tolist()))
         else:
+            encoded = batches.all()  # the text is fixed; only the weights change between calls
             k_curve = estimate_k_curve(
                 [p for _, p in trainable],
                 lambda: torch.cat([nn.functional.cross_entropy(classifier(i, m), y, reduction="none")
-                                   for i, m, y in batches.all()]),
+                                   for i, m, y in encoded]),
                 config.pac, generator,
             )
         pac = PACTuning(trainable, len(train), config.pac, k_curve, CausalLMClassifier.HEAD_PARAMETERS, generator)
