@@ -8,6 +8,8 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from workbench.metrics.statistics import bootstrap_ci
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -78,10 +80,7 @@ def bootstrap_mean(values: np.ndarray, *, n_resamples: int = 2000, seed: int = 0
     """
     if values.size == 0:
         return Estimate(float("nan"), None, None, 0)
-    mean = float(values.mean())
+    result = bootstrap_ci(values, np.mean, n_resamples, seed)
     if values.size < 2:
-        return Estimate(mean, None, None, 1)
-    rng = np.random.default_rng(seed)
-    resampled = values[rng.integers(0, values.size, size=(n_resamples, values.size))].mean(axis=1)
-    low, high = np.percentile(resampled, [2.5, 97.5])
-    return Estimate(mean, float(low), float(high), int(values.size))
+        return Estimate(result.estimate, None, None, 1)
+    return Estimate(result.estimate, result.ci_low, result.ci_high, int(values.size))

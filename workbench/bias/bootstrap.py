@@ -1,8 +1,10 @@
-"""Percentile bootstrap intervals for the mean of per-item scores."""
+"""Percentile bootstrap intervals for the mean of per-item scores, as bias_levels.csv cells."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from workbench.metrics.statistics import bootstrap_ci
 
 
 def bootstrap_mean_interval(
@@ -15,11 +17,7 @@ def bootstrap_mean_interval(
     Returns:
         (low, high), or (None, None) when n < 2 (RUN_FOLDER.md: empty when not computable).
     """
-    values = np.asarray(values, dtype=np.float64)
-    if values.size < 2:
+    estimate = bootstrap_ci(values, np.mean, n_resamples, seed, confidence)
+    if estimate.n < 2:
         return None, None
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, values.size, size=(n_resamples, values.size))
-    means = values[draws].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+    return estimate.ci_low, estimate.ci_high

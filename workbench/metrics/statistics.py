@@ -58,7 +58,10 @@ def bootstrap_ci(
     if n < 2:
         return Estimate(point, float("nan"), float("nan"), n)
     rng = np.random.default_rng(seed)
-    draws = np.array([statistic(data[rng.integers(0, n, n)]) for _ in range(n_boot)], dtype=float)
+    if statistic is np.mean:  # one vectorised draw of the same resamples as the loop below
+        draws = data[rng.integers(0, n, size=(n_boot, n))].reshape(n_boot, -1).mean(axis=1)
+    else:
+        draws = np.array([statistic(data[rng.integers(0, n, n)]) for _ in range(n_boot)], dtype=float)
     low, high = _percentile_interval(draws, level)
     return Estimate(point, low, high, n)
 
