@@ -104,9 +104,10 @@ def cosine(states: np.ndarray, directions: np.ndarray) -> np.ndarray:
 def cell_estimate(records: RunRecords, values: np.ndarray, condition: str, round_index: int, seed: int) -> Estimate:
     """Mean over items (each item's records averaged) of ``values`` [n] in one cell, with a bootstrap CI."""
     keep = (records.condition == condition) & (records.round == round_index) & np.isfinite(values)
-    items = records.item_id[keep]
-    per_item = np.array([values[keep][items == item].mean() for item in dict.fromkeys(items)])
-    return bootstrap_mean(per_item, seed=seed)
+    unique, first, inverse = np.unique(records.item_id[keep], return_index=True, return_inverse=True)
+    sums = np.bincount(inverse, weights=values[keep], minlength=len(unique))
+    per_item = sums / np.bincount(inverse, minlength=len(unique))
+    return bootstrap_mean(per_item[np.argsort(first)], seed=seed)  # items in order of first record
 
 
 def morality_row(
