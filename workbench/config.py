@@ -7,7 +7,7 @@ A run is one TOML file::
     [model]     spec, device, dtype, backend, attn_implementation, trust_remote_code
     [task]      see workbench.tasks.TaskConfig
     [protocol]  instructions, cot, feedback, rounds, history_mode, family, critic, token budgets
-    [capture]   sites, positions, batch_size, padding_side
+    [capture]   sites, positions, batch_size
     [cache]     dtype, compression, queue_size
     [results]   see workbench.results.ResultsConfig
     [toxicity]  see workbench.toxicity.ToxicityScorerConfig (scores generation tasks' answers)
@@ -143,13 +143,11 @@ class CaptureConfig:
         sites: site names (``blocks.*.hook_resid_post``, ``blocks.0-5.attn.hook_z``, ...).
         positions: ``last_prompt``, ``last``, ``answer_mean`` or a token index (one vector each).
         batch_size: sequences per forward and per generation batch.
-        padding_side: ``"left"`` or ``"right"`` (results do not depend on it).
     """
 
     sites: tuple[str, ...] = ("blocks.*.hook_resid_post", "blocks.*.attn.hook_z")
     positions: tuple[str | int, ...] = ("last_prompt",)
     batch_size: int = 8
-    padding_side: str = "left"
 
 
 @dataclass(frozen=True)
