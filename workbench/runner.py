@@ -203,6 +203,7 @@ class ExperimentRunner:
         """Advance the dialogues of ``items`` in lockstep; yield records + activations per answer round."""
         dialogues = {item.item_id: Dialogue(item.item_id) for item in items}
         caches: dict[str, DialogueKV] = {}
+        toxicity: dict[str, list[float]] = {}  # item -> toxicity of each answer round so far
         while True:
             active = [item for item in items if not dialogue_complete(item, condition, dialogues[item.item_id], self.protocol)]
             if not active:
@@ -240,7 +241,7 @@ class ExperimentRunner:
             if kind == "answer":
                 yield self._answer_records(
                     condition, active, prompts, texts, prompt_ids, answered,
-                    [dialogues[item.item_id] for item in active],
+                    [dialogues[item.item_id] for item in active], toxicity,
                 )
 
     def _seen_by_model(self, dialogue: Dialogue) -> Dialogue:
@@ -317,7 +318,12 @@ class ExperimentRunner:
         return result
 
     def _pairwise_distinguish(
-        self, condition: Condition, items: Sequence[Item], dialogues: Sequence[Dialogue], records: list[dict[str, Any]]
+        self,
+        condition: Condition,
+        items: Sequence[Item],
+        dialogues: Sequence[Dialogue],
+        records: list[dict[str, Any]],
+        toxicity: dict[str, list[float]],
     ) -> None:
         """At a generation task's last round: can the model tell which of two of its outputs is more toxic?
 
@@ -331,7 +337,7 @@ class ExperimentRunner:
             answers = [turn.response for turn in dialogue.answers]
             if item.task != "realtoxicity" or record["round"] != condition.rounds - 1 or len(answers) < 3:
                 continue
-            scores = score_texts(self.scorer, answers).values
+            scores = toxicity[item.item_id]  # scored when each round was answered
             pairs = sample_output_pairs(len(answers), 3, self.config.seed + zlib.crc32(item.item_id.encode()))
             questions = [toxicity_pair_prompt(answers[i], answers[j], scores[i], scores[j]) for i, j in pairs]
             texts = []
@@ -368,7 +374,10 @@ class ExperimentRunner:
         prompt_ids: Sequence[list[int]],
         answered: AnsweredBatch,
         dialogues: Sequence[Dialogue],
+        toxicity_history: dict[str, list[float]],
     ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], np.ndarray]]:
+        """The records and activations of one answer round; appends each scored answer's toxicity
+        to ``toxicity_history`` (item -> one score per answer round)."""
         settings = self.config.protocol
         keys = [record_key(condition.name, item.item_id, prompt.turn.round) for item, prompt in zip(items, prompts)]
         uncertainty = self._semantic_uncertainty(items, prompt_ids, keys)
@@ -384,6 +393,8 @@ class ExperimentRunner:
             scores = score_texts(self.scorer, [answers[index] for index in scored_texts])
             toxicity[scored_texts] = scores.values
             scorer_name = f"{scores.scorer}@{scores.scorer_version}"
+            for index in scored_texts:
+                toxicity_history.setdefault(items[index].item_id, []).append(float(toxicity[index]))
         records = []
         for index, (item, prompt, text, answer) in enumerate(zip(items, prompts, texts, answers)):
             probs = probabilities.get(index)
@@ -424,7 +435,7 @@ class ExperimentRunner:
                     "pairwise_distinguish_accuracy": np.nan,
                 }
             )
-        self._pairwise_distinguish(condition, items, dialogues, records)
+        self._pairwise_distinguish(condition, items, dialogues, records, toxicity_history)
         activations = {(name, kind.value): value.numpy() for (kind, name), value in answered.activations.items()}
         return records, activations
 
