@@ -352,9 +352,11 @@ def apply_to_run(
     }
     for state in states:
         if state.site in BAND_SITES and "band_cosine" in config.measures:
-            morality += band_cosine_rows(reader, records, state, state.layers, config.seed)
+            # a probed band site holds every probed layer, one added for the band only the band's
+            site_band = band_layers(config.layer_band, state.layers)
+            morality += band_cosine_rows(reader, records, state, site_band, config.seed)
             summary["band_measures"].append(
-                {"site": state.site, "first": state.layers[0], "last": state.layers[-1], "layers": list(state.layers)}
+                {"site": state.site, "first": site_band[0], "last": site_band[-1], "layers": list(site_band)}
             )
     level = np.mean([readings.probability[primary.site, layer] for layer in band], axis=0)
     summary["morality_level"] = {"measure": "probe_probability", "site": primary.site, "layers": list(band)}

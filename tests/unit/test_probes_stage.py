@@ -109,6 +109,18 @@ def test_stage_writes_every_table(tmp_path: Path, model: LoadedModel) -> None:
     assert (out / "hook_resid_post.last_prompt.L0.mean_difference.json").is_file()
 
 
+def test_band_cosine_stays_in_the_band_when_its_site_is_probed_too(tmp_path: Path, model: LoadedModel) -> None:
+    run_dir = write_run_cache(tmp_path / "run", model)
+    config = ProbeConfig(sites=("blocks.*.hook_resid_post", "blocks.*.hook_attn_out"), n_folds=3, n_repeats=1,
+                         layer_band=(1, 5))
+    run_probe_stage(run_dir, config, model=model)
+    morality = read_csv(run_dir / "probes" / "morality.csv")
+    assert {r["layer"] for r in morality if r["measure"] == "band_cosine_attn_out"} == {"1"}
+    assert {r["layer"] for r in morality if r["site"] == "hook_attn_out" and r["measure"] == "cosine"} == {"0", "1"}
+    summary = json.loads((run_dir / "probes" / "summary.json").read_text())
+    assert summary["band_measures"] == [{"site": "hook_attn_out", "first": 1, "last": 1, "layers": [1]}]
+
+
 def test_concept_capture_resumes_and_matches_a_direct_capture(tmp_path: Path, model: LoadedModel) -> None:
     examples = embedded_concept_examples()
     sites = [ProbeSite("hook_resid_post", "last_prompt", (0, 1), (64,))]
