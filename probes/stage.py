@@ -25,6 +25,7 @@ from probes.apply import (
     ConceptStates,
     RunRecords,
     band_cosine_rows,
+    concept_activation,
     concept_activation_rows,
     concept_uncertainty_correlations,
     concept_uncertainty_rows,
@@ -338,11 +339,13 @@ def apply_to_run(
     morality = probe_morality_rows(records, readings, config.measures, config.seed)
     primary = next((site for site in sites if site.site == DEFAULT_SITE), sites[0])
     primary_states = next(state for state in states if state.site == primary.site)
-    concept_rows, activation_by_layer = concept_activation_rows(reader, records, primary_states, config.seed)
-    if "concept_activation" in config.measures:
-        morality += concept_rows
     last_layer = max(primary.layers)
-    activation = activation_by_layer[last_layer]
+    if "concept_activation" in config.measures:
+        concept_rows, activation_by_layer = concept_activation_rows(reader, records, primary_states, config.seed)
+        morality += concept_rows
+        activation = activation_by_layer[last_layer]
+    else:  # only the summary's layer is needed
+        activation = concept_activation(reader, records, primary_states, last_layer)
     band = band_layers(config.layer_band, primary.layers)
     summary: dict[str, Any] = {
         "band": {"first": band[0], "last": band[-1], "layers": list(band), "requested": list(config.layer_band)},
