@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from workbench.models.architecture import ModelArchitecture
+
 PROJECTIONS = ("q", "k", "v", "o")
 
 
@@ -54,11 +56,9 @@ class AttentionGeometry:
 
     @classmethod
     def from_config(cls, config: Any) -> AttentionGeometry:
-        """From an HF config (``num_attention_heads``, ``num_key_value_heads``, ``head_dim``)."""
-        n_heads = config.num_attention_heads
-        n_kv = getattr(config, "num_key_value_heads", None) or n_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
-        return cls(n_heads, n_kv, head_dim)
+        """From an HF config, read as the hook layer reads it (:class:`ModelArchitecture`)."""
+        architecture = ModelArchitecture.from_config(config)
+        return cls(architecture.n_heads, architecture.n_kv_heads, architecture.d_head)
 
     def kv_group(self, head: int) -> int:
         """The KV head that query head ``head`` reads."""
