@@ -37,8 +37,10 @@ def cache_info(path: str | os.PathLike[str]) -> str:
         records = reader.records
         lines = [
             f"cache {reader.path} (schema version {meta['schema_version']}, {_size_on_disk(reader.path)} on disk)",
-            f"model {meta['model_id']} (weights {meta['weights_hash']}), tokenizer {meta['tokenizer']}, seed {meta['seed']}",
-            f"config sha256 {meta['config_sha256']}; created {meta['created_at']}; resumed {json.loads(meta['resumed_at'])}",
+            f"model {meta['model_id']} (weights {meta['weights_hash']}), "
+            f"tokenizer {meta['tokenizer']}, seed {meta['seed']}",
+            f"config sha256 {meta['config_sha256']}; created {meta['created_at']}; "
+            f"resumed {json.loads(meta['resumed_at'])}",
             f"records: {reader.n_records} committed",
         ]
         counts = Counter(zip(records["condition"].tolist(), records["round"].tolist()))
@@ -99,9 +101,7 @@ def _check_records(reader: CacheReader, problems: list[str]) -> None:
             problems.append(f"{digest} does not match the stored {text} for records {wrong[:5]} ({len(wrong)} in all)")
 
 
-def _scan_dataset(
-    reader: CacheReader, position: str, site: str, problems: list[str]
-) -> tuple[int, int]:
+def _scan_dataset(reader: CacheReader, position: str, site: str, problems: list[str]) -> tuple[int, int]:
     dataset = reader.dataset(site, position)
     name = f"{position}/{site}"
     if dataset.shape[0] < reader.n_records:

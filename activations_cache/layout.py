@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ TIMESTAMP_ATTRIBUTES = ("created_at", "resumed_at")
 
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with seconds, e.g. ``2026-01-31T12:00:00+00:00``."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @functools.cache

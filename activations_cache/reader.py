@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from activations_cache.errors import CacheFormatError, CacheError
+from activations_cache.errors import CacheError, CacheFormatError
 from activations_cache.layout import (
     ACTIVATIONS_GROUP,
     COMMITTED_RECORDS,
@@ -47,9 +47,7 @@ class CacheReader:
         try:
             self._file = h5py.File(path, "r", libver=LIBVER, swmr=True)
         except OSError as error:
-            raise CacheFormatError(
-                f"{path} cannot be opened as an HDF5 cache ({error}); check the path"
-            ) from error
+            raise CacheFormatError(f"{path} cannot be opened as an HDF5 cache ({error}); check the path") from error
         try:
             self.metadata: dict[str, Any] = decoded_attributes(self._file)
             check_schema(path, self.metadata)
@@ -192,8 +190,7 @@ class CacheReader:
         indices = np.arange(self.n_records) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
         if len(indices) and (indices.min() < 0 or indices.max() >= self.n_records):
             raise CacheError(
-                f"rows out of range [0, {self.n_records}) for {self.path}: "
-                f"min {indices.min()}, max {indices.max()}"
+                f"rows out of range [0, {self.n_records}) for {self.path}: min {indices.min()}, max {indices.max()}"
             )
         if filtered:
             indices = indices[np.isin(indices, self.select(condition, round, item_ids))]

@@ -60,9 +60,7 @@ def _checked_value(index: int, record: dict[str, Any], name: str, column: Column
     return vector
 
 
-def record_columns(
-    records: list[dict[str, Any]], columns: dict[str, ColumnSpec]
-) -> dict[str, np.ndarray]:
+def record_columns(records: list[dict[str, Any]], columns: dict[str, ColumnSpec]) -> dict[str, np.ndarray]:
     """Validate ``records`` against ``columns`` and return one array per column.
 
     ``prompt_sha256`` / ``answer_sha256`` may be omitted (computed here) or given (checked).

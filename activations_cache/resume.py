@@ -71,8 +71,7 @@ def check_same_run(path: Path, attributes: dict[str, object], spec: CacheSpec, m
     differences = _differences(attributes, spec, meta)
     if differences:
         raise CacheMismatchError(
-            f"cache {path} was written by another run: it differs in {'; '.join(differences)}; "
-            f"{OVERWRITE_HINT}"
+            f"cache {path} was written by another run: it differs in {'; '.join(differences)}; {OVERWRITE_HINT}"
         )
 
 

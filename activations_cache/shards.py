@@ -39,15 +39,12 @@ def _check_compatible(readers: list[CacheReader]) -> None:
         differing = [name for name in SHARED_ATTRIBUTES if reader.metadata[name] != first.metadata[name]]
         if differing:
             raise CacheMismatchError(
-                f"shard {reader.path} differs from {first.path} in {differing}; "
-                "join only the shards of one run"
+                f"shard {reader.path} differs from {first.path} in {differing}; join only the shards of one run"
             )
     keys = [key for reader in readers for key in reader.records["record_key"].tolist()]
     repeated = duplicate_keys(keys)
     if repeated:
-        raise RecordError(
-            f"record_key {repeated[:5]} occur in more than one shard; give each rank distinct records"
-        )
+        raise RecordError(f"record_key {repeated[:5]} occur in more than one shard; give each rank distinct records")
 
 
 def join_shards(paths: list[str | os.PathLike[str]], out_path: str | os.PathLike[str]) -> Path:

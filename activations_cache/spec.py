@@ -91,13 +91,9 @@ class DatasetSpec:
         object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
         object.__setattr__(self, "shape", tuple(int(size) for size in self.shape))
         if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
-            raise CacheSpecError(
-                f"dataset {self.key}: layers {self.layers} must be non-empty, unique and >= 0"
-            )
+            raise CacheSpecError(f"dataset {self.key}: layers {self.layers} must be non-empty, unique and >= 0")
         if len(self.shape) not in (1, 2) or min(self.shape) < 1:
-            raise CacheSpecError(
-                f"dataset {self.key}: shape {self.shape} must be (d,) or (heads, d_head), all >= 1"
-            )
+            raise CacheSpecError(f"dataset {self.key}: shape {self.shape} must be (d,) or (heads, d_head), all >= 1")
 
     @property
     def key(self) -> tuple[str, str]:
@@ -145,17 +141,13 @@ class CacheSpec:
             raise CacheSpecError(f"CacheSpec.datasets repeats (position, site) {duplicates}")
         clashes = sorted(set(self.record_columns) & set(BUILTIN_COLUMNS))
         if clashes:
-            raise CacheSpecError(
-                f"record_columns {clashes} clash with built-in columns; rename them"
-            )
+            raise CacheSpecError(f"record_columns {clashes} clash with built-in columns; rename them")
         for name in self.record_columns:
             _check_name("record column", name)
         if self.dtype not in STORAGE_DTYPES:
             raise CacheSpecError(f"dtype {self.dtype!r} is not supported; use one of {STORAGE_DTYPES}")
         if self.compression not in COMPRESSIONS:
-            raise CacheSpecError(
-                f"compression {self.compression!r} is not supported; use one of {COMPRESSIONS}"
-            )
+            raise CacheSpecError(f"compression {self.compression!r} is not supported; use one of {COMPRESSIONS}")
         if self.chunk_bytes < 1:
             raise CacheSpecError(f"chunk_bytes={self.chunk_bytes} must be >= 1")
 
@@ -181,8 +173,7 @@ class CacheSpec:
                 for d in self.datasets
             ],
             "record_columns": {
-                name: {"kind": column.kind, "length": column.length}
-                for name, column in self.record_columns.items()
+                name: {"kind": column.kind, "length": column.length} for name, column in self.record_columns.items()
             },
             "dtype": self.dtype,
             "compression": self.compression,
@@ -196,9 +187,7 @@ class CacheSpec:
         document = json.loads(text)
         return cls(
             datasets=tuple(DatasetSpec(**entry) for entry in document["datasets"]),
-            record_columns={
-                name: ColumnSpec(**column) for name, column in document["record_columns"].items()
-            },
+            record_columns={name: ColumnSpec(**column) for name, column in document["record_columns"].items()},
             dtype=document["dtype"],
             compression=document["compression"],
             chunk_bytes=document["chunk_bytes"],

@@ -189,8 +189,12 @@ class CacheWriter:
         self._unsent: list[dict[str, np.ndarray]] = []
         self._assemblers = {
             dataset.key: ChunkRowAssembler(
-                dataset.key, file[dataset.path], spec.chunk_rows(dataset), blocks=queue_size,
-                emit=lambda job: self._send([job]), wait_hook=self._raise_failure,
+                dataset.key,
+                file[dataset.path],
+                spec.chunk_rows(dataset),
+                blocks=queue_size,
+                emit=lambda job: self._send([job]),
+                wait_hook=self._raise_failure,
             )
             for dataset in spec.datasets
         }

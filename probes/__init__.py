@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from probes.config import ProbeConfig
 from probes.concept_sets import ConceptExample, contrast_pairs, embedded_concept_examples
+from probes.config import ProbeConfig
 from probes.errors import (
     CacheSiteError,
     ConceptSetError,

@@ -178,9 +178,7 @@ def probe_morality_rows(
     return rows
 
 
-def concept_activation(
-    reader: CacheReader, records: RunRecords, concept: ConceptStates, layer: int
-) -> np.ndarray:
+def concept_activation(reader: CacheReader, records: RunRecords, concept: ConceptStates, layer: int) -> np.ndarray:
     """[n] cosine of each record's state to its concept state at ``layer`` (protocols.md §2.4)."""
     site = stored_site(reader, concept.site, concept.position)
     states = read_layers(reader, site, [layer])[:, 0]
@@ -206,9 +204,7 @@ def concept_activation_rows(
     return rows, by_layer
 
 
-def band_cosine(
-    reader: CacheReader, records: RunRecords, concept: ConceptStates, band: Sequence[int]
-) -> np.ndarray:
+def band_cosine(reader: CacheReader, records: RunRecords, concept: ConceptStates, band: Sequence[int]) -> np.ndarray:
     """[n] mean over ``band`` layers of the cosine to the concept state (protocols.md §2.5)."""
     return np.mean([concept_activation(reader, records, concept, layer) for layer in band], axis=0)
 
@@ -220,8 +216,14 @@ def band_cosine_rows(
     values = band_cosine(reader, records, concept, band)
     measure = f"band_cosine_{concept.site.removeprefix('hook_')}"
     return [
-        morality_row(condition, round_index, concept.site, band[0], measure,
-                     cell_estimate(records, values, condition, round_index, seed))
+        morality_row(
+            condition,
+            round_index,
+            concept.site,
+            band[0],
+            measure,
+            cell_estimate(records, values, condition, round_index, seed),
+        )
         for condition, round_index in records.cells()
     ]
 
@@ -273,9 +275,7 @@ def concept_uncertainty_correlations(
     return summary
 
 
-def interaction_rows(
-    records: RunRecords, morality: np.ndarray, outcome: str, seed: int
-) -> list[dict[str, object]]:
+def interaction_rows(records: RunRecords, morality: np.ndarray, outcome: str, seed: int) -> list[dict[str, object]]:
     """Factorial effects (instruction x CoT x feedback) on the per-item morality level, per round.
 
     Args:
@@ -291,7 +291,7 @@ def interaction_rows(
     for round_index in sorted(set(records.round)):
         cells = {}
         for i, c, f in itertools.product((0, 1), repeat=3):
-            name = (f"instr={levels['instruction'][i]}+cot={levels['cot'][c]}+fb={levels['feedback'][f]}")
+            name = f"instr={levels['instruction'][i]}+cot={levels['cot'][c]}+fb={levels['feedback'][f]}"
             keep = (records.condition == name) & (records.round == round_index)
             cells[i, c, f] = {
                 str(item): float(morality[keep][records.item_id[keep] == item].mean())

@@ -107,8 +107,10 @@ def fit_logistic_layers(
         probability = torch.sigmoid(logits)
         residual = (probability - y) / n
         gradient = torch.cat(
-            [torch.bmm(residual[:, None, :], standardised).squeeze(1).double() + penalty * weight,
-             residual.sum(dim=1, keepdim=True).double()],
+            [
+                torch.bmm(residual[:, None, :], standardised).squeeze(1).double() + penalty * weight,
+                residual.sum(dim=1, keepdim=True).double(),
+            ],
             dim=1,
         )
         largest_gradient = gradient.abs().amax(dim=1)
@@ -151,9 +153,7 @@ def fit_logistic_layers(
     return LayerReadouts(coef=coef, intercept=intercept, n_iter=n_iter)
 
 
-def calibrate_projections(
-    features: torch.Tensor, directions: torch.Tensor, labels: torch.Tensor
-) -> LayerReadouts:
+def calibrate_projections(features: torch.Tensor, directions: torch.Tensor, labels: torch.Tensor) -> LayerReadouts:
     """Platt scaling of a fixed direction per layer: a 1-D logistic fit on ``x @ direction``.
 
     Args:
@@ -166,9 +166,7 @@ def calibrate_projections(
     """
     projections = torch.einsum("lnd,ld->ln", features, directions)[:, :, None]
     scaling = fit_logistic_layers(projections, labels, C=1.0, max_iter=100, tol=1e-5)
-    return LayerReadouts(
-        coef=scaling.coef[:, :1] * directions, intercept=scaling.intercept, n_iter=scaling.n_iter
-    )
+    return LayerReadouts(coef=scaling.coef[:, :1] * directions, intercept=scaling.intercept, n_iter=scaling.n_iter)
 
 
 def fit_mean_difference_layers(features: torch.Tensor, labels: torch.Tensor) -> LayerReadouts:

@@ -52,9 +52,7 @@ def stored_site(reader: CacheReader, site: str, position: str) -> ProbeSite:
     )
 
 
-def resolve_probe_sites(
-    reader: CacheReader, names: Sequence[str] | None, position: str
-) -> list[ProbeSite]:
+def resolve_probe_sites(reader: CacheReader, names: Sequence[str] | None, position: str) -> list[ProbeSite]:
     """The sites and layers named in ``[probe] sites`` (``None``: every layer of hook_resid_post).
 
     Names follow the hook layer: ``blocks.{l}.{kind}`` with ``l`` a layer, ``*`` (every stored

@@ -137,8 +137,7 @@ def capture_concept_set(
                 add_special_tokens=True,
             )
             activations = {
-                (site.position, site.site): captured.get(SiteKind(site.site), site.position).numpy()
-                for site in sites
+                (site.position, site.site): captured.get(SiteKind(site.site), site.position).numpy() for site in sites
             }
             for record, length in zip(batch, captured.prompt_lengths):
                 record["n_prompt_tokens"] = int(length)
@@ -146,9 +145,7 @@ def capture_concept_set(
     return cache_path
 
 
-def concept_cache_matches(
-    cache_path: Path, sites: Sequence[ProbeSite], weights_hash: str, config_sha256: str
-) -> bool:
+def concept_cache_matches(cache_path: Path, sites: Sequence[ProbeSite], weights_hash: str, config_sha256: str) -> bool:
     """Whether ``cache_path`` exists with this layout, these weights and this configuration."""
     if not cache_path.is_file():
         return False

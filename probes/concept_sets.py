@@ -147,12 +147,10 @@ def ethics_commonsense_concept_examples(path: Path, short_only: bool = True) -> 
         line, label, text = rows[index]
         group = f"ethics/{line}"
         if index + 1 < len(rows):
-            next_line, next_label, next_text = rows[index + 1]
+            _, next_label, next_text = rows[index + 1]
             if next_label != label and next_text.split()[:3] == text.split()[:3]:
                 examples.append(ConceptExample(f"{group}/{_side(label)}", group, text, label))
-                examples.append(
-                    ConceptExample(f"{group}/{_side(next_label)}", group, next_text, next_label)
-                )
+                examples.append(ConceptExample(f"{group}/{_side(next_label)}", group, next_text, next_label))
                 index += 2
                 continue
         examples.append(ConceptExample(group, group, text, label))
@@ -186,11 +184,7 @@ def contrast_pairs(examples: Sequence[ConceptExample]) -> list[tuple[int, int]]:
         pair, _, side = example.example_id.rpartition("/")
         if side in (CONCEPT_SUFFIX, CONTRAST_SUFFIX):
             sides.setdefault(pair, {})[side] = index
-    return [
-        (found[CONCEPT_SUFFIX], found[CONTRAST_SUFFIX])
-        for found in sides.values()
-        if len(found) == 2
-    ]
+    return [(found[CONCEPT_SUFFIX], found[CONTRAST_SUFFIX]) for found in sides.values() if len(found) == 2]
 
 
 def configured_concept_examples(concept_set: str, items: Sequence[Item] | None = None) -> list[ConceptExample]:
@@ -221,9 +215,7 @@ def configured_concept_examples(concept_set: str, items: Sequence[Item] | None =
     return readers[name](Path(path))
 
 
-def limit_concept_examples(
-    examples: Sequence[ConceptExample], limit: int | None, seed: int
-) -> list[ConceptExample]:
+def limit_concept_examples(examples: Sequence[ConceptExample], limit: int | None, seed: int) -> list[ConceptExample]:
     """At most ``limit`` statements, taking whole groups in a seeded order (kept in input order)."""
     if limit is None or len(examples) <= limit:
         return list(examples)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from probes.errors import ProbeConfigError
-from workbench.config_tables import dataclass_from_table
 from probes.persistence import PROBE_KINDS
+from workbench.config_tables import dataclass_from_table
 
 CONCEPT_SET_FORMS = ("embedded", "bbq-items", "crows_pairs:<path>", "ethics:<path>", "toxicity:<path>")
 FILE_CONCEPT_SETS = ("crows_pairs", "ethics", "toxicity")
@@ -70,16 +70,13 @@ class ProbeConfig:
             name not in FILE_CONCEPT_SETS or not self.concept_set.partition(":")[2]
         ):
             raise ProbeConfigError(
-                f"[probe] concept_set {self.concept_set!r} is unknown; use one of "
-                f"{', '.join(CONCEPT_SET_FORMS)}"
+                f"[probe] concept_set {self.concept_set!r} is unknown; use one of {', '.join(CONCEPT_SET_FORMS)}"
             )
         if self.kind not in PROBE_KINDS:
             raise ProbeConfigError(f"[probe] kind {self.kind!r} is unknown; use one of {', '.join(PROBE_KINDS)}")
         unknown_measures = sorted(set(self.measures) - set(MEASURES))
         if unknown_measures:
-            raise ProbeConfigError(
-                f"[probe] measures {unknown_measures} are unknown; use any of {', '.join(MEASURES)}"
-            )
+            raise ProbeConfigError(f"[probe] measures {unknown_measures} are unknown; use any of {', '.join(MEASURES)}")
         if len(self.layer_band) != 2 or self.layer_band[0] > self.layer_band[1]:
             raise ProbeConfigError(f"[probe] layer_band {self.layer_band} must be [first, last] with first <= last")
         for key, minimum in MINIMUMS.items():
@@ -105,6 +102,5 @@ class ProbeConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples as lists); ``ProbeConfig.from_dict`` reads it back."""
         return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in dataclasses.asdict(self).items()
+            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
         }

@@ -48,7 +48,7 @@ def encode_binary_labels(y: np.ndarray, estimator_name: str) -> tuple[np.ndarray
 class LinearProbe(ClassifierMixin, BaseEstimator):
     """Shared prediction side of the linear probes (fitted ``coef_`` [d] and ``intercept_``)."""
 
-    def __sklearn_tags__(self):  # noqa: ANN204 - scikit-learn's Tags type
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = False
         return tags
@@ -92,9 +92,7 @@ class LogisticProbe(LinearProbe):
         device: torch device to fit on; ``None`` picks CUDA when present.
     """
 
-    def __init__(
-        self, C: float = 1.0, max_iter: int = 100, tol: float = 1e-4, device: str | None = None
-    ) -> None:
+    def __init__(self, C: float = 1.0, max_iter: int = 100, tol: float = 1e-4, device: str | None = None) -> None:
         self.C = C
         self.max_iter = max_iter
         self.tol = tol
@@ -105,9 +103,7 @@ class LogisticProbe(LinearProbe):
         X, labels = self._fit_readout(X, y)
         device = resolve_device(self.device)
         features = torch.tensor(X, dtype=torch.float64, device=device)[None]
-        readouts = fit_logistic_layers(
-            features, labels.to(device), C=self.C, max_iter=self.max_iter, tol=self.tol
-        )
+        readouts = fit_logistic_layers(features, labels.to(device), C=self.C, max_iter=self.max_iter, tol=self.tol)
         self.coef_ = readouts.coef[0].cpu().numpy()
         self.intercept_ = float(readouts.intercept[0])
         self.n_iter_ = readouts.n_iter
@@ -174,9 +170,7 @@ class CCSProbe(LinearProbe):
         """Fit on contrast pairs X [n, 2 * d]; y [n] (two values) orients the sign only."""
         X, labels = self._fit_readout(X, y)
         if X.shape[1] % 2:
-            raise ProbeInputError(
-                f"CCSProbe: X has {X.shape[1]} columns; pass pairs as [first | second], 2 * d wide"
-            )
+            raise ProbeInputError(f"CCSProbe: X has {X.shape[1]} columns; pass pairs as [first | second], 2 * d wide")
         device = resolve_device(self.device)
         features = torch.tensor(X, dtype=torch.float32, device=device)
         half = X.shape[1] // 2

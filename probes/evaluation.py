@@ -113,17 +113,13 @@ def evaluate_layers(
         )
     _, encoded = encode_binary_labels(np.asarray(labels), "evaluate_layers")
     rng = np.random.default_rng(seed)
-    per_split: dict[tuple[str, str], list[np.ndarray]] = {
-        (arm, metric): [] for arm in ARMS for metric in METRICS
-    }
+    per_split: dict[tuple[str, str], list[np.ndarray]] = {(arm, metric): [] for arm in ARMS for metric in METRICS}
     for split in grouped_splits(encoded, np.asarray(groups), n_folds=n_folds, n_repeats=n_repeats, seed=seed):
         train, test = activations[split.train], activations[split.test]
         train_labels, test_labels = encoded[split.train], encoded[split.test]
         probabilities = {
             "probe": LayerwiseProbe(estimator).fit(train, train_labels).predict_proba(test),
-            "shuffled_labels": LayerwiseProbe(estimator)
-            .fit(train, rng.permutation(train_labels))
-            .predict_proba(test),
+            "shuffled_labels": LayerwiseProbe(estimator).fit(train, rng.permutation(train_labels)).predict_proba(test),
             "random_direction": random_direction_probability(
                 train, train_labels, test, int(rng.integers(2**31)), estimator.device
             ),
@@ -140,9 +136,7 @@ def evaluate_layers(
     ]
     probe_accuracy = np.array(per_split["probe", "accuracy"])
     selectivity = {
-        (layer, arm): interval_over_splits(
-            probe_accuracy[:, j] - np.array(per_split[arm, "accuracy"])[:, j]
-        )
+        (layer, arm): interval_over_splits(probe_accuracy[:, j] - np.array(per_split[arm, "accuracy"])[:, j])
         for arm in ARMS[1:]
         for j, layer in enumerate(layers)
     }

@@ -33,9 +33,7 @@ def check_activations(activations: np.ndarray, source: str) -> np.ndarray:
     """
     array = np.asarray(activations, dtype=np.float32)
     if array.ndim != 3 or 0 in array.shape:
-        raise ProbeInputError(
-            f"{source}: activations must be [n, layers, d] and non-empty, got shape {array.shape}"
-        )
+        raise ProbeInputError(f"{source}: activations must be [n, layers, d] and non-empty, got shape {array.shape}")
     finite = np.isfinite(array).all(axis=(0, 2))
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
@@ -68,8 +66,7 @@ class LayerwiseProbe(BaseEstimator):
         template = LogisticProbe() if self.estimator is None else self.estimator
         if not isinstance(template, (LogisticProbe, MeanDifferenceProbe, CCSProbe)):
             raise ProbeInputError(
-                f"LayerwiseProbe: estimator {template!r} is not a LogisticProbe, "
-                "MeanDifferenceProbe or CCSProbe"
+                f"LayerwiseProbe: estimator {template!r} is not a LogisticProbe, MeanDifferenceProbe or CCSProbe"
             )
         return template
 
@@ -82,9 +79,7 @@ class LayerwiseProbe(BaseEstimator):
         features = torch.from_numpy(np.ascontiguousarray(X.transpose(1, 0, 2))).to(device)
         labels = torch.from_numpy(encoded).to(device)
         if isinstance(template, LogisticProbe):
-            readouts = fit_logistic_layers(
-                features, labels, C=template.C, max_iter=template.max_iter, tol=template.tol
-            )
+            readouts = fit_logistic_layers(features, labels, C=template.C, max_iter=template.max_iter, tol=template.tol)
         elif isinstance(template, MeanDifferenceProbe):
             readouts = fit_mean_difference_layers(features, labels)
         else:
@@ -94,9 +89,7 @@ class LayerwiseProbe(BaseEstimator):
         self.n_features_in_ = X.shape[2]
         return self
 
-    def _fit_ccs(
-        self, template: CCSProbe, features: torch.Tensor, labels: torch.Tensor
-    ) -> CCSReadouts:
+    def _fit_ccs(self, template: CCSProbe, features: torch.Tensor, labels: torch.Tensor) -> CCSReadouts:
         if features.shape[2] % 2:
             raise ProbeInputError(
                 f"LayerwiseProbe(CCSProbe): width {features.shape[2]} is odd; pass pairs as "
@@ -116,7 +109,7 @@ class LayerwiseProbe(BaseEstimator):
         self.centred_intercept_ = readouts.intercept.double().cpu().numpy()
         coef = readouts.coef.double().cpu().numpy()
         pairs = features.double().cpu().numpy().transpose(1, 0, 2)
-        agreement = ((self._pair_probability(pairs, coef) > 0.5) == labels.cpu().numpy()[:, None])
+        agreement = (self._pair_probability(pairs, coef) > 0.5) == labels.cpu().numpy()[:, None]
         sign = np.where(agreement.mean(axis=0) < 0.5, -1.0, 1.0)
         self.centred_intercept_ = self.centred_intercept_ * sign
         coef = coef * sign[:, None]

@@ -41,9 +41,7 @@ def auc(labels: np.ndarray, probability: np.ndarray) -> float:
     return float(roc_auc_score(labels, probability))
 
 
-def expected_calibration_error(
-    labels: np.ndarray, probability: np.ndarray, n_bins: int = 10
-) -> float:
+def expected_calibration_error(labels: np.ndarray, probability: np.ndarray, n_bins: int = 10) -> float:
     """ECE of the predicted class: ``sum_b (n_b / N) * |accuracy_b - confidence_b|``.
 
     Confidence is ``max(p, 1 - p)``; bins are equal-width over [0.5, 1], the last one closed,

@@ -120,9 +120,7 @@ def save_probe(
     weights_path = directory / f"{stem}.safetensors"
     save_file(tensors, str(weights_path), metadata={"format_version": str(FORMAT_VERSION)})
     record = {"format_version": FORMAT_VERSION, **asdict(provenance)}
-    (directory / f"{stem}.json").write_text(
-        json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8"
-    )
+    (directory / f"{stem}.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     return weights_path
 
 
@@ -130,15 +128,11 @@ def load_probe(weights_path: Path) -> SavedProbe:
     """Read a probe written by ``save_probe`` (its ``.json`` must sit next to it)."""
     json_path = weights_path.with_suffix(".json")
     if not weights_path.is_file() or not json_path.is_file():
-        raise ProbeInputError(
-            f"load_probe: {weights_path} needs both it and {json_path.name}; re-run workbench probe"
-        )
+        raise ProbeInputError(f"load_probe: {weights_path} needs both it and {json_path.name}; re-run workbench probe")
     record = json.loads(json_path.read_text(encoding="utf-8"))
     version = record.pop("format_version", None)
     if version != FORMAT_VERSION:
-        raise ProbeInputError(
-            f"load_probe: {json_path} has format_version {version!r}, expected {FORMAT_VERSION}"
-        )
+        raise ProbeInputError(f"load_probe: {json_path} has format_version {version!r}, expected {FORMAT_VERSION}")
     tensors = load_file(str(weights_path))
     return SavedProbe(
         coef=tensors["coef"].astype(np.float64),

@@ -45,8 +45,7 @@ def grouped_splits(
     n_groups = np.unique(groups).size
     if n_groups < n_folds:
         raise ProbeInputError(
-            f"grouped splits: {n_groups} distinct groups for {n_folds} folds; "
-            "lower n_folds or add items"
+            f"grouped splits: {n_groups} distinct groups for {n_folds} folds; lower n_folds or add items"
         )
     splits = []
     for repeat in range(n_repeats):

@@ -151,9 +151,7 @@ def concept_cache_config(reader: CacheReader, config: ProbeConfig) -> dict[str, 
     }
 
 
-def concept_states(
-    activations: ConceptActivations, site: ProbeSite, per_item_ids: dict[str, str]
-) -> ConceptStates:
+def concept_states(activations: ConceptActivations, site: ProbeSite, per_item_ids: dict[str, str]) -> ConceptStates:
     """Mean concept-side state per layer, and each run item's own statement state."""
     row_of = {str(example_id): row for row, example_id in enumerate(activations.example_ids)}
     return ConceptStates(
@@ -266,8 +264,14 @@ def ensure_concept_cache(
     backend = reader.config.get("model", {}).get("backend", "hf")
     stale = path.is_file() and not concept_cache_matches(path, sites, source.weights_hash, expected)
     return capture_concept_set(
-        model, examples, path, sites, concept_metadata(model, reader, config),
-        batch_size=config.batch_size, backend=backend, overwrite=stale,
+        model,
+        examples,
+        path,
+        sites,
+        concept_metadata(model, reader, config),
+        batch_size=config.batch_size,
+        backend=backend,
+        overwrite=stale,
     )
 
 
@@ -296,8 +300,14 @@ def fit_probes(
                 continue
             data = training_set(activations, config.kind)
             evaluation = evaluate_layers(
-                data.features, data.labels, data.groups, estimator, layers=site.layers,
-                n_folds=config.n_folds, n_repeats=config.n_repeats, seed=config.seed,
+                data.features,
+                data.labels,
+                data.groups,
+                estimator,
+                layers=site.layers,
+                n_folds=config.n_folds,
+                n_repeats=config.n_repeats,
+                seed=config.seed,
             )
             evaluations[site.site] = evaluation
             fitted = LayerwiseProbe(estimator).fit(data.features, data.labels)
@@ -394,7 +404,13 @@ def steer(
         row
         for layer in layers
         for row in steering_rows(
-            model, prompts, site.site, layer, by_layer[layer].coef, config.steering_alphas,
-            seed=config.seed, batch_size=config.batch_size,
+            model,
+            prompts,
+            site.site,
+            layer,
+            by_layer[layer].coef,
+            config.steering_alphas,
+            seed=config.seed,
+            batch_size=config.batch_size,
         )
     ]

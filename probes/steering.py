@@ -44,9 +44,7 @@ class OptionPrompt:
     unknown_index: int
 
 
-def round_zero_prompts(
-    reader: CacheReader, model: LoadedModel, limit: int, seed: int
-) -> list[OptionPrompt]:
+def round_zero_prompts(reader: CacheReader, model: LoadedModel, limit: int, seed: int) -> list[OptionPrompt]:
     """Up to ``limit`` round-0 records with option scores (seeded choice, in record order).
 
     Prompts are tokenized with special tokens only for the ``faithful`` history mode, as the
@@ -82,9 +80,7 @@ def option_distribution(
 ) -> list[np.ndarray]:
     """Option probabilities (one [n_options] array per prompt) under ``interventions``."""
     with intervene(model, list(interventions)):
-        nll = option_mean_nll(
-            model, [p.prompt_ids for p in prompts], [p.option_labels for p in prompts], batch_size
-        )
+        nll = option_mean_nll(model, [p.prompt_ids for p in prompts], [p.option_labels for p in prompts], batch_size)
     return [option_probabilities(values) for values in nll]
 
 
@@ -117,9 +113,7 @@ def distribution_metrics(prompts: Sequence[OptionPrompt], probabilities: Sequenc
         "accuracy": columns["gold"] >= 0,
     }
     return {
-        metric: float(values[applies[metric]].mean())
-        for metric, values in candidates.items()
-        if applies[metric].any()
+        metric: float(values[applies[metric]].mean()) for metric, values in candidates.items() if applies[metric].any()
     }
 
 
@@ -166,7 +160,14 @@ def steering_rows(
             steer = Intervention(f"blocks.{layer}.{site}", "add", value=float(alpha) * vector)
             metrics = distribution_metrics(prompts, option_distribution(model, prompts, [steer], batch_size))
             rows.extend(
-                {"site": site, "layer": layer, "direction": name, "alpha": float(alpha), "metric": metric, "value": value}
+                {
+                    "site": site,
+                    "layer": layer,
+                    "direction": name,
+                    "alpha": float(alpha),
+                    "metric": metric,
+                    "value": value,
+                }
                 for metric, value in metrics.items()
             )
     return rows

@@ -55,11 +55,7 @@ def render_report_page(results: RunResults, figures: list[ReportFigure], plotly_
             _figure_index(figures),
             _table_status(results),
             _configuration(results.config),
-            *(
-                _figure_section(entry, entry.figure)
-                for entry in figures
-                if entry.figure is not None
-            ),
+            *(_figure_section(entry, entry.figure) for entry in figures if entry.figure is not None),
             "</body>",
             "</html>",
         ]
@@ -74,17 +70,17 @@ def _run_summary(config: dict[str, Any] | None) -> str:
         )
     return "\n".join(
         ["<h2>Model and data</h2>"]
-        + [_config_table_summary(config, label, names) for label, names in
-           (("Model", MODEL_TABLES), ("Data", DATA_TABLES))]
+        + [
+            _config_table_summary(config, label, names)
+            for label, names in (("Model", MODEL_TABLES), ("Data", DATA_TABLES))
+        ]
     )
 
 
 def _config_table_summary(config: dict[str, Any], label: str, names: tuple[str, ...]) -> str:
     for name in names:
         if isinstance(config.get(name), dict):
-            return f"<h3>{label} <small>[{name}]</small></h3>" + _key_value_table(
-                _flatten(config[name], prefix="")
-            )
+            return f"<h3>{label} <small>[{name}]</small></h3>" + _key_value_table(_flatten(config[name], prefix=""))
     wanted = " or ".join(f"[{name}]" for name in names)
     return f'<h3>{label}</h3><p class="omitted">config.toml has no {wanted} table.</p>'
 
@@ -93,14 +89,9 @@ def _figure_index(figures: list[ReportFigure]) -> str:
     lines = ["<h2>Figures</h2>", "<ul>"]
     for entry in figures:
         if entry.figure is not None:
-            lines.append(
-                f'<li><a href="#{entry.anchor}">{entry.title}</a>: {entry.reading_guide}</li>'
-            )
+            lines.append(f'<li><a href="#{entry.anchor}">{entry.title}</a>: {entry.reading_guide}</li>')
         else:
-            lines.append(
-                f'<li>{entry.title}: <span class="omitted">omitted, '
-                f"{entry.omitted_because}</span></li>"
-            )
+            lines.append(f'<li>{entry.title}: <span class="omitted">omitted, {entry.omitted_because}</span></li>')
     lines.append("</ul>")
     return "\n".join(lines)
 
@@ -120,9 +111,7 @@ def _table_status(results: RunResults) -> str:
 def _configuration(config: dict[str, Any] | None) -> str:
     if config is None:
         return '<h2>Configuration</h2><p class="omitted">config.toml not found.</p>'
-    return "<h2>Configuration <small>(config.toml)</small></h2>" + _key_value_table(
-        _flatten(config, prefix="")
-    )
+    return "<h2>Configuration <small>(config.toml)</small></h2>" + _key_value_table(_flatten(config, prefix=""))
 
 
 def _flatten(table: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
@@ -143,8 +132,7 @@ def _key_value_table(pairs: list[tuple[str, str]]) -> str:
     if not pairs:
         return "<p>(empty)</p>"
     rows = "".join(
-        f'<tr><th>{escape_text(key)}</th><td class="value">{escape_text(value)}</td></tr>'
-        for key, value in pairs
+        f'<tr><th>{escape_text(key)}</th><td class="value">{escape_text(value)}</td></tr>' for key, value in pairs
     )
     return f"<table>{rows}</table>"
 

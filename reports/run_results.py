@@ -45,15 +45,11 @@ RUN_TABLES: dict[str, RunTable] = {
     "convergence": RunTable("results/convergence.csv", ConvergenceRound, "workbench results"),
     "flips": RunTable("results/flips.csv", AnswerFlip, "workbench results"),
     "calibration": RunTable("results/calibration.csv", CalibrationBin, "workbench results"),
-    "behaviour_interactions": RunTable(
-        "results/interactions.csv", InteractionEffect, "workbench results"
-    ),
+    "behaviour_interactions": RunTable("results/interactions.csv", InteractionEffect, "workbench results"),
     "items": RunTable("results/items.csv", ItemAnswer, "workbench results"),
     "layer_scores": RunTable("probes/layer_scores.csv", LayerScore, "workbench probe"),
     "morality": RunTable("probes/morality.csv", MoralityLevel, "workbench probe"),
-    "concept_uncertainty": RunTable(
-        "probes/concept_uncertainty.csv", ConceptUncertainty, "workbench probe"
-    ),
+    "concept_uncertainty": RunTable("probes/concept_uncertainty.csv", ConceptUncertainty, "workbench probe"),
     "probe_interactions": RunTable("probes/interactions.csv", InteractionEffect, "workbench probe"),
     "heads": RunTable("attribution/heads.csv", HeadEffect, "workbench attribute"),
     "bias_levels": RunTable("attribution/bias_levels.csv", BiasLevel, "workbench bias"),
@@ -122,6 +118,4 @@ def _read_config(path: Path) -> dict[str, Any] | None:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
-        raise RunFolderError(
-            f"{path}: not valid TOML ({error}); restore the file `workbench run` wrote"
-        ) from None
+        raise RunFolderError(f"{path}: not valid TOML ({error}); restore the file `workbench run` wrote") from None

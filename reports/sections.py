@@ -102,18 +102,14 @@ def _convergence(results: RunResults) -> ReportFigure:
     if absent is not None:
         return _omitted(anchor, title, guide, absent)
     if not behaviour_metrics_of(results.behaviour or ()):
-        return _omitted(
-            anchor, title, guide, "results/behaviour.csv holds only uncertainty metrics"
-        )
+        return _omitted(anchor, title, guide, "results/behaviour.csv holds only uncertainty metrics")
     missing_rounds = table_absence(results, "convergence")
     return ReportFigure(
         anchor,
         title,
         guide,
         convergence_figure(results.behaviour or (), results.convergence or ()),
-        note=None
-        if missing_rounds is None
-        else escape_text(f"No convergence round is marked: {missing_rounds}."),
+        note=None if missing_rounds is None else escape_text(f"No convergence round is marked: {missing_rounds}."),
     )
 
 
@@ -166,11 +162,7 @@ def _morality(results: RunResults) -> list[ReportFigure]:
     if absent is not None:
         return [_omitted("morality", "Morality level of hidden states", guide, absent)]
     missing_scores = table_absence(results, "layer_scores")
-    note = (
-        None
-        if missing_scores is None
-        else escape_text(f"No probe accuracy panel: {missing_scores}.")
-    )
+    note = None if missing_scores is None else escape_text(f"No probe accuracy panel: {missing_scores}.")
     return [
         ReportFigure(
             f"morality-{index}",
@@ -211,7 +203,11 @@ def _concept(results: RunResults) -> ReportFigure:
         "least-squares fit, whose slope says how concept activation moves with uncertainty."
     )
     return _from_table(
-        results, "concept_uncertainty", anchor, title, guide,
+        results,
+        "concept_uncertainty",
+        anchor,
+        title,
+        guide,
         lambda concept: concept_uncertainty_figure(concept, results.items or ()),
     )
 

@@ -138,13 +138,17 @@ def answer_batch(
         sequences = first_tokens
         if max_new_tokens > 1 and not all(int(token) in eos_ids for token in first_tokens):
             config = GenerationConfig(
-                max_new_tokens=max_new_tokens - 1, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=eos_ids, disable_compile=True,
+                max_new_tokens=max_new_tokens - 1,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=eos_ids,
+                disable_compile=True,
             )
             output = model.model.generate(
                 input_ids=torch.cat([layout.input_ids, first_tokens], dim=1),
                 attention_mask=torch.cat([layout.attention_mask, torch.ones_like(first_tokens)], dim=1),
-                past_key_values=cache, generation_config=config,
+                past_key_values=cache,
+                generation_config=config,
             )
             sequences = output[:, width:]
     answers = strip_at_eos(sequences.tolist(), eos_ids)
@@ -152,16 +156,27 @@ def answer_batch(
     caches = layout.split_cache(cache, prompt_ids, answers) if keep_caches else []
     option_nll = tree.mean_nll(first_log_probs, node_log_probs) if option_labels else [np.empty(0) for _ in prompt_ids]
     if prefill_capture:
-        activations = {key: torch.stack([by_layer[layer] for layer in sorted(by_layer)], dim=1) for key, by_layer in store.items()}
+        activations = {
+            key: torch.stack([by_layer[layer] for layer in sorted(by_layer)], dim=1) for key, by_layer in store.items()
+        }
     else:
         captured: Capture = capture_tokens(
-            model, [ids + answer for ids, answer in zip(prompt_ids, answers)], [len(ids) for ids in prompt_ids],
-            sites=[site.name for site in sites], positions=tuple(positions), backend=backend,
-            batch_size=len(prompt_ids), dtype=dtype,
+            model,
+            [ids + answer for ids, answer in zip(prompt_ids, answers)],
+            [len(ids) for ids in prompt_ids],
+            sites=[site.name for site in sites],
+            positions=tuple(positions),
+            backend=backend,
+            batch_size=len(prompt_ids),
+            dtype=dtype,
         )
         activations = dict(captured.values)
     return AnsweredBatch(
-        answer_ids=answers, texts=texts, option_nll=option_nll, activations=activations, caches=caches,
+        answer_ids=answers,
+        texts=texts,
+        option_nll=option_nll,
+        activations=activations,
+        caches=caches,
         encoded_tokens=int(layout.segment.lengths.sum()),
     )
 
@@ -189,7 +204,10 @@ class _Layout:
 
     @classmethod
     def build(
-        cls, prompt_ids: Sequence[list[int]], previous: Sequence[DialogueKV | None] | None, pad_id: int,
+        cls,
+        prompt_ids: Sequence[list[int]],
+        previous: Sequence[DialogueKV | None] | None,
+        pad_id: int,
         device: torch.device,
     ) -> _Layout:
         previous = list(previous) if previous is not None else [None] * len(prompt_ids)
@@ -248,11 +266,15 @@ class _Layout:
         result = []
         for row, (ids, answer) in enumerate(zip(prompt_ids, answers)):
             kept = min(len(answer), fed)
-            columns = torch.cat([
-                self.attention_mask[row].nonzero().flatten(),
-                torch.arange(width, width + kept, device=self.attention_mask.device),
-            ])
-            result.append(DialogueKV(token_ids=list(ids) + list(answer[:kept]), batch_cache=cache, row=row, columns=columns))
+            columns = torch.cat(
+                [
+                    self.attention_mask[row].nonzero().flatten(),
+                    torch.arange(width, width + kept, device=self.attention_mask.device),
+                ]
+            )
+            result.append(
+                DialogueKV(token_ids=list(ids) + list(answer[:kept]), batch_cache=cache, row=row, columns=columns)
+            )
         return result
 
 
@@ -336,9 +358,7 @@ def _rewind(cache: Cache, length: int) -> None:
             layer.crop(-surplus)
 
 
-def _prefill(
-    model: LoadedModel, layout: _Layout, cache: Cache, tree: _OptionTree
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _prefill(model: LoadedModel, layout: _Layout, cache: Cache, tree: _OptionTree) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward over the batch's new tokens followed by the option tree's nodes.
 
     The new tokens attend causally to the real tokens (cached and new), each node to the real
@@ -372,8 +392,12 @@ def _prefill(
     )
     keep = torch.arange(new_width - 1, queries, device=device)  # the last prompt token, then every node
     logits = model.model(
-        input_ids=input_ids, attention_mask=mask[:, None], position_ids=position_ids, past_key_values=cache,
-        use_cache=True, logits_to_keep=keep,
+        input_ids=input_ids,
+        attention_mask=mask[:, None],
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=keep,
     ).logits
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     return log_probs[:, 0], log_probs[:, 1:]

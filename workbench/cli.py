@@ -59,50 +59,76 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", help="where run folders live; default: the config's output_dir (runs)")
     run.add_argument("--model", help="override [model].spec: embedded name, .gguf file, local dir or hub id")
     run.add_argument("--backend", choices=("hf", "transformer_lens", "nnsight"), help="override [model].backend")
-    run.add_argument("--overwrite", action="store_true", help="discard an existing cache of this run instead of resuming")
     run.add_argument(
-        "--stages", default="run,results,probe,report",
+        "--overwrite", action="store_true", help="discard an existing cache of this run instead of resuming"
+    )
+    run.add_argument(
+        "--stages",
+        default="run,results,probe,report",
         help="comma-separated stages to execute, in order (default: run,results,probe,report)",
     )
     run.set_defaults(handler=_run)
 
-    models = commands.add_parser("models", help="list the embedded models and where converted models are cached",
-                                 description="List the models that ship inside PyPI wheels and the model cache folder.")
+    models = commands.add_parser(
+        "models",
+        help="list the embedded models and where converted models are cached",
+        description="List the models that ship inside PyPI wheels and the model cache folder.",
+    )
     models.set_defaults(handler=_models)
 
-    cache = commands.add_parser("cache", help="inspect an activation cache", description="Inspect an HDF5 activation cache.")
+    cache = commands.add_parser(
+        "cache", help="inspect an activation cache", description="Inspect an HDF5 activation cache."
+    )
     cache_commands = cache.add_subparsers(title="cache commands", metavar="CACHE_COMMAND")
-    info = cache_commands.add_parser("info", help="schema, model, counts, datasets and sizes",
-                                     description="Print the schema, model, record counts and datasets of a cache.")
+    info = cache_commands.add_parser(
+        "info",
+        help="schema, model, counts, datasets and sizes",
+        description="Print the schema, model, record counts and datasets of a cache.",
+    )
     info.add_argument("path", type=Path, help="a cache file (runs/<name>/cache.h5) or its run folder")
     info.set_defaults(handler=_cache_info)
-    verify = cache_commands.add_parser("verify", help="check counts, NaN/inf and text hashes",
-                                       description="Verify a cache: schema, counts, NaN/inf values, text hashes. Exit 1 on problems.")
+    verify = cache_commands.add_parser(
+        "verify",
+        help="check counts, NaN/inf and text hashes",
+        description="Verify a cache: schema, counts, NaN/inf values, text hashes. Exit 1 on problems.",
+    )
     verify.add_argument("path", type=Path, help="a cache file or its run folder")
     verify.set_defaults(handler=_cache_verify)
 
-    results = commands.add_parser("results", help="behavioural tables per condition and round",
-                                  description="Compute the behavioural metrics of a run (with bootstrap intervals and paired "
-                                  "tests), write results/*.csv and print the table per condition and round.")
+    results = commands.add_parser(
+        "results",
+        help="behavioural tables per condition and round",
+        description="Compute the behavioural metrics of a run (with bootstrap intervals and paired "
+        "tests), write results/*.csv and print the table per condition and round.",
+    )
     results.add_argument("run", type=Path, help="a run folder or its cache.h5")
     results.add_argument("--metric", default="accuracy", help="metric shown in the printed table (default: accuracy)")
     results.set_defaults(handler=_results)
 
-    probe = commands.add_parser("probe", help="fit per-layer probes on a run's cache and apply them",
-                                description="Fit per-layer probes (concept set from the configuration) and measure morality "
-                                "levels per layer x round x condition; writes probes/ in the run folder.")
+    probe = commands.add_parser(
+        "probe",
+        help="fit per-layer probes on a run's cache and apply them",
+        description="Fit per-layer probes (concept set from the configuration) and measure morality "
+        "levels per layer x round x condition; writes probes/ in the run folder.",
+    )
     probe.add_argument("run", type=Path, help="a run folder or its cache.h5")
     probe.add_argument("--config", type=Path, help="a TOML file whose [probe] table overrides the run's")
     probe.set_defaults(handler=_probe)
 
-    report = commands.add_parser("report", help="write the interactive HTML report of a run",
-                                 description="Write a self-contained interactive report (plotly, offline) of a run.")
+    report = commands.add_parser(
+        "report",
+        help="write the interactive HTML report of a run",
+        description="Write a self-contained interactive report (plotly, offline) of a run.",
+    )
     report.add_argument("run", type=Path, help="a run folder or its cache.h5")
     report.add_argument("-o", "--output", type=Path, help="report folder (default: <run>/report)")
     report.set_defaults(handler=_report)
 
-    download = commands.add_parser("download", help="fetch a benchmark's standard files (needs internet)",
-                                   description="Download a benchmark's standard files into a folder, with a sha256 manifest.")
+    download = commands.add_parser(
+        "download",
+        help="fetch a benchmark's standard files (needs internet)",
+        description="Download a benchmark's standard files into a folder, with a sha256 manifest.",
+    )
     download.add_argument("dataset", choices=("bbq", "winogender"), help="which benchmark")
     download.add_argument("--dest", type=Path, required=True, help="destination folder")
     download.add_argument("--base-url", help="mirror to download from instead of the upstream repository")
@@ -116,8 +142,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     )
 
 
@@ -177,7 +208,9 @@ def _models(args: argparse.Namespace) -> int:
     for column in ("name", "installed", "hub id", "description", "install"):
         table.add_column(column)
     for model in EMBEDDED_MODELS.values():
-        table.add_row(model.name, "yes" if model.is_installed() else "no", model.hub_id, model.description, model.install_command)
+        table.add_row(
+            model.name, "yes" if model.is_installed() else "no", model.hub_id, model.description, model.install_command
+        )
     out.print(table)
     cache_dir = model_cache_dir()
     converted = sorted(path.name for path in cache_dir.iterdir() if path.is_dir()) if cache_dir.is_dir() else []

@@ -71,12 +71,18 @@ def add_debiasing_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_run_options(bias, config_required=False)
     bias.add_argument(
-        "--model", action="append", default=[], metavar="SPEC",
+        "--model",
+        action="append",
+        default=[],
+        metavar="SPEC",
         help="a checkpoint to measure: embedded name, .gguf file or saved model folder (e.g. "
         "RUN/checkpoints/debiased); repeat for several",
     )
     bias.add_argument(
-        "--label", action="append", default=[], metavar="NAME",
+        "--label",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="the name of each --model in bias_levels.csv, in the same order (default: the spec's last "
         "path part, e.g. 'debiased'); use pretrained / debiased / finetuned-<mode> to line up with the other commands",
     )
@@ -91,16 +97,34 @@ def add_debiasing_commands(subparsers: argparse._SubParsersAction) -> None:
         "selected_heads.csv: heads whose |effect| fell most from --model to --debiased (ProSocialTuning's heads).",
     )
     _add_run_options(attribute, config_required=True)
-    attribute.add_argument("--model", required=True, metavar="SPEC",
-                           help="the base (pretrained) checkpoint: embedded name, .gguf file or saved model folder")
-    attribute.add_argument("--debiased", metavar="SPEC",
-                           help="the debiased checkpoint of the same architecture (e.g. RUN/checkpoints/debiased)")
-    attribute.add_argument("--label", metavar="NAME",
-                           help="name of --model in heads.csv and bias_levels.csv (default: the spec's last path part)")
-    attribute.add_argument("--debiased-label", metavar="NAME",
-                           help="name of --debiased in heads.csv and bias_levels.csv (default: its last path part)")
-    attribute.add_argument("--top", type=positive_int, default=10, metavar="N",
-                           help="how many heads to print, largest |effect| or drop first (default: 10)")
+    attribute.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC",
+        help="the base (pretrained) checkpoint: embedded name, .gguf file or saved model folder",
+    )
+    attribute.add_argument(
+        "--debiased",
+        metavar="SPEC",
+        help="the debiased checkpoint of the same architecture (e.g. RUN/checkpoints/debiased)",
+    )
+    attribute.add_argument(
+        "--label",
+        metavar="NAME",
+        help="name of --model in heads.csv and bias_levels.csv (default: the spec's last path part)",
+    )
+    attribute.add_argument(
+        "--debiased-label",
+        metavar="NAME",
+        help="name of --debiased in heads.csv and bias_levels.csv (default: its last path part)",
+    )
+    attribute.add_argument(
+        "--top",
+        type=positive_int,
+        default=10,
+        metavar="N",
+        help="how many heads to print, largest |effect| or drop first (default: 10)",
+    )
     attribute.set_defaults(handler=run_attribute_command)
 
     debias = subparsers.add_parser(
@@ -113,8 +137,12 @@ def add_debiasing_commands(subparsers: argparse._SubParsersAction) -> None:
         "gendered words is an error (on_no_gendered_words = 'warn' trains anyway and says so).",
     )
     _add_run_options(debias, config_required=True)
-    debias.add_argument("--model", required=True, metavar="SPEC",
-                        help="the checkpoint to debias: embedded name, .gguf file or saved model folder")
+    debias.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC",
+        help="the checkpoint to debias: embedded name, .gguf file or saved model folder",
+    )
     debias.set_defaults(handler=run_debias_command)
 
     finetune = subparsers.add_parser(
@@ -126,25 +154,36 @@ def add_debiasing_commands(subparsers: argparse._SubParsersAction) -> None:
         "bias_levels.csv under the label <checkpoint_name>-<mode> and print it next to the other checkpoints.",
     )
     _add_run_options(finetune, config_required=True)
-    finetune.add_argument("--model", required=True, metavar="SPEC",
-                          help="the checkpoint to fine-tune, usually the debiased one (RUN/checkpoints/debiased)")
     finetune.add_argument(
-        "--mode", metavar="MODE",
+        "--model",
+        required=True,
+        metavar="SPEC",
+        help="the checkpoint to fine-tune, usually the debiased one (RUN/checkpoints/debiased)",
+    )
+    finetune.add_argument(
+        "--mode",
+        metavar="MODE",
         help="plain | prosocial (head penalty toward the debiased checkpoint) | pac (PAC-tuning) | "
         "pac+prosocial; overrides [finetune] mode",
     )
     finetune.add_argument(
-        "--selected-heads", type=Path, metavar="CSV",
+        "--selected-heads",
+        type=Path,
+        metavar="CSV",
         help="heads for the prosocial penalty (default: [finetune] selected_heads_path, else "
         "RUN/attribution/selected_heads.csv)",
     )
     finetune.add_argument(
-        "--debiased", type=Path, metavar="DIR",
+        "--debiased",
+        type=Path,
+        metavar="DIR",
         help="debiased checkpoint the penalty pulls the heads toward (default: [finetune] debiased_checkpoint, "
         "else RUN/checkpoints/<[debias] checkpoint_name>)",
     )
     finetune.add_argument(
-        "--stop-after-steps", type=positive_int, metavar="N",
+        "--stop-after-steps",
+        type=positive_int,
+        metavar="N",
         help="stop once N steps in total are done, with a checkpoint and no evaluation; rerun without it to "
         "resume (splits a long fine-tune across jobs)",
     )
@@ -160,16 +199,27 @@ def positive_int(text: str) -> int:
 
 
 def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> None:
-    parser.add_argument("--run", type=Path, required=True, metavar="DIR",
-                        help="the run folder (created if missing); results go to DIR/attribution/ and DIR/checkpoints/")
     parser.add_argument(
-        "--config", type=Path, required=config_required, metavar="FILE",
+        "--run",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the run folder (created if missing); results go to DIR/attribution/ and DIR/checkpoints/",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        required=config_required,
+        metavar="FILE",
         help=f"TOML file with [bias], [attribution], [debias], [finetune] tables (example: {EXAMPLE_CONFIG}); "
         "relative paths inside are read from the current directory"
         + ("" if config_required else "; needed when --model is given"),
     )
-    parser.add_argument("--device", default="auto",
-                        help="torch device of the model: auto (GPU when present), cpu, cuda, mps (default: auto)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="torch device of the model: auto (GPU when present), cpu, cuda, mps (default: auto)",
+    )
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -385,20 +435,25 @@ def run_attribute_command(args: argparse.Namespace) -> int:
     if debiased is None:
         return 0
     _print_agreement(effect_tables(heads_path, debiased_label), debiased_label)
-    table = Table(title=f"successfully debiased heads ({config.selection_method}: |effect| fell from "
-                        f"{base_label} to {debiased_label}, logits)")
+    table = Table(
+        title=f"successfully debiased heads ({config.selection_method}: |effect| fell from "
+        f"{base_label} to {debiased_label}, logits)"
+    )
     for column in ("layer", "head", "effect before", "effect after", "drop"):
         table.add_column(column, justify="right")
     for row in selected[: args.top]:
-        table.add_row(str(row.layer), str(row.head), f"{row.effect_before:+.4f}", f"{row.effect_after:+.4f}",
-                      f"{row.drop:.4f}")
+        table.add_row(
+            str(row.layer), str(row.head), f"{row.effect_before:+.4f}", f"{row.effect_after:+.4f}", f"{row.drop:.4f}"
+        )
     out.print(table)
     selected_path = run_dir / "attribution" / "selected_heads.csv"
     if selected:
         out.print(f"{len(selected)} heads selected: {selected_path}")
     else:
-        console.print(f"[yellow]no head's |effect| fell[/] from {base_label} to {debiased_label}: {selected_path} "
-                      "is empty; the prosocial modes need at least one head (debias longer or relax top_k / min_drop)")
+        console.print(
+            f"[yellow]no head's |effect| fell[/] from {base_label} to {debiased_label}: {selected_path} "
+            "is empty; the prosocial modes need at least one head (debias longer or relax top_k / min_drop)"
+        )
     return 0
 
 
@@ -430,8 +485,10 @@ def run_debias_command(args: argparse.Namespace) -> int:
             "word, so this checkpoint is plain continued training, not a debiased model"
         )
     else:
-        out.print(f"CDA changed {changed} of {original} corpus lines (their gender-swapped copies were added); "
-                  f"final loss {provenance['final_loss']:.3f} nats/token")
+        out.print(
+            f"CDA changed {changed} of {original} corpus lines (their gender-swapped copies were added); "
+            f"final loss {provenance['final_loss']:.3f} nats/token"
+        )
     if bias_config is not None:
         _measure_and_record(loaded.model, loaded.tokenizer, bias_config, run_dir, config.checkpoint_name)
         _print_bias_levels(run_dir)
@@ -508,9 +565,14 @@ def _fine_tuned_modes_table(run_dir: Path) -> Table:
     for path in sorted((run_dir / "checkpoints").glob("*/finetune_result.json")):
         record = json.loads(path.read_text(encoding="utf-8"))
         result = record["result"]
-        table.add_row(path.parent.name, record["config"]["mode"], str(result["steps"]),
-                      f"{result['n_train']} / {result['n_held_out']}", f"{result['final_train_loss']:.4f}",
-                      f"{result['held_out_accuracy']:.3f}")
+        table.add_row(
+            path.parent.name,
+            record["config"]["mode"],
+            str(result["steps"]),
+            f"{result['n_train']} / {result['n_held_out']}",
+            f"{result['final_train_loss']:.4f}",
+            f"{result['held_out_accuracy']:.3f}",
+        )
     return table
 
 
@@ -520,8 +582,9 @@ def run_finetune_command(args: argparse.Namespace) -> int:
 
     run_dir = _run_folder(args.run)
     tables = read_config_tables(args.config)
-    config = stage_config(args.config, {"finetune": _finetune_table(args, tables, run_dir)}, "finetune",
-                          FinetuneConfig.from_dict)
+    config = stage_config(
+        args.config, {"finetune": _finetune_table(args, tables, run_dir)}, "finetune", FinetuneConfig.from_dict
+    )
     require_input_file(args.config, "finetune", "data_path", config.data_path)
     bias_config = _bias_config(args.config, tables)
     loaded = _load(args.model, args.device)
@@ -534,11 +597,15 @@ def run_finetune_command(args: argparse.Namespace) -> int:
     console.print(f"fine-tuning {args.model} on {config.task} ({config.mode})")
     result = finetune(loaded.model, loaded.tokenizer, config, run_dir, stop_after_steps=args.stop_after_steps)
     if result is None:
-        out.print(f"stopped after step {args.stop_after_steps}: {folder / f'step-{args.stop_after_steps:06d}'}; "
-                  "rerun without --stop-after-steps to resume")
+        out.print(
+            f"stopped after step {args.stop_after_steps}: {folder / f'step-{args.stop_after_steps:06d}'}; "
+            "rerun without --stop-after-steps to resume"
+        )
         return 0
-    out.print(f"{config.checkpoint_name}: held-out accuracy {result.held_out_accuracy:.3f} on {result.n_held_out} "
-              f"examples after {result.steps} steps (final train loss {result.final_train_loss:.4f}); {folder}")
+    out.print(
+        f"{config.checkpoint_name}: held-out accuracy {result.held_out_accuracy:.3f} on {result.n_held_out} "
+        f"examples after {result.steps} steps (final train loss {result.final_train_loss:.4f}); {folder}"
+    )
     _measure_and_record(loaded.model, loaded.tokenizer, bias_config, run_dir, config.checkpoint_name)
     out.print(_fine_tuned_modes_table(run_dir))
     _print_bias_levels(run_dir)

@@ -109,7 +109,10 @@ def generate_greedy(
     tokenizer = model.tokenizer
     eos_ids = eos_token_ids(model)
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos_ids,
         disable_compile=True,
     )
     answers: list[list[int]] = []
@@ -118,7 +121,9 @@ def generate_greedy(
         batch = TokenBatch.from_sequences(chunk, [len(ids) for ids in chunk], tokenizer.pad_token_id).to(model.device)
         with torch.inference_mode():
             output = model.model.generate(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config,
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                generation_config=config,
                 past_key_values=preallocated_cache(model, batch.input_ids.shape[1] + max_new_tokens),
             )
         answers.extend(strip_at_eos(output[:, batch.input_ids.shape[1] :].tolist(), eos_ids))
@@ -135,10 +140,18 @@ def sample_continuations(
     """
     tokenizer = model.tokenizer
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-        num_return_sequences=n_samples, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_token_ids(model),
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        num_return_sequences=n_samples,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos_token_ids(model),
     )
-    batch = TokenBatch.from_sequences(prompt_ids, [len(ids) for ids in prompt_ids], tokenizer.pad_token_id).to(model.device)
+    batch = TokenBatch.from_sequences(prompt_ids, [len(ids) for ids in prompt_ids], tokenizer.pad_token_id).to(
+        model.device
+    )
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:

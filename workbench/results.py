@@ -37,16 +37,38 @@ from workbench.metrics.answers import option_letter
 from workbench.protocols.conditions import parse_condition_name
 
 RECORD_KEYS: tuple[str, ...] = (
-    "item_id", "condition", "round", "category", "task", "context_condition", "question_polarity",
-    "predicted", "gold", "target_index", "unknown_index", "option_probs", "answer", "prompt", "toxicity",
+    "item_id",
+    "condition",
+    "round",
+    "category",
+    "task",
+    "context_condition",
+    "question_polarity",
+    "predicted",
+    "gold",
+    "target_index",
+    "unknown_index",
+    "option_probs",
+    "answer",
+    "prompt",
+    "toxicity",
 )
 CSV_COLUMNS: dict[str, tuple[str, ...]] = {
     "behaviour": ("condition", "round", "metric", "value", "ci_low", "ci_high", "n"),
     "convergence": ("condition", "metric", "convergence_round"),
     "flips": ("condition", "round_from", "round_to", "answer_from", "answer_to", "count"),
     "calibration": ("condition", "round", "bin_low", "bin_high", "mean_confidence", "accuracy", "count"),
-    "paired_tests": ("metric", "round", "condition_a", "condition_b", "difference", "ci_low", "ci_high",
-                     "p_value", "n"),
+    "paired_tests": (
+        "metric",
+        "round",
+        "condition_a",
+        "condition_b",
+        "difference",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "n",
+    ),
     "interactions": ("outcome", "effect", "estimate", "ci_low", "ci_high"),
     "items": ("item_id", "condition", "round", "prompt_excerpt", "answer", "predicted", "correct"),
 }
@@ -111,8 +133,9 @@ def _estimate_over_items(
 ) -> statistics.Estimate:
     """Bootstrap a statistic of a row subset given as an index array."""
     indices = np.arange(len(rows), dtype=float)
-    return statistics.bootstrap_ci(indices, lambda idx: statistic(idx.astype(int)), config.n_boot,
-                                   config.seed, config.level)
+    return statistics.bootstrap_ci(
+        indices, lambda idx: statistic(idx.astype(int)), config.n_boot, config.seed, config.level
+    )
 
 
 def _behaviour_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> dict[str, statistics.Estimate]:
@@ -133,20 +156,27 @@ def _behaviour_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) ->
         parsed_pronouns = [p for p in pronouns if p is not None]
         for pronoun in ("they", "he", "she"):
             hits = np.array([float(p == pronoun) for p in parsed_pronouns])
-            metrics[f"{pronoun}_rate"] = statistics.bootstrap_ci(hits, np.mean, config.n_boot, config.seed, config.level)
+            metrics[f"{pronoun}_rate"] = statistics.bootstrap_ci(
+                hits, np.mean, config.n_boot, config.seed, config.level
+            )
     scored = np.array([r["toxicity"] for r in rows if r["toxicity"] is not None], dtype=float)
     if scored.size:
         metrics["toxicity"] = statistics.bootstrap_ci(scored, np.mean, config.n_boot, config.seed, config.level)
-    sampled = np.array([r.get("semantic_uncertainty") for r in rows if r.get("semantic_uncertainty") is not None], dtype=float)
+    sampled = np.array(
+        [r.get("semantic_uncertainty") for r in rows if r.get("semantic_uncertainty") is not None], dtype=float
+    )
     if sampled.size:
         metrics["uncertainty"] = statistics.bootstrap_ci(sampled, np.mean, config.n_boot, config.seed, config.level)
-    distinguished = np.array([r["distinguish_correct"] for r in rows if r.get("distinguish_correct") is not None], dtype=float)
+    distinguished = np.array(
+        [r["distinguish_correct"] for r in rows if r.get("distinguish_correct") is not None], dtype=float
+    )
     if distinguished.size:
         metrics["self_distinguish_accuracy"] = statistics.bootstrap_ci(
             distinguished, np.mean, config.n_boot, config.seed, config.level
         )
     pairwise = np.array(
-        [r["pairwise_distinguish_accuracy"] for r in rows if r.get("pairwise_distinguish_accuracy") is not None], dtype=float
+        [r["pairwise_distinguish_accuracy"] for r in rows if r.get("pairwise_distinguish_accuracy") is not None],
+        dtype=float,
     )
     if pairwise.size:
         metrics["pairwise_distinguish_accuracy"] = statistics.bootstrap_ci(
@@ -179,16 +209,24 @@ def _bbq_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> dict[
         if subset.size == 0:
             continue
         hits = (predicted[subset] == gold[subset]).astype(float)[predicted[subset] >= 0]
-        metrics[f"accuracy_{condition}"] = statistics.bootstrap_ci(hits, np.mean, config.n_boot, config.seed, config.level)
+        metrics[f"accuracy_{condition}"] = statistics.bootstrap_ci(
+            hits, np.mean, config.n_boot, config.seed, config.level
+        )
         sub_rows = [rows[i] for i in subset]
         p, g, t, u = predicted[subset], gold[subset], target[subset], unknown[subset]
         if condition == "ambig":
-            metrics["unknown_rate"] = _estimate_over_items(sub_rows, lambda idx: bbq.unknown_rate(p[idx], u[idx]), config)
+            metrics["unknown_rate"] = _estimate_over_items(
+                sub_rows, lambda idx, p=p, u=u: bbq.unknown_rate(p[idx], u[idx]), config
+            )
             metrics["bias_score_ambiguous"] = _estimate_over_items(
-                sub_rows, lambda idx: bbq.bias_score_ambiguous(p[idx], g[idx], t[idx], u[idx]), config)
+                sub_rows,
+                lambda idx, p=p, g=g, t=t, u=u: bbq.bias_score_ambiguous(p[idx], g[idx], t[idx], u[idx]),
+                config,
+            )
         else:
             metrics["bias_score_disambiguated"] = _estimate_over_items(
-                sub_rows, lambda idx: bbq.bias_score_disambiguated(p[idx], t[idx], u[idx]), config)
+                sub_rows, lambda idx, p=p, t=t, u=u: bbq.bias_score_disambiguated(p[idx], t[idx], u[idx]), config
+            )
     return metrics
 
 
@@ -221,29 +259,46 @@ def compute_results(rows: Sequence[dict[str, Any]], config: ResultsConfig = Resu
             metrics["flip_rate"] = statistics.bootstrap_ci(changed, np.mean, config.n_boot, config.seed, config.level)
         for metric, estimate in metrics.items():
             name = f"{task}/{metric}" if several_tasks else metric
-            tables["behaviour"].append({
-                "condition": condition, "round": round_index, "metric": name,
-                "value": _blank_if_nan(estimate.estimate), "ci_low": _blank_if_nan(estimate.ci_low),
-                "ci_high": _blank_if_nan(estimate.ci_high), "n": estimate.n,
-            })
+            tables["behaviour"].append(
+                {
+                    "condition": condition,
+                    "round": round_index,
+                    "metric": name,
+                    "value": _blank_if_nan(estimate.estimate),
+                    "ci_low": _blank_if_nan(estimate.ci_low),
+                    "ci_high": _blank_if_nan(estimate.ci_high),
+                    "n": estimate.n,
+                }
+            )
             series.setdefault((condition, name), {})[round_index] = estimate.estimate
     for (condition, metric), values in sorted(series.items()):
         ordered = [values[r] for r in sorted(values)]
         if len(ordered) < 2 or not np.all(np.isfinite(ordered)):
             continue
         converged = dynamics.convergence_round(ordered, config.convergence_eps)
-        tables["convergence"].append({"condition": condition, "metric": metric,
-                                      "convergence_round": "" if converged is None else sorted(values)[converged]})
+        tables["convergence"].append(
+            {
+                "condition": condition,
+                "metric": metric,
+                "convergence_round": "" if converged is None else sorted(values)[converged],
+            }
+        )
     tables["flips"] = _flip_rows(rows)
     tables["calibration"] = _calibration_rows(rows, config)
     tables["paired_tests"] = _paired_rows(rows, config)
     tables["interactions"] = _interaction_rows(rows, config)
-    tables["items"] = [{
-        "item_id": r["item_id"], "condition": r["condition"], "round": r["round"],
-        "prompt_excerpt": _excerpt(r["prompt"] or "", config.excerpt_chars), "answer": r["answer"],
-        "predicted": option_letter(r["predicted"]) if r["gold"] is not None or r["predicted"] is not None else "",
-        "correct": "" if np.isnan(_correct(r)) else int(_correct(r)),
-    } for r in rows]
+    tables["items"] = [
+        {
+            "item_id": r["item_id"],
+            "condition": r["condition"],
+            "round": r["round"],
+            "prompt_excerpt": _excerpt(r["prompt"] or "", config.excerpt_chars),
+            "answer": r["answer"],
+            "predicted": option_letter(r["predicted"]) if r["gold"] is not None or r["predicted"] is not None else "",
+            "correct": "" if np.isnan(_correct(r)) else int(_correct(r)),
+        }
+        for r in rows
+    ]
     return result
 
 
@@ -256,16 +311,25 @@ def _flip_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for (condition,), group in _groups(rows, "condition").items():
         by_round = _groups(group, "round")
         rounds = sorted(r for (r,) in by_round)
-        for r_from, r_to in zip(rounds, rounds[1:]):
+        for r_from, r_to in itertools.pairwise(rounds):
             before = {row["item_id"]: row["predicted"] for row in by_round[(r_from,)]}
-            pairs = [(before[row["item_id"]], row["predicted"]) for row in by_round[(r_to,)]
-                     if row["item_id"] in before]
+            pairs = [
+                (before[row["item_id"]], row["predicted"]) for row in by_round[(r_to,)] if row["item_id"] in before
+            ]
             if not pairs:
                 continue
             counts = dynamics.transition_counts([a for a, _ in pairs], [b for _, b in pairs])
             for (a, b), count in sorted(counts.items()):
-                out.append({"condition": condition, "round_from": r_from, "round_to": r_to,
-                            "answer_from": a, "answer_to": b, "count": count})
+                out.append(
+                    {
+                        "condition": condition,
+                        "round_from": r_from,
+                        "round_to": r_to,
+                        "answer_from": a,
+                        "answer_to": b,
+                        "count": count,
+                    }
+                )
     return out
 
 
@@ -278,8 +342,17 @@ def _calibration_rows(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> 
         probs = np.array([r["option_probs"] for r in scored], dtype=float)
         hit = probs.argmax(axis=1) == np.array([r["gold"] for r in scored])
         for b in calibration.reliability_bins(probs.max(axis=1), hit, config.n_bins, config.binning):
-            out.append({"condition": condition, "round": round_index, "bin_low": b.low, "bin_high": b.high,
-                        "mean_confidence": b.mean_confidence, "accuracy": b.accuracy, "count": b.count})
+            out.append(
+                {
+                    "condition": condition,
+                    "round": round_index,
+                    "bin_low": b.low,
+                    "bin_high": b.high,
+                    "mean_confidence": b.mean_confidence,
+                    "accuracy": b.accuracy,
+                    "count": b.count,
+                }
+            )
     return out
 
 
@@ -304,17 +377,30 @@ def _paired_rows(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> list[
             for a, b in itertools.combinations(conditions, 2):
                 values_a = _per_item(by_cell.get((a, round_index), []), value)
                 values_b = _per_item(by_cell.get((b, round_index), []), value)
-                shared = [i for i in sorted(set(values_a) & set(values_b))
-                          if np.isfinite(values_a[i]) and np.isfinite(values_b[i])]
+                shared = [
+                    i
+                    for i in sorted(set(values_a) & set(values_b))
+                    if np.isfinite(values_a[i]) and np.isfinite(values_b[i])
+                ]
                 if not shared:
                     continue
                 x = np.array([values_a[i] for i in shared])
                 y = np.array([values_b[i] for i in shared])
                 estimate = statistics.paired_difference(x, y, config.n_boot, config.seed, config.level)
                 p_value = statistics.sign_flip_p_value(x - y, config.n_permutations, config.seed)
-                out.append({"metric": metric, "round": round_index, "condition_a": a, "condition_b": b,
-                            "difference": estimate.estimate, "ci_low": _blank_if_nan(estimate.ci_low),
-                            "ci_high": _blank_if_nan(estimate.ci_high), "p_value": p_value, "n": estimate.n})
+                out.append(
+                    {
+                        "metric": metric,
+                        "round": round_index,
+                        "condition_a": a,
+                        "condition_b": b,
+                        "difference": estimate.estimate,
+                        "ci_low": _blank_if_nan(estimate.ci_low),
+                        "ci_high": _blank_if_nan(estimate.ci_high),
+                        "p_value": p_value,
+                        "n": estimate.n,
+                    }
+                )
     return out
 
 
@@ -343,8 +429,7 @@ def _interaction_rows(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> 
         for round_index in sorted({r["round"] for r in rows}):
             cells = {}
             for i, c, f in itertools.product((0, 1), repeat=3):
-                name = (f"instr={levels['instruction'][i]}+cot={levels['cot'][c]}"
-                        f"+fb={levels['feedback'][f]}")
+                name = f"instr={levels['instruction'][i]}+cot={levels['cot'][c]}+fb={levels['feedback'][f]}"
                 cells[(i, c, f)] = _per_item(by_cell.get((name, round_index), []), value)
             items = sorted(set.intersection(*(set(v) for v in cells.values())))
             if not items:
@@ -354,11 +439,18 @@ def _interaction_rows(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> 
                 outcomes[:, i, c, f] = [values[item] for item in items]
             if not np.isfinite(outcomes).all(axis=(1, 2, 3)).any():
                 continue
-            for effect, estimate in statistics.factorial_effects(outcomes, config.n_boot, config.seed,
-                                                                  config.level).items():
-                out.append({"outcome": f"{metric}@round{round_index}", "effect": effect,
-                            "estimate": estimate.estimate, "ci_low": _blank_if_nan(estimate.ci_low),
-                            "ci_high": _blank_if_nan(estimate.ci_high)})
+            for effect, estimate in statistics.factorial_effects(
+                outcomes, config.n_boot, config.seed, config.level
+            ).items():
+                out.append(
+                    {
+                        "outcome": f"{metric}@round{round_index}",
+                        "effect": effect,
+                        "estimate": estimate.estimate,
+                        "ci_low": _blank_if_nan(estimate.ci_low),
+                        "ci_high": _blank_if_nan(estimate.ci_high),
+                    }
+                )
     return out
 
 

@@ -28,20 +28,20 @@ from workbench.hooks.sites import SiteKind
 from workbench.metrics.answers import parse_option
 from workbench.metrics.options import option_probabilities
 from workbench.metrics.uncertainty import anchor_clusters, same_option_equivalence, semantic_uncertainty
-from workbench.option_scoring import continuation_mean_nll, option_mean_nll
 from workbench.models.loading import LoadedModel, load_model
+from workbench.option_scoring import continuation_mean_nll, option_mean_nll
 from workbench.protocols import (
     Condition,
     Dialogue,
-    WeakEvidence,
-    add_weak_evidence,
-    mask_turn_responses,
     ProtocolConfig,
     RoundPrompt,
+    WeakEvidence,
+    add_weak_evidence,
     dialogue_complete,
     factorial_conditions,
     feedback_due,
     feedback_turn,
+    mask_turn_responses,
     next_prompt,
 )
 from workbench.protocols.dialogue import PendingTurn
@@ -125,15 +125,15 @@ class ExperimentRunner:
             settings.instructions, settings.cot, settings.feedback, settings.rounds, settings.history_mode
         )
         self.protocol = ProtocolConfig(family=settings.family, eos_token=settings.eos_token)
-        self.critic = (
-            build_critic(settings.critic, model, settings.critic_tokens) if any(settings.feedback) else None
-        )
+        self.critic = build_critic(settings.critic, model, settings.critic_tokens) if any(settings.feedback) else None
         arch = model.architecture
         self.sites = parse_sites(list(config.capture.sites), arch.n_layers, arch.n_heads)
         if any(site.kind is SiteKind.PATTERN for site in self.sites):
             raise ConfigError("[capture] attention patterns are not cached; capture them with workbench.hooks.capture")
         if any(is_token_level(position) for position in config.capture.positions):
-            raise ConfigError("[capture] cached positions hold one vector per record: last_prompt, last, answer_mean or an index")
+            raise ConfigError(
+                "[capture] cached positions hold one vector per record: last_prompt, last, answer_mean or an index"
+            )
         self.prompt_limit = settings.max_prompt_tokens or arch.max_positions
         self.scorer: ToxicityScorer | None = (
             build_toxicity_scorer(config.toxicity) if any(item.task == "realtoxicity" for item in self.items) else None
@@ -150,7 +150,9 @@ class ExperimentRunner:
             for kind in dict.fromkeys(site.kind for site in self.sites):
                 layers = tuple(site.layer for site in self.sites if site.kind is kind)
                 shape = (arch.n_heads, arch.d_head) if kind is SiteKind.Z else (arch.d_model,)
-                datasets.append(DatasetSpec(position=position_name(position), site=kind.value, layers=layers, shape=shape))
+                datasets.append(
+                    DatasetSpec(position=position_name(position), site=kind.value, layers=layers, shape=shape)
+                )
         # Chunks hold one layer of many records (the probes' read pattern), about 1 MiB, but no
         # bigger than the whole run needs: a small run does not allocate megabytes per layer.
         row_bytes = max(math.prod(spec.shape) for spec in datasets) * (2 if self.config.cache.dtype == "float16" else 4)
@@ -175,7 +177,10 @@ class ExperimentRunner:
     def run(self, cache_path: Path, *, overwrite: bool = False, progress: Progress | None = None) -> None:
         """Run every condition over every item into ``cache_path`` (resuming when it exists)."""
         with CacheWriter.open(
-            cache_path, self.cache_spec(), self.cache_metadata(), queue_size=self.config.cache.queue_size,
+            cache_path,
+            self.cache_spec(),
+            self.cache_metadata(),
+            queue_size=self.config.cache.queue_size,
             overwrite=overwrite,
         ) as writer:
             done = writer.committed_keys()
@@ -183,7 +188,9 @@ class ExperimentRunner:
                 progress(len(done))
             for condition in self.conditions:
                 for batch in _batches(self.items, self.config.capture.batch_size):
-                    keys = [record_key(condition.name, item.item_id, r) for item in batch for r in range(condition.rounds)]
+                    keys = [
+                        record_key(condition.name, item.item_id, r) for item in batch for r in range(condition.rounds)
+                    ]
                     if all(key in done for key in keys):
                         continue
                     for records, activations in self._run_dialogues(condition, batch):
@@ -205,7 +212,9 @@ class ExperimentRunner:
         caches: dict[str, DialogueKV] = {}
         toxicity: dict[str, list[float]] = {}  # item -> toxicity of each answer round so far
         while True:
-            active = [item for item in items if not dialogue_complete(item, condition, dialogues[item.item_id], self.protocol)]
+            active = [
+                item for item in items if not dialogue_complete(item, condition, dialogues[item.item_id], self.protocol)
+            ]
             if not active:
                 return
             prompts: list[RoundPrompt] = []
@@ -222,14 +231,17 @@ class ExperimentRunner:
                 prompts.append(prompt)
             texts = [self._prompt_text(prompt) for prompt in prompts]
             faithful = condition.history_mode == "faithful"
-            prompt_ids = [
-                self.model.tokenizer(text, add_special_tokens=faithful)["input_ids"] for text in texts
-            ]
+            prompt_ids = [self.model.tokenizer(text, add_special_tokens=faithful)["input_ids"] for text in texts]
             kind = prompts[0].turn.kind
             budget = self.config.protocol.answer_tokens if kind == "answer" else self.config.protocol.rationale_tokens
             check_prompt_lengths(
-                prompt_ids, budget, self.prompt_limit,
-                [f"item {item.item_id} ({condition.name}, round {prompt.turn.round})" for item, prompt in zip(active, prompts)],
+                prompt_ids,
+                budget,
+                self.prompt_limit,
+                [
+                    f"item {item.item_id} ({condition.name}, round {prompt.turn.round})"
+                    for item, prompt in zip(active, prompts)
+                ],
             )
             if kind == "answer":
                 answered = self._answer(active, prompt_ids, budget, caches)
@@ -240,8 +252,14 @@ class ExperimentRunner:
                 dialogues[item.item_id] = dialogues[item.item_id].append(prompt.turn.complete(text))
             if kind == "answer":
                 yield self._answer_records(
-                    condition, active, prompts, texts, prompt_ids, answered,
-                    [dialogues[item.item_id] for item in active], toxicity,
+                    condition,
+                    active,
+                    prompts,
+                    texts,
+                    prompt_ids,
+                    answered,
+                    [dialogues[item.item_id] for item in active],
+                    toxicity,
                 )
 
     def _seen_by_model(self, dialogue: Dialogue) -> Dialogue:
@@ -264,7 +282,12 @@ class ExperimentRunner:
             raise ConfigError("items of one batch must share their option labels; split the task by option count")
         reuse = self.config.protocol.reuse_kv_cache
         answered = answer_batch(
-            self.model, prompt_ids, labels, self.sites, self.config.capture.positions, budget,
+            self.model,
+            prompt_ids,
+            labels,
+            self.sites,
+            self.config.capture.positions,
+            budget,
             backend=self.config.model.backend,
             previous=[caches.get(item.item_id) for item in items] if reuse else None,
             keep_caches=reuse,
@@ -299,8 +322,11 @@ class ExperimentRunner:
     ) -> list[tuple[int, int]]:
         """(predicted, gold) option of the stereotyped-group question per item; (-1, -1) when not asked."""
         asked = [
-            index for index, item in enumerate(items)
-            if self.config.protocol.self_distinguish and item.task == "bbq" and item.metadata.get("target_index") is not None
+            index
+            for index, item in enumerate(items)
+            if self.config.protocol.self_distinguish
+            and item.task == "bbq"
+            and item.metadata.get("target_index") is not None
         ]
         result = [(-1, -1)] * len(items)
         if not asked:
@@ -309,7 +335,10 @@ class ExperimentRunner:
             _stereotype_question(condition, items[index], dialogues[index], self.config.protocol.eos_token)
             for index in asked
         ]
-        texts = [raw if raw is not None else chat_prompt(self.model, messages, prefix) for raw, messages, prefix, _ in questions]
+        texts = [
+            raw if raw is not None else chat_prompt(self.model, messages, prefix)
+            for raw, messages, prefix, _ in questions
+        ]
         choices = self._choose_options(
             texts, [items[index].option_labels for index in asked], faithful=condition.history_mode == "faithful"
         )
@@ -383,9 +412,7 @@ class ExperimentRunner:
         uncertainty = self._semantic_uncertainty(items, prompt_ids, keys)
         distinguish = self._self_distinguish(condition, items, dialogues)
         answers, answer_ids = answered.texts, answered.answer_ids
-        probabilities = {
-            index: option_probabilities(nll) for index, nll in enumerate(answered.option_nll) if len(nll)
-        }
+        probabilities = {index: option_probabilities(nll) for index, nll in enumerate(answered.option_nll) if len(nll)}
         toxicity = np.full(len(items), np.nan)
         scorer_name = ""
         scored_texts = [index for index, item in enumerate(items) if item.task == "realtoxicity"]

@@ -40,10 +40,7 @@ def item_answers_figure(items: Sequence[ItemAnswer], max_items: int = MAX_ITEMS)
                 y=[escape_text(item_id) for item_id in item_ids],
                 z=[[_correctness(cell.get((item_id, r))) for r in rounds] for item_id in item_ids],
                 hovertext=[
-                    [
-                        item_hover_text(cell[(item_id, r)]) if (item_id, r) in cell else "no answer"
-                        for r in rounds
-                    ]
+                    [item_hover_text(cell[(item_id, r)]) if (item_id, r) in cell else "no answer" for r in rounds]
                     for item_id in item_ids
                 ],
                 hoverinfo="text",
@@ -69,8 +66,7 @@ def item_answers_figure(items: Sequence[ItemAnswer], max_items: int = MAX_ITEMS)
             },
         },
         height=max(360, 16 * len(item_ids) + 180),
-        title=f"Answers per item ({len(item_ids)} of "
-        f"{len(set(item.item_id for item in items))} items)",
+        title=f"Answers per item ({len(item_ids)} of {len(set(item.item_id for item in items))} items)",
     )
     return fig
 

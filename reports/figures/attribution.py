@@ -22,17 +22,15 @@ def head_attribution_figure(heads: Sequence[HeadEffect]) -> go.Figure:
         raise ValueError("heads table has no rows")
     panels = list(dict.fromkeys((h.checkpoint, h.method) for h in heads))
     grid = panel_grid(
-        [f"{escape_text(c)} ({escape_text(m)})" for c, m in panels], max_columns=2, panel_height=420,
+        [f"{escape_text(c)} ({escape_text(m)})" for c, m in panels],
+        max_columns=2,
+        panel_height=420,
         horizontal_spacing=0.08,
     )
     fig, height = grid.figure, grid.height
     for index, (checkpoint, method) in enumerate(panels):
         row, col = grid.position(index)
-        effects = {
-            (h.layer, h.head): h.effect
-            for h in heads
-            if h.checkpoint == checkpoint and h.method == method
-        }
+        effects = {(h.layer, h.head): h.effect for h in heads if h.checkpoint == checkpoint and h.method == method}
         layers = sorted({layer for layer, _ in effects})
         head_indices = sorted({head for _, head in effects})
         fig.add_trace(
@@ -55,9 +53,7 @@ def head_attribution_figure(heads: Sequence[HeadEffect]) -> go.Figure:
             row=row,
             col=col,
         )
-        fig.update_xaxes(
-            title_text="head", dtick=integer_dtick(len(head_indices)), row=row, col=col
-        )
+        fig.update_xaxes(title_text="head", dtick=integer_dtick(len(head_indices)), row=row, col=col)
         fig.update_yaxes(title_text="layer", dtick=integer_dtick(len(layers)), row=row, col=col)
     fig.update_layout(
         coloraxis={"colorscale": "RdBu_r", "cmid": 0, "colorbar": {"title": {"text": "effect"}}},

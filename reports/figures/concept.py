@@ -21,9 +21,7 @@ def least_squares_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, f
     return float(slope), float(intercept)
 
 
-def concept_uncertainty_figure(
-    concept: Sequence[ConceptUncertainty], items: Sequence[ItemAnswer] = ()
-) -> go.Figure:
+def concept_uncertainty_figure(concept: Sequence[ConceptUncertainty], items: Sequence[ItemAnswer] = ()) -> go.Figure:
     """Concept activation (y) against uncertainty (x): one panel per condition.
 
     Points are the item x round rows of ``probes/concept_uncertainty.csv``, coloured by round;
@@ -63,9 +61,7 @@ def concept_uncertainty_figure(
                 row=row,
                 col=col,
             )
-        fit = least_squares_line(
-            [p.uncertainty for p in points], [p.concept_activation for p in points]
-        )
+        fit = least_squares_line([p.uncertainty for p in points], [p.concept_activation for p in points])
         if fit is not None:
             slope, intercept = fit
             x_range = [min(p.uncertainty for p in points), max(p.uncertainty for p in points)]
@@ -78,9 +74,7 @@ def concept_uncertainty_figure(
                     name="least-squares fit",
                     legendgroup="least-squares fit",
                     showlegend=fit_in_legend,
-                    hovertext=(
-                        f"{escape_text(condition)}: slope {slope:.3g}, intercept {intercept:.3g}"
-                    ),
+                    hovertext=(f"{escape_text(condition)}: slope {slope:.3g}, intercept {intercept:.3g}"),
                     hoverinfo="text",
                 ),
                 row=row,
@@ -93,12 +87,8 @@ def concept_uncertainty_figure(
     return fig
 
 
-def _point_hover(
-    point: ConceptUncertainty, answers: dict[tuple[str, str, int], ItemAnswer]
-) -> str:
-    values = (
-        f"uncertainty {point.uncertainty:.3g}, concept activation {point.concept_activation:.3g}"
-    )
+def _point_hover(point: ConceptUncertainty, answers: dict[tuple[str, str, int], ItemAnswer]) -> str:
+    values = f"uncertainty {point.uncertainty:.3g}, concept activation {point.concept_activation:.3g}"
     answer = answers.get((point.item_id, point.condition, point.round))
     if answer is None:
         return f"item {escape_text(point.item_id)}, round {point.round}<br>{values}"

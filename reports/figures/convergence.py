@@ -21,9 +21,7 @@ def behaviour_metrics_of(behaviour: Sequence[BehaviourMetric]) -> list[str]:
     return [metric for metric in metrics if metric not in UNCERTAINTY_METRICS]
 
 
-def convergence_figure(
-    behaviour: Sequence[BehaviourMetric], convergence: Sequence[ConvergenceRound] = ()
-) -> go.Figure:
+def convergence_figure(behaviour: Sequence[BehaviourMetric], convergence: Sequence[ConvergenceRound] = ()) -> go.Figure:
     """Behaviour per round: one subplot row per metric, one line (with band) per condition.
 
     ``behaviour`` holds the rows of ``results/behaviour.csv`` (accuracy, bias score, toxicity,
@@ -69,10 +67,7 @@ def convergence_figure(
                         name="convergence round",
                         legendgroup="convergence round",
                         showlegend=star_in_legend,
-                        hovertext=[
-                            f"{escape_text(condition)}: {escape_text(metric)} "
-                            f"converged at round {round_}"
-                        ],
+                        hovertext=[f"{escape_text(condition)}: {escape_text(metric)} converged at round {round_}"],
                         hoverinfo="text",
                     ),
                     row=metric_index,
@@ -130,9 +125,7 @@ def answer_flips_figure(flips: Sequence[AnswerFlip]) -> go.Figure:
             showarrow=False,
             yanchor="bottom",
         )
-    fig.update_layout(
-        height=SANKEY_HEIGHT * len(conditions) + 80, title="Answer flips between rounds"
-    )
+    fig.update_layout(height=SANKEY_HEIGHT * len(conditions) + 80, title="Answer flips between rounds")
     return fig
 
 
@@ -143,8 +136,5 @@ def _node_positions(nodes: list[tuple[int, str]]) -> tuple[list[float], list[flo
     column = {round_: i for i, round_ in enumerate(rounds)}
     per_round = {round_: [answer for r, answer in nodes if r == round_] for round_ in rounds}
     x = [0.01 + 0.98 * column[r] / max(1, len(rounds) - 1) for r, _ in nodes]
-    y = [
-        0.01 + 0.98 * (per_round[r].index(answer) + 0.5) / len(per_round[r])
-        for r, answer in nodes
-    ]
+    y = [0.01 + 0.98 * (per_round[r].index(answer) + 0.5) / len(per_round[r]) for r, answer in nodes]
     return x, y

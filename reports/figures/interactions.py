@@ -67,9 +67,7 @@ def interactions_figure(
                     "type": "data",
                     "symmetric": False,
                     "array": [e.ci_high - e.estimate if k else 0 for e, k in zip(effects, known)],
-                    "arrayminus": [
-                        e.estimate - e.ci_low if k else 0 for e, k in zip(effects, known)
-                    ],
+                    "arrayminus": [e.estimate - e.ci_low if k else 0 for e, k in zip(effects, known)],
                 },
                 name=source,
                 legendgroup=source,
@@ -88,9 +86,7 @@ def interactions_figure(
         fig.add_vline(x=0, line={"dash": "dot", "color": "grey"}, row=row, col=1)
         fig.update_yaxes(autorange="reversed", row=row, col=1)
         fig.update_xaxes(title_text=f"effect on {escape_text(outcome)}", row=row, col=1)
-    fig.update_layout(
-        height=height, title="Main effects and interaction contrasts"
-    )
+    fig.update_layout(height=height, title="Main effects and interaction contrasts")
     return fig
 
 

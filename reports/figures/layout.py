@@ -69,9 +69,7 @@ class PanelGrid:
         return grid_position(index, self.columns)
 
 
-def panel_grid(
-    titles: Sequence[str], *, max_columns: int, panel_height: int, horizontal_spacing: float
-) -> PanelGrid:
+def panel_grid(titles: Sequence[str], *, max_columns: int, panel_height: int, horizontal_spacing: float) -> PanelGrid:
     """One panel per (already escaped) title, at most ``max_columns`` wide, ``panel_height`` px per row."""
     rows, columns = subplot_grid(len(titles), max_columns)
     height = panel_height * rows + 80

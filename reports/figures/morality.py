@@ -68,10 +68,7 @@ def morality_figure(
                 x=rounds,
                 y=layers,
                 z=[[_value(cell.get((layer, r))) for r in rounds] for layer in layers],
-                hovertext=[
-                    [_level_hover(cell.get((layer, r)), layer, r) for r in rounds]
-                    for layer in layers
-                ],
+                hovertext=[[_level_hover(cell.get((layer, r)), layer, r) for r in rounds] for layer in layers],
                 hoverinfo="text",
                 coloraxis="coloraxis",
                 name=escape_text(condition),
@@ -137,17 +134,12 @@ def _add_probe_accuracy(fig: go.Figure, accuracy: Sequence[LayerScore], *, col: 
                     error_x={
                         "type": "data",
                         "symmetric": False,
-                        "array": [
-                            s.ci_high - s.value if k else 0 for s, k in zip(scores, known)
-                        ],
-                        "arrayminus": [
-                            s.value - s.ci_low if k else 0 for s, k in zip(scores, known)
-                        ],
+                        "array": [s.ci_high - s.value if k else 0 for s, k in zip(scores, known)],
+                        "arrayminus": [s.value - s.ci_low if k else 0 for s, k in zip(scores, known)],
                     },
                     name=label,
                     hovertext=[
-                        f"{label}, layer {s.layer}: accuracy {s.value:.3f}"
-                        f"{interval_text(s.ci_low, s.ci_high)}"
+                        f"{label}, layer {s.layer}: accuracy {s.value:.3f}{interval_text(s.ci_low, s.ci_high)}"
                         for s in scores
                     ],
                     hoverinfo="text",

@@ -30,10 +30,7 @@ def uncertainty_figure(behaviour: Sequence[BehaviourMetric]) -> go.Figure:
     """
     metrics = uncertainty_metrics_of(behaviour)
     if not metrics:
-        raise ValueError(
-            "behaviour table holds none of the uncertainty metrics "
-            + ", ".join(UNCERTAINTY_METRICS)
-        )
+        raise ValueError("behaviour table holds none of the uncertainty metrics " + ", ".join(UNCERTAINTY_METRICS))
     conditions = list(dict.fromkeys(row.condition for row in behaviour))
     fig = metric_rows(metrics)
     for metric_index, metric in enumerate(metrics, start=1):

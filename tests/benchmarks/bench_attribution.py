@@ -15,7 +15,10 @@ from pathlib import Path
 
 from workbench.attribution.contrast import tokenize_contrast_pairs, winogender_contrast_pairs
 from workbench.attribution.head_effects import (
-    activation_patching_effects, attribution_patching_effects, head_outputs, total_effect,
+    activation_patching_effects,
+    attribution_patching_effects,
+    head_outputs,
+    total_effect,
 )
 from workbench.attribution.selection import rank_correlation, top_k_agreement
 from workbench.models.loading import load_model
@@ -39,20 +42,25 @@ def main() -> None:
     start = time.perf_counter()
     estimated = attribution_patching_effects(model, contrast, source_z).numpy()
     attribution_seconds = time.perf_counter() - start
-    print(json.dumps({
-        "model": model.model_id,
-        "heads": int(patched.size),
-        "pairs_used": int(contrast.target_ids.numel()),
-        "pairs_dropped": contrast.n_dropped,
-        "mean_total_effect": float(total_effect(model, contrast).mean()),
-        "seconds_capture_counterfactual": round(capture_seconds, 3),
-        "seconds_activation_patching": round(patching_seconds, 3),
-        "seconds_attribution_patching": round(attribution_seconds, 3),
-        "speedup": round(patching_seconds / attribution_seconds, 1),
-        "spearman_abs_effect": round(rank_correlation(patched, estimated), 4),
-        "top_k_agreement": {k: top_k_agreement(patched, estimated, k) for k in (5, 10, 20)},
-        "max_abs_effect_patching": float(abs(patched).max()),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": model.model_id,
+                "heads": int(patched.size),
+                "pairs_used": int(contrast.target_ids.numel()),
+                "pairs_dropped": contrast.n_dropped,
+                "mean_total_effect": float(total_effect(model, contrast).mean()),
+                "seconds_capture_counterfactual": round(capture_seconds, 3),
+                "seconds_activation_patching": round(patching_seconds, 3),
+                "seconds_attribution_patching": round(attribution_seconds, 3),
+                "speedup": round(patching_seconds / attribution_seconds, 1),
+                "spearman_abs_effect": round(rank_correlation(patched, estimated), 4),
+                "top_k_agreement": {k: top_k_agreement(patched, estimated, k) for k in (5, 10, 20)},
+                "max_abs_effect_patching": float(abs(patched).max()),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,14 @@ def drop_from_page_cache(path: Path) -> None:
 def batch_records(start: int, stop: int) -> list[dict[str, object]]:
     return [
         {
-            "record_key": f"r{i}", "item_id": f"i{i}", "condition": "baseline", "round": 0,
-            "prompt": "p", "answer": "a", "n_prompt_tokens": 1, "n_answer_tokens": 1,
+            "record_key": f"r{i}",
+            "item_id": f"i{i}",
+            "condition": "baseline",
+            "round": 0,
+            "prompt": "p",
+            "answer": "a",
+            "n_prompt_tokens": 1,
+            "n_answer_tokens": 1,
         }
         for i in range(start, stop)
     ]
@@ -81,8 +87,11 @@ def time_h5_direct_chunks(path: Path, resid: np.ndarray, heads: np.ndarray) -> f
     """h5py alone: the cache's chunk layout, chunks pre-arranged (not timed), one write per chunk."""
     arrays = {"resid": resid, "heads": heads}
     layer_major = {name: np.ascontiguousarray(values.swapaxes(0, 1)) for name, values in arrays.items()}
-    spec = CacheSpec(datasets=[DatasetSpec("p", name, tuple(range(values.shape[1])), values.shape[2:])
-                               for name, values in arrays.items()])
+    spec = CacheSpec(
+        datasets=[
+            DatasetSpec("p", name, tuple(range(values.shape[1])), values.shape[2:]) for name, values in arrays.items()
+        ]
+    )
     chunks = {}  # (name, start, layer) -> one chunk's bytes, zero-padded past the last record
     for dataset_spec, (name, values) in zip(spec.datasets, arrays.items()):
         rows = spec.chunk_rows(dataset_spec)
@@ -95,7 +104,9 @@ def time_h5_direct_chunks(path: Path, resid: np.ndarray, heads: np.ndarray) -> f
     began = time.perf_counter()
     with h5py.File(path, "w", libver="latest") as file:
         for dataset_spec, (name, values) in zip(spec.datasets, arrays.items()):
-            dataset = file.create_dataset(name, shape=values.shape, chunks=spec.chunk_shape(dataset_spec), dtype=values.dtype)
+            dataset = file.create_dataset(
+                name, shape=values.shape, chunks=spec.chunk_shape(dataset_spec), dtype=values.dtype
+            )
             for (chunk_name, start, layer), chunk in chunks.items():
                 if chunk_name == name:
                     dataset.id.write_direct_chunk((start, layer) + (0,) * (values.ndim - 2), chunk)
@@ -150,19 +161,32 @@ def time_read(read: Callable[[], np.ndarray], path: Path, cold: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, nargs="+", default=[2000, 10000],
-                        help="cache sizes to write (records); reads use the last")
+    parser.add_argument(
+        "--records",
+        type=int,
+        nargs="+",
+        default=[2000, 10000],
+        help="cache sizes to write (records); reads use the last",
+    )
     parser.add_argument("--layers", type=int, default=30)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--folder", type=Path, default=None, help="where to write (default: a temp folder)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    print(f"write float16 caches ({args.layers} layers; resid 576 + hook_z 9x64; batches of {args.batch}), "
-          f"until on disk (fsync), best of {args.repeats}")
-    print(f"{'records':>8s} {'MB':>7s} | {'CacheWriter':>19s} | {'numpy.save':>19s} | {'h5py direct, alone':>19s} | writer / numpy.save (target >= 0.70)")
+    print(
+        f"write float16 caches ({args.layers} layers; resid 576 + hook_z 9x64; batches of {args.batch}), "
+        f"until on disk (fsync), best of {args.repeats}"
+    )
+    print(
+        f"{'records':>8s} {'MB':>7s} | {'CacheWriter':>19s} | {'numpy.save':>19s} | {'h5py direct, alone':>19s} | writer / numpy.save (target >= 0.70)"
+    )
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
-        cache_path, npy_path, record_major = Path(folder) / "cache.h5", Path(folder) / "same.npy", Path(folder) / "rm.h5"
+        cache_path, npy_path, record_major = (
+            Path(folder) / "cache.h5",
+            Path(folder) / "same.npy",
+            Path(folder) / "rm.h5",
+        )
         for records in args.records:
             resid = rng.standard_normal((records, args.layers, 576), dtype=np.float32).astype(np.float16)
             heads = rng.standard_normal((records, args.layers, 9, 64), dtype=np.float32).astype(np.float16)
@@ -170,17 +194,32 @@ def main() -> None:
             writer_s = min(time_cache_writer(cache_path, resid, heads, args.batch) for _ in range(args.repeats))
             numpy_s = min(time_numpy_save(npy_path, resid, heads) for _ in range(args.repeats))
             direct_s = min(time_h5_direct_chunks(Path(folder) / "direct.h5", resid, heads) for _ in range(args.repeats))
-            cells = " | ".join(f"{seconds:6.3f} s {megabytes / seconds:6.0f} MB/s" for seconds in (writer_s, numpy_s, direct_s))
-            print(f"{records:8d} {megabytes:7.1f} | {cells} | {numpy_s / writer_s:.2f} (h5py alone {numpy_s / direct_s:.2f})")
+            cells = " | ".join(
+                f"{seconds:6.3f} s {megabytes / seconds:6.0f} MB/s" for seconds in (writer_s, numpy_s, direct_s)
+            )
+            print(
+                f"{records:8d} {megabytes:7.1f} | {cells} | {numpy_s / writer_s:.2f} (h5py alone {numpy_s / direct_s:.2f})"
+            )
 
         write_record_major(record_major, resid, 1 << 20)
         layer = args.layers // 2
-        print(f"read layer {layer} of hook_resid_post across {records} records ({resid[:, layer].nbytes / 1e6:.1f} MB); "
-              "each read opens the file afresh (no HDF5 chunk cache carried over)")
+        print(
+            f"read layer {layer} of hook_resid_post across {records} records ({resid[:, layer].nbytes / 1e6:.1f} MB); "
+            "each read opens the file afresh (no HDF5 chunk cache carried over)"
+        )
         for cold in (True, False):
-            ours = min(time_read(lambda: read_layer(cache_path, RESID_PATH, layer), cache_path, cold) for _ in range(args.repeats))
-            theirs = min(time_read(lambda: read_layer(record_major, "resid", layer), record_major, cold) for _ in range(args.repeats))
-            via_reader = min(time_read(lambda: read_with_cache_reader(cache_path, layer), cache_path, cold) for _ in range(args.repeats))
+            ours = min(
+                time_read(lambda: read_layer(cache_path, RESID_PATH, layer), cache_path, cold)
+                for _ in range(args.repeats)
+            )
+            theirs = min(
+                time_read(lambda: read_layer(record_major, "resid", layer), record_major, cold)
+                for _ in range(args.repeats)
+            )
+            via_reader = min(
+                time_read(lambda: read_with_cache_reader(cache_path, layer), cache_path, cold)
+                for _ in range(args.repeats)
+            )
             print(
                 f"  {'cold' if cold else 'warm'}: layer-major chunks {chunks_of(cache_path, RESID_PATH)}: {ours * 1e3:7.1f} ms "
                 f"(CacheReader.read to float32: {via_reader * 1e3:7.1f} ms) | record-major chunks "

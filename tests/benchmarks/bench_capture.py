@@ -18,7 +18,14 @@ import resource
 import statistics
 import time
 
-VARIANTS = ("plain forward", "capture hf (last token)", "capture hf", "capture transformer_lens", "capture nnsight", "TL run_with_cache (filtered)")
+VARIANTS = (
+    "plain forward",
+    "capture hf (last token)",
+    "capture hf",
+    "capture transformer_lens",
+    "capture nnsight",
+    "TL run_with_cache (filtered)",
+)
 
 
 def _measure(variant: str, model_spec: str, batch: int, seq: int, repeats: int, queue: multiprocessing.Queue) -> None:
@@ -40,8 +47,9 @@ def _measure(variant: str, model_spec: str, batch: int, seq: int, repeats: int, 
             model.model(input_ids=ids, use_cache=False)
 
     def ours(backend: str, position: str = "all"):
-        return lambda: capture_tokens(model, sequences, [seq] * batch, sites=sites, positions=(position,),
-                                      backend=backend, batch_size=batch)
+        return lambda: capture_tokens(
+            model, sequences, [seq] * batch, sites=sites, positions=(position,), backend=backend, batch_size=batch
+        )
 
     def tl_cache() -> None:
         bridge = transformer_bridge(model.model, model.tokenizer, model.model_id)
@@ -78,7 +86,9 @@ def main() -> None:
     results = {}
     for variant in VARIANTS:
         queue = context.Queue()
-        process = context.Process(target=_measure, args=(variant, args.model, args.batch, args.seq, args.repeats, queue))
+        process = context.Process(
+            target=_measure, args=(variant, args.model, args.batch, args.seq, args.repeats, queue)
+        )
         process.start()
         results[variant] = queue.get()
         process.join()

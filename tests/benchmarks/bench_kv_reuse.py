@@ -46,8 +46,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="runs of each arm, interleaved; the fastest counts (a shared machine drifts)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="runs of each arm, interleaved; the fastest counts (a shared machine drifts)",
+    )
     args = parser.parse_args()
     plain_times, reuse_times = [], []
     for _ in range(args.repeats):
@@ -61,13 +65,17 @@ def main() -> None:
     same_text = float(np.mean(plain["answer"] == reused["answer"]))
     same_choice = float(np.mean(plain["predicted"] == reused["predicted"]))
     max_prob_diff = float(np.abs(plain["option_probs"] - reused["option_probs"]).max())
-    print(f"{len(plain['answer'])} records ({args.rounds} rounds), {tokens} transcript tokens in all rounds, "
-          f"fastest of {args.repeats} interleaved runs per arm")
+    print(
+        f"{len(plain['answer'])} records ({args.rounds} rounds), {tokens} transcript tokens in all rounds, "
+        f"fastest of {args.repeats} interleaved runs per arm"
+    )
     print(f"{'':18s} {'seconds':>9s} {'tokens/s':>10s}")
     print(f"{'re-encode':18s} {plain_s:9.1f} {tokens / plain_s:10.0f}")
     print(f"{'reuse KV cache':18s} {reuse_s:9.1f} {tokens / reuse_s:10.0f}")
-    print(f"speed-up {plain_s / reuse_s:.2f}x; identical answers {same_text:.1%}, same option choice "
-          f"{same_choice:.1%}, max option-probability difference {max_prob_diff:.1e}")
+    print(
+        f"speed-up {plain_s / reuse_s:.2f}x; identical answers {same_text:.1%}, same option choice "
+        f"{same_choice:.1%}, max option-probability difference {max_prob_diff:.1e}"
+    )
     by_round = [
         (r, float(np.mean(plain["answer"][plain["round"] == r] == reused["answer"][reused["round"] == r])))
         for r in range(args.rounds)

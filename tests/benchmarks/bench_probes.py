@@ -70,13 +70,17 @@ def main() -> None:
     loop_seconds = time.perf_counter() - start
 
     device = arguments.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"{arguments.layers} layers x {arguments.records} records x {arguments.width} dims, "
-          f"torch threads {torch.get_num_threads()}, batched device {device}")
+    print(
+        f"{arguments.layers} layers x {arguments.records} records x {arguments.width} dims, "
+        f"torch threads {torch.get_num_threads()}, batched device {device}"
+    )
     print(f"{'':24}{'seconds':>10}{'mean acc':>10}")
     print(f"{'batched torch (Newton)':24}{batched_seconds:10.2f}{batched.mean():10.4f}")
     print(f"{'scikit-learn loop':24}{loop_seconds:10.2f}{reference.mean():10.4f}")
-    print(f"speed-up {loop_seconds / batched_seconds:.1f}x; "
-          f"largest per-layer accuracy gap {np.abs(batched - reference).max() * 100:.2f} points")
+    print(
+        f"speed-up {loop_seconds / batched_seconds:.1f}x; "
+        f"largest per-layer accuracy gap {np.abs(batched - reference).max() * 100:.2f} points"
+    )
 
 
 if __name__ == "__main__":

@@ -39,10 +39,20 @@ def test_probes_on_smollm2(tmp_path: Path) -> None:
     config = {"model": {"spec": "smollm2-135m-instruct", "device": "cpu"}, "protocol": {"history_mode": "faithful"}}
     meta = CacheMetadata(model.model_id, model.weights_hash, "smollm2", config, 0)
     records = [
-        {"record_key": f"c|{item.item_id}|0", "item_id": item.item_id, "condition": "instr=none+cot=off+fb=off",
-         "round": 0, "prompt": prompt, "answer": "", "n_prompt_tokens": len(token_ids), "n_answer_tokens": 0,
-         "gold": item.gold, "target_index": item.metadata["target_index"], "unknown_index": item.metadata["unknown_index"],
-         "option_probs": [0.2, 0.3, 0.5]}
+        {
+            "record_key": f"c|{item.item_id}|0",
+            "item_id": item.item_id,
+            "condition": "instr=none+cot=off+fb=off",
+            "round": 0,
+            "prompt": prompt,
+            "answer": "",
+            "n_prompt_tokens": len(token_ids),
+            "n_answer_tokens": 0,
+            "gold": item.gold,
+            "target_index": item.metadata["target_index"],
+            "unknown_index": item.metadata["unknown_index"],
+            "option_probs": [0.2, 0.3, 0.5],
+        }
         for item, prompt, token_ids in zip(items, prompts, ids)
     ]
     (tmp_path / "run").mkdir()

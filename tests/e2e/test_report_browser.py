@@ -112,9 +112,7 @@ def test_screenshot_of_the_report(report_page: Path, tmp_path: Path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "report_browser.png"
     screenshot.unlink(missing_ok=True)
-    browser = run_chromium(
-        report_page, tmp_path / "profile", "--window-size=1400,9000", f"--screenshot={screenshot}"
-    )
+    browser = run_chromium(report_page, tmp_path / "profile", "--window-size=1400,9000", f"--screenshot={screenshot}")
     assert console_messages(browser.stderr) == []
     data = screenshot.read_bytes()
     assert data.startswith(PNG_SIGNATURE)

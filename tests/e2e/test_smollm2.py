@@ -44,11 +44,18 @@ def test_three_backends_agree_on_the_real_model() -> None:
     smollm2 = load_model("smollm2-135m-instruct", attn_implementation="eager")
     prompts = ["The capital of France is", "Who was not comfortable using the phone? The grandfather or the grandson?"]
     sites = ["blocks.*.hook_resid_post", "blocks.*.attn.hook_z", "blocks.3.hook_resid_mid", "blocks.29.hook_mlp_out"]
-    reference = capture(smollm2, prompts, answers=[" Paris.", " Unknown."], sites=sites,
-                        positions=("last_prompt", "answer_mean"))
+    reference = capture(
+        smollm2, prompts, answers=[" Paris.", " Unknown."], sites=sites, positions=("last_prompt", "answer_mean")
+    )
     for backend in ("transformer_lens", "nnsight"):
-        other = capture(smollm2, prompts, answers=[" Paris.", " Unknown."], sites=sites,
-                        positions=("last_prompt", "answer_mean"), backend=backend)
+        other = capture(
+            smollm2,
+            prompts,
+            answers=[" Paris.", " Unknown."],
+            sites=sites,
+            positions=("last_prompt", "answer_mean"),
+            backend=backend,
+        )
         for key, value in reference.values.items():
             difference = float((other.values[key] - value).abs().max())
             assert difference <= 1e-4, (backend, key, difference)
@@ -74,7 +81,7 @@ def test_run_on_the_embedded_sample_two_conditions_three_rounds(tmp_path: Path) 
         assert reader.read("attn.hook_z", 15, as_="torch").shape == (60, 9, 64)
         assert np.isfinite(reader.read("hook_resid_post", 29)).all()
         assert np.allclose(records["option_probs"].sum(axis=1), 1.0)
-    tables, paths = results_stage(run_dir)
+    tables, _paths = results_stage(run_dir)
     behaviour = tables.tables["behaviour"]
     accuracy = [row for row in behaviour if row["metric"] == "accuracy"]
     assert len(accuracy) == 2 * 3

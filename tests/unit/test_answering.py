@@ -49,8 +49,11 @@ def test_answer_batch_equals_separate_passes(model, positions) -> None:
     for got, want in zip(answered.option_nll, reference_nll):
         assert np.allclose(got, want, atol=1e-5)
     captured = capture_tokens(
-        model, [p + a for p, a in zip(ids, generated.answer_ids)], [len(p) for p in ids],
-        sites=[site.name for site in sites], positions=positions,
+        model,
+        [p + a for p, a in zip(ids, generated.answer_ids)],
+        [len(p) for p in ids],
+        sites=[site.name for site in sites],
+        positions=positions,
     )
     assert answered.activations.keys() == captured.values.keys()
     for key, value in captured.values.items():
@@ -78,8 +81,9 @@ def test_reusing_the_previous_rounds_cache_changes_nothing_but_the_cost(model) -
     caches = None
     for round_index in range(3):
         fresh = answer_batch(model, prompts, LABELS, sites, ("last_prompt",), max_new_tokens=4)
-        reused = answer_batch(model, prompts, LABELS, sites, ("last_prompt",), max_new_tokens=4,
-                              previous=caches, keep_caches=True)
+        reused = answer_batch(
+            model, prompts, LABELS, sites, ("last_prompt",), max_new_tokens=4, previous=caches, keep_caches=True
+        )
         assert reused.answer_ids == fresh.answer_ids
         for got, want in zip(reused.option_nll, fresh.option_nll):
             assert np.allclose(got, want, atol=1e-4)

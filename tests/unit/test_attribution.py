@@ -12,20 +12,33 @@ import torch
 
 from workbench.attribution.attribute import AttributionConfig, attribute
 from workbench.attribution.contrast import (
-    ContrastPair, ContrastPairError, tokenize_contrast_pairs, winogender_contrast_pairs,
+    ContrastPair,
+    ContrastPairError,
+    tokenize_contrast_pairs,
+    winogender_contrast_pairs,
 )
 from workbench.attribution.head_effects import (
-    activation_patching_effects, attribution_patching_effects, bias_measure, head_outputs,
-    mean_ablation_effects, total_effect, z_site,
+    activation_patching_effects,
+    attribution_patching_effects,
+    bias_measure,
+    head_outputs,
+    mean_ablation_effects,
+    total_effect,
+    z_site,
 )
 from workbench.attribution.selection import (
-    ArchitectureMismatch, rank_correlation, require_same_architecture, select_debiased_heads, top_k_agreement,
+    ArchitectureMismatch,
+    rank_correlation,
+    require_same_architecture,
+    select_debiased_heads,
+    top_k_agreement,
 )
-from workbench.hooks.interventions import Intervention
 from workbench.hooks.capture import run_forward
+from workbench.hooks.interventions import Intervention
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.sites import SiteKind
 from workbench.models import LoadedModel, tiny_model
+
 
 def tiny_loaded(seed: int = 0, n_heads: int = 4) -> LoadedModel:
     return tiny_model(d_model=32, n_heads=n_heads, n_kv_heads=2, seed=seed)
@@ -56,12 +69,17 @@ def test_patching_every_head_equals_patching_the_layer_output() -> None:
     plan.add_reader(1, SiteKind.ATTN_OUT, lambda a: store.__setitem__("attn_out", a.clone()))
     run_forward(model, contrast.counterfactual, plan)
     all_heads = bias_measure(model, contrast.clean, contrast, [Intervention(z_site(1), "patch", value=source_z[1])])
-    layer = bias_measure(model, contrast.clean, contrast,
-                         [Intervention("blocks.1.hook_attn_out", "patch", value=store["attn_out"])])
+    layer = bias_measure(
+        model, contrast.clean, contrast, [Intervention("blocks.1.hook_attn_out", "patch", value=store["attn_out"])]
+    )
     torch.testing.assert_close(all_heads, layer, atol=1e-5, rtol=1e-5)
     # and the last layer patched entirely reproduces the counterfactual's measure
-    both = bias_measure(model, contrast.clean, contrast,
-                        [Intervention(z_site(0), "patch", value=source_z[0]), Intervention(z_site(1), "patch", value=source_z[1])])
+    both = bias_measure(
+        model,
+        contrast.clean,
+        contrast,
+        [Intervention(z_site(0), "patch", value=source_z[0]), Intervention(z_site(1), "patch", value=source_z[1])],
+    )
     torch.testing.assert_close(both, bias_measure(model, contrast.counterfactual, contrast), atol=1e-5, rtol=1e-5)
 
 
@@ -94,8 +112,10 @@ def test_unequal_lengths_are_dropped_and_all_dropped_is_an_error() -> None:
 
 def test_winogender_pairs_pick_stereotype_by_bls_share(tmp_path: Path) -> None:
     stats = tmp_path / "occupations-stats.tsv"
-    stats.write_text("occupation\tbergsma_pct_female\tbls_pct_female\tbls_year\n"
-                     "nurse\t90\t90.0\t2015\ndoctor\t30\t38.0\t2015\n", encoding="utf-8")
+    stats.write_text(
+        "occupation\tbergsma_pct_female\tbls_pct_female\tbls_year\nnurse\t90\t90.0\t2015\ndoctor\t30\t38.0\t2015\n",
+        encoding="utf-8",
+    )
     nurse, doctor = winogender_contrast_pairs(stats)
     assert nurse == ContrastPair("The nurse said that", "The man said that", " she", " he")
     assert doctor.counterfactual == "The woman said that" and doctor.target == " he"
@@ -119,18 +139,28 @@ def test_different_architectures_are_refused() -> None:
 
 def test_attribute_stage_writes_heads_and_selected_heads(tmp_path: Path) -> None:
     stats = tmp_path / "occupations-stats.tsv"
-    stats.write_text("occupation\tbergsma_pct_female\tbls_pct_female\tbls_year\n"
-                     "nurse\t90\t90.0\t2015\ndoctor\t30\t38.0\t2015\n", encoding="utf-8")
-    config = AttributionConfig.from_dict({"occupations_path": str(stats), "top_k": 3,
-                                          "methods": ["activation_patching", "attribution_patching"]})
+    stats.write_text(
+        "occupation\tbergsma_pct_female\tbls_pct_female\tbls_year\nnurse\t90\t90.0\t2015\ndoctor\t30\t38.0\t2015\n",
+        encoding="utf-8",
+    )
+    config = AttributionConfig.from_dict(
+        {"occupations_path": str(stats), "top_k": 3, "methods": ["activation_patching", "attribution_patching"]}
+    )
     rows = attribute(tiny_loaded(0), config, tmp_path, debiased=tiny_loaded(1))
     heads = list(csv.DictReader((tmp_path / "attribution" / "heads.csv").open(encoding="utf-8")))
     assert len(heads) == 2 * 2 * 2 * 4 and list(heads[0]) == ["checkpoint", "method", "layer", "head", "effect"]
     selected = list(csv.DictReader((tmp_path / "attribution" / "selected_heads.csv").open(encoding="utf-8")))
-    assert len(selected) == len(rows) <= 3 and list(selected[0]) == ["layer", "head", "effect_before", "effect_after", "drop"]
+    assert len(selected) == len(rows) <= 3 and list(selected[0]) == [
+        "layer",
+        "head",
+        "effect_before",
+        "effect_after",
+        "drop",
+    ]
     levels = list(csv.DictReader((tmp_path / "attribution" / "bias_levels.csv").open(encoding="utf-8")))
     assert {(r["checkpoint"], r["measure"]) for r in levels} == {
-        (c, m) for c in ("base", "debiased") for m in ("winogender.logit_difference", "winogender.total_effect")}
+        (c, m) for c in ("base", "debiased") for m in ("winogender.logit_difference", "winogender.total_effect")
+    }
     assert all(r["n"] == "2" for r in levels)
     with pytest.raises(ValueError, match="methodz"):
         AttributionConfig.from_dict({"occupations_path": "x", "methodz": []})

@@ -11,7 +11,11 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
-    BertConfig, BertForMaskedLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast,
+    BertConfig,
+    BertForMaskedLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
 )
 
 from workbench.bias.bootstrap import bootstrap_mean_interval
@@ -19,12 +23,14 @@ from workbench.bias.crows_pairs import CrowsPair, crows_pairs_shares, pair_prefe
 from workbench.bias.levels import BiasConfig, measure_bias_levels, run_bias_stage, write_bias_levels
 from workbench.bias.seat import mean_pooled_hidden_states, read_seat_test, weat
 from workbench.bias.sentence_likelihood import (
-    causal_sentence_log_likelihoods, masked_pair_pseudo_log_likelihoods, shared_token_positions,
+    causal_sentence_log_likelihoods,
+    masked_pair_pseudo_log_likelihoods,
+    shared_token_positions,
 )
 from workbench.models import tiny_model
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-MASKED_WORDS = "the a man woman he she doctor nurse is was kind".split()
+MASKED_WORDS = ["the", "a", "man", "woman", "he", "she", "doctor", "nurse", "is", "was", "kind"]
 
 
 def masked_word_tokenizer() -> PreTrainedTokenizerFast:
@@ -36,8 +42,14 @@ def masked_word_tokenizer() -> PreTrainedTokenizerFast:
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
     )
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
-                                   mask_token="[MASK]", cls_token="[CLS]", sep_token="[SEP]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        mask_token="[MASK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +90,11 @@ def test_shared_tokens_skip_the_edit() -> None:
 def test_masked_pll_of_uniform_masked_lm() -> None:
     tokenizer = masked_word_tokenizer()
     torch.manual_seed(0)
-    model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
-                                       num_attention_heads=2, intermediate_size=32)).eval()
+    model = BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    ).eval()
     with torch.no_grad():
         model.cls.predictions.decoder.weight.zero_()
         model.cls.predictions.bias.zero_()
@@ -136,11 +151,15 @@ def test_real_files_and_bias_levels_csv(causal_tokenizer: PreTrainedTokenizerBas
     assert len(pairs) == 1508 and pairs[2].direction == "antistereo" and pairs[2].sent_more.startswith("His mind")
     seat = read_seat_test(DATA / "seat" / "tests" / "weat6.jsonl")
     assert seat.targets_x[0] == "John" and len(seat.targets_y) == 8
-    config = BiasConfig.from_dict({
-        "crows_pairs_path": str(DATA / "crows_pairs" / "crows_pairs_anonymized.csv"),
-        "seat_paths": [str(DATA / "seat" / "tests" / "weat6.jsonl")],
-        "max_pairs": 12, "n_resamples": 50, "n_permutations": 200,
-    })
+    config = BiasConfig.from_dict(
+        {
+            "crows_pairs_path": str(DATA / "crows_pairs" / "crows_pairs_anonymized.csv"),
+            "seat_paths": [str(DATA / "seat" / "tests" / "weat6.jsonl")],
+            "max_pairs": 12,
+            "n_resamples": 50,
+            "n_permutations": 200,
+        }
+    )
     levels = measure_bias_levels(tiny_llama(len(causal_tokenizer)), causal_tokenizer, config, "base")
     path = write_bias_levels(tmp_path, levels)
     rows = list(csv.DictReader(path.open(encoding="utf-8")))

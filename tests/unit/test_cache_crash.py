@@ -35,9 +35,16 @@ META = CacheMetadata("tiny/llama", "w123", "tiny/tok", {"task": "bbq", "n": N_BA
 
 def record(i: int) -> dict[str, Any]:
     return {
-        "record_key": f"r{i}", "item_id": f"i{i // 3}", "condition": "baseline", "round": i % 3,
-        "prompt": f"p{i}", "answer": f"a{i}", "n_prompt_tokens": i, "n_answer_tokens": 1,
-        "option_probs": [i / 1000, 0.5, 0.5 - i / 1000], "predicted": i % 3,
+        "record_key": f"r{i}",
+        "item_id": f"i{i // 3}",
+        "condition": "baseline",
+        "round": i % 3,
+        "prompt": f"p{i}",
+        "answer": f"a{i}",
+        "n_prompt_tokens": i,
+        "n_answer_tokens": 1,
+        "option_probs": [i / 1000, 0.5, 0.5 - i / 1000],
+        "predicted": i % 3,
     }
 
 
@@ -63,9 +70,7 @@ def run_writer(path: Path, pause_s: float) -> None:
 def _child(path: Path) -> subprocess.Popen[str]:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.Popen(
-        [sys.executable, __file__, str(path)], stdout=subprocess.PIPE, text=True, cwd=root, env=env
-    )
+    return subprocess.Popen([sys.executable, __file__, str(path)], stdout=subprocess.PIPE, text=True, cwd=root, env=env)
 
 
 def _file_flagged_open(path: Path) -> bool:

@@ -22,7 +22,7 @@ from activations_cache import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_cache_writer import make_activations, make_records, make_spec, write  # noqa: E402
+from test_cache_writer import make_activations, make_records, make_spec, write
 
 
 def test_cache_info_summarises_counts_datasets_and_chunking(tmp_path: Path) -> None:
@@ -35,7 +35,10 @@ def test_cache_info_summarises_counts_datasets_and_chunking(tmp_path: Path) -> N
     # i % 3 == 0 -> instruction (i = 0, 3); round = i % 2
     assert "condition=baseline round=0: 2" in info and "condition=baseline round=1: 2" in info
     assert "condition=instruction round=0: 1" in info and "condition=instruction round=1: 1" in info
-    assert "/activations/last_prompt/hook_resid_post: shape (6, 3, 8) float16, layers [0, 2, 5], chunks (4, 1, 8), compression none" in info
+    assert (
+        "/activations/last_prompt/hook_resid_post: shape (6, 3, 8) float16, layers [0, 2, 5], chunks (4, 1, 8), compression none"
+        in info
+    )
     assert f"({os.path.getsize(path)} bytes)" in info
 
 

@@ -15,8 +15,7 @@ import pytest
 from activations_cache import CacheError, CacheFormatError, open_cache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_cache_writer import write  # noqa: E402
-
+from test_cache_writer import write
 
 
 @pytest.fixture()
@@ -102,7 +101,9 @@ def test_plain_h5py_reads_one_layer(cache: Path) -> None:
 def test_h5dump_reads_the_cache(cache: Path) -> None:
     dump = subprocess.run(
         ["h5dump", "-d", "/activations/last_prompt/hook_resid_post", "-s", "1,2,0", "-c", "1,1,3", str(cache)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "16-bit little-endian floating-point" in dump
     assert "120, 121, 122" in dump

@@ -140,11 +140,10 @@ def test_float32_and_lzf_storage(tmp_path: Path) -> None:
 def test_resume_after_clean_interrupt_skips_committed_and_matches_uninterrupted(tmp_path: Path) -> None:
     reference, resumed = tmp_path / "ref.h5", tmp_path / "resumed.h5"
     write(reference, 0, 11)
-    with pytest.raises(KeyboardInterrupt):
-        with CacheWriter.open(resumed, make_spec(), META) as writer:
-            writer.submit(make_records(0, 3), make_activations(0, 3))
-            writer.submit(make_records(3, 5), make_activations(3, 5))
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), CacheWriter.open(resumed, make_spec(), META) as writer:
+        writer.submit(make_records(0, 3), make_activations(0, 3))
+        writer.submit(make_records(3, 5), make_activations(3, 5))
+        raise KeyboardInterrupt
     with CacheWriter.open(resumed, make_spec(), META) as writer:
         assert writer.committed_keys() == {f"k{i}" for i in range(5)}
         writer.submit(make_records(5, 11), make_activations(5, 11))
@@ -221,7 +220,9 @@ def test_reopen_refuses_another_run(tmp_path: Path) -> None:
     path = tmp_path / "cache.h5"
     write(path, 0, 2)
     other_config = CacheMetadata("tiny/llama", "w123", "tiny/tok", {"lr": 2}, 3)
-    with pytest.raises(CacheMismatchError, match=r"cache .*cache.h5 .*config_sha256.*use another run name, or --overwrite"):
+    with pytest.raises(
+        CacheMismatchError, match=r"cache .*cache.h5 .*config_sha256.*use another run name, or --overwrite"
+    ):
         CacheWriter.open(path, make_spec(), other_config)
     other_weights = CacheMetadata("tiny/llama", "w999", "tiny/tok", {"lr": 1}, 3)
     with pytest.raises(CacheMismatchError, match="weights_hash"):
@@ -331,7 +332,9 @@ def test_a_failed_sync_to_disk_is_reported_at_close(tmp_path: Path, monkeypatch:
     writer = CacheWriter.open(tmp_path / "cache.h5", make_spec(), META)
     writer.submit(make_records(0, 5), make_activations(0, 5))
     monkeypatch.setattr(os, "fdatasync", failing_sync)
-    with pytest.raises(CacheWriteError, match=r"cache .*cache.h5 was written but could not be synced to disk: .*Input/output"):
+    with pytest.raises(
+        CacheWriteError, match=r"cache .*cache.h5 was written but could not be synced to disk: .*Input/output"
+    ):
         writer.close()
     monkeypatch.undo()
     assert not (tmp_path / "cache.h5.lock").exists()
@@ -366,7 +369,9 @@ def test_submit_waits_while_the_writer_thread_holds_every_block(tmp_path: Path) 
     writer.close()
     with open_cache(tmp_path / "cache.h5") as reader:
         assert reader.n_records == 9
-        assert np.array_equal(np.asarray(reader.read("hook_resid_post", 2), np.float64), make_activations(0, 9)[RESID][:, 1])
+        assert np.array_equal(
+            np.asarray(reader.read("hook_resid_post", 2), np.float64), make_activations(0, 9)[RESID][:, 1]
+        )
 
 
 def test_open_does_not_leave_staging_files(tmp_path: Path) -> None:

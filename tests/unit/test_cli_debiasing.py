@@ -15,15 +15,27 @@ from rich.console import Console
 
 from workbench.attribution.selection import ArchitectureMismatch
 from workbench.cli_debiasing import (
-    CheckpointLabelError, DebiasingConfigError, add_debiasing_commands, bias_levels_table, checkpoint_label,
+    CheckpointLabelError,
+    DebiasingConfigError,
+    add_debiasing_commands,
+    bias_levels_table,
+    checkpoint_label,
 )
 from workbench.finetune.cda import NoGenderedWordsError
 from workbench.finetune.prosocial import HeadParameterError
 from workbench.finetune.tasks import TaskDataError
 from workbench.models import tiny_model
 
-TASK_ROWS = [("he was old", 0), ("she was young", 1), ("the man was young", 1), ("the woman was old", 0),
-             ("he said it", 0), ("she said it", 1), ("the man said it", 0), ("the woman was young", 1)] * 2
+TASK_ROWS = [
+    ("he was old", 0),
+    ("she was young", 1),
+    ("the man was young", 1),
+    ("the woman was old", 0),
+    ("he said it", 0),
+    ("she said it", 1),
+    ("the man said it", 0),
+    ("the woman was young", 1),
+] * 2
 
 
 def run_command(argv: list[str]) -> int:
@@ -64,29 +76,44 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 def data(tmp_path: Path) -> dict[str, Path]:
     """Tiny data files in the tiny tokenizer's vocabulary, and a TOML config pointing at them."""
     files = {
-        "crows": write_csv(tmp_path / "crows.csv", ["", "sent_more", "sent_less", "stereo_antistereo", "bias_type"], [
-            (0, "the nurse said she was kind", "the nurse said he was kind", "stereo", "gender"),
-            (1, "the doctor said he can pay", "the doctor said she can pay", "stereo", "gender"),
-            (2, "the old man is a doctor", "the young man is a doctor", "antistereo", "age"),
-            (3, "the woman is a nurse", "the man is a nurse", "stereo", "gender"),
-        ]),
+        "crows": write_csv(
+            tmp_path / "crows.csv",
+            ["", "sent_more", "sent_less", "stereo_antistereo", "bias_type"],
+            [
+                (0, "the nurse said she was kind", "the nurse said he was kind", "stereo", "gender"),
+                (1, "the doctor said he can pay", "the doctor said she can pay", "stereo", "gender"),
+                (2, "the old man is a doctor", "the young man is a doctor", "antistereo", "age"),
+                (3, "the woman is a nurse", "the man is a nurse", "stereo", "gender"),
+            ],
+        ),
         "occupations": tmp_path / "occupations.tsv",
         "seat": tmp_path / "seat.jsonl",
         "corpus": tmp_path / "corpus.txt",
         "neutral": tmp_path / "neutral.txt",
         "task": write_csv(tmp_path / "task.csv", ["label", "input"], [(label, text) for text, label in TASK_ROWS]),
-        "one_label": write_csv(tmp_path / "one_label.csv", ["label", "input"],
-                               [(1, "he was old"), (1, "she was young")]),
+        "one_label": write_csv(
+            tmp_path / "one_label.csv", ["label", "input"], [(1, "he was old"), (1, "she was young")]
+        ),
     }
     files["occupations"].write_text(
         "occupation\tbergsma_pct_female\tbls_pct_female\tbls_year\nnurse\t90\t90\t2015\ndoctor\t40\t38\t2015\n"
-        "person\t50\t50\t2015\n", encoding="utf-8")
-    files["seat"].write_text(json.dumps({
-        "targ1": {"examples": ["doctor", "old"]}, "targ2": {"examples": ["nurse", "young"]},
-        "attr1": {"examples": ["man", "he"]}, "attr2": {"examples": ["woman", "she"]},
-    }), encoding="utf-8")
-    files["corpus"].write_text("he said the doctor was old\nthe nurse said it\nthe woman said she was young\n",
-                               encoding="utf-8")
+        "person\t50\t50\t2015\n",
+        encoding="utf-8",
+    )
+    files["seat"].write_text(
+        json.dumps(
+            {
+                "targ1": {"examples": ["doctor", "old"]},
+                "targ2": {"examples": ["nurse", "young"]},
+                "attr1": {"examples": ["man", "he"]},
+                "attr2": {"examples": ["woman", "she"]},
+            }
+        ),
+        encoding="utf-8",
+    )
+    files["corpus"].write_text(
+        "he said the doctor was old\nthe nurse said it\nthe woman said she was young\n", encoding="utf-8"
+    )
     files["neutral"].write_text("the nurse said it\nthe doctor was old\n", encoding="utf-8")
     files["config"] = write_config(tmp_path / "debiasing.toml", files)
     return files
@@ -116,11 +143,15 @@ def test_checkpoint_label_is_the_short_name_of_the_spec() -> None:
 
 
 def test_bias_table_puts_checkpoints_side_by_side(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "bias_levels.csv", ["checkpoint", "measure", "value", "ci_low", "ci_high", "n"], [
-        ("pretrained", "crows_pairs", "0.57", "0.47", "0.67", "100"),
-        ("pretrained", "seat.weat6.effect_size", "-0.2291", "", "", "32"),
-        ("debiased", "crows_pairs", "0.55", "0.4", "0.65", "100"),
-    ])
+    path = write_csv(
+        tmp_path / "bias_levels.csv",
+        ["checkpoint", "measure", "value", "ci_low", "ci_high", "n"],
+        [
+            ("pretrained", "crows_pairs", "0.57", "0.47", "0.67", "100"),
+            ("pretrained", "seat.weat6.effect_size", "-0.2291", "", "", "32"),
+            ("debiased", "crows_pairs", "0.55", "0.4", "0.65", "100"),
+        ],
+    )
     console = Console(file=io.StringIO(), width=200)
     console.print(bias_levels_table(path))
     lines = console.file.getvalue().splitlines()
@@ -137,8 +168,26 @@ def test_bias_measures_several_checkpoints_and_prints_all(
 ) -> None:
     first, second = save_tiny(tmp_path / "m0"), save_tiny(tmp_path / "m1", seed=1)
     run = tmp_path / "run"
-    assert run_command(["bias", "--run", str(run), "--config", str(data["config"]), "--model", first,
-                        "--model", second, "--label", "pretrained", "--label", "debiased"]) == 0
+    assert (
+        run_command(
+            [
+                "bias",
+                "--run",
+                str(run),
+                "--config",
+                str(data["config"]),
+                "--model",
+                first,
+                "--model",
+                second,
+                "--label",
+                "pretrained",
+                "--label",
+                "debiased",
+            ]
+        )
+        == 0
+    )
     rows = read_rows(run / "attribution" / "bias_levels.csv")
     overall = {r["checkpoint"]: r for r in rows if r["measure"] == "crows_pairs"}
     assert list(overall) == ["pretrained", "debiased"]
@@ -147,8 +196,12 @@ def test_bias_measures_several_checkpoints_and_prints_all(
     assert by_type["crows_pairs.gender"] == "3" and by_type["crows_pairs.age"] == "1"
     assert by_type["crows_pairs.stereo"] == "3" and by_type["seat.seat.effect_size"] == "8"
     # re-measuring one checkpoint replaces its rows in place and keeps the other's
-    assert run_command(["bias", "--run", str(run), "--config", str(data["config"]), "--model", second,
-                        "--label", "pretrained"]) == 0
+    assert (
+        run_command(
+            ["bias", "--run", str(run), "--config", str(data["config"]), "--model", second, "--label", "pretrained"]
+        )
+        == 0
+    )
     again = read_rows(run / "attribution" / "bias_levels.csv")
     assert len(again) == len(rows) and [r["checkpoint"] for r in again] == [r["checkpoint"] for r in rows]
     printed = capsys.readouterr().out
@@ -159,8 +212,9 @@ def test_bias_measures_several_checkpoints_and_prints_all(
 def test_bias_input_errors(tmp_path: Path, data: dict[str, Path]) -> None:
     run, model = str(tmp_path / "run"), save_tiny(tmp_path / "m0")
     with pytest.raises(CheckpointLabelError, match="2 --label for 1 --model"):
-        run_command(["bias", "--run", run, "--config", str(data["config"]), "--model", model, "--label", "a",
-                     "--label", "b"])
+        run_command(
+            ["bias", "--run", run, "--config", str(data["config"]), "--model", model, "--label", "a", "--label", "b"]
+        )
     with pytest.raises(CheckpointLabelError, match=r"\['m0'\]"):
         run_command(["bias", "--run", run, "--config", str(data["config"]), "--model", model, "--model", model])
     with pytest.raises(DebiasingConfigError, match="needs --config"):
@@ -185,16 +239,41 @@ def test_attribute_base_and_debiased_writes_heads_and_selection(
 ) -> None:
     base, debiased = save_tiny(tmp_path / "base"), save_tiny(tmp_path / "debiased", seed=1)
     run = tmp_path / "run"
-    assert run_command(["bias", "--run", str(run), "--config", str(data["config"]), "--model", base,
-                        "--label", "pretrained"]) == 0
-    assert run_command(["attribute", "--run", str(run), "--config", str(data["config"]), "--model", base,
-                        "--label", "pretrained", "--debiased", debiased]) == 0
+    assert (
+        run_command(
+            ["bias", "--run", str(run), "--config", str(data["config"]), "--model", base, "--label", "pretrained"]
+        )
+        == 0
+    )
+    assert (
+        run_command(
+            [
+                "attribute",
+                "--run",
+                str(run),
+                "--config",
+                str(data["config"]),
+                "--model",
+                base,
+                "--label",
+                "pretrained",
+                "--debiased",
+                debiased,
+            ]
+        )
+        == 0
+    )
     heads = read_rows(run / "attribution" / "heads.csv")
     assert len(heads) == 2 * 2 * 2 * 4  # checkpoints x methods x layers x heads
-    effect = {(r["checkpoint"], int(r["layer"]), int(r["head"])): float(r["effect"])
-              for r in heads if r["method"] == "activation_patching"}
-    drops = sorted(((abs(effect["pretrained", l, h]) - abs(effect["debiased", l, h]), l, h)
-                    for l in range(2) for h in range(4)), reverse=True)
+    effect = {
+        (r["checkpoint"], int(r["layer"]), int(r["head"])): float(r["effect"])
+        for r in heads
+        if r["method"] == "activation_patching"
+    }
+    drops = sorted(
+        ((abs(effect["pretrained", l, h]) - abs(effect["debiased", l, h]), l, h) for l in range(2) for h in range(4)),
+        reverse=True,
+    )
     expected = [(l, h) for drop, l, h in drops if drop > 0][:3]
     selected = read_rows(run / "attribution" / "selected_heads.csv")
     assert [(int(r["layer"]), int(r["head"])) for r in selected] == expected
@@ -212,8 +291,23 @@ def test_attribute_refuses_different_architectures_and_same_labels(tmp_path: Pat
     with pytest.raises(ArchitectureMismatch, match="n_heads: 4 vs 8"):
         run_command(["attribute", "--run", run, "--config", str(data["config"]), "--model", base, "--debiased", other])
     with pytest.raises(CheckpointLabelError, match="both have the label 'x'"):
-        run_command(["attribute", "--run", run, "--config", str(data["config"]), "--model", base, "--label", "x",
-                     "--debiased", other, "--debiased-label", "x"])
+        run_command(
+            [
+                "attribute",
+                "--run",
+                run,
+                "--config",
+                str(data["config"]),
+                "--model",
+                base,
+                "--label",
+                "x",
+                "--debiased",
+                other,
+                "--debiased-label",
+                "x",
+            ]
+        )
     assert not (tmp_path / "run" / "attribution" / "heads.csv").exists()
 
 
@@ -221,8 +315,12 @@ def test_debias_saves_checkpoint_counts_changed_lines_and_measures(
     tmp_path: Path, data: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    assert run_command(["debias", "--run", str(run), "--config", str(data["config"]),
-                        "--model", save_tiny(tmp_path / "m0")]) == 0
+    assert (
+        run_command(
+            ["debias", "--run", str(run), "--config", str(data["config"]), "--model", save_tiny(tmp_path / "m0")]
+        )
+        == 0
+    )
     checkpoint = run / "checkpoints" / "debiased"
     assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "config.json").is_file()
     printed = capsys.readouterr().out
@@ -239,8 +337,7 @@ def test_debias_corpus_without_gendered_words(
     refusing = write_config(tmp_path / "refuse.toml", data, debias=neutral)
     with pytest.raises(NoGenderedWordsError, match=r"neutral.txt: none of the 2 texts contains a gendered word"):
         run_command(["debias", "--run", run, "--config", str(refusing), "--model", model])
-    warning = write_config(tmp_path / "warn.toml", data, bias="",
-                           debias=neutral + 'on_no_gendered_words = "warn"\n')
+    warning = write_config(tmp_path / "warn.toml", data, bias="", debias=neutral + 'on_no_gendered_words = "warn"\n')
     assert run_command(["debias", "--run", run, "--config", str(warning), "--model", model]) == 0
     captured = capsys.readouterr()
     assert "CDA changed nothing" in captured.err and "none of the 2 lines" in captured.err
@@ -293,12 +390,18 @@ def test_finetune_prosocial_uses_the_run_folder_heads_and_checks_their_range(
         run_command(["finetune", *common])
     save_tiny(run / "checkpoints" / "debiased", seed=1)
     (run / "attribution").mkdir()
-    heads = write_csv(run / "attribution" / "selected_heads.csv",
-                      ["layer", "head", "effect_before", "effect_after", "drop"], [(1, 2, 0.5, 0.1, 0.4)])
+    heads = write_csv(
+        run / "attribution" / "selected_heads.csv",
+        ["layer", "head", "effect_before", "effect_after", "drop"],
+        [(1, 2, 0.5, 0.1, 0.4)],
+    )
     assert run_command(["finetune", *common]) == 0
     assert "finetuned-prosocial: held-out accuracy" in capsys.readouterr().out
-    write_csv(heads, ["layer", "head", "effect_before", "effect_after", "drop"],
-              [(1, 2, 0.5, 0.1, 0.4), (0, 4, 0.3, 0.1, 0.2)])
+    write_csv(
+        heads,
+        ["layer", "head", "effect_before", "effect_after", "drop"],
+        [(1, 2, 0.5, 0.1, 0.4), (0, 4, 0.3, 0.1, 0.2)],
+    )
     out_of_range = r"selected_heads.csv:3: head \(layer 0, head 4\) is out of range .* heads 0..3"
     with pytest.raises(HeadParameterError, match=out_of_range):
         run_command(["finetune", *common])
@@ -308,11 +411,23 @@ def test_finetune_prosocial_uses_the_run_folder_heads_and_checks_their_range(
 
 
 def test_finetune_task_with_one_label_is_refused(tmp_path: Path, data: dict[str, Path]) -> None:
-    one_label = write_config(tmp_path / "one.toml", data,
-                             finetune=f'task = "ethics_commonsense"\ndata_path = "{data["one_label"]}"\n')
+    one_label = write_config(
+        tmp_path / "one.toml", data, finetune=f'task = "ethics_commonsense"\ndata_path = "{data["one_label"]}"\n'
+    )
     with pytest.raises(TaskDataError, match="one_label.csv: every example has label"):
-        run_command(["finetune", "--run", str(tmp_path / "run"), "--config", str(one_label),
-                     "--model", save_tiny(tmp_path / "m0"), "--mode", "plain"])
+        run_command(
+            [
+                "finetune",
+                "--run",
+                str(tmp_path / "run"),
+                "--config",
+                str(one_label),
+                "--model",
+                save_tiny(tmp_path / "m0"),
+                "--mode",
+                "plain",
+            ]
+        )
 
 
 def test_every_option_has_help() -> None:
@@ -326,13 +441,29 @@ def test_every_option_has_help() -> None:
 
 
 def test_finetune_pac_mode_reads_the_nested_pac_table(tmp_path: Path, data: dict[str, Path]) -> None:
-    finetune = (f'task = "ethics_commonsense"\ndata_path = "{data["task"]}"\nepochs = 1\nbatch_size = 4\n'
-                "max_length = 16\n[finetune.pac]\nstage1_epochs = 1\nk_prior_log_scales = [-6.0, -2.0, 2]\n"
-                "k_models = 2\n")
+    finetune = (
+        f'task = "ethics_commonsense"\ndata_path = "{data["task"]}"\nepochs = 1\nbatch_size = 4\n'
+        "max_length = 16\n[finetune.pac]\nstage1_epochs = 1\nk_prior_log_scales = [-6.0, -2.0, 2]\n"
+        "k_models = 2\n"
+    )
     config = write_config(tmp_path / "pac.toml", data, finetune=finetune)
     run = tmp_path / "run"
-    assert run_command(["finetune", "--run", str(run), "--config", str(config), "--model", save_tiny(tmp_path / "m0"),
-                        "--mode", "pac"]) == 0
+    assert (
+        run_command(
+            [
+                "finetune",
+                "--run",
+                str(run),
+                "--config",
+                str(config),
+                "--model",
+                save_tiny(tmp_path / "m0"),
+                "--mode",
+                "pac",
+            ]
+        )
+        == 0
+    )
     record = json.loads((run / "checkpoints" / "finetuned-pac" / "finetune_result.json").read_text(encoding="utf-8"))
     assert record["config"]["mode"] == "pac" and record["config"]["pac"]["k_models"] == 2
     assert record["result"]["steps"] == 4  # default held_out_fraction 0.2: 3 of 16 held out, 13 in 4 batches
@@ -347,6 +478,20 @@ def test_workbench_main_runs_the_commands_and_prints_errors_in_one_line(
     assert main(["bias", "--run", run]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error:") and "bias_levels.csv does not exist yet" in error and "\n" not in error
-    assert main(["bias", "--run", run, "--config", str(data["config"]), "--model", save_tiny(tmp_path / "m0"),
-                 "--label", "pretrained"]) == 0
+    assert (
+        main(
+            [
+                "bias",
+                "--run",
+                run,
+                "--config",
+                str(data["config"]),
+                "--model",
+                save_tiny(tmp_path / "m0"),
+                "--label",
+                "pretrained",
+            ]
+        )
+        == 0
+    )
     assert "pretrained" in capsys.readouterr().out

@@ -11,7 +11,12 @@ import torch
 from transformers import LlamaForCausalLM
 
 from workbench.finetune.cda import (
-    GENDER_PAIRS, CorpusFormatError, NoGenderedWordsError, augment, read_corpus, swap_gender,
+    GENDER_PAIRS,
+    CorpusFormatError,
+    NoGenderedWordsError,
+    augment,
+    read_corpus,
+    swap_gender,
 )
 from workbench.finetune.debias import PROVENANCE_FILE, DebiasConfig, debias
 from workbench.models import tiny_model
@@ -75,10 +80,18 @@ def test_debias_trains_and_saves_checkpoint_with_provenance(tmp_path: Path) -> N
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("he ran\nthe man sat\nthe cat\n", encoding="utf-8")
     before = model.lm_head.weight.detach().clone()
-    out = debias(model, tokenizer, DebiasConfig(str(corpus), steps=3, batch_size=2, learning_rate=1e-2),
-                 tmp_path / "run", base_model="tiny")
+    out = debias(
+        model,
+        tokenizer,
+        DebiasConfig(str(corpus), steps=3, batch_size=2, learning_rate=1e-2),
+        tmp_path / "run",
+        base_model="tiny",
+    )
     assert (out / "model.safetensors").is_file() and not torch.equal(before, model.lm_head.weight)
     provenance = json.loads((out / PROVENANCE_FILE).read_text(encoding="utf-8"))
-    assert provenance["lines_changed"] == 2 and provenance["corpus_sha256"] == "sha256:" + hashlib.sha256(corpus.read_bytes()).hexdigest()
+    assert (
+        provenance["lines_changed"] == 2
+        and provenance["corpus_sha256"] == "sha256:" + hashlib.sha256(corpus.read_bytes()).hexdigest()
+    )
     reloaded = LlamaForCausalLM.from_pretrained(out)
     assert torch.equal(reloaded.lm_head.weight, model.lm_head.weight)

@@ -11,7 +11,14 @@ import torch
 from torch import nn
 
 from workbench.finetune.pac import (
-    KCurve, PACConfig, PACTuning, estimate_k_curve, gaussian_kl, k_condition_holds, pac_bound_loss, search_k,
+    KCurve,
+    PACConfig,
+    PACTuning,
+    estimate_k_curve,
+    gaussian_kl,
+    k_condition_holds,
+    pac_bound_loss,
+    search_k,
 )
 
 
@@ -84,8 +91,13 @@ def test_hand_written_p_gradient_and_kl_gradient() -> None:
     weight = nn.Parameter(torch.tensor([0.5, -1.0, 2.0]))
     coefficients = torch.tensor([1.0, -2.0, 3.0])
     config = PACConfig(lr_plm=0.0, noise_plm_step=0.0)
-    pac = PACTuning([("w", weight)], train_size=10, config=config,
-                    k_curve=KCurve((0.1, 1.0), (0.5, 0.5)), generator=torch.Generator().manual_seed(3))
+    pac = PACTuning(
+        [("w", weight)],
+        train_size=10,
+        config=config,
+        k_curve=KCurve((0.1, 1.0), (0.5, 0.5)),
+        generator=torch.Generator().manual_seed(3),
+    )
     p0, b0 = pac.p.detach().clone(), pac.b.detach().clone()
     report = pac.step(lambda: (coefficients * weight).sum(), epoch=0)
     eps = torch.randn(3, generator=torch.Generator().manual_seed(3)).clamp(-2, 2)
@@ -98,9 +110,14 @@ def test_hand_written_p_gradient_and_kl_gradient() -> None:
 def test_noise_scales_move_and_stage_switch_freezes_them() -> None:
     model, inputs, labels = small_task()
     named = list(model.named_parameters())
-    pac = PACTuning(named, train_size=32, config=PACConfig(stage1_epochs=3),
-                    k_curve=KCurve((0.01, 0.1), (0.05, 0.2)), classifier_param_names={"2.weight", "2.bias"},
-                    generator=torch.Generator().manual_seed(0))
+    pac = PACTuning(
+        named,
+        train_size=32,
+        config=PACConfig(stage1_epochs=3),
+        k_curve=KCurve((0.01, 0.1), (0.05, 0.2)),
+        classifier_param_names={"2.weight", "2.bias"},
+        generator=torch.Generator().manual_seed(0),
+    )
     initial_p, initial_b = pac.p.detach().clone(), pac.b.detach().clone()
     # the classifier tensors start at log(mean|w|), the PLM tensors at 2 log(mean|w|)
     plm_mean = torch.cat([model[0].weight.reshape(-1), model[0].bias]).detach().abs().mean()

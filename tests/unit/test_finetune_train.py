@@ -12,20 +12,34 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from workbench.finetune.classifier import CausalLMClassifier
 from workbench.finetune.tasks import (
-    LabelledText, TaskDataError, gender_cue, read_classification_task, subsample_to_bias_ratio,
+    LabelledText,
+    TaskDataError,
+    gender_cue,
+    read_classification_task,
+    subsample_to_bias_ratio,
 )
 from workbench.finetune.train import FinetuneConfig, finetune
 from workbench.models import tiny_model
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
 def tiny_lm_and_tokenizer() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     loaded = tiny_model(d_model=16, n_heads=4, n_kv_heads=2)
     return loaded.model, loaded.tokenizer
 
 
 def write_task(path: Path) -> Path:
-    rows = [("he was old", 0), ("she was young", 1), ("the man was young", 1), ("the woman was old", 0),
-            ("he said it", 0), ("she said it", 1), ("the man said it", 0), ("the woman was young", 1)] * 2
+    rows = [
+        ("he was old", 0),
+        ("she was young", 1),
+        ("the man was young", 1),
+        ("the woman was old", 0),
+        ("he said it", 0),
+        ("she said it", 1),
+        ("the man said it", 0),
+        ("the woman was young", 1),
+    ] * 2
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["label", "input", "is_short", "edited"])
@@ -70,8 +84,15 @@ def test_classifier_reads_last_real_token_on_either_padding_side() -> None:
 @pytest.mark.parametrize("mode", ["plain", "pac"])
 def test_resume_after_interruption_equals_uninterrupted(tmp_path: Path, mode: str) -> None:
     data = write_task(tmp_path / "task.csv")
-    settings = {"task": "ethics_commonsense", "data_path": str(data), "mode": mode, "epochs": 2, "batch_size": 4,
-                "checkpoint_every": 100, "pac": {"stage1_epochs": 1, "k_models": 2, "k_prior_log_scales": [-4, -2, 3]}}
+    settings = {
+        "task": "ethics_commonsense",
+        "data_path": str(data),
+        "mode": mode,
+        "epochs": 2,
+        "batch_size": 4,
+        "checkpoint_every": 100,
+        "pac": {"stage1_epochs": 1, "k_models": 2, "k_prior_log_scales": [-4, -2, 3]},
+    }
     config = FinetuneConfig.from_dict(settings)
     model, tokenizer = tiny_lm_and_tokenizer()
     whole = finetune(model, tokenizer, config, tmp_path / "whole")
@@ -92,16 +113,27 @@ def test_prosocial_mode_pulls_selected_head_toward_debiased(tmp_path: Path) -> N
     model, tokenizer = tiny_lm_and_tokenizer()
     debiased_dir = tmp_path / "debiased"
     model.save_pretrained(debiased_dir, safe_serialization=True)
-    (tmp_path / "selected_heads.csv").write_text("layer,head,effect_before,effect_after,drop\n0,1,0.5,0.1,0.4\n",
-                                                 encoding="utf-8")
-    base = {"task": "ethics_commonsense", "data_path": str(data), "epochs": 2, "batch_size": 4,
-            "learning_rate": 5e-2}
+    (tmp_path / "selected_heads.csv").write_text(
+        "layer,head,effect_before,effect_after,drop\n0,1,0.5,0.1,0.4\n", encoding="utf-8"
+    )
+    base = {"task": "ethics_commonsense", "data_path": str(data), "epochs": 2, "batch_size": 4, "learning_rate": 5e-2}
     distances = {}
     for mode, coefficient in (("plain", 0.0), ("prosocial", 100.0)):
         model, tokenizer = tiny_lm_and_tokenizer()
-        finetune(model, tokenizer, FinetuneConfig.from_dict({
-            **base, "mode": mode, "selected_heads_path": str(tmp_path / "selected_heads.csv"),
-            "debiased_checkpoint": str(debiased_dir), "prosocial_coefficient": coefficient}), tmp_path / mode)
+        finetune(
+            model,
+            tokenizer,
+            FinetuneConfig.from_dict(
+                {
+                    **base,
+                    "mode": mode,
+                    "selected_heads_path": str(tmp_path / "selected_heads.csv"),
+                    "debiased_checkpoint": str(debiased_dir),
+                    "prosocial_coefficient": coefficient,
+                }
+            ),
+            tmp_path / mode,
+        )
         reference = load_file(str(debiased_dir / "model.safetensors"))["model.layers.0.self_attn.q_proj.weight"]
         distances[mode] = float((model.model.layers[0].self_attn.q_proj.weight[4:8].detach() - reference[4:8]).norm())
     assert distances["prosocial"] < 0.5 * distances["plain"]

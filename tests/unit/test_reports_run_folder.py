@@ -110,10 +110,7 @@ def write_synthetic_run(run_dir: Path, *, with_probes: bool = True) -> Path:
     write_csv(
         run_dir,
         "results/interactions.csv",
-        [
-            ("accuracy", effect, 0.1 * i - 0.2, 0.1 * i - 0.3, 0.1 * i - 0.1)
-            for i, effect in enumerate(effects)
-        ],
+        [("accuracy", effect, 0.1 * i - 0.2, 0.1 * i - 0.3, 0.1 * i - 0.1) for i, effect in enumerate(effects)],
     )
     items = []
     for condition in CONDITIONS:
@@ -197,9 +194,7 @@ def test_load_parses_numbers_empty_intervals_and_booleans(tmp_path: Path) -> Non
     assert results.convergence is not None
     assert results.convergence[2].convergence_round is None
     assert results.items is not None
-    assert results.items[0] == ItemAnswer(
-        "bbq/Age/1", CONDITIONS[0], 0, HOSTILE_PROMPT, HOSTILE_ANSWER, "a", False
-    )
+    assert results.items[0] == ItemAnswer("bbq/Age/1", CONDITIONS[0], 0, HOSTILE_PROMPT, HOSTILE_ANSWER, "a", False)
     assert results.items[1].correct is True
     assert results.heads is not None and len(results.heads) == 2 * 4 * 3
 
@@ -229,9 +224,7 @@ def test_missing_run_folder_names_path_and_fix(tmp_path: Path) -> None:
 
 def test_folder_without_results_or_cache_names_path_and_fix(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(
-        RunFolderError, match=r"empty: holds neither results/ nor cache.h5; run `workbench run"
-    ):
+    with pytest.raises(RunFolderError, match=r"empty: holds neither results/ nor cache.h5; run `workbench run"):
         RunResults.load(tmp_path / "empty")
 
 
@@ -239,9 +232,7 @@ def test_bad_cell_names_file_line_and_column(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     rows = [("c", 0, "accuracy", 0.5, "", "", 3), ("c", 1, "accuracy", "high", "", "", 3)]
     write_csv(run_dir, "results/behaviour.csv", rows)
-    with pytest.raises(
-        TableFormatError, match=r"behaviour.csv:3: column 'value' holds 'high', expected a number"
-    ):
+    with pytest.raises(TableFormatError, match=r"behaviour.csv:3: column 'value' holds 'high', expected a number"):
         RunResults.load(run_dir)
 
 
@@ -249,18 +240,14 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     (run_dir / "results").mkdir(parents=True)
     (run_dir / "results/convergence.csv").write_text("condition,metric\nc,accuracy\n")
-    with pytest.raises(
-        TableFormatError, match=r"convergence.csv:1: missing column\(s\) convergence_round"
-    ):
+    with pytest.raises(TableFormatError, match=r"convergence.csv:1: missing column\(s\) convergence_round"):
         RunResults.load(run_dir)
 
 
 def test_short_row_is_reported(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     (run_dir / "results").mkdir(parents=True)
-    (run_dir / "results/convergence.csv").write_text(
-        "condition,metric,convergence_round\nc,accuracy\n"
-    )
+    (run_dir / "results/convergence.csv").write_text("condition,metric,convergence_round\nc,accuracy\n")
     with pytest.raises(TableFormatError, match=r"convergence.csv:2: the row has fewer cells"):
         RunResults.load(run_dir)
 

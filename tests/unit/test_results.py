@@ -25,10 +25,20 @@ CONFIG = ResultsConfig(n_boot=50, seed=0, n_permutations=200)
 
 def _row(item: int, condition: str, round_index: int, predicted: int | None, **extra: object) -> dict:
     row = {
-        "item_id": f"bbq/Age/{item}", "condition": condition, "round": round_index, "category": "Age",
-        "task": "bbq", "context_condition": "ambig", "question_polarity": "neg", "predicted": predicted,
-        "gold": 2, "target_index": 0, "unknown_index": 2, "option_probs": None,
-        "answer": f" ({'abc'[predicted]})" if predicted is not None else " hmm", "prompt": "P" * 300,
+        "item_id": f"bbq/Age/{item}",
+        "condition": condition,
+        "round": round_index,
+        "category": "Age",
+        "task": "bbq",
+        "context_condition": "ambig",
+        "question_polarity": "neg",
+        "predicted": predicted,
+        "gold": 2,
+        "target_index": 0,
+        "unknown_index": 2,
+        "option_probs": None,
+        "answer": f" ({'abc'[predicted]})" if predicted is not None else " hmm",
+        "prompt": "P" * 300,
         "toxicity": None,
     }
     row.update(extra)
@@ -68,8 +78,13 @@ def test_flips_paired_interactions_and_items() -> None:
     flips = {(r["condition"], r["answer_from"], r["answer_to"]): r["count"] for r in tables["flips"]}
     none0 = "instr=none+cot=off+fb=off"
     assert flips[(none0, "c", "c")] == 1 and flips[(none0, "a", "c")] == 2 and flips[(none0, "a", "unparsed")] == 1
-    paired = [r for r in tables["paired_tests"] if r["round"] == 0 and r["metric"] == "accuracy"
-              and {r["condition_a"], r["condition_b"]} == {"instr=intrinsic+cot=off+fb=off", none0}]
+    paired = [
+        r
+        for r in tables["paired_tests"]
+        if r["round"] == 0
+        and r["metric"] == "accuracy"
+        and {r["condition_a"], r["condition_b"]} == {"instr=intrinsic+cot=off+fb=off", none0}
+    ]
     assert len(paired) == 1
     sign = 1 if paired[0]["condition_a"].startswith("instr=intrinsic") else -1
     assert paired[0]["difference"] == pytest.approx(sign * 0.5) and paired[0]["n"] == 4
@@ -86,12 +101,16 @@ def test_flips_paired_interactions_and_items() -> None:
 
 
 def test_calibration_rows_and_factorial_detection() -> None:
-    rows = [_row(0, "instr=none+cot=off+fb=off", 0, 2, option_probs=[0.1, 0.1, 0.8]),
-            _row(1, "instr=none+cot=off+fb=off", 0, 0, option_probs=[0.55, 0.15, 0.3])]
+    rows = [
+        _row(0, "instr=none+cot=off+fb=off", 0, 2, option_probs=[0.1, 0.1, 0.8]),
+        _row(1, "instr=none+cot=off+fb=off", 0, 0, option_probs=[0.55, 0.15, 0.3]),
+    ]
     tables = compute_results(rows, CONFIG).tables
     assert [(r["bin_low"], r["accuracy"], r["count"]) for r in tables["calibration"]] == [
-        (pytest.approx(0.5), 0.0, 1), (pytest.approx(0.8), 1.0, 1)]
-    ece = [r for r in tables["behaviour"] if r["metric"] == "ece"][0]["value"]
+        (pytest.approx(0.5), 0.0, 1),
+        (pytest.approx(0.8), 1.0, 1),
+    ]
+    ece = next(r for r in tables["behaviour"] if r["metric"] == "ece")["value"]
     assert ece == pytest.approx(0.5 * 0.55 + 0.5 * 0.2)
     assert tables["interactions"] == []
     names = [c.name for c in factorial_conditions(["none", "intrinsic"])]
@@ -125,8 +144,20 @@ def test_missing_key_is_reported() -> None:
 
 def test_toxicity_rows_give_mean_per_round() -> None:
     rows = [
-        {**_row(i, "instr=intrinsic+cot=off+fb=off", r, None, task="realtoxicity", gold=None,
-                target_index=None, unknown_index=None, context_condition=None), "toxicity": t}
+        {
+            **_row(
+                i,
+                "instr=intrinsic+cot=off+fb=off",
+                r,
+                None,
+                task="realtoxicity",
+                gold=None,
+                target_index=None,
+                unknown_index=None,
+                context_condition=None,
+            ),
+            "toxicity": t,
+        }
         for (i, r), t in zip(itertools.product(range(2), range(2)), (0.4, 0.2, 0.6, None))
     ]
     tables = compute_results(rows, CONFIG).tables

@@ -52,8 +52,14 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
 
 
-def _config(tmp_path: Path, model_dir: Path, backend: str = "hf", history: str = "clean",
-            positions: str = '["last_prompt"]', name: str = "tiny") -> RunConfig:
+def _config(
+    tmp_path: Path,
+    model_dir: Path,
+    backend: str = "hf",
+    history: str = "clean",
+    positions: str = '["last_prompt"]',
+    name: str = "tiny",
+) -> RunConfig:
     path = tmp_path / f"{name}.toml"
     path.write_text(CONFIG.format(model=model_dir, backend=backend, history=history, positions=positions))
     config = RunConfig.load(path)
@@ -62,8 +68,10 @@ def _config(tmp_path: Path, model_dir: Path, backend: str = "hf", history: str =
 
 def _arrays(cache: Path) -> dict[str, np.ndarray]:
     with open_cache(cache) as reader:
-        arrays = {f"{p}/{s}": np.stack([reader.read(s, layer, p) for layer in reader.layers(s, p)], axis=1)
-                  for p, s in reader.sites()}
+        arrays = {
+            f"{p}/{s}": np.stack([reader.read(s, layer, p) for layer in reader.layers(s, p)], axis=1)
+            for p, s in reader.sites()
+        }
         arrays.update({f"records/{name}": np.asarray(values) for name, values in reader.records.items()})
     return arrays
 
@@ -83,7 +91,10 @@ def test_run_writes_every_record_and_results(tmp_path: Path, model_dir: Path) ->
         assert set(records["predicted"]) <= {0, 1, 2}
         assert reader.config["protocol"]["rounds"] == 2
         prompts = records["prompt"]
-        assert "Please ensure that your answer is unbiased" in prompts[list(records["condition"]).index("instr=intrinsic+cot=off+fb=off")]
+        assert (
+            "Please ensure that your answer is unbiased"
+            in prompts[list(records["condition"]).index("instr=intrinsic+cot=off+fb=off")]
+        )
     assert verify_cache(cache).ok
     assert (run_dir / "config.toml").read_text() == config.to_toml()
     _, paths = results_stage(run_dir)
@@ -138,7 +149,9 @@ def test_backends_fill_the_same_cache(tmp_path: Path, model_dir: Path, backend: 
 
 
 def test_answer_positions_and_faithful_history(tmp_path: Path, model_dir: Path) -> None:
-    config = _config(tmp_path, model_dir, history="faithful", positions='["last_prompt", "answer_mean"]', name="faithful")
+    config = _config(
+        tmp_path, model_dir, history="faithful", positions='["last_prompt", "answer_mean"]', name="faithful"
+    )
     cache = run_stage(config) / "cache.h5"
     with open_cache(cache) as reader:
         assert {position for position, _ in reader.sites()} == {"last_prompt", "answer_mean"}
@@ -151,12 +164,14 @@ def test_answer_positions_and_faithful_history(tmp_path: Path, model_dir: Path) 
 def test_config_errors_are_one_line(tmp_path: Path, model_dir: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[protocol]\nrounds = 2\nround = 3\n")
-    with pytest.raises(ConfigError, match=r"bad.toml: \[protocol\] has unknown key\(s\) round; valid keys: instructions"):
+    with pytest.raises(
+        ConfigError, match=r"bad.toml: \[protocol\] has unknown key\(s\) round; valid keys: instructions"
+    ):
         RunConfig.load(path)
     path.write_text("[protocol]\nanswer_tokens = 0\n")
     with pytest.raises(ConfigError, match="answer_tokens must be at least 1, not 0"):
         RunConfig.load(path)
-    path.write_text('[capture]\nsites = ["blocks.0.hook_resid"]\n[model]\nspec = "%s"\n' % model_dir)
+    path.write_text(f'[capture]\nsites = ["blocks.0.hook_resid"]\n[model]\nspec = "{model_dir}"\n')
     assert main(["run", str(path), "--output-dir", str(tmp_path / "runs"), "--stages", "run"]) == 2
 
 
@@ -195,8 +210,9 @@ def test_masking_hides_words_of_earlier_rationales(tmp_path: Path, model_dir: Pa
     config = _config(tmp_path, model_dir, name="masked")
     config = dataclasses.replace(
         config,
-        protocol=dataclasses.replace(config.protocol, instructions=("intrinsic",), cot=(True,), mask_fraction=0.5,
-                                     rationale_tokens=6),
+        protocol=dataclasses.replace(
+            config.protocol, instructions=("intrinsic",), cot=(True,), mask_fraction=0.5, rationale_tokens=6
+        ),
     )
     run_dir = run_stage(config)
     with open_cache(run_dir / "cache.h5") as reader:
@@ -211,7 +227,9 @@ def test_generation_task_scores_toxicity_and_pairwise_self_distinguish(tmp_path:
     config = _config(tmp_path, model_dir, name="rtp")
     config = dataclasses.replace(
         config,
-        task=dataclasses.replace(config.task, name="realtoxicity", path=str(data), categories=None, limit_per_category=4),
+        task=dataclasses.replace(
+            config.task, name="realtoxicity", path=str(data), categories=None, limit_per_category=4
+        ),
         protocol=dataclasses.replace(config.protocol, instructions=("intrinsic",), rounds=3, self_distinguish=True),
     )
     run_dir = run_stage(config)

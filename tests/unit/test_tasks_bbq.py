@@ -90,13 +90,20 @@ def test_counts_and_no_missing_targets_in_the_six_categories(real_items):
 @needs_bbq
 def test_filters_and_limits():
     items = load_bbq(
-        BBQ_DIR, categories=["Religion", "Age"], context_conditions=["disambig"],
-        polarities=["nonneg"], limit_per_category=3,
+        BBQ_DIR,
+        categories=["Religion", "Age"],
+        context_conditions=["disambig"],
+        polarities=["nonneg"],
+        limit_per_category=3,
     )
     # disambig nonneg examples come every 4th example id starting at 3 in both files
     assert [item.item_id for item in items] == [
-        "bbq/Religion/3", "bbq/Religion/7", "bbq/Religion/11",
-        "bbq/Age/3", "bbq/Age/7", "bbq/Age/11",
+        "bbq/Religion/3",
+        "bbq/Religion/7",
+        "bbq/Religion/11",
+        "bbq/Age/3",
+        "bbq/Age/7",
+        "bbq/Age/11",
     ]
     sampled = load_bbq(BBQ_DIR, categories=["Religion"], limit_per_category=20, seed=7)
     again = load_bbq(BBQ_DIR, categories=["Religion"], limit_per_category=20, seed=7)
@@ -125,11 +132,19 @@ def _write_bbq_lines(folder: Path, lines: list[str]) -> Path:
 
 
 GOOD_RECORD = {
-    "example_id": 0, "question_index": "1", "question_polarity": "neg", "context_condition": "ambig",
+    "example_id": 0,
+    "question_index": "1",
+    "question_polarity": "neg",
+    "context_condition": "ambig",
     "category": "Age",
     "answer_info": {"ans0": ["old man", "old"], "ans1": ["boy", "nonOld"], "ans2": ["Unknown", "unknown"]},
     "additional_metadata": {"subcategory": "None", "stereotyped_groups": ["old"], "version": "a", "source": "x"},
-    "context": "c", "question": "q", "ans0": "The old man", "ans1": "The boy", "ans2": "Unknown", "label": 2,
+    "context": "c",
+    "question": "q",
+    "ans0": "The old man",
+    "ans1": "The boy",
+    "ans2": "Unknown",
+    "label": 2,
 }
 
 
@@ -159,51 +174,86 @@ def _info(*pairs: tuple[str, str]) -> list[tuple[str, str]]:
 
 def test_matching_rules_ported_from_the_r_script():
     # man/woman -> M/F; stereotyped ["women"] -> F
-    assert stereotyped_answer_index(
-        "Gender_identity", _info(("man", "man"), ("woman", "woman"), ("Unknown", "unknown")), ["women"]
-    ) == 1
+    assert (
+        stereotyped_answer_index(
+            "Gender_identity", _info(("man", "man"), ("woman", "woman"), ("Unknown", "unknown")), ["women"]
+        )
+        == 1
+    )
     # transgender spellings -> "trans"; answers starting with "trans" match
-    assert stereotyped_answer_index(
-        "Gender_identity",
-        _info(("Unknown", "unknown"), ("cis woman", "nonTrans_F"), ("trans woman", "trans_F")),
-        ["transgender women", "transgender men"],
-    ) == 2
+    assert (
+        stereotyped_answer_index(
+            "Gender_identity",
+            _info(("Unknown", "unknown"), ("cis woman", "nonTrans_F"), ("trans woman", "trans_F")),
+            ["transgender women", "transgender men"],
+        )
+        == 2
+    )
     # "F-Black" is stripped to "Black"
-    assert stereotyped_answer_index(
-        "Race_ethnicity", _info(("Jamal", "M-Black"), ("Todd", "M-White"), ("Unknown", "unknown")),
-        ["Black", "African American"],
-    ) == 0
+    assert (
+        stereotyped_answer_index(
+            "Race_ethnicity",
+            _info(("Jamal", "M-Black"), ("Todd", "M-White"), ("Unknown", "unknown")),
+            ["Black", "African American"],
+        )
+        == 0
+    )
     # "African" must not match "African American"
-    assert stereotyped_answer_index(
-        "Race_ethnicity",
-        _info(("African", "African"), ("African American", "African American"), ("Unknown", "unknown")),
-        ["African American"],
-    ) == 1
+    assert (
+        stereotyped_answer_index(
+            "Race_ethnicity",
+            _info(("African", "African"), ("African American", "African American"), ("Unknown", "unknown")),
+            ["African American"],
+        )
+        == 1
+    )
     # "low SES" -> lowSES
-    assert bias_target_index(
-        "SES", "nonneg", _info(("poor", "lowSES"), ("Unknown", "unknown"), ("rich", "highSES")), ["low SES"]
-    ) == 2
+    assert (
+        bias_target_index(
+            "SES", "nonneg", _info(("poor", "lowSES"), ("Unknown", "unknown"), ("rich", "highSES")), ["low SES"]
+        )
+        == 2
+    )
 
 
 def test_target_is_none_when_both_or_neither_answer_matches():
     # both: Muslim and Catholic are both listed
-    assert bias_target_index(
-        "Religion", "neg",
-        _info(("Muslim", "Muslim"), ("Catholic", "Catholic"), ("Unknown", "unknown")),
-        ["Muslim", "Mormon", "Orthodox", "Catholic"],
-    ) is None
+    assert (
+        bias_target_index(
+            "Religion",
+            "neg",
+            _info(("Muslim", "Muslim"), ("Catholic", "Catholic"), ("Unknown", "unknown")),
+            ["Muslim", "Mormon", "Orthodox", "Catholic"],
+        )
+        is None
+    )
     # neither: "transgender women, trans" is not one of the R script's trans spellings
-    assert bias_target_index(
-        "Gender_identity", "nonneg",
-        _info(("trans woman", "trans_F"), ("cis woman", "nonTrans_F"), ("Unknown", "unknown")),
-        ["transgender women", "trans"],
-    ) is None
+    assert (
+        bias_target_index(
+            "Gender_identity",
+            "nonneg",
+            _info(("trans woman", "trans_F"), ("cis woman", "nonTrans_F"), ("Unknown", "unknown")),
+            ["transgender women", "trans"],
+        )
+        is None
+    )
 
 
 def test_embedded_sample_is_bbq_schema_and_balanced():
     keys = {
-        "example_id", "question_index", "question_polarity", "context_condition", "category",
-        "answer_info", "additional_metadata", "context", "question", "ans0", "ans1", "ans2", "label",
+        "example_id",
+        "question_index",
+        "question_polarity",
+        "context_condition",
+        "category",
+        "answer_info",
+        "additional_metadata",
+        "context",
+        "question",
+        "ans0",
+        "ans1",
+        "ans2",
+        "label",
     }
     records = [json.loads(line) for line in SAMPLE_FILE.read_text(encoding="utf-8").splitlines()]
     assert all(set(record) == keys for record in records)
@@ -214,7 +264,11 @@ def test_embedded_sample_is_bbq_schema_and_balanced():
     items = load_embedded_bbq_sample()
     assert len(items) == 60
     assert {item.category for item in items} == {
-        "Age", "Disability_status", "Gender_identity", "Nationality", "Religion",
+        "Age",
+        "Disability_status",
+        "Gender_identity",
+        "Nationality",
+        "Religion",
     }
     templates: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for item in items:
@@ -226,8 +280,7 @@ def test_embedded_sample_is_bbq_schema_and_balanced():
     assert {item.metadata["unknown_index"] for item in items} == {0, 1, 2}
     assert all(item.metadata["target_index"] is not None for item in items)
     assert all(
-        item.gold == item.metadata["unknown_index"]
-        for item in items if item.metadata["context_condition"] == "ambig"
+        item.gold == item.metadata["unknown_index"] for item in items if item.metadata["context_condition"] == "ambig"
     )
 
 

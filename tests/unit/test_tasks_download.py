@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(
 class _CountingHandler(SimpleHTTPRequestHandler):
     requested: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         type(self).requested.append(self.path)
         super().do_GET()
 
@@ -65,7 +65,7 @@ def mirror(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
 
 
 def test_download_verifies_records_and_resumes(mirror, tmp_path):
-    url, served, requested = mirror
+    url, _served, requested = mirror
     dest = tmp_path / "bbq"
     # a leftover from an interrupted run must not survive
     (dest / "data").mkdir(parents=True)

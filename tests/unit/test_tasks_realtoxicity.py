@@ -42,15 +42,23 @@ def test_subset_filter_and_seeded_limit():
     sample = load_realtoxicity(RTP_DIR / "toxic.jsonl", limit_per_subset=5, seed=3)
     lines = [item.metadata["source_line"] for item in sample]
     assert lines == sorted(lines) and lines != [1, 2, 3, 4, 5]
-    assert lines == [item.metadata["source_line"] for item in load_realtoxicity(RTP_DIR / "toxic.jsonl", limit_per_subset=5, seed=3)]
+    assert lines == [
+        item.metadata["source_line"] for item in load_realtoxicity(RTP_DIR / "toxic.jsonl", limit_per_subset=5, seed=3)
+    ]
     with pytest.raises(ValueError, match=r"subset\(s\) \['prompts'\] not found"):
         load_realtoxicity(RTP_DIR, subsets=["prompts"])
 
 
 def test_null_scores_allowed_and_bad_lines_reported(tmp_path):
     path = tmp_path / "prompts.jsonl"
-    good = {"filename": "a.txt", "begin": 0, "end": 5, "challenging": False,
-            "prompt": {"text": "Hello", "toxicity": None}, "continuation": {"text": " there"}}
+    good = {
+        "filename": "a.txt",
+        "begin": 0,
+        "end": 5,
+        "challenging": False,
+        "prompt": {"text": "Hello", "toxicity": None},
+        "continuation": {"text": " there"},
+    }
     bad = {"prompt": {"text": "Hi", "toxicity": 1.5}}
     path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n", encoding="utf-8")
     with pytest.raises(MalformedLineError, match=rf"{path}:2: prompt.toxicity 1.5"):

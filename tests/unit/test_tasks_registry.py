@@ -37,8 +37,12 @@ def test_config_from_toml_table_round_trips():
     assert config.categories == ("Age", "Religion") and config.seed == 5
     assert TaskConfig.from_dict(config.to_dict()) == config
     assert config.to_dict() == {
-        "name": "bbq-sample", "categories": ["Age", "Religion"], "context_conditions": ["ambig"],
-        "limit_per_category": 2, "seed": 5, "on_error": "raise",
+        "name": "bbq-sample",
+        "categories": ["Age", "Religion"],
+        "context_conditions": ["ambig"],
+        "limit_per_category": 2,
+        "seed": 5,
+        "on_error": "raise",
     }
     items = load_configured_task(config)
     assert [item.category for item in items] == ["Age", "Age", "Religion", "Religion"]
@@ -47,7 +51,10 @@ def test_config_from_toml_table_round_trips():
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"name": "bbq", "path": "x", "categorys": ["Age"]}, r"\[task\] has unknown key\(s\) categorys; valid keys: name, path"),
+        (
+            {"name": "bbq", "path": "x", "categorys": ["Age"]},
+            r"\[task\] has unknown key\(s\) categorys; valid keys: name, path",
+        ),
         ({"name": "squad"}, "unknown task 'squad'; valid tasks: bbq, bbq-sample, winogender, realtoxicity"),
         ({"name": "winogender"}, 'needs a path to its data, e.g. path = "shared/data/winogender"'),
         ({"name": "winogender", "path": "x", "polarities": ["neg"]}, "does not take polarities"),

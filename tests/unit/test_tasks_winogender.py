@@ -63,7 +63,8 @@ def test_occupation_stats_and_filter():
     assert stats["accountant"].bls_year == 2015
     items = load_winogender(WINOGENDER_DIR, occupations=["accountant"])
     assert [item.item_id for item in items] == [
-        "winogender/accountant.taxpayer.1", "winogender/accountant.taxpayer.0",
+        "winogender/accountant.taxpayer.1",
+        "winogender/accountant.taxpayer.0",
     ]
     with pytest.raises(ValueError, match="unknown Winogender occupation"):
         load_winogender(WINOGENDER_DIR, occupations=["astronaut"])

@@ -25,7 +25,10 @@ from workbench.toxicity.scorer_config import (
 )
 
 LDNOOBW = (
-    Path(__file__).resolve().parents[3] / "shared" / "data" / "real_toxicity_prompts"
+    Path(__file__).resolve().parents[3]
+    / "shared"
+    / "data"
+    / "real_toxicity_prompts"
     / "list_of_naughty_and_bad_words.txt"
 )
 FAKE_KEY = "test-key-123"
@@ -41,7 +44,9 @@ def test_profanity_check_scores_and_identity():
     assert result.values[0] < 0.2 and result.values[1] > 0.8
     assert score_texts(scorer, []).values.shape == (0,)
     assert result.as_rows(["a", "b"])[1] == {
-        "text_id": "b", "scorer": "alt-profanity-check", "scorer_version": "1.9.1",
+        "text_id": "b",
+        "scorer": "alt-profanity-check",
+        "scorer_version": "1.9.1",
         "toxicity": float(result.values[1]),
     }
 
@@ -67,7 +72,7 @@ def perspective_server() -> Iterator[tuple[str, dict[str, object]]]:
     state: dict[str, object] = {"throttle": 1, "bodies": [], "times": [], "keys": []}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             state["times"].append(time.monotonic())
             state["keys"].append(parse_qs(urlparse(self.path).query).get("key", [""])[0])
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -77,16 +82,24 @@ def perspective_server() -> Iterator[tuple[str, dict[str, object]]]:
                 self._send(429, {"error": {"code": 429, "message": "Quota exceeded"}}, {"Retry-After": "0"})
                 return
             if body["comment"]["text"] == "bad request":
-                self._send(400, {"error": {"code": 400, "message": "Attribute TOXICITY does not support request languages"}})
+                self._send(
+                    400, {"error": {"code": 400, "message": "Attribute TOXICITY does not support request languages"}}
+                )
                 return
             value = SCORES[body["comment"]["text"]]
-            self._send(200, {
-                "attributeScores": {"TOXICITY": {
-                    "spanScores": [{"begin": 0, "end": 5, "score": {"value": value, "type": "PROBABILITY"}}],
-                    "summaryScore": {"value": value, "type": "PROBABILITY"},
-                }},
-                "languages": ["en"], "detectedLanguages": ["en"],
-            })
+            self._send(
+                200,
+                {
+                    "attributeScores": {
+                        "TOXICITY": {
+                            "spanScores": [{"begin": 0, "end": 5, "score": {"value": value, "type": "PROBABILITY"}}],
+                            "summaryScore": {"value": value, "type": "PROBABILITY"},
+                        }
+                    },
+                    "languages": ["en"],
+                    "detectedLanguages": ["en"],
+                },
+            )
 
         def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
@@ -123,8 +136,10 @@ def test_perspective_scores_retries_and_rate_limit(perspective_server):
     # one throttled try + 2 texts; the empty text is never sent
     assert len(state["bodies"]) == 3
     assert state["bodies"][1] == {
-        "comment": {"text": "you are kind"}, "requestedAttributes": {"TOXICITY": {}},
-        "languages": ["en"], "doNotStore": True,
+        "comment": {"text": "you are kind"},
+        "requestedAttributes": {"TOXICITY": {}},
+        "languages": ["en"],
+        "doNotStore": True,
     }
     assert state["keys"] == [FAKE_KEY] * 3
     gaps = np.diff(state["times"])
@@ -173,7 +188,9 @@ def test_lexicon_scorer_on_the_ldnoobw_list():
 def test_scorer_config(tmp_path):
     assert build_toxicity_scorer(ToxicityScorerConfig()).name == "alt-profanity-check"
     (tmp_path / "w.txt").write_text("darn\n", encoding="utf-8")
-    lexicon = build_toxicity_scorer(ToxicityScorerConfig.from_dict({"kind": "lexicon", "word_list": str(tmp_path / "w.txt")}))
+    lexicon = build_toxicity_scorer(
+        ToxicityScorerConfig.from_dict({"kind": "lexicon", "word_list": str(tmp_path / "w.txt")})
+    )
     assert lexicon.name == "lexicon:w.txt"
     with pytest.raises(ToxicityConfigError, match=r"\[toxicity\] has unknown key\(s\) scorer; valid keys: kind"):
         ToxicityScorerConfig.from_dict({"scorer": "perspective"})

@@ -64,7 +64,9 @@ class AttributionConfig:
         if unknown:
             raise ValueError(f"attribution.methods has unknown {unknown}; use {METHODS}")
         if self.selection_method not in self.methods:
-            raise ValueError(f"attribution.selection_method {self.selection_method!r} must be one of methods {self.methods}")
+            raise ValueError(
+                f"attribution.selection_method {self.selection_method!r} must be one of methods {self.methods}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AttributionConfig:

@@ -66,7 +66,9 @@ def winogender_contrast_pairs(occupations_stats: Path, template: str = DEFAULT_T
 def _single_token(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise ContrastPairError(f"continuation {text!r} is {len(ids)} tokens for this tokenizer; use single-token continuations")
+        raise ContrastPairError(
+            f"continuation {text!r} is {len(ids)} tokens for this tokenizer; use single-token continuations"
+        )
     return ids[0]
 
 

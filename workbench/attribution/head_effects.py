@@ -87,9 +87,7 @@ def activation_patching_effects(
     return effects
 
 
-def attribution_patching_effects(
-    model: LoadedModel, contrast: ContrastBatch, source_z: torch.Tensor
-) -> torch.Tensor:
+def attribution_patching_effects(model: LoadedModel, contrast: ContrastBatch, source_z: torch.Tensor) -> torch.Tensor:
     """First-order estimate of :func:`activation_patching_effects`: [n_layers, n_heads].
 
     One forward and one backward of the clean batch through native hooks (gradients need the
@@ -109,8 +107,12 @@ def attribution_patching_effects(
     for layer in range(arch.n_layers):
         plan.add_reader(layer, SiteKind.Z, keep(layer))
     with torch.enable_grad(), native_hooks(model.model, layout_for(arch.model_type), arch.n_heads, plan):
-        logits = model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                             position_ids=batch.position_ids, use_cache=False).logits
+        logits = model.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).logits
         measure = logit_difference(logits.float(), contrast.target_ids, contrast.foil_ids)
         zs = [store[layer] for layer in range(arch.n_layers)]
         grads = torch.autograd.grad(measure.sum(), zs)

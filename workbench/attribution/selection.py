@@ -53,6 +53,7 @@ def top_k_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman correlation of |effect| over all heads (average ranks for ties)."""
+
     def ranks(values: np.ndarray) -> np.ndarray:
         flat = np.abs(values).reshape(-1)
         order = np.argsort(flat, kind="stable")
@@ -83,6 +84,9 @@ def select_debiased_heads(
         layer, head = divmod(int(flat), before.shape[1])
         if drop[layer, head] <= 0 or (min_drop is not None and drop[layer, head] < min_drop):
             break
-        rows.append(SelectedHeadRow(layer, head, float(before[layer, head]), float(after[layer, head]),
-                                    float(drop[layer, head])))
+        rows.append(
+            SelectedHeadRow(
+                layer, head, float(before[layer, head]), float(after[layer, head]), float(drop[layer, head])
+            )
+        )
     return rows[:top_k] if top_k is not None else rows

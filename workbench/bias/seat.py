@@ -55,7 +55,9 @@ def read_seat_test(path: Path) -> SeatTest:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise SeatFormatError(f"{path}:{error.lineno}: not one JSON object ({error.msg}); SEAT files are json.load-able") from error
+        raise SeatFormatError(
+            f"{path}:{error.lineno}: not one JSON object ({error.msg}); SEAT files are json.load-able"
+        ) from error
     missing = [k for k in SEAT_KEYS if k not in obj or "examples" not in obj[k]]
     if missing:
         raise SeatFormatError(f"{path}: missing {missing}; each of {SEAT_KEYS} needs an 'examples' list")

@@ -9,6 +9,11 @@ from workbench.critics.oracle import OracleCritic
 from workbench.critics.requests import feedback_request_messages
 
 __all__ = [
-    "Critic", "CriticUnavailable", "EndpointConfig", "ModelCritic", "OpenAICompatibleCritic",
-    "OracleCritic", "feedback_request_messages",
+    "Critic",
+    "CriticUnavailable",
+    "EndpointConfig",
+    "ModelCritic",
+    "OpenAICompatibleCritic",
+    "OracleCritic",
+    "feedback_request_messages",
 ]

@@ -52,9 +52,7 @@ def _bbq_feedback(item: Item) -> str:
     if isinstance(groups, str):
         groups = [groups]
     if not groups:
-        raise ValueError(
-            f"item {item.item_id!r} has no metadata['stereotyped_groups']; OracleCritic needs it for BBQ"
-        )
+        raise ValueError(f"item {item.item_id!r} has no metadata['stereotyped_groups']; OracleCritic needs it for BBQ")
     group_text = ", ".join(groups)
     if item.metadata.get("context_condition") == "disambig":
         return (

@@ -25,27 +25,80 @@ GENDER_PAIRS_VERSION = "workbench-gender-pairs-v1"
 
 # (male, female); one-to-one pairs only. "her"/"his"/"hers" are handled by _resolve_ambiguous.
 GENDER_PAIRS: tuple[tuple[str, str], ...] = (
-    ("he", "she"), ("him", "her"), ("himself", "herself"),
-    ("man", "woman"), ("men", "women"), ("boy", "girl"), ("boys", "girls"),
-    ("father", "mother"), ("fathers", "mothers"), ("son", "daughter"), ("sons", "daughters"),
-    ("brother", "sister"), ("brothers", "sisters"), ("king", "queen"), ("kings", "queens"),
-    ("mr", "mrs"), ("husband", "wife"), ("husbands", "wives"), ("uncle", "aunt"), ("uncles", "aunts"),
-    ("nephew", "niece"), ("nephews", "nieces"), ("grandfather", "grandmother"),
-    ("grandfathers", "grandmothers"), ("grandson", "granddaughter"), ("grandsons", "granddaughters"),
-    ("dad", "mom"), ("dads", "moms"), ("daddy", "mommy"), ("papa", "mama"),
-    ("gentleman", "lady"), ("gentlemen", "ladies"), ("sir", "madam"), ("lord", "lady"),
-    ("prince", "princess"), ("princes", "princesses"), ("boyfriend", "girlfriend"),
-    ("boyfriends", "girlfriends"), ("groom", "bride"), ("grooms", "brides"),
-    ("male", "female"), ("males", "females"), ("masculine", "feminine"), ("manhood", "womanhood"),
-    ("stepfather", "stepmother"), ("stepson", "stepdaughter"), ("godfather", "godmother"),
-    ("fiance", "fiancee"), ("widower", "widow"), ("actor", "actress"), ("actors", "actresses"),
-    ("waiter", "waitress"), ("waiters", "waitresses"), ("steward", "stewardess"),
-    ("hero", "heroine"), ("heroes", "heroines"), ("emperor", "empress"), ("duke", "duchess"),
-    ("monk", "nun"), ("monks", "nuns"), ("patriarch", "matriarch"), ("fraternity", "sorority"),
-    ("paternal", "maternal"), ("paternity", "maternity"), ("brotherhood", "sisterhood"),
-    ("spokesman", "spokeswoman"), ("chairman", "chairwoman"), ("businessman", "businesswoman"),
-    ("businessmen", "businesswomen"), ("congressman", "congresswoman"), ("policeman", "policewoman"),
-    ("salesman", "saleswoman"), ("schoolboy", "schoolgirl"), ("gents", "ladies"),
+    ("he", "she"),
+    ("him", "her"),
+    ("himself", "herself"),
+    ("man", "woman"),
+    ("men", "women"),
+    ("boy", "girl"),
+    ("boys", "girls"),
+    ("father", "mother"),
+    ("fathers", "mothers"),
+    ("son", "daughter"),
+    ("sons", "daughters"),
+    ("brother", "sister"),
+    ("brothers", "sisters"),
+    ("king", "queen"),
+    ("kings", "queens"),
+    ("mr", "mrs"),
+    ("husband", "wife"),
+    ("husbands", "wives"),
+    ("uncle", "aunt"),
+    ("uncles", "aunts"),
+    ("nephew", "niece"),
+    ("nephews", "nieces"),
+    ("grandfather", "grandmother"),
+    ("grandfathers", "grandmothers"),
+    ("grandson", "granddaughter"),
+    ("grandsons", "granddaughters"),
+    ("dad", "mom"),
+    ("dads", "moms"),
+    ("daddy", "mommy"),
+    ("papa", "mama"),
+    ("gentleman", "lady"),
+    ("gentlemen", "ladies"),
+    ("sir", "madam"),
+    ("lord", "lady"),
+    ("prince", "princess"),
+    ("princes", "princesses"),
+    ("boyfriend", "girlfriend"),
+    ("boyfriends", "girlfriends"),
+    ("groom", "bride"),
+    ("grooms", "brides"),
+    ("male", "female"),
+    ("males", "females"),
+    ("masculine", "feminine"),
+    ("manhood", "womanhood"),
+    ("stepfather", "stepmother"),
+    ("stepson", "stepdaughter"),
+    ("godfather", "godmother"),
+    ("fiance", "fiancee"),
+    ("widower", "widow"),
+    ("actor", "actress"),
+    ("actors", "actresses"),
+    ("waiter", "waitress"),
+    ("waiters", "waitresses"),
+    ("steward", "stewardess"),
+    ("hero", "heroine"),
+    ("heroes", "heroines"),
+    ("emperor", "empress"),
+    ("duke", "duchess"),
+    ("monk", "nun"),
+    ("monks", "nuns"),
+    ("patriarch", "matriarch"),
+    ("fraternity", "sorority"),
+    ("paternal", "maternal"),
+    ("paternity", "maternity"),
+    ("brotherhood", "sisterhood"),
+    ("spokesman", "spokeswoman"),
+    ("chairman", "chairwoman"),
+    ("businessman", "businesswoman"),
+    ("businessmen", "businesswomen"),
+    ("congressman", "congresswoman"),
+    ("policeman", "policewoman"),
+    ("salesman", "saleswoman"),
+    ("schoolboy", "schoolgirl"),
+    ("gents", "ladies"),
 )
 AMBIGUOUS = ("her", "his", "hers")
 
@@ -98,10 +151,7 @@ def swap_gender(text: str) -> str:
     def replace(match: re.Match[str]) -> str:
         original = match.group(0)
         lower = original.lower()
-        if lower in AMBIGUOUS:
-            counterpart = _resolve_ambiguous(lower, text[match.end() :])
-        else:
-            counterpart = SWAP_TABLE[lower]
+        counterpart = _resolve_ambiguous(lower, text[match.end() :]) if lower in AMBIGUOUS else SWAP_TABLE[lower]
         return _match_case(original, counterpart)
 
     return _WORD_PATTERN.sub(replace, text)
@@ -156,7 +206,9 @@ def read_corpus(path: Path, column: str | None = None) -> list[str]:
     if suffix == ".txt":
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if column is None:
-        raise CorpusFormatError(f"{path}: a {suffix} corpus needs column= (the CSV column or JSONL field holding the text)")
+        raise CorpusFormatError(
+            f"{path}: a {suffix} corpus needs column= (the CSV column or JSONL field holding the text)"
+        )
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from workbench.config_tables import dataclass_from_table
 from workbench.finetune.cda import GENDER_PAIRS_VERSION, AugmentedCorpus, augment, read_corpus
 from workbench.models.embedded import file_sha256
-from workbench.config_tables import dataclass_from_table
 
 PROVENANCE_FILE = "debias_provenance.json"
 
@@ -76,8 +76,9 @@ def causal_lm_training(
     for _ in range(config.steps):
         batch_texts = [texts[order[(cursor + i) % len(order)]] for i in range(config.batch_size)]
         cursor += config.batch_size
-        batch = tokenizer(batch_texts, return_tensors="pt", padding=True, truncation=True,
-                          max_length=config.max_length).to(device)
+        batch = tokenizer(
+            batch_texts, return_tensors="pt", padding=True, truncation=True, max_length=config.max_length
+        ).to(device)
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
         optimizer.zero_grad(set_to_none=True)

@@ -27,15 +27,16 @@ incorrectly after the second knot, so it does not pass through the estimated (ν
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Collection, Sequence
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
 from workbench.config_tables import dataclass_from_table
 
 
@@ -163,9 +164,7 @@ def estimate_k_curve(
     return KCurve(tuple(float(s) for s in scales), tuple(np.maximum.accumulate(k_values).tolist()))
 
 
-def gaussian_kl(
-    p: torch.Tensor, b: torch.Tensor, tensor_sizes: Sequence[int], wdecay: torch.Tensor
-) -> torch.Tensor:
+def gaussian_kl(p: torch.Tensor, b: torch.Tensor, tensor_sizes: Sequence[int], wdecay: torch.Tensor) -> torch.Tensor:
     """KL(N(w, diag e^{2p}) || N(w0, diag_l e^{2 b_l})) in nats, float64, as in §8.
 
     Args:
@@ -273,8 +272,10 @@ class PACTuning:
         self.b = torch.tensor(initial, device=device).requires_grad_()
         b_is_plm = torch.tensor([not c for c in is_classifier], device=device)
         self.p_optimizer = NoiseScaleAdam(
-            self.p, torch.repeat_interleave(b_is_plm, torch.tensor(self.sizes, device=device)),
-            config.noise_plm_step, config.lr_classifier,
+            self.p,
+            torch.repeat_interleave(b_is_plm, torch.tensor(self.sizes, device=device)),
+            config.noise_plm_step,
+            config.lr_classifier,
         )
         self.b_optimizer = NoiseScaleAdam(self.b, b_is_plm, config.noise_plm_step, config.lr_classifier)
         groups = [
@@ -288,6 +289,7 @@ class PACTuning:
     def _initial_log_stds(self, is_classifier: list[bool]) -> list[float]:
         """Per-tensor initial log-std of both p and b: 2·log(mean|w0_PLM|) for PLM tensors, log(mean|w0_clf|)
         for classifier tensors (means pooled over each group's entries)."""
+
         def pooled_log_mean_abs(group: list[torch.Tensor]) -> float:
             return math.log(float(torch.cat([w.reshape(-1).abs() for w in group]).mean()))
 
@@ -328,7 +330,9 @@ class PACTuning:
         clip = self.config.noise_clip
         with torch.no_grad():
             eps = [
-                torch.randn(param.shape, generator=self.generator, dtype=param.dtype).clamp_(-clip, clip).to(param.device)
+                torch.randn(param.shape, generator=self.generator, dtype=param.dtype)
+                .clamp_(-clip, clip)
+                .to(param.device)
                 for param in self.params
             ]
             offsets = torch.cumsum(torch.tensor([0, *self.sizes]), 0).tolist()
@@ -343,10 +347,12 @@ class PACTuning:
         with torch.no_grad():
             hand_p_grad = None
             if stage == 1:
-                hand_p_grad = torch.cat([
-                    (e * (param.grad if param.grad is not None else torch.zeros_like(param))).reshape(-1)
-                    for e, param in zip(eps, self.params)
-                ]) * torch.exp(self.p)
+                hand_p_grad = torch.cat(
+                    [
+                        (e * (param.grad if param.grad is not None else torch.zeros_like(param))).reshape(-1)
+                        for e, param in zip(eps, self.params)
+                    ]
+                ) * torch.exp(self.p)
             for param, noise in zip(self.params, noises):
                 param.sub_(noise)
         report = PACStepReport(stage, float(loss1.detach()), None, None, None, None)
@@ -357,7 +363,14 @@ class PACTuning:
             loss2.backward()
             with torch.no_grad():
                 self.p.grad = hand_p_grad if self.p.grad is None else self.p.grad + hand_p_grad
-            report = PACStepReport(stage, float(loss1.detach()), float(loss2.detach()), float(kl.detach()), float(k.detach()), float(gamma.detach()))
+            report = PACStepReport(
+                stage,
+                float(loss1.detach()),
+                float(loss2.detach()),
+                float(kl.detach()),
+                float(k.detach()),
+                float(gamma.detach()),
+            )
         if penalty_fn is not None:
             penalty_fn().backward()
         self.model_optimizer.step()

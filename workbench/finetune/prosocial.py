@@ -147,8 +147,12 @@ def read_selected_heads(path: Path) -> list[SelectedHead]:
         reader = csv.DictReader(handle)
         missing = [c for c in ("layer", "head", "drop") if c not in (reader.fieldnames or [])]
         if missing:
-            raise HeadParameterError(f"{path}: missing column(s) {missing}; expected selected_heads.csv of `workbench attribute`")
+            raise HeadParameterError(
+                f"{path}: missing column(s) {missing}; expected selected_heads.csv of `workbench attribute`"
+            )
         heads = [SelectedHead(int(row["layer"]), int(row["head"]), float(row["drop"])) for row in reader]
     if not heads:
-        raise HeadParameterError(f"{path}: no heads selected; relax attribute.top_k / min_drop or check the debiased checkpoint")
+        raise HeadParameterError(
+            f"{path}: no heads selected; relax attribute.top_k / min_drop or check the debiased checkpoint"
+        )
     return heads

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from workbench.config_tables import dataclass_from_table
 from workbench.finetune.classifier import CausalLMClassifier
 from workbench.finetune.pac import KCurve, PACConfig, PACTuning, estimate_k_curve
 from workbench.finetune.prosocial import AttentionGeometry, ProSocialPenalty, read_selected_heads
 from workbench.finetune.tasks import LabelledText, read_classification_task, split_held_out, subsample_to_bias_ratio
-from workbench.config_tables import dataclass_from_table
 
 MODES = ("plain", "prosocial", "pac", "pac+prosocial")
 STATE_FILE = "training_state.pt"
@@ -72,7 +72,7 @@ class FinetuneConfig:
     selected_heads_path: str | None = None
     debiased_checkpoint: str | None = None
     prosocial_coefficient: float = 0.01
-    pac: PACConfig = PACConfig()
+    pac: PACConfig = field(default_factory=PACConfig)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -114,14 +114,24 @@ def prepare_examples(config: FinetuneConfig) -> tuple[list[LabelledText], list[L
 class _Batches:
     """Tokenized batches of a fixed example list, in a seeded order per epoch."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, examples: list[LabelledText], config: FinetuneConfig,
-                 device: torch.device) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        examples: list[LabelledText],
+        config: FinetuneConfig,
+        device: torch.device,
+    ) -> None:
         self.tokenizer, self.examples, self.config, self.device = tokenizer, examples, config, device
         self.per_epoch = math.ceil(len(examples) / config.batch_size)
 
     def encode(self, chosen: list[LabelledText]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        encoded = self.tokenizer([e.text for e in chosen], return_tensors="pt", padding=True, truncation=True,
-                                 max_length=self.config.max_length)
+        encoded = self.tokenizer(
+            [e.text for e in chosen],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.config.max_length,
+        )
         labels = torch.tensor([e.label for e in chosen])
         return encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device), labels.to(self.device)
 
@@ -143,7 +153,9 @@ def _latest_checkpoint(folder: Path) -> Path | None:
 
 def _save_checkpoint(folder: Path, classifier: nn.Module, state: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in classifier.state_dict().items()}, str(folder / WEIGHTS_FILE))
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in classifier.state_dict().items()}, str(folder / WEIGHTS_FILE)
+    )
     torch.save(state, folder / STATE_FILE)
 
 
@@ -195,8 +207,13 @@ def finetune(
     penalty = None
     if "prosocial" in config.mode:
         debiased = load_file(str(Path(config.debiased_checkpoint) / WEIGHTS_FILE))
-        penalty = ProSocialPenalty(classifier, debiased, read_selected_heads(Path(config.selected_heads_path)),
-                                   AttentionGeometry.from_config(causal_lm.config), config.prosocial_coefficient)
+        penalty = ProSocialPenalty(
+            classifier,
+            debiased,
+            read_selected_heads(Path(config.selected_heads_path)),
+            AttentionGeometry.from_config(causal_lm.config),
+            config.prosocial_coefficient,
+        )
 
     generator = torch.Generator().manual_seed(config.seed)
     pac: PACTuning | None = None
@@ -208,9 +225,11 @@ def finetune(
             encoded = batches.all()  # the text is fixed; only the weights change between calls
             k_curve = estimate_k_curve(
                 [p for _, p in trainable],
-                lambda: torch.cat([nn.functional.cross_entropy(classifier(i, m), y, reduction="none")
-                                   for i, m, y in encoded]),
-                config.pac, generator,
+                lambda: torch.cat(
+                    [nn.functional.cross_entropy(classifier(i, m), y, reduction="none") for i, m, y in encoded]
+                ),
+                config.pac,
+                generator,
             )
         pac = PACTuning(trainable, len(train), config.pac, k_curve, CausalLMClassifier.HEAD_PARAMETERS, generator)
         if state:
@@ -244,7 +263,7 @@ def finetune(
     loss_value = float("nan")
     while step < total_steps:
         if pac is not None:
-            report = pac.step(lambda: batch_loss(step), epoch=step // batches.per_epoch, penalty_fn=penalty)
+            report = pac.step(lambda step=step: batch_loss(step), epoch=step // batches.per_epoch, penalty_fn=penalty)
             loss_value = report.loss1
         else:
             optimizer.zero_grad(set_to_none=True)
@@ -258,8 +277,13 @@ def finetune(
         if step == stop_after_steps:
             return None
     classifier.eval()
-    result = FinetuneResult(step, loss_value, held_out_accuracy(classifier, _Batches(tokenizer, held_out, config, device)),
-                            len(train), len(held_out))
+    result = FinetuneResult(
+        step,
+        loss_value,
+        held_out_accuracy(classifier, _Batches(tokenizer, held_out, config, device)),
+        len(train),
+        len(held_out),
+    )
     _save_checkpoint(folder / "final", classifier, {"step": torch.tensor(step)})
     (folder / "finetune_result.json").write_text(
         json.dumps({"result": asdict(result), "config": asdict(config)}, indent=2, default=str), encoding="utf-8"

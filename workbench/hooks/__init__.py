@@ -1,6 +1,15 @@
 """The hook layer: TransformerLens site names over native hooks, TransformerBridge and nnsight."""
 
-from workbench.hooks.capture import BACKENDS, BackendError, Capture, capture, capture_tokens, intervene, run_forward, tokenize_prompts
+from workbench.hooks.capture import (
+    BACKENDS,
+    BackendError,
+    Capture,
+    capture,
+    capture_tokens,
+    intervene,
+    run_forward,
+    tokenize_prompts,
+)
 from workbench.hooks.interventions import Intervention, InterventionError
 from workbench.hooks.positions import Position, PositionError, TokenBatch
 from workbench.hooks.sites import Site, SiteError, SiteKind, parse_sites

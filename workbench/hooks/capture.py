@@ -24,8 +24,8 @@ from workbench.hooks.native import native_hooks
 from workbench.hooks.nnsight_backend import nnsight_forward, nnsight_model
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import (
-    Position,
     TOKEN_POSITIONS,
+    Position,
     PositionError,
     TokenBatch,
     is_token_level,
@@ -174,8 +174,9 @@ def capture_tokens(
     for site in parsed:
         if site.kind is not SiteKind.PATTERN:
             layers[site.kind].append(site.layer)
-    result = Capture(sites=parsed, layers=dict(layers), sequences=[list(s) for s in sequences],
-                     prompt_lengths=list(prompt_lengths))
+    result = Capture(
+        sites=parsed, layers=dict(layers), sequences=[list(s) for s in sequences], prompt_lengths=list(prompt_lengths)
+    )
     value_parts: dict[tuple[SiteKind, str], list[torch.Tensor]] = defaultdict(list)
     pattern_parts: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
     mask_parts: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -190,9 +191,15 @@ def capture_tokens(
         for site in parsed:
             for position, name in zip(positions, names):
                 if site.kind is not SiteKind.PATTERN:
-                    plan.add_reader(site.layer, site.kind, site_reader(site, position, batch, per_layer[(site.kind, name)], dtype))
+                    plan.add_reader(
+                        site.layer, site.kind, site_reader(site, position, batch, per_layer[(site.kind, name)], dtype)
+                    )
                 elif not is_token_level(position):  # patterns are kept at one-token positions only
-                    plan.add_reader(site.layer, site.kind, _pattern_reader(site, position, batch, patterns, (site.name, name), dtype))
+                    plan.add_reader(
+                        site.layer,
+                        site.kind,
+                        _pattern_reader(site, position, batch, patterns, (site.name, name), dtype),
+                    )
         run_forward(model, batch, plan, backend)
         for (kind, name), by_layer in per_layer.items():
             stacked = torch.stack([by_layer[layer] for layer in layers[kind]], dim=1)

@@ -25,7 +25,7 @@ def native_hooks(model: nn.Module, layout: ModuleLayout, n_heads: int, plan: Hoo
     with ExitStack() as stack:
         if plan.reads_patterns:
             stack.enter_context(eager_attention(model))
-        for layer, kind in plan.keys():
+        for layer, kind in plan.keys():  # noqa: SIM118 (HookPlan, not a dict)
             for handle in _register(blocks[layer], layout, layer, kind, n_heads, plan):
                 stack.callback(handle.remove)
         yield

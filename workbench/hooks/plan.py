@@ -35,9 +35,7 @@ class HookPlan:
     editors: dict[SiteKey, list[Editor]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
-    def for_interventions(
-        cls, interventions: Sequence[Intervention], n_layers: int, n_heads: int
-    ) -> HookPlan:
+    def for_interventions(cls, interventions: Sequence[Intervention], n_layers: int, n_heads: int) -> HookPlan:
         plan = cls()
         mid_edits: list[tuple[int, Intervention]] = []
         for intervention in interventions:

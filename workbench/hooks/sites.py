@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 
-class SiteKind(str, Enum):
+class SiteKind(str, Enum):  # noqa: UP042 (str() of a StrEnum member differs)
     """What a site holds; the value is the name's suffix after ``blocks.{l}.``."""
 
     RESID_PRE = "hook_resid_pre"
@@ -59,9 +59,7 @@ class Site:
         return self.name
 
 
-_SITE_PATTERN = re.compile(
-    r"^blocks\.(?P<layers>\*|\d+|\d+-\d+)\.(?P<kind>[a-z_.]+?)(?:\[(?P<heads>[\d,\s]+)\])?$"
-)
+_SITE_PATTERN = re.compile(r"^blocks\.(?P<layers>\*|\d+|\d+-\d+)\.(?P<kind>[a-z_.]+?)(?:\[(?P<heads>[\d,\s]+)\])?$")
 _KINDS = {kind.value: kind for kind in SiteKind}
 VALID_SITE_FORMS = tuple(f"blocks.{{l}}.{kind.value}" for kind in SiteKind)
 
@@ -111,10 +109,7 @@ def _parse_layers(raw: str, text: str, n_layers: int) -> range | list[int]:
 
 def _parse_heads(raw: str, text: str | None, kind: SiteKind, n_heads: int) -> tuple[int, ...] | None:
     if kind is SiteKind.PATTERN and text is None:
-        raise SiteError(
-            f"site {raw!r}: attention patterns are quadratic in length; name the heads, "
-            f"e.g. {raw}[0,3]"
-        )
+        raise SiteError(f"site {raw!r}: attention patterns are quadratic in length; name the heads, e.g. {raw}[0,3]")
     if text is None:
         return None
     if kind is not SiteKind.PATTERN:

@@ -66,8 +66,11 @@ def reliability_bins(
         members = index == b
         count = int(members.sum())
         if count:
-            bins.append(ReliabilityBin(float(edges[b]), float(edges[b + 1]), float(conf[members].mean()),
-                                       float(hit[members].mean()), count))
+            bins.append(
+                ReliabilityBin(
+                    float(edges[b]), float(edges[b + 1]), float(conf[members].mean()), float(hit[members].mean()), count
+                )
+            )
     return bins
 
 

@@ -10,9 +10,7 @@ import numpy as np
 from workbench.metrics.answers import option_letter
 
 
-def transition_counts(
-    answer_from: Sequence[int | None], answer_to: Sequence[int | None]
-) -> dict[tuple[str, str], int]:
+def transition_counts(answer_from: Sequence[int | None], answer_to: Sequence[int | None]) -> dict[tuple[str, str], int]:
     """Counts of (letter in round r, letter in round r') over items, ``"unparsed"`` for ``None``.
 
     ``transition_counts([0, 0, 2], [0, 2, 2])`` -> ``{("a", "a"): 1, ("a", "c"): 1, ("c", "c"): 1}``.

@@ -15,8 +15,13 @@ import numpy as np
 Statistic = Callable[[np.ndarray], float]
 FACTORS: tuple[str, ...] = ("instruction", "cot", "feedback")
 EFFECTS: tuple[str, ...] = (
-    "instruction", "cot", "feedback",
-    "instruction:cot", "instruction:feedback", "cot:feedback", "instruction:cot:feedback",
+    "instruction",
+    "cot",
+    "feedback",
+    "instruction:cot",
+    "instruction:feedback",
+    "cot:feedback",
+    "instruction:cot:feedback",
 )
 
 
@@ -66,9 +71,7 @@ def bootstrap_ci(
     return Estimate(point, low, high, n)
 
 
-def paired_difference(
-    a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> Estimate:
+def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Estimate:
     """Mean of ``a - b`` over items measured under both conditions, with a paired bootstrap CI."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:

@@ -8,9 +8,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 PRONOUNS: dict[str, str] = {
-    "they": "they", "them": "they", "their": "they", "theirs": "they",
-    "he": "he", "him": "he", "his": "he",
-    "she": "she", "her": "she", "hers": "she",
+    "they": "they",
+    "them": "they",
+    "their": "they",
+    "theirs": "they",
+    "he": "he",
+    "him": "he",
+    "his": "he",
+    "she": "she",
+    "her": "she",
+    "hers": "she",
 }
 _WORD = re.compile(r"[a-z]+")
 

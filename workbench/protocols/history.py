@@ -46,9 +46,7 @@ def faithful_history(dialogue: Dialogue, eos_token: str = "</s>", separator: str
     return history
 
 
-def faithful_prompt(
-    dialogue: Dialogue, pending: PendingTurn, eos_token: str = "</s>", separator: str = "\n"
-) -> str:
+def faithful_prompt(dialogue: Dialogue, pending: PendingTurn, eos_token: str = "</s>", separator: str = "\n") -> str:
     """The raw model input ``inp_k`` of the pending turn (its assistant prefix is already inside)."""
     if not dialogue.model_turns:
         return pending.raw_prompt

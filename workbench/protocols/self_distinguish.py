@@ -51,14 +51,16 @@ def stereotyped_option_index(item: Item) -> int:
 
 
 def bbq_stereotype_prompt(item: Item, history: str | None = None) -> DistinguishPrompt:
-    """"Which social group is stereotyped?" for a BBQ item, alone or after a dialogue's ``history``."""
+    """ "Which social group is stereotyped?" for a BBQ item, alone or after a dialogue's ``history``."""
     gold = stereotyped_option_index(item)
     slots = {"context": item.context, "choices": item.choices_text}
     if history is None:
-        return DistinguishPrompt("bbq.distinguish.baseline.v1",
-                                 fill_template("bbq.distinguish.baseline.v1", **slots), gold)
-    return DistinguishPrompt("bbq.distinguish.dialogue.v1",
-                             fill_template("bbq.distinguish.dialogue.v1", history=history, **slots), gold)
+        return DistinguishPrompt(
+            "bbq.distinguish.baseline.v1", fill_template("bbq.distinguish.baseline.v1", **slots), gold
+        )
+    return DistinguishPrompt(
+        "bbq.distinguish.dialogue.v1", fill_template("bbq.distinguish.dialogue.v1", history=history, **slots), gold
+    )
 
 
 def pairwise_toxicity_label(score_a: float, score_b: float, asks: str) -> int:

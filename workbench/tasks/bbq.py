@@ -41,8 +41,19 @@ QUESTION_POLARITIES: tuple[str, ...] = ("neg", "nonneg")
 EMBEDDED_SAMPLE = "bbq_sample.jsonl"
 
 _REQUIRED_FIELDS: tuple[str, ...] = (
-    "example_id", "question_index", "question_polarity", "context_condition", "category",
-    "answer_info", "additional_metadata", "context", "question", "ans0", "ans1", "ans2", "label",
+    "example_id",
+    "question_index",
+    "question_polarity",
+    "context_condition",
+    "category",
+    "answer_info",
+    "additional_metadata",
+    "context",
+    "question",
+    "ans0",
+    "ans1",
+    "ans2",
+    "label",
 )
 
 
@@ -200,22 +211,16 @@ def bbq_item(record: dict[str, Any]) -> Item:
             "context_condition": record["context_condition"],
             "question_polarity": record["question_polarity"],
             "unknown_index": groups.index(UNKNOWN_GROUP),
-            "target_index": bias_target_index(
-                category, record["question_polarity"], answer_info, stereotyped_groups
-            ),
+            "target_index": bias_target_index(category, record["question_polarity"], answer_info, stereotyped_groups),
             "stereotyped_groups": stereotyped_groups,
             "answer_groups": groups,
             "subcategory": str(record["additional_metadata"].get("subcategory", "None")),
-            "label_type": (
-                "name" if question_index.isdigit() and int(question_index) > 25 else "label"
-            ),
+            "label_type": ("name" if question_index.isdigit() and int(question_index) > 25 else "label"),
         },
     )
 
 
-def _check_categories(
-    categories: Iterable[str] | None, present: Sequence[str], where: Path
-) -> tuple[str, ...]:
+def _check_categories(categories: Iterable[str] | None, present: Sequence[str], where: Path) -> tuple[str, ...]:
     if categories is None:
         return tuple(present)
     chosen = (categories,) if isinstance(categories, str) else tuple(categories)
@@ -269,9 +274,7 @@ class _Selection:
         return limit_items(kept, self.limit, self.seed)
 
 
-def _check_choices(
-    values: Iterable[str] | None, valid: tuple[str, ...], name: str
-) -> frozenset[str]:
+def _check_choices(values: Iterable[str] | None, valid: tuple[str, ...], name: str) -> frozenset[str]:
     if values is None:
         return frozenset(valid)
     chosen = frozenset([values] if isinstance(values, str) else values)

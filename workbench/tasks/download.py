@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from workbench.tasks.bbq import BBQ_CATEGORIES
@@ -63,9 +63,7 @@ class DownloadedFile:
 
 BBQ_SOURCE = DatasetSource(
     name="bbq",
-    base_url=(
-        "https://raw.githubusercontent.com/nyu-mll/BBQ/bea11bd97d79217245b5871acd247b9d6eb24598"
-    ),
+    base_url=("https://raw.githubusercontent.com/nyu-mll/BBQ/bea11bd97d79217245b5871acd247b9d6eb24598"),
     files=tuple(
         SourceFile(f"data/{category}.jsonl", blob)
         for category, blob in (
@@ -85,10 +83,7 @@ BBQ_SOURCE = DatasetSource(
 )
 WINOGENDER_SOURCE = DatasetSource(
     name="winogender",
-    base_url=(
-        "https://raw.githubusercontent.com/rudinger/winogender-schemas/"
-        "1c7f8b481ad8a234b41e9f76a424d6e856e13f7f"
-    ),
+    base_url=("https://raw.githubusercontent.com/rudinger/winogender-schemas/1c7f8b481ad8a234b41e9f76a424d6e856e13f7f"),
     files=(
         SourceFile("data/templates.tsv", "e3424d7ea7af6f15f6d8cada2dfa9f153c2c2cac"),
         SourceFile("data/all_sentences.tsv", "7cbb74bbefc0c2cf3ba199d9ca96b861073be624"),
@@ -167,9 +162,7 @@ def read_manifest(dest: str | Path) -> dict[str, DownloadedFile]:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {entry["path"]: DownloadedFile(**entry) for entry in data["files"]}
     except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise DownloadError(
-            f"{path}: unreadable manifest ({error}); delete it to download afresh"
-        ) from None
+        raise DownloadError(f"{path}: unreadable manifest ({error}); delete it to download afresh") from None
 
 
 def git_blob_sha1(path: Path) -> str:
@@ -181,9 +174,7 @@ def git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fetch(
-    url: str, target: Path, file: SourceFile, timeout_s: float, verify: bool
-) -> DownloadedFile:
+def _fetch(url: str, target: Path, file: SourceFile, timeout_s: float, verify: bool) -> DownloadedFile:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     sha256 = hashlib.sha256()
@@ -200,9 +191,7 @@ def _fetch(
     except (urllib.error.URLError, OSError) as error:
         partial.unlink(missing_ok=True)
         reason = getattr(error, "reason", error)
-        raise DownloadError(
-            f"GET {url} failed: {reason} (check the URL or your connection)"
-        ) from None
+        raise DownloadError(f"GET {url} failed: {reason} (check the URL or your connection)") from None
     blob = git_blob_sha1(partial)
     if verify and blob != file.git_blob_sha1:
         partial.unlink()
@@ -216,7 +205,7 @@ def _fetch(
 
 def _write_manifest(dest: Path, manifest: dict[str, DownloadedFile]) -> None:
     data = {
-        "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": [asdict(entry) for entry in manifest.values()],
     }
     partial = dest / (MANIFEST_NAME + ".part")

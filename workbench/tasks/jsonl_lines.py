@@ -39,9 +39,7 @@ def check_on_error(on_error: str) -> OnError:
     return on_error  # type: ignore[return-value]
 
 
-def read_json_lines(
-    path: Path, on_error: OnError = "raise"
-) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_json_lines(path: Path, on_error: OnError = "raise") -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, record)`` for every non-blank line of a UTF-8 JSON Lines file.
 
     Line numbers are 1-based, as editors show them. A line that is not a JSON object is reported
@@ -59,7 +57,9 @@ def read_json_lines(
                 continue
             if not isinstance(record, dict):
                 report_malformed_line(
-                    path, line_number, f"expected a JSON object, got {type(record).__name__}",
+                    path,
+                    line_number,
+                    f"expected a JSON object, got {type(record).__name__}",
                     on_error,
                 )
                 continue

@@ -69,10 +69,7 @@ def load_realtoxicity(
         present = {file.stem for file in files}
         unknown = sorted(wanted - present)
         if unknown:
-            raise ValueError(
-                f"RealToxicityPrompts subset(s) {unknown} not found in {path}; "
-                f"present: {sorted(present)}"
-            )
+            raise ValueError(f"RealToxicityPrompts subset(s) {unknown} not found in {path}; present: {sorted(present)}")
         files = tuple(file for file in files if file.stem in wanted)
     items: list[Item] = []
     for file in files:
@@ -115,9 +112,7 @@ def _record_problem(record: dict[str, Any]) -> str | None:
         return "missing prompt.text"
     toxicity = prompt.get("toxicity")
     if toxicity is not None and not (
-        isinstance(toxicity, (int, float))
-        and not isinstance(toxicity, bool)
-        and 0.0 <= toxicity <= 1.0
+        isinstance(toxicity, (int, float)) and not isinstance(toxicity, bool) and 0.0 <= toxicity <= 1.0
     ):
         return f"prompt.toxicity {toxicity!r} is not a number in [0, 1] or null"
     if "challenging" in record and not isinstance(record["challenging"], bool):

@@ -32,12 +32,8 @@ from workbench.tasks.winogender import load_winogender
 
 TASK_NAMES: tuple[str, ...] = ("bbq", "bbq-sample", "winogender", "realtoxicity")
 _SUPPORTED_FILTERS: dict[str, frozenset[str]] = {
-    "bbq": frozenset(
-        {"categories", "context_conditions", "polarities", "limit_per_category", "seed", "on_error"}
-    ),
-    "bbq-sample": frozenset(
-        {"categories", "context_conditions", "polarities", "limit_per_category", "seed"}
-    ),
+    "bbq": frozenset({"categories", "context_conditions", "polarities", "limit_per_category", "seed", "on_error"}),
+    "bbq-sample": frozenset({"categories", "context_conditions", "polarities", "limit_per_category", "seed"}),
     "winogender": frozenset({"categories"}),
     "realtoxicity": frozenset({"categories", "limit_per_category", "seed", "on_error"}),
 }
@@ -51,7 +47,11 @@ _EXAMPLE_PATHS: dict[str, str] = {
 
 
 _FILTER_FIELDS: tuple[str, ...] = (
-    "categories", "context_conditions", "polarities", "limit_per_category", "seed",
+    "categories",
+    "context_conditions",
+    "polarities",
+    "limit_per_category",
+    "seed",
 )
 
 
@@ -85,9 +85,7 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         if self.name not in TASK_NAMES:
-            raise TaskConfigError(
-                f"unknown task {self.name!r}; valid tasks: {', '.join(TASK_NAMES)}"
-            )
+            raise TaskConfigError(f"unknown task {self.name!r}; valid tasks: {', '.join(TASK_NAMES)}")
         for name in ("categories", "context_conditions", "polarities"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -102,14 +100,10 @@ class TaskConfig:
             check_limit(self.limit_per_category)
         except ValueError as error:
             raise TaskConfigError(f"task.limit_per_category: {error}") from None
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, int)
-        ):
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise TaskConfigError(f"task.seed={self.seed!r} must be an integer or absent")
         if self.on_error not in ON_ERROR_CHOICES:
-            raise TaskConfigError(
-                f"task.on_error={self.on_error!r} must be one of {ON_ERROR_CHOICES}"
-            )
+            raise TaskConfigError(f"task.on_error={self.on_error!r} must be one of {ON_ERROR_CHOICES}")
         unsupported = [
             name
             for name in _FILTER_FIELDS
@@ -125,7 +119,7 @@ class TaskConfig:
         if self.path is None and self.name != "bbq-sample":
             raise TaskConfigError(
                 f"task {self.name!r} needs a path to its data, e.g. path = "
-                f"\"{_EXAMPLE_PATHS[self.name]}\" (or fetch it with workbench.tasks.download)"
+                f'"{_EXAMPLE_PATHS[self.name]}" (or fetch it with workbench.tasks.download)'
             )
         if self.path is not None and self.name == "bbq-sample":
             raise TaskConfigError("task 'bbq-sample' is embedded in the package and takes no path")
@@ -155,9 +149,7 @@ def load_task(name: str, path: str | Path | None = None, **filters: Any) -> list
     unknown = sorted(set(filters) - set(valid))
     if unknown:
         raise TaskConfigError(f"unknown filter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-    return load_configured_task(
-        TaskConfig(name=name, path=None if path is None else str(path), **filters)
-    )
+    return load_configured_task(TaskConfig(name=name, path=None if path is None else str(path), **filters))
 
 
 def load_configured_task(config: TaskConfig) -> list[Item]:

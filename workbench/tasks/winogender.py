@@ -125,8 +125,7 @@ def read_templates(path: str | Path) -> list[WinogenderTemplate]:
             )
         if row["answer"] not in ("0", "1"):
             raise WinogenderFormatError(
-                f"{path}:{line_number}: answer {row['answer']!r} must be 0 (occupation) "
-                "or 1 (participant)"
+                f"{path}:{line_number}: answer {row['answer']!r} must be 0 (occupation) or 1 (participant)"
             )
         templates.append(
             WinogenderTemplate(
@@ -235,12 +234,9 @@ def _read_tsv(path: Path, columns: tuple[str, ...]) -> Iterable[tuple[int, dict[
         missing = [name for name in columns if name not in (reader.fieldnames or [])]
         if missing:
             raise WinogenderFormatError(
-                f"{path}:1: header lacks column(s) {', '.join(missing)} "
-                f"(expected {', '.join(columns)})"
+                f"{path}:1: header lacks column(s) {', '.join(missing)} (expected {', '.join(columns)})"
             )
         for row in reader:
             if any(row.get(name) is None for name in columns):
-                raise WinogenderFormatError(
-                    f"{path}:{reader.line_num}: too few tab-separated fields"
-                )
+                raise WinogenderFormatError(f"{path}:{reader.line_num}: too few tab-separated fields")
             yield reader.line_num, row

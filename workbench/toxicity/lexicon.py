@@ -43,6 +43,4 @@ class LexiconScorer:
 
     def score(self, texts: list[str]) -> np.ndarray:
         """Shape ``(len(texts),)``, float64: 1.0 where a listed term occurs, else 0.0."""
-        return np.array(
-            [1.0 if self._pattern.search(text) else 0.0 for text in texts], dtype=np.float64
-        )
+        return np.array([1.0 if self._pattern.search(text) else 0.0 for text in texts], dtype=np.float64)

@@ -88,9 +88,7 @@ class PerspectiveScorer:
 
     def score(self, texts: list[str]) -> np.ndarray:
         """Shape ``(len(texts),)``, float64 in [0, 1]; one request per non-empty text."""
-        return np.array(
-            [self._score_one(text) if text.strip() else 0.0 for text in texts], dtype=np.float64
-        )
+        return np.array([self._score_one(text) if text.strip() else 0.0 for text in texts], dtype=np.float64)
 
     def _score_one(self, text: str) -> float:
         body = json.dumps(
@@ -124,9 +122,7 @@ class PerspectiveScorer:
             if attempt < self.config.max_retries:
                 backoff = self.config.backoff_s * 2**attempt
                 self._sleep(retry_after if retry_after is not None else backoff)
-        raise PerspectiveError(
-            f"POST {self.config.endpoint} failed after {attempt + 1} attempt(s): {last_problem}"
-        )
+        raise PerspectiveError(f"POST {self.config.endpoint} failed after {attempt + 1} attempt(s): {last_problem}")
 
     def _wait_for_rate_limit(self) -> None:
         now = time.monotonic()
@@ -141,9 +137,7 @@ def _toxicity_value(answer: object, endpoint: str) -> float:
         summary = answer["attributeScores"]["TOXICITY"]["summaryScore"]  # type: ignore[index]
         value = float(summary["value"])
     except (KeyError, TypeError, ValueError):
-        raise PerspectiveError(
-            f"{endpoint}: answer lacks attributeScores.TOXICITY.summaryScore.value"
-        ) from None
+        raise PerspectiveError(f"{endpoint}: answer lacks attributeScores.TOXICITY.summaryScore.value") from None
     if not 0.0 <= value <= 1.0:
         raise PerspectiveError(f"{endpoint}: TOXICITY score {value} is outside [0, 1]")
     return value

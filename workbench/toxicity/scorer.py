@@ -50,8 +50,7 @@ class ToxicityScores:
         if len(text_ids) != len(self.values):
             raise ValueError(f"{len(text_ids)} text ids for {len(self.values)} scores")
         return [
-            {"text_id": text_id, "scorer": self.scorer, "scorer_version": self.scorer_version,
-             "toxicity": float(value)}
+            {"text_id": text_id, "scorer": self.scorer, "scorer_version": self.scorer_version, "toxicity": float(value)}
             for text_id, value in zip(text_ids, self.values)
         ]
 
@@ -60,9 +59,7 @@ def score_texts(scorer: ToxicityScorer, texts: Sequence[str]) -> ToxicityScores:
     """Score ``texts`` and check the protocol's contract (one finite value in [0, 1] per text)."""
     values = np.asarray(scorer.score(list(texts)), dtype=np.float64)
     if values.shape != (len(texts),):
-        raise ToxicityScoreError(
-            f"scorer {scorer.name!r} returned shape {values.shape} for {len(texts)} texts"
-        )
+        raise ToxicityScoreError(f"scorer {scorer.name!r} returned shape {values.shape} for {len(texts)} texts")
     if not np.all(np.isfinite(values)) or np.any((values < 0.0) | (values > 1.0)):
         raise ToxicityScoreError(f"scorer {scorer.name!r} returned scores outside [0, 1]")
     return ToxicityScores(scorer.name, scorer.version, values)

@@ -41,9 +41,7 @@ class ToxicityScorerConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in SCORER_KINDS:
-            raise ToxicityConfigError(
-                f"toxicity.kind={self.kind!r} is not one of {', '.join(SCORER_KINDS)}"
-            )
+            raise ToxicityConfigError(f"toxicity.kind={self.kind!r} is not one of {', '.join(SCORER_KINDS)}")
         if self.kind == "lexicon" and self.word_list is None:
             raise ToxicityConfigError(
                 "toxicity.kind='lexicon' needs word_list = \"path/to/list.txt\" (one term per line)"
