@@ -78,9 +78,13 @@ def test_batched_scores_equal_single_scores(causal_tokenizer: PreTrainedTokenize
     with torch.no_grad():
         log_probs = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
     by_hand = log_probs[0, ids[1]] + log_probs[1, ids[2]]
-    assert float(batched[1]) == pytest.approx(float(by_hand), abs=1e-9)
+    # The forward runs in float32 and a padded batch changes the matmul shapes, so the reduction
+    # order (and the CPU's kernel choice) differs between batched and single runs: agreement is at
+    # float32 precision (eps 1.2e-7 per operation, accumulated over the layers), not at 1e-9.
+    float32_tolerance = {"rel": 1e-5, "abs": 1e-6}
+    assert float(batched[1]) == pytest.approx(float(by_hand), **float32_tolerance)
     singles = [float(causal_sentence_log_likelihoods(model, causal_tokenizer, [s])[0]) for s in sentences]
-    assert batched.tolist() == pytest.approx(singles, abs=1e-9)
+    assert batched.tolist() == pytest.approx(singles, **float32_tolerance)
 
 
 def test_shared_tokens_skip_the_edit() -> None:
