@@ -3,14 +3,17 @@
 Reads ``run_dir/cache.h5`` and writes ``run_dir/probes/`` (RUN_FOLDER.md): ``concepts.h5``, one
 ``<site>.<position>.L<layer>.<kind>.safetensors`` + ``.json`` per probed layer,
 ``layer_scores.csv``, ``morality.csv``, ``concept_uncertainty.csv``, ``interactions.csv``,
-``steering.csv`` (when steering is on) and ``summary.json``. The model named in the run cache is
-loaded only when the concept set is not cached yet or steering is asked for.
+``steering.csv`` (when steering is on) and ``summary.json``. The run's model is loaded only when
+the concept set is not cached yet or steering is asked for, and only through the loader the caller
+hands in (built from the user's own configuration): a cache is data, and nothing recorded in it
+chooses what code or weights are loaded.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +59,7 @@ from probes.persistence import ProbeProvenance, SavedProbe, load_probe, save_pro
 from probes.steering import STEERING_COLUMNS, round_zero_prompts, steering_rows
 from probes.tables import LAYER_SCORE_COLUMNS, layer_score_rows, write_table
 from probes.training_sets import training_set
-from workbench.models.loading import LoadedModel, load_model
+from workbench.models.loading import LoadedModel
 from workbench.tasks.items import Item
 from workbench.tasks.registry import TaskConfig, load_configured_task
 
@@ -74,35 +77,41 @@ def estimator_for(config: ProbeConfig) -> LinearProbe:
     return CCSProbe(random_state=config.seed)
 
 
+ModelLoader = Callable[[str], LoadedModel]
+"""Loads the run's model from the user's configuration; called with the run cache's weights hash,
+which it should check before loading where it can (``load_model(expected_weights_hash=...)``)."""
+
+BACKENDS = ("hf", "transformer_lens", "nnsight")
+
+
 @dataclass
 class ModelSource:
     """The run's model, loaded on first use (concept capture or steering), and checked.
 
     Attributes:
-        run_config: the run configuration recorded in the cache (its ``model`` table names the model).
         weights_hash: the run cache's weights hash; a loaded model must match it.
+        loader: how to load the model (the user's configuration), or ``None``.
         model: the model once loaded (or as handed in).
     """
 
-    run_config: dict[str, Any]
     weights_hash: str
+    loader: ModelLoader | None = None
     model: LoadedModel | None = None
 
     def get(self) -> LoadedModel:
-        """The model; loads ``[model] spec`` of the run configuration on first call.
+        """The model; calls ``loader`` on first use.
 
         Raises:
-            ProbeInputError: the model's weights are not those that wrote the run cache.
+            ProbeInputError: no model and no loader, or the model's weights are not those that
+                wrote the run cache.
         """
         if self.model is None:
-            table = self.run_config.get("model", {})
-            self.model = load_model(
-                table.get("spec", "smollm2-135m-instruct"),
-                device=table.get("device", "auto"),
-                dtype=table.get("dtype", "auto"),
-                attn_implementation=table.get("attn_implementation"),
-                trust_remote_code=table.get("trust_remote_code", False),
-            )
+            if self.loader is None:
+                raise ProbeInputError(
+                    "the probe stage needs the run's model (concept capture or steering) but none was given; "
+                    "run `workbench probe RUN`, which loads it from the run folder's config.toml"
+                )
+            self.model = self.loader(self.weights_hash)
         if self.model.weights_hash != self.weights_hash:
             raise ProbeInputError(
                 f"model {self.model.model_id} has weights {self.model.weights_hash} but the run cache was "
@@ -179,14 +188,24 @@ def best_layer(evaluation: LayerEvaluation, layers: tuple[int, ...]) -> int:
     return max(layers, key=lambda layer: (evaluation.score(layer, "probe", "accuracy").value, -layer))
 
 
-def run_probe_stage(run_dir: Path, config: ProbeConfig, model: LoadedModel | None = None) -> list[Path]:
+def run_probe_stage(
+    run_dir: Path,
+    config: ProbeConfig,
+    model: LoadedModel | None = None,
+    *,
+    loader: ModelLoader | None = None,
+    backend: str | None = None,
+) -> list[Path]:
     """Fit concept probes per layer on a run and write ``run_dir/probes/``; returns the written files.
 
     Args:
         run_dir: the run folder (holding ``cache.h5``).
         config: the ``[probe]`` table.
-        model: the run's model when already loaded; otherwise loaded from the run configuration
-            only if the concept set must be captured or steering is on.
+        model: the run's model when already loaded.
+        loader: otherwise, how to load it (from the user's configuration), called only if the
+            concept set must be captured or steering is on.
+        backend: hook backend of the concept capture; ``None``: the one recorded in the run cache
+            (one of ``hf``, ``transformer_lens``, ``nnsight``).
 
     Raises:
         ProbeInputError and subclasses: missing cache, site or layer, one-class concept set,
@@ -200,7 +219,8 @@ def run_probe_stage(run_dir: Path, config: ProbeConfig, model: LoadedModel | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with open_cache(cache_path) as reader:
-        source = ModelSource(reader.config, str(reader.metadata["weights_hash"]), model)
+        source = ModelSource(str(reader.metadata["weights_hash"]), loader, model)
+        backend = backend or recorded_backend(reader)
         sites = resolve_probe_sites(reader, config.sites, config.position)
         items = run_items(reader.config) if config.concept_set == "bbq-items" else []
         examples = limit_concept_examples(
@@ -208,7 +228,7 @@ def run_probe_stage(run_dir: Path, config: ProbeConfig, model: LoadedModel | Non
         )
         per_item_ids = item_concept_ids(items, examples)
         stored = concept_sites(reader, sites, config)
-        concepts_path = ensure_concept_cache(out_dir / CONCEPT_CACHE, reader, source, examples, stored, config)
+        concepts_path = ensure_concept_cache(out_dir / CONCEPT_CACHE, reader, source, examples, stored, config, backend)
         written.append(concepts_path)
 
         evaluations, probes, states = fit_probes(concepts_path, examples, sites, stored, per_item_ids, config, out_dir)
@@ -248,6 +268,18 @@ def run_probe_stage(run_dir: Path, config: ProbeConfig, model: LoadedModel | Non
     return written
 
 
+def recorded_backend(reader: CacheReader) -> str:
+    """The hook backend recorded in the run cache, refused unless it is one this workbench has."""
+    model_table = reader.config.get("model", {})
+    backend = model_table.get("backend", "hf") if isinstance(model_table, dict) else "hf"
+    if backend not in BACKENDS:
+        raise ProbeInputError(
+            f"{reader.path} records hook backend {backend!r}, which is not one of {', '.join(BACKENDS)}; "
+            "the cache is damaged or foreign"
+        )
+    return str(backend)
+
+
 def ensure_concept_cache(
     path: Path,
     reader: CacheReader,
@@ -255,13 +287,13 @@ def ensure_concept_cache(
     examples: list[ConceptExample],
     sites: list[ProbeSite],
     config: ProbeConfig,
+    backend: str = "hf",
 ) -> Path:
     """Capture the concept set unless ``path`` already holds it (then no model is loaded)."""
     expected = config_sha256(concept_cache_config(reader, config))
     if concept_cache_complete(path, examples, sites, source.weights_hash, expected):
         return path
     model = source.get()
-    backend = reader.config.get("model", {}).get("backend", "hf")
     stale = path.is_file() and not concept_cache_matches(path, sites, source.weights_hash, expected)
     return capture_concept_set(
         model,

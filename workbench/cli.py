@@ -1,20 +1,22 @@
 """The ``workbench`` command line. ``workbench COMMAND --help`` explains every option.
 
 Errors that are the user's to fix (bad configuration, unknown model, wrong site name, a cache
-of another run, ...) print one line naming the culprit and the fix, and exit with status 2.
+of another run, ...) print one line naming the culprit and the fix, and exit with status 2. An
+unexpected error prints one line too, and exits with status 1; ``WORKBENCH_DEBUG=1`` shows its
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -36,8 +38,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("[yellow]interrupted[/]: rerun the same command to resume; finished records are kept")
         return 130
     except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, ImportError) as error:
-        console.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(_one_line(error))}", highlight=False, soft_wrap=True)
         return 2
+    except Exception as error:  # a defect or an environment failure (disk full, ...): still one line
+        if os.environ.get(DEBUG_ENV):
+            raise
+        console.print(
+            f"[red]unexpected error:[/] {escape(type(error).__name__)}: {escape(_one_line(error))} "
+            f"(rerun with {DEBUG_ENV}=1 for the traceback, and report it; finished records are kept)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
+
+
+DEBUG_ENV = "WORKBENCH_DEBUG"
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (a KeyError's repr quotes are dropped)."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(text.split()) or type(error).__name__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=("hf", "transformer_lens", "nnsight"), help="override [model].backend")
     run.add_argument(
         "--overwrite", action="store_true", help="discard an existing cache of this run instead of resuming"
+    )
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help="validate CONFIG (tables, model spec, device, task items, an existing cache) without running",
     )
     run.add_argument(
         "--stages",
@@ -140,21 +166,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-
 def _run(args: argparse.Namespace) -> int:
     from workbench.config import RunConfig
-    from workbench.pipeline import results_stage, run_stage
+    from workbench.pipeline import plan_run, probe_stage, results_stage, run_stage
+    from workbench.progress import progress_display
 
     config = RunConfig.load(args.config)
     overrides = {}
@@ -171,9 +186,15 @@ def _run(args: argparse.Namespace) -> int:
     unknown = sorted(set(stages) - {"run", "results", "probe", "report"})
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; use run, results, probe, report")
+    if args.check:
+        plan = plan_run(config, overwrite=args.overwrite)
+        out.print(f"{args.config}: ok", highlight=False)
+        for line in plan.describe():
+            out.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
+        return 0
     run_dir = config.run_dir
     if "run" in stages:
-        with _progress() as progress:
+        with progress_display(console) as progress:
             task = progress.add_task("loading model", total=None)
 
             def attach(runner):  # type: ignore[no-untyped-def]
@@ -186,7 +207,8 @@ def _run(args: argparse.Namespace) -> int:
         tables, _ = results_stage(run_dir, config.results)
         _print_results(tables.tables["behaviour"], "accuracy")
     if "probe" in stages:
-        _probe_run(run_dir, config.probe)
+        probe_stage(run_dir, config.probe)
+        console.print(f"probes: {run_dir / 'probes'}")
     if "report" in stages:
         from reports import build_report
 
@@ -252,23 +274,23 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    import tomllib
-
-    from workbench.pipeline import resolve_cache, run_config
+    from probes import ProbeConfig, ProbeConfigError
+    from workbench.config import ConfigError, read_toml_file
+    from workbench.config_tables import dataclass_to_table
+    from workbench.pipeline import probe_stage, resolve_cache, run_config
 
     cache_path = resolve_cache(args.run)
-    table = run_config(cache_path.parent).probe
+    probe = None
     if args.config:
-        table = {**table, **tomllib.loads(args.config.read_text(encoding="utf-8")).get("probe", {})}
-    _probe_run(cache_path.parent, table)
+        override = read_toml_file(args.config).get("probe", {})
+        base = dataclass_to_table(run_config(cache_path.parent).probe)
+        try:
+            probe = ProbeConfig.from_dict({**base, **override} if isinstance(override, dict) else override)
+        except ProbeConfigError as error:
+            raise ConfigError(f"{args.config}: {error}") from None
+    probe_stage(cache_path, probe)
+    console.print(f"probes: {cache_path.parent / 'probes'}")
     return 0
-
-
-def _probe_run(run_dir: Path, table: dict) -> None:
-    from probes import ProbeConfig, run_probe_stage
-
-    run_probe_stage(run_dir, ProbeConfig.from_dict(table))
-    console.print(f"probes: {run_dir / 'probes'}")
 
 
 def _report(args: argparse.Namespace) -> int:

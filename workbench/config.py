@@ -22,11 +22,17 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
 
-from workbench.config_tables import ConfigTableError, dataclass_from_table, dataclass_to_table
+from probes.config import ProbeConfig
+from probes.errors import ProbeConfigError
+from workbench.config_tables import ConfigTableError, check_field_types, dataclass_from_table, dataclass_to_table
+from workbench.hooks.positions import TOKEN_POSITIONS, VECTOR_POSITIONS
+from workbench.metrics.answers import ParseRule
+from workbench.protocols.conditions import INSTRUCTIONS
+from workbench.protocols.schedule import TemplateFamily
 from workbench.results import ResultsConfig
 from workbench.tasks.registry import TaskConfig
 from workbench.toxicity.scorer_config import ToxicityScorerConfig
@@ -34,6 +40,38 @@ from workbench.toxicity.scorer_config import ToxicityScorerConfig
 
 class ConfigError(ConfigTableError):
     """A configuration file or table that cannot be used as written."""
+
+
+Backend = Literal["hf", "transformer_lens", "nnsight"]
+ModelDtype = Literal["auto", "float32", "float16", "bfloat16"]
+CRITIC_FORMS = ("oracle", "self", "model:<spec>", "openai:<base_url>|<model>")
+
+
+def _check_at_least(config: Any, section: str, minimums: dict[str, float]) -> None:
+    for name, minimum in minimums.items():
+        value = getattr(config, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"[{section}] {name} = {value} must be at least {minimum}")
+
+
+def _check_not_empty(config: Any, section: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        if len(getattr(config, name)) == 0:
+            raise ConfigError(f"[{section}] {name} = [] is empty; give at least one value")
+
+
+def read_toml_file(path: Path) -> dict[str, Any]:
+    """The parsed TOML file; a missing, unreadable or malformed file is one line naming it."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file; see workbench/configs/demo.toml") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; give a TOML configuration file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML ({error})") from None
 
 
 @dataclass(frozen=True)
@@ -51,10 +89,24 @@ class ModelConfig:
 
     spec: str = "smollm2-135m-instruct"
     device: str = "auto"
-    dtype: str = "auto"
-    backend: str = "hf"
+    dtype: ModelDtype = "auto"
+    backend: Backend = "hf"
     attn_implementation: str | None = None
     trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "model", ConfigError)
+        if not self.spec.strip():
+            raise ConfigError('[model] spec = "" is empty; name a model (`workbench models` lists the embedded ones)')
+        if self.device != "auto":
+            import torch
+
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise ConfigError(
+                    f'[model] device = "{self.device}" is not a device; use "auto", "cpu", "cuda", "cuda:1" or "mps"'
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -102,24 +154,44 @@ class ProtocolSettings:
     cot: tuple[bool, ...] = (False,)
     feedback: tuple[bool, ...] = (False,)
     rounds: int = 3
-    history_mode: str = "clean"
-    family: str = "paper2"
+    history_mode: Literal["clean", "faithful"] = "clean"
+    family: TemplateFamily = "paper2"
     eos_token: str = "</s>"
     critic: str = "oracle"
+    critic_timeout_s: float = 60.0
+    critic_attempts: int = 3
     answer_tokens: int = 8
     rationale_tokens: int = 64
     critic_tokens: int = 48
-    answer_scoring: str = "logprob"
-    parse_rule: str = "label"
+    answer_scoring: Literal["logprob", "parse"] = "logprob"
+    parse_rule: ParseRule = "label"
     max_prompt_tokens: int | None = None
-    weak_evidence: str = "none"
+    weak_evidence: Literal["none", "target", "non_target"] = "none"
     mask_fraction: float = 0.0
-    mask_turns: str = "rationale"
+    mask_turns: Literal["rationale", "feedback"] = "rationale"
     self_distinguish: bool = False
     uncertainty_samples: int = 0
     reuse_kv_cache: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(self, "protocol", ConfigError)
+        _check_not_empty(self, "protocol", ("instructions", "cot", "feedback"))
+        unknown = [name for name in self.instructions if name not in INSTRUCTIONS]
+        if unknown:
+            raise ConfigError(
+                f"[protocol] instructions: unknown level(s) {', '.join(map(repr, unknown))}; "
+                f"use any of {', '.join(INSTRUCTIONS)}"
+            )
+        _check_at_least(self, "protocol", {"rounds": 1, "critic_attempts": 1, "max_prompt_tokens": 1})
+        if self.critic_timeout_s <= 0:
+            raise ConfigError(f"[protocol] critic_timeout_s = {self.critic_timeout_s} must be positive (seconds)")
+        critic_ok = self.critic in ("oracle", "self") or (
+            self.critic.startswith("model:") and len(self.critic) > len("model:")
+        )
+        base_url, _, endpoint_model = self.critic.removeprefix("openai:").partition("|")
+        critic_ok = critic_ok or (self.critic.startswith("openai:") and bool(base_url) and bool(endpoint_model))
+        if not critic_ok:
+            raise ConfigError(f'[protocol] critic = "{self.critic}" is unknown; use one of {", ".join(CRITIC_FORMS)}')
         if self.answer_scoring not in ("logprob", "parse"):
             raise ConfigError(f"answer_scoring must be 'logprob' or 'parse', not {self.answer_scoring!r}")
         if self.weak_evidence not in ("none", "target", "non_target"):
@@ -149,6 +221,19 @@ class CaptureConfig:
     positions: tuple[str | int, ...] = ("last_prompt",)
     batch_size: int = 8
 
+    def __post_init__(self) -> None:
+        check_field_types(self, "capture", ConfigError)
+        _check_not_empty(self, "capture", ("sites", "positions"))
+        _check_at_least(self, "capture", {"batch_size": 1})
+        for position in self.positions:
+            if isinstance(position, str) and position not in VECTOR_POSITIONS:
+                token_level = " (a token-level position: capture it with workbench.hooks.capture)"
+                raise ConfigError(
+                    f'[capture] positions: "{position}" is not a cached position'
+                    f"{token_level if position in TOKEN_POSITIONS else ''}; "
+                    f"a cached position holds one vector per record: {', '.join(VECTOR_POSITIONS)} or a token index"
+                )
+
 
 @dataclass(frozen=True)
 class CacheConfig:
@@ -161,9 +246,13 @@ class CacheConfig:
             ``layers`` MiB): capture waits only while the background writer holds all of them.
     """
 
-    dtype: str = "float16"
-    compression: str = "none"
+    dtype: Literal["float16", "float32"] = "float16"
+    compression: Literal["none", "lzf"] = "none"
     queue_size: int = 2
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "cache", ConfigError)
+        _check_at_least(self, "cache", {"queue_size": 2})
 
 
 @dataclass(frozen=True)
@@ -180,7 +269,7 @@ class RunConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
     toxicity: ToxicityScorerConfig = field(default_factory=ToxicityScorerConfig)
-    probe: dict[str, Any] = field(default_factory=dict)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -210,22 +299,20 @@ class RunConfig:
                 except ValueError as error:
                     raise ConfigError(f"[task] {error}") from None
             elif key == "probe":
-                if not isinstance(value, dict):
-                    raise ConfigError("[probe] must be a table")
-                values[key] = value
+                try:
+                    values[key] = ProbeConfig.from_dict(value)
+                except ProbeConfigError as error:
+                    raise ConfigError(str(error)) from None
             else:
                 values[key] = value
-        return cls(**values)
+        config = cls(**values)
+        check_field_types(config, "top level", ConfigError)
+        return config
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
         """Read a TOML run configuration; errors name the file."""
-        try:
-            table = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such configuration file; see workbench/configs/demo.toml") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: invalid TOML ({error})") from None
+        table = read_toml_file(path)
         try:
             return cls.from_dict(table)
         except ConfigError as error:
@@ -234,7 +321,6 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         table = dataclass_to_table(self)
         table["task"] = self.task.to_dict()
-        table["probe"] = dict(self.probe)
         return table
 
     def to_toml(self) -> str:

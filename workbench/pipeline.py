@@ -3,21 +3,32 @@
 ``run`` (model -> cache.h5) -> ``results`` (cache -> results/*.csv) -> ``probe``
 (cache -> probes/) -> ``report`` (everything -> report/index.html). Every stage can be rerun on
 its own; none re-runs the model unless asked.
+
+Before a model loads, :func:`plan_run` checks everything that can be checked without it (the model
+spec, the device, the task's items, the conditions, an existing cache's configuration), so that a
+bad run is refused in seconds and leaves the run folder as it was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from activations_cache import open_cache
+from activations_cache import config_sha256, open_cache
+from probes import ProbeConfig, run_probe_stage
 from workbench.config import RunConfig
-from workbench.models.loading import load_model
+from workbench.models.loading import LoadedModel, ModelLocation, check_device, load_model, resolve_model_spec
+from workbench.protocols import Condition, factorial_conditions
 from workbench.results import ResultsConfig, ResultTables, compute_results, write_results
 from workbench.runner import ExperimentRunner
+from workbench.tasks.items import Item
 from workbench.tasks.registry import load_configured_task
 
 CACHE_FILE = "cache.h5"
@@ -36,29 +47,183 @@ def resolve_cache(run: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """A run configuration checked against everything but the model's own weights.
+
+    Attributes:
+        config: the configuration.
+        model: where the model's weights are (not loaded).
+        device: the device the model will run on.
+        items: the task's items, loaded and checked.
+        conditions: the protocol conditions, in run order.
+    """
+
+    config: RunConfig
+    model: ModelLocation
+    device: torch.device
+    items: Sequence[Item]
+    conditions: Sequence[Condition]
+
+    @property
+    def n_records(self) -> int:
+        """Answer rounds the run writes: items x sum of each condition's rounds."""
+        return len(self.items) * sum(condition.rounds for condition in self.conditions)
+
+    def describe(self) -> list[str]:
+        """One line per fact, for ``workbench run --check``."""
+        config = self.config
+        return [
+            f"model: {self.model.spec} ({self.model.source}: {self.model.path or self.model.model_id}), "
+            f"backend {config.model.backend}, device {self.device}",
+            f"task: {config.task.name}, {len(self.items)} items",
+            f"conditions: {len(self.conditions)} ({', '.join(condition.name for condition in self.conditions)})",
+            f"records: {self.n_records} answer rounds into {config.run_dir / CACHE_FILE}",
+        ]
+
+
+def plan_run(config: RunConfig, *, overwrite: bool = False) -> RunPlan:
+    """Check ``config`` without loading the model (seconds); the run folder is not touched.
+
+    Raises:
+        RunFolderError: the run folder is a file, or its cache was written by another configuration.
+        ModelSpecError, DeviceError, TaskConfigError, ...: one line naming what to fix.
+    """
+    run_dir = config.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} exists and is not a folder; choose another --name or --output-dir")
+    location = resolve_model_spec(config.model.spec)
+    device = check_device(config.model.device)
+    items = load_configured_task(config.task)
+    if not items:
+        raise RunFolderError(f"[task] {config.task.name} selects no items; widen its filters or check its path")
+    settings = config.protocol
+    conditions = factorial_conditions(
+        settings.instructions, settings.cot, settings.feedback, settings.rounds, settings.history_mode
+    )
+    cache_path = run_dir / CACHE_FILE
+    if cache_path.is_file() and not overwrite:
+        wanted = config_sha256(config.to_dict())
+        with open_cache(cache_path) as reader:
+            recorded = reader.metadata["config_sha256"]
+        if recorded != wanted:
+            raise RunFolderError(
+                f"{cache_path} was written by another configuration (config sha256 {str(recorded)[:12]} in the "
+                f"file, {wanted[:12]} now); use another --name, or --overwrite to discard it"
+            )
+    return RunPlan(config, location, device, items, conditions)
+
+
 def run_stage(
     config: RunConfig,
     *,
     overwrite: bool = False,
     on_model_loaded: Callable[[ExperimentRunner], Callable[[int], None] | None] | None = None,
 ) -> Path:
-    """Generate, score and capture every record of ``config`` into ``run_dir/cache.h5``; return the run dir."""
+    """Generate, score and capture every record of ``config`` into ``run_dir/cache.h5``; return the run dir.
+
+    ``config.toml`` is written only once the cache writer has accepted the run (lock taken,
+    configuration matching): a refused run leaves the folder as it was. A run that fails before
+    committing any record into a cache it created removes that cache and restores ``config.toml``.
+    """
+    plan = plan_run(config, overwrite=overwrite)
     run_dir = config.run_dir
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir} exists and is not a folder; choose another --name or --output-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
+    cache_path = run_dir / CACHE_FILE
+    config_path = run_dir / CONFIG_FILE
+    created = not cache_path.exists()
+    previous_config = config_path.read_bytes() if config_path.is_file() else None
     model = load_model(
         config.model.spec,
-        device=config.model.device,
+        device=plan.device,
         dtype=config.model.dtype,
         attn_implementation=config.model.attn_implementation,
         trust_remote_code=config.model.trust_remote_code,
     )
-    runner = ExperimentRunner(config, model, load_configured_task(config.task))
+    runner = ExperimentRunner(config, model, plan.items)
     progress = on_model_loaded(runner) if on_model_loaded is not None else None
-    runner.run(run_dir / CACHE_FILE, overwrite=overwrite, progress=progress)
+    try:
+        runner.run(
+            cache_path,
+            overwrite=overwrite,
+            progress=progress,
+            on_open=lambda: write_atomically(config_path, config.to_toml().encode("utf-8")),
+        )
+    except BaseException:
+        if created and _holds_no_record(cache_path):
+            cache_path.unlink()
+            if previous_config is None:
+                config_path.unlink(missing_ok=True)
+            else:
+                write_atomically(config_path, previous_config)
+        raise
     return run_dir
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` so that a reader sees the old or the new file, never a part."""
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+
+
+def _holds_no_record(cache_path: Path) -> bool:
+    if not cache_path.is_file():
+        return False
+    try:
+        with open_cache(cache_path) as reader:
+            return reader.n_records == 0
+    except ValueError:  # unreadable: leave it for `workbench cache verify` / `repair`
+        return False
+
+
+def probe_stage(run: Path, probe: ProbeConfig | None = None, model: LoadedModel | None = None) -> list[Path]:
+    """Fit and apply the probes of a run folder (``probes/``); returns the written files.
+
+    The model, when concept capture or steering needs it, is loaded from the run folder's own
+    ``config.toml`` (the user's ``[model]`` table: spec, device, ``trust_remote_code``), never from
+    the configuration recorded inside the cache; the cache's recorded spec must agree with it, and
+    the weights are checked against the cache's hash before they are loaded where files allow.
+
+    Args:
+        run: a run folder or its ``cache.h5``.
+        probe: the ``[probe]`` table; ``None``: the run folder's.
+        model: the run's model when already loaded.
+
+    Raises:
+        RunFolderError: the cache names another model than ``config.toml``.
+    """
+    cache_path = resolve_cache(run)
+    run_dir = cache_path.parent
+    user = run_config(run_dir)
+    with open_cache(cache_path) as reader:
+        recorded_model = reader.config.get("model")
+    recorded_spec = recorded_model.get("spec") if isinstance(recorded_model, dict) else None
+    if model is None and recorded_spec != user.model.spec:
+        source = run_dir / CONFIG_FILE if (run_dir / CONFIG_FILE).is_file() else "the default configuration"
+        raise RunFolderError(
+            f"{cache_path} records model {recorded_spec!r} but {source} names {user.model.spec!r}; "
+            f"write the run's [model] table into {run_dir / CONFIG_FILE} (nothing is loaded from the cache)"
+        )
+
+    def load_users_model(expected_weights_hash: str) -> LoadedModel:
+        return load_model(
+            user.model.spec,
+            device=user.model.device,
+            dtype=user.model.dtype,
+            attn_implementation=user.model.attn_implementation,
+            trust_remote_code=user.model.trust_remote_code,
+            expected_weights_hash=expected_weights_hash,
+        )
+
+    return run_probe_stage(run_dir, probe or user.probe, model, loader=load_users_model, backend=user.model.backend)
 
 
 def record_rows(cache_path: Path) -> list[dict[str, Any]]:

@@ -18,12 +18,12 @@ import numpy as np
 
 from activations_cache import CacheMetadata, CacheSpec, CacheWriter, ColumnSpec, DatasetSpec
 from workbench.answering import AnsweredBatch, DialogueKV, answer_batch
-from workbench.config import ConfigError, RunConfig
+from workbench.config import ConfigError, ProtocolSettings, RunConfig
 from workbench.critics import Critic, ModelCritic, OpenAICompatibleCritic, OracleCritic
 from workbench.critics.openai_compatible import EndpointConfig
 from workbench.generation import chat_prompt, check_prompt_lengths, generate_greedy, sample_continuations
 from workbench.hooks import parse_sites
-from workbench.hooks.positions import is_token_level, position_name
+from workbench.hooks.positions import position_name
 from workbench.hooks.sites import SiteKind
 from workbench.metrics.answers import parse_option
 from workbench.metrics.options import option_probabilities
@@ -83,8 +83,9 @@ def record_key(condition: str, item_id: str, round_index: int) -> str:
     return f"{condition}|{item_id}|{round_index}"
 
 
-def build_critic(spec: str, model: LoadedModel, max_new_tokens: int) -> Critic:
-    """The critic named by ``protocol.critic`` (see :class:`workbench.config.ProtocolSettings`)."""
+def build_critic(settings: ProtocolSettings, model: LoadedModel) -> Critic:
+    """The critic named by ``settings.critic``, with its token budget, deadline and attempts."""
+    spec, max_new_tokens = settings.critic, settings.critic_tokens
     if spec == "oracle":
         return OracleCritic()
     if spec == "self":
@@ -96,7 +97,13 @@ def build_critic(spec: str, model: LoadedModel, max_new_tokens: int) -> Critic:
         base_url, _, model_name = spec.removeprefix("openai:").partition("|")
         if not model_name:
             raise ConfigError(f"critic {spec!r}: write 'openai:<base_url>|<model name>'")
-        return OpenAICompatibleCritic(EndpointConfig(base_url=base_url, model=model_name))
+        endpoint = EndpointConfig(
+            base_url=base_url,
+            model=model_name,
+            timeout_s=settings.critic_timeout_s,
+            max_attempts=settings.critic_attempts,
+        )
+        return OpenAICompatibleCritic(endpoint)
     raise ConfigError(f"unknown critic {spec!r}; use oracle, self, model:<spec> or openai:<base_url>|<model>")
 
 
@@ -125,15 +132,11 @@ class ExperimentRunner:
             settings.instructions, settings.cot, settings.feedback, settings.rounds, settings.history_mode
         )
         self.protocol = ProtocolConfig(family=settings.family, eos_token=settings.eos_token)
-        self.critic = build_critic(settings.critic, model, settings.critic_tokens) if any(settings.feedback) else None
+        self.critic = build_critic(settings, model) if any(settings.feedback) else None
         arch = model.architecture
         self.sites = parse_sites(list(config.capture.sites), arch.n_layers, arch.n_heads)
         if any(site.kind is SiteKind.PATTERN for site in self.sites):
             raise ConfigError("[capture] attention patterns are not cached; capture them with workbench.hooks.capture")
-        if any(is_token_level(position) for position in config.capture.positions):
-            raise ConfigError(
-                "[capture] cached positions hold one vector per record: last_prompt, last, answer_mean or an index"
-            )
         self.prompt_limit = settings.max_prompt_tokens or arch.max_positions
         self.scorer: ToxicityScorer | None = (
             build_toxicity_scorer(config.toxicity) if any(item.task == "realtoxicity" for item in self.items) else None
@@ -174,8 +177,23 @@ class ExperimentRunner:
             seed=self.config.seed,
         )
 
-    def run(self, cache_path: Path, *, overwrite: bool = False, progress: Progress | None = None) -> None:
-        """Run every condition over every item into ``cache_path`` (resuming when it exists)."""
+    def run(
+        self,
+        cache_path: Path,
+        *,
+        overwrite: bool = False,
+        progress: Progress | None = None,
+        on_open: Callable[[], None] | None = None,
+    ) -> None:
+        """Run every condition over every item into ``cache_path`` (resuming when it exists).
+
+        Args:
+            cache_path: the cache file.
+            overwrite: discard an existing cache instead of resuming it.
+            progress: called with the number of records done, as they are committed.
+            on_open: called once the cache writer holds the cache (lock taken, configuration
+                accepted), before the first record: the run folder's ``config.toml`` is written there.
+        """
         with CacheWriter.open(
             cache_path,
             self.cache_spec(),
@@ -183,6 +201,8 @@ class ExperimentRunner:
             queue_size=self.config.cache.queue_size,
             overwrite=overwrite,
         ) as writer:
+            if on_open is not None:
+                on_open()
             done = writer.committed_keys()
             if progress is not None:
                 progress(len(done))

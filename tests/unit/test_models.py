@@ -15,7 +15,13 @@ from workbench.models import (
     load_model,
     tiny_model,
 )
-from workbench.models.loading import resolve_dtype
+from workbench.models.loading import (
+    HUB_TIMEOUT_S,
+    DeviceError,
+    check_device,
+    resolve_dtype,
+    resolve_model_spec,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +55,49 @@ def test_specs_that_name_nothing(tmp_path: Path) -> None:
         load_model(str(tmp_path / "missing.gguf"))
     with pytest.raises(ModelSpecError, match="has no config.json"):
         load_model(str(tmp_path))
-    with pytest.raises(ModelSpecError, match="is not an embedded model .* and the hub could not provide it"):
+    with pytest.raises(ModelSpecError, match="is not an embedded model .* HF_HUB_OFFLINE is set with no local copy"):
         load_model("no-such-org/no-such-model-xyz")
+
+
+def test_a_typo_is_answered_before_any_load_with_the_close_embedded_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ModelSpecError, match="did you mean 'smollm2-135m-instruct'"):
+        resolve_model_spec("smollm2-135m-instuct")
+    with pytest.raises(ModelSpecError, match="no such file or folder"):
+        resolve_model_spec("./models/not-here")
+
+
+def test_offline_hub_lookup_is_one_request_with_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without HF_HUB_OFFLINE the spec costs one look-up bounded by HUB_TIMEOUT_S, never the retries of a load."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    calls: list[float | None] = []
+
+    def unreachable(repo_id: str, timeout: float | None = None) -> None:
+        calls.append(timeout)
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    with pytest.raises(ModelSpecError, match=r"the hub could not confirm it \(ConnectionError\)"):
+        resolve_model_spec("no-such-org/no-such-model-xyz")
+    assert calls == [HUB_TIMEOUT_S]
+
+
+def test_a_missing_cuda_device_is_one_line() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(DeviceError, match='device "cuda:7": CUDA is not available here'):
+        check_device("cuda:7")
+    assert check_device("cpu") == torch.device("cpu")
+
+
+def test_weights_of_a_local_directory_are_checked_before_loading(tmp_path: Path) -> None:
+    """A wrong expected hash is refused from the files alone: no config or code of the folder is read."""
+    (tmp_path / "config.json").write_text("{not json: loading would fail first}")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(ModelSpecError, match="were expected"):
+        load_model(str(tmp_path), expected_weights_hash="sha256:" + "0" * 64)
 
 
 def test_embedded_model_with_a_missing_package_says_how_to_install(tmp_path: Path) -> None:

@@ -1,17 +1,21 @@
 """Load any Hugging Face causal LM by spec: embedded name, ``.gguf`` file, local directory, hub id.
 
-The first load of a GGUF file dequantizes it once and stores a safetensors copy (with the chat
-template) in the model cache folder; later loads read that copy in a few seconds.
+A spec is resolved first (:func:`resolve_model_spec`, no weights read, a hub id answered in
+seconds even offline), the device checked (:func:`check_device`), and only then is the model
+loaded. The first load of a GGUF file dequantizes it once and stores a safetensors copy (with the
+chat template) in the model cache folder; later loads read that copy in a few seconds.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 import torch
@@ -25,7 +29,45 @@ PROVENANCE_FILE = "workbench-provenance.json"
 
 
 class ModelSpecError(ValueError):
-    """A model spec that names nothing loadable."""
+    """A model spec that names nothing loadable, or weights that are not the expected ones."""
+
+
+class DeviceError(ValueError):
+    """A device this machine does not have."""
+
+
+HUB_TIMEOUT_S = 10.0
+"""Seconds one hub look-up of :func:`resolve_model_spec` may take before the spec is refused."""
+
+ModelSource = Literal["embedded", "gguf", "local", "hub"]
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """Where a spec's weights are, found without loading them.
+
+    Attributes:
+        spec: the spec as the user gave it.
+        source: ``"embedded"``, ``"gguf"``, ``"local"`` or ``"hub"``.
+        model_id: the canonical name recorded in caches (hub id when known).
+        path: the GGUF file (embedded, gguf), the model directory (local), or ``None`` (hub).
+    """
+
+    spec: str
+    source: ModelSource
+    model_id: str
+    path: Path | None
+
+    def weights_hash(self) -> str | None:
+        """The weights hash a load would record, computed from the files alone (no code runs).
+
+        ``None`` for a hub id, whose hash (the revision) is known only after download.
+        """
+        if self.path is None:
+            return None
+        if self.source in ("embedded", "gguf"):
+            return "sha256:" + file_sha256(self.path)
+        return _directory_weights_hash(self.path)
 
 
 @dataclass
@@ -80,6 +122,30 @@ def model_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("workbench")) / "models"
 
 
+def check_device(device: str | torch.device | None) -> torch.device:
+    """The resolved device, refused in one line when this machine does not have it.
+
+    Raises:
+        DeviceError: not a device name, no CUDA / MPS, or a CUDA index past the GPUs present.
+    """
+    try:
+        resolved = resolve_device(device)
+    except RuntimeError:
+        raise DeviceError(f"device {device!r} is not a device; use auto, cpu, cuda, cuda:<index> or mps") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(
+                f'device "{device}": CUDA is not available here (torch {torch.__version__}); '
+                'use device = "auto" or "cpu"'
+            )
+        if resolved.index is not None and resolved.index >= count:
+            raise DeviceError(f'device "{device}": this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}')
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f'device "{device}": Apple MPS is not available here; use device = "auto" or "cpu"')
+    return resolved
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/``None`` picks CUDA, then Apple MPS, then the CPU."""
     if device not in (None, "auto"):
@@ -105,6 +171,60 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return torch.float32
 
 
+def resolve_model_spec(spec: str) -> ModelLocation:
+    """Find what ``spec`` names without loading it: an embedded model, a ``.gguf`` file, a local
+    directory, or a hub id that the local Hugging Face cache or the hub knows (one look-up of at
+    most :data:`HUB_TIMEOUT_S` seconds, none with ``HF_HUB_OFFLINE=1``).
+
+    Raises:
+        ModelSpecError: nothing loadable; the message says what was tried and suggests a close
+            embedded name.
+        EmbeddedModelMissing: an embedded model whose wheel is not installed (with the command).
+    """
+    if spec in EMBEDDED_MODELS:
+        embedded = EMBEDDED_MODELS[spec]
+        return ModelLocation(spec, "embedded", embedded.hub_id, embedded.gguf_path(model_cache_dir() / "gguf"))
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelSpecError(f"GGUF file {path} does not exist; check the path")
+        return ModelLocation(spec, "gguf", str(path.resolve()), path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelSpecError(f"{path} has no config.json; point at a saved Hugging Face model directory")
+        return ModelLocation(spec, "local", str(path.resolve()), path)
+    _check_hub_id(spec)
+    return ModelLocation(spec, "hub", spec, None)
+
+
+def _check_hub_id(spec: str) -> None:
+    """Refuse ``spec`` unless it is a well-formed hub id that is cached locally or on the hub."""
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    close = difflib.get_close_matches(spec, list(EMBEDDED_MODELS), n=1, cutoff=0.8)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    tried = f"model {spec!r} is not an embedded model ({', '.join(EMBEDDED_MODELS)}), a .gguf file or a local directory"
+    looks_like_path = spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1)
+    if looks_like_path:
+        raise ModelSpecError(f"{tried}; {hint}no such file or folder")
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        raise ModelSpecError(f"{tried}, nor a valid hub id; {hint}check the name or run `workbench models`") from None
+    if isinstance(try_to_load_from_cache(spec, "config.json"), str):
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise ModelSpecError(f"{tried}, and HF_HUB_OFFLINE is set with no local copy of it; {hint}check the name")
+    try:
+        model_info(spec, timeout=HUB_TIMEOUT_S)
+    except Exception as error:  # any failure of the look-up: not found, gated, no network, timeout
+        raise ModelSpecError(
+            f"{tried}, and the hub could not confirm it ({type(error).__name__}); {hint}"
+            "check the name, the network, or run `workbench models`"
+        ) from None
+
+
 def load_model(
     spec: str,
     *,
@@ -112,6 +232,7 @@ def load_model(
     dtype: str | torch.dtype | None = "auto",
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
+    expected_weights_hash: str | None = None,
 ) -> LoadedModel:
     """Load a causal LM by spec.
 
@@ -122,29 +243,25 @@ def load_model(
         dtype: ``"auto"`` (bf16 on GPU, fp32 on CPU) or a torch dtype name.
         attn_implementation: ``"sdpa"`` (default of transformers), ``"eager"``, ...
         trust_remote_code: passed to transformers; off unless the user asks.
+        expected_weights_hash: refuse weights with another hash; for files (embedded, GGUF,
+            local directory) this is checked before anything is loaded, for a hub id after.
 
     Raises:
-        ModelSpecError: when the spec names nothing loadable (the message says what was tried).
+        ModelSpecError: when the spec names nothing loadable (the message says what was tried),
+            or the weights are not ``expected_weights_hash``.
+        DeviceError: a device this machine does not have.
     """
-    resolved_device = resolve_device(device)
+    resolved_device = check_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
-    if spec in EMBEDDED_MODELS:
-        embedded = EMBEDDED_MODELS[spec]
-        directory = _converted_gguf(embedded.gguf_path(model_cache_dir() / "gguf"), name=spec)
-        model_id, source = embedded.hub_id, "embedded"
-    elif spec.endswith(".gguf"):
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise ModelSpecError(f"GGUF file {path} does not exist; check the path")
-        directory = _converted_gguf(path, name=path.stem)
-        model_id, source = str(path.resolve()), "gguf"
-    elif Path(spec).expanduser().is_dir():
-        directory = Path(spec).expanduser()
-        if not (directory / "config.json").is_file():
-            raise ModelSpecError(f"{directory} has no config.json; point at a saved Hugging Face model directory")
-        model_id, source = str(directory.resolve()), "local"
+    found = resolve_model_spec(spec)
+    if expected_weights_hash is not None and found.path is not None:
+        _check_weights(found, found.weights_hash(), expected_weights_hash)
+    model_id, source = found.model_id, found.source
+    if found.source in ("embedded", "gguf"):
+        assert found.path is not None
+        directory: Path | None = _converted_gguf(found.path, name=spec if source == "embedded" else found.path.stem)
     else:
-        directory, model_id, source = None, spec, "hub"
+        directory = found.path
 
     location = str(directory) if directory is not None else spec
     try:
@@ -167,6 +284,8 @@ def load_model(
     model.to(resolved_device).eval()
     prepare_tokenizer(tokenizer)
     weights_hash = _weights_hash(directory, model)
+    if expected_weights_hash is not None:
+        _check_weights(found, weights_hash, expected_weights_hash)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -212,10 +331,23 @@ def _converted_gguf(gguf: Path, name: str) -> Path:
     return target
 
 
+def _check_weights(found: ModelLocation, actual: str | None, expected: str) -> None:
+    if actual is not None and actual != expected:
+        raise ModelSpecError(
+            f"model {found.spec!r} has weights {actual} but {expected} were expected (the run cache's); "
+            "pass the model that wrote the run"
+        )
+
+
 def _weights_hash(directory: Path | None, model: PreTrainedModel) -> str:
     if directory is None:
         revision = getattr(model.config, "_commit_hash", None)
         return f"hub-revision:{revision}" if revision else "hub-revision:unknown"
+    return _directory_weights_hash(directory)
+
+
+def _directory_weights_hash(directory: Path) -> str:
+    """``sha256:`` of the GGUF a converted directory came from, else of its weight files."""
     provenance = directory / PROVENANCE_FILE
     if provenance.is_file():
         return "sha256:" + json.loads(provenance.read_text())["gguf_sha256"]
