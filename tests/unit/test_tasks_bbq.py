@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from workbench.tasks.bbq import (
     load_embedded_bbq_sample,
 )
 from workbench.tasks.bbq_targets import bias_target_index, stereotyped_answer_index
-from workbench.tasks.jsonl_lines import MalformedLineError, MalformedLineWarning
+from workbench.tasks.jsonl_lines import MalformedLineError, MalformedLineWarning, NoItemsError
 
 BBQ_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "bbq"
 needs_bbq = pytest.mark.skipif(
@@ -295,3 +296,96 @@ def test_embedded_sample_targets_checked_by_hand():
     assert items["bbq/Gender_identity/0"].metadata["target_index"] == 0
     subset = load_embedded_bbq_sample(categories=["Religion"], context_conditions=["ambig"])
     assert len(subset) == 6
+
+
+def _record(**changes: object) -> bytes:
+    return json.dumps({**GOOD_RECORD, **changes}).encode()
+
+
+def _without(name: str) -> bytes:
+    return json.dumps({key: value for key, value in GOOD_RECORD.items() if key != name}).encode()
+
+
+# kind of bad second line -> (its bytes, the problem the message must state)
+BAD_BBQ_LINES = {
+    "non_utf8": (_record(context="caf\u00e9").replace(b"\\u00e9", b"\xe9"), r"not valid UTF-8 \(byte 0xe9 at column "),
+    "not_json": (b"{not json", r"not valid JSON"),
+    "not_an_object": (b"[1, 2]", r"expected a JSON object, got a list"),
+    "missing_field": (_without("label"), r"missing field\(s\) label"),
+    "non_integer_example_id": (_record(example_id="seven"), r"example_id must be an integer, got a string \('seven'\)"),
+    "float_example_id": (_record(example_id=1.5), r"example_id must be an integer, got a number \(1.5\)"),
+    "list_context": (_record(context=["a", "list"]), r"context must be a string, got a list \(\['a', 'list'\]\)"),
+    "null_answer": (_record(ans1=None), r"ans1 must be a string, got null"),
+    "integer_question": (_record(question=3), r"question must be a string, got an integer \(3\)"),
+    "boolean_label": (_record(label=True), r"label must be 0, 1 or 2, got a boolean \(True\)"),
+    "answer_info_not_strings": (
+        _record(answer_info={"ans0": ["old man", 1], "ans1": ["boy", "nonOld"], "ans2": ["Unknown", "unknown"]}),
+        r"answer_info must map ans0, ans1, ans2 to \[text, group\]",
+    ),
+    "stereotyped_groups_not_strings": (
+        _record(additional_metadata={"subcategory": "None", "stereotyped_groups": [None]}),
+        r"additional_metadata.stereotyped_groups must be a list of strings, got a list \(\[None\]\)",
+    ),
+    "duplicate_example_id": (_record(context="another"), r"example_id 0 of category 'Age' repeats line 1 "),
+}
+
+
+def _write_bbq_bytes(folder: Path, lines: list[bytes], name: str = "Age") -> Path:
+    (folder / "data").mkdir(exist_ok=True)
+    path = folder / "data" / f"{name}.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_BBQ_LINES))
+def test_each_kind_of_bad_line_raises_naming_file_and_line(tmp_path, kind):
+    line, problem = BAD_BBQ_LINES[kind]
+    path = _write_bbq_bytes(tmp_path, [_record(), line, _record(example_id=1)])
+    with pytest.raises(MalformedLineError, match=rf"^{re.escape(str(path))}:2: {problem}") as caught:
+        load_bbq(tmp_path)
+    assert "\n" not in str(caught.value) and "on_error = 'skip'" in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_BBQ_LINES))
+def test_each_kind_of_bad_line_is_skipped_with_a_warning(tmp_path, kind):
+    line, problem = BAD_BBQ_LINES[kind]
+    path = _write_bbq_bytes(tmp_path, [_record(), line, _record(example_id=1)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        items = load_bbq(tmp_path, on_error="skip")
+    assert [item.item_id for item in items] == ["bbq/Age/0", "bbq/Age/1"]
+    assert items[0].context == "c"  # a duplicate keeps the first line
+    messages = [str(w.message) for w in caught if issubclass(w.category, MalformedLineWarning)]
+    assert len(messages) == 1
+    assert re.match(rf"{re.escape(str(path))}:2: {problem}", messages[0]), messages[0]
+
+
+def test_duplicate_item_across_files_names_both_files(tmp_path):
+    first = _write_bbq_bytes(tmp_path, [_record()], name="Age")
+    second = _write_bbq_bytes(tmp_path, [_record(example_id=1), _record()], name="Religion")
+    with pytest.raises(
+        MalformedLineError,
+        match=rf"^{re.escape(str(second))}:2: example_id 0 of category 'Age' repeats {re.escape(str(first))}:1 ",
+    ):
+        load_bbq(tmp_path, categories=["Age", "Religion"])
+
+
+def test_empty_file_holds_no_items(tmp_path):
+    path = _write_bbq_bytes(tmp_path, [b""])
+    with pytest.raises(NoItemsError, match=rf"^{re.escape(str(path))}: holds no items \(no data rows\)") as caught:
+        load_bbq(tmp_path)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(NoItemsError, match="holds no items"):
+        load_bbq(tmp_path, on_error="skip")
+
+
+def test_file_whose_every_line_is_skipped_holds_no_items(tmp_path):
+    path = _write_bbq_bytes(tmp_path, [b"{not json", _record(context=None)])
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        with pytest.raises(
+            NoItemsError,
+            match=rf"^{re.escape(str(path))}: holds no items: on_error = 'skip' skipped all 2 row\(s\) \(first, line 1: not valid JSON",
+        ) as caught:
+            load_bbq(tmp_path, on_error="skip")
+    assert "\n" not in str(caught.value)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import re
+import warnings
 from pathlib import Path
 
 import pytest
 
+from workbench.tasks.jsonl_lines import MalformedLineError, MalformedLineWarning, NoItemsError
 from workbench.tasks.winogender import (
     WinogenderFormatError,
     classify_pronoun,
@@ -116,3 +119,103 @@ def test_missing_stats_file_is_optional(tmp_path):
     (item,) = load_winogender(tmp_path)
     assert item.question == "The patient thanked the nurse for _ care."
     assert "bls_pct_female" not in item.metadata
+
+
+TEMPLATE_HEADER = b"occupation(0)\tother-participant(1)\tanswer\tsentence"
+GOOD_ROW = b"nurse\tpatient\t0\tThe $OCCUPATION helped the $PARTICIPANT because $NOM_PRONOUN cared."
+OTHER_ROW = b"nurse\tpatient\t1\tThe $OCCUPATION helped the $PARTICIPANT because $NOM_PRONOUN was ill."
+# kind of bad third line of templates.tsv -> (its bytes, the problem the message must state)
+BAD_TEMPLATE_ROWS = {
+    "non_utf8": (
+        b"nurse\tpatient\t1\tThe $OCCUPATION helped the caf\xe9 $PARTICIPANT.",
+        r"not valid UTF-8 \(byte 0xe9",
+    ),
+    "too_few_fields": (b"nurse\tpatient\t1", r"too few tab-separated fields \(3, the header has 4\)"),
+    "too_many_fields": (OTHER_ROW + b"\textra", r"too many tab-separated fields \(5, the header has 4\)"),
+    "bad_answer": (
+        b"nurse\tpatient\tyes\tThe $OCCUPATION saw the $PARTICIPANT and $NOM_PRONOUN left.",
+        r"answer 'yes'",
+    ),
+    "no_placeholder": (
+        b"nurse\tpatient\t1\tThe $OCCUPATION helped the $PARTICIPANT.",
+        r"sentence must hold exactly one",
+    ),
+    "no_participant": (b"nurse\tpatient\t1\tThe $OCCUPATION said $NOM_PRONOUN left.", r"sentence lacks \$PARTICIPANT"),
+    "empty_occupation": (
+        b"\tpatient\t1\tThe $OCCUPATION met the $PARTICIPANT; $NOM_PRONOUN smiled.",
+        r"occupation\(0\) is empty",
+    ),
+    "duplicate_row": (GOOD_ROW.replace(b"cared", b"left"), r"row nurse.patient.0 repeats line 2 "),
+}
+
+
+def _write_templates(folder: Path, rows: list[bytes]) -> Path:
+    path = folder / "templates.tsv"
+    path.write_bytes(b"\n".join([TEMPLATE_HEADER, *rows]) + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_TEMPLATE_ROWS))
+def test_each_kind_of_bad_template_row_raises_naming_file_and_line(tmp_path, kind):
+    row, problem = BAD_TEMPLATE_ROWS[kind]
+    path = _write_templates(tmp_path, [GOOD_ROW, row, OTHER_ROW])
+    with pytest.raises(WinogenderFormatError, match=rf"^{re.escape(str(path))}:3: {problem}") as caught:
+        load_winogender(tmp_path)
+    assert isinstance(caught.value, MalformedLineError) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_TEMPLATE_ROWS))
+def test_each_kind_of_bad_template_row_is_skipped_with_a_warning(tmp_path, kind):
+    row, problem = BAD_TEMPLATE_ROWS[kind]
+    path = _write_templates(tmp_path, [GOOD_ROW, row, OTHER_ROW])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        items = load_winogender(tmp_path, on_error="skip")
+    assert [item.item_id for item in items] == ["winogender/nurse.patient.0", "winogender/nurse.patient.1"]
+    assert items[0].question == "The nurse helped the patient because _ cared."
+    messages = [str(w.message) for w in caught if issubclass(w.category, MalformedLineWarning)]
+    assert len(messages) == 1 and re.match(rf"{re.escape(str(path))}:3: {problem}", messages[0]), messages
+
+
+STATS_HEADER = b"occupation\tbergsma_pct_female\tbls_pct_female\tbls_year"
+BAD_STATS_ROWS = {
+    "non_utf8": (b"nurse\t9.1\t90\t2015\xff", r"not valid UTF-8 \(byte 0xff"),
+    "not_a_number": (b"nurse\tmany\t90\t2015", r"bergsma_pct_female 'many' is not a number"),
+    "not_a_percentage": (b"nurse\t9.1\t190\t2015", r"bls_pct_female '190' is not a percentage in \[0, 100\]"),
+    "bad_year": (b"nurse\t9.1\t90\tlast year", r"bls_year 'last year' is not an integer year"),
+    "duplicate_occupation": (b"doctor\t9.1\t90\t2015", r"occupation 'doctor' repeats line 2"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_STATS_ROWS))
+def test_each_kind_of_bad_stats_row_raises_or_is_skipped(tmp_path, kind):
+    row, problem = BAD_STATS_ROWS[kind]
+    _write_templates(tmp_path, [GOOD_ROW])
+    stats = tmp_path / "occupations-stats.tsv"
+    stats.write_bytes(b"\n".join([STATS_HEADER, b"doctor\t20\t40.5\t2015", row, b"nurse\t80\t90\t2015"]) + b"\n")
+    with pytest.raises(WinogenderFormatError, match=rf"^{re.escape(str(stats))}:3: {problem}"):
+        load_winogender(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (item,) = load_winogender(tmp_path, on_error="skip")
+    assert item.metadata["bls_pct_female"] == 90.0
+    messages = [str(w.message) for w in caught if issubclass(w.category, MalformedLineWarning)]
+    assert len(messages) == 1 and re.match(rf"{re.escape(str(stats))}:3: {problem}", messages[0]), messages
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n", TEMPLATE_HEADER + b"\n"], ids=["empty", "blank", "header_only"])
+def test_template_file_without_rows_holds_no_items(tmp_path, content):
+    path = tmp_path / "templates.tsv"
+    path.write_bytes(content)
+    for on_error in ("raise", "skip"):
+        with pytest.raises(NoItemsError, match=rf"^{re.escape(str(path))}: holds no items") as caught:
+            load_winogender(tmp_path, on_error=on_error)
+        assert "\n" not in str(caught.value)
+
+
+def test_template_file_whose_every_row_is_skipped_holds_no_items(tmp_path):
+    path = _write_templates(tmp_path, [b"nurse\tpatient\t2\tThe $OCCUPATION met the $PARTICIPANT; $NOM_PRONOUN sat."])
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        with pytest.raises(NoItemsError, match=rf"^{re.escape(str(path))}: holds no items: .* skipped all 1 row\(s\)"):
+            load_winogender(tmp_path, on_error="skip")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -198,3 +199,95 @@ def test_scorer_config(tmp_path):
         ToxicityScorerConfig(kind="lexicon")
     with pytest.raises(ToxicityConfigError, match="is not one of profanity-check, perspective, lexicon"):
         ToxicityScorerConfig(kind="detoxify")
+
+
+@contextlib.contextmanager
+def _misbehaving_perspective(kind: str) -> Iterator[tuple[str, list[float]]]:
+    """A local comments:analyze that hangs, drips, fails with 503 or answers garbage."""
+    release = threading.Event()
+    requests: list[float] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            requests.append(time.monotonic())
+            with contextlib.suppress(OSError):
+                if kind == "hang":
+                    release.wait(10)
+                elif kind == "drip":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "30")
+                    self.end_headers()
+                    for byte in b'{"attributeScores": {}}      ':
+                        if release.wait(0.1):
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                else:
+                    status, body = {
+                        "503": (503, b'{\n  "error": {\n    "message": "backend unavailable"\n  }\n}'),
+                        "garbage": (200, b"\xff\xfe<html>oops</html>"),
+                    }[kind]
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1alpha1/comments:analyze", requests
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_perspective_error_is_a_value_error_for_the_cli():
+    assert issubclass(PerspectiveError, ValueError)
+
+
+@pytest.mark.parametrize("kind", ["hang", "drip"])
+def test_perspective_hanging_or_dripping_server_costs_one_total_deadline(kind):
+    with _misbehaving_perspective(kind) as (endpoint, requests):
+        scorer = PerspectiveScorer(
+            PerspectiveConfig(api_key=FAKE_KEY, endpoint=endpoint, requests_per_minute=6000, timeout_s=1.0)
+        )
+        started = time.monotonic()
+        with pytest.raises(
+            PerspectiveError, match=r"failed after 1 attempt\(s\): no complete answer within the 1 s"
+        ) as caught:
+            scorer.score(["you are kind"])
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.0 + 0.6, elapsed
+    assert len(requests) == 1 and "\n" not in str(caught.value) and FAKE_KEY not in str(caught.value)
+
+
+def test_perspective_retries_stop_at_the_deadline_and_errors_are_one_line():
+    with _misbehaving_perspective("503") as (endpoint, requests):
+        config = PerspectiveConfig(api_key=FAKE_KEY, endpoint=endpoint, requests_per_minute=6000, backoff_s=0.01)
+        with pytest.raises(
+            PerspectiveError, match=r"failed after 6 attempt\(s\): HTTP 503 .*backend unavailable"
+        ) as caught:
+            PerspectiveScorer(config).score(["you are kind"])
+        assert len(requests) == 6 and "\n" not in str(caught.value)
+        slow = PerspectiveConfig(
+            api_key=FAKE_KEY, endpoint=endpoint, requests_per_minute=6000, backoff_s=0.4, timeout_s=1.0
+        )
+        started = time.monotonic()
+        with pytest.raises(PerspectiveError, match="would pass the deadline"):
+            PerspectiveScorer(slow).score(["you are kind"])  # waits 0.4 + 0.8 s > 1 s: two attempts
+        assert time.monotonic() - started < 1.0 and len(requests) == 6 + 2
+
+
+def test_perspective_garbage_answer_is_a_one_line_error():
+    with _misbehaving_perspective("garbage") as (endpoint, _):
+        scorer = PerspectiveScorer(PerspectiveConfig(api_key=FAKE_KEY, endpoint=endpoint, requests_per_minute=6000))
+        with pytest.raises(PerspectiveError, match=r"answer is not JSON \(it starts b'\\xff\\xfe<html>") as caught:
+            scorer.score(["you are kind"])
+    assert "\n" not in str(caught.value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from workbench.critics.base import Critic, CriticUnavailable
 from workbench.critics.model import ModelCritic
-from workbench.critics.openai_compatible import EndpointConfig, OpenAICompatibleCritic
+from workbench.critics.openai_compatible import EndpointConfig, EndpointConfigError, OpenAICompatibleCritic
 from workbench.critics.oracle import OracleCritic
 from workbench.critics.requests import feedback_request_messages
 
@@ -12,6 +12,7 @@ __all__ = [
     "Critic",
     "CriticUnavailable",
     "EndpointConfig",
+    "EndpointConfigError",
     "ModelCritic",
     "OpenAICompatibleCritic",
     "OracleCritic",

@@ -8,8 +8,11 @@ from workbench.protocols.dialogue import Dialogue
 from workbench.tasks.items import Item
 
 
-class CriticUnavailable(RuntimeError):
-    """A remote critic could not be reached or did not answer usably after all retries."""
+class CriticUnavailable(ValueError):
+    """A remote critic could not be reached or did not answer usably after all retries.
+
+    A ``ValueError``, so that the CLI prints its one-line message as ``error: ...`` and exits 2.
+    """
 
 
 @runtime_checkable

@@ -16,10 +16,12 @@ from typing import Any
 from workbench.tasks.bbq_targets import UNKNOWN_GROUP, bias_target_index
 from workbench.tasks.items import Item
 from workbench.tasks.jsonl_lines import (
+    LineProblems,
     OnError,
     check_on_error,
+    describe_value,
+    is_integer,
     read_json_lines,
-    report_malformed_line,
 )
 from workbench.tasks.subsampling import check_limit, limit_items
 
@@ -54,6 +56,17 @@ _REQUIRED_FIELDS: tuple[str, ...] = (
     "ans1",
     "ans2",
     "label",
+)
+_STRING_FIELDS: tuple[str, ...] = (
+    "question_index",
+    "question_polarity",
+    "context_condition",
+    "category",
+    "context",
+    "question",
+    "ans0",
+    "ans1",
+    "ans2",
 )
 
 
@@ -103,19 +116,26 @@ def load_bbq(
             first N when ``seed`` is ``None``, else a seeded sample kept in file order.
         seed: seed for the sample above.
         on_error: ``"raise"`` stops at the first malformed line; ``"skip"`` drops it and issues a
-            :class:`~workbench.tasks.jsonl_lines.MalformedLineWarning` naming ``file:line``.
+            :class:`~workbench.tasks.jsonl_lines.MalformedLineWarning` naming ``file:line``. Bad
+            lines are those :func:`read_bbq_file` lists (bad bytes, bad JSON, wrong field types,
+            repeated IDs).
 
     Returns:
         ``Item`` objects with ``item_id = "bbq/<Category>/<example_id>"``, ``options = (ans0, ans1,
         ans2)``, ``gold = label`` and the metadata described in :func:`bbq_item`.
+
+    Raises:
+        MalformedLineError: a bad line under ``on_error="raise"``, as ``file:line: problem``.
+        NoItemsError: a category file that yields no item (empty, or every line skipped).
     """
     data_dir = bbq_data_dir(root)
     chosen = _check_categories(categories, available_categories(data_dir), data_dir)
     on_error = check_on_error(on_error)
     selection = _Selection.checked(context_conditions, polarities, limit_per_category, seed)
     items: list[Item] = []
+    seen_ids: dict[str, tuple[Path, int]] = {}
     for category in chosen:
-        items.extend(selection.apply(read_bbq_file(data_dir / f"{category}.jsonl", on_error)))
+        items.extend(selection.apply(read_bbq_file(data_dir / f"{category}.jsonl", on_error, seen_ids)))
     return items
 
 
@@ -142,42 +162,100 @@ def load_embedded_bbq_sample(
     return [item for category in chosen for item in selection.apply(by_category[category])]
 
 
-def read_bbq_file(path: Path, on_error: OnError = "raise") -> list[Item]:
-    """Every well-formed example of one BBQ JSON Lines file as an :class:`Item`, in file order."""
+def read_bbq_file(
+    path: Path,
+    on_error: OnError = "raise",
+    seen_ids: dict[str, tuple[Path, int]] | None = None,
+) -> list[Item]:
+    """Every well-formed example of one BBQ JSON Lines file as an :class:`Item`, in file order.
+
+    Args:
+        path: one ``<Category>.jsonl`` file.
+        on_error: ``"raise"`` stops at the first bad line; ``"skip"`` drops it with a
+            :class:`~workbench.tasks.jsonl_lines.MalformedLineWarning` naming ``file:line``.
+        seen_ids: ``item_id -> (file, line)`` of items read so far; filled in here. Pass the same
+            dict for every file of a task to catch IDs repeated across files.
+
+    Bad lines: not UTF-8, not a JSON object, a field missing or of the wrong type
+    (:func:`bbq_record_problem`), or an ``item_id`` (category + ``example_id``) already read: the
+    later line is the one reported, naming the earlier one.
+
+    Raises:
+        MalformedLineError: a bad line under ``on_error="raise"``.
+        NoItemsError: the file yields no item (empty, or every line skipped).
+    """
+    problems = LineProblems(path, check_on_error(on_error))
+    seen = {} if seen_ids is None else seen_ids
     items: list[Item] = []
-    for line_number, record in read_json_lines(path, on_error):
+    for line_number, record in read_json_lines(path, problems=problems):
         problem = bbq_record_problem(record)
+        if problem is None:
+            item = bbq_item(record)
+            if item.item_id in seen:
+                first_path, first_line = seen[item.item_id]
+                where = f"line {first_line}" if first_path == path else f"{first_path}:{first_line}"
+                problem = (
+                    f"example_id {record['example_id']} of category {item.category!r} repeats {where} "
+                    "(item IDs must be unique: delete or renumber one of the two)"
+                )
         if problem is not None:
-            report_malformed_line(path, line_number, problem, on_error)
+            problems.report(line_number, problem)
             continue
-        items.append(bbq_item(record))
+        seen[item.item_id] = (path, line_number)
+        items.append(item)
+    problems.check_holds_items(len(items))
     return items
 
 
 def bbq_record_problem(record: dict[str, Any]) -> str | None:
-    """What is wrong with one BBQ record, in a few words, or ``None`` if it is well formed."""
+    """What is wrong with one BBQ record, in a few words, or ``None`` if it is well formed.
+
+    Checked: every field of ``_REQUIRED_FIELDS`` present; ``example_id`` and ``label`` integers
+    (``label`` 0, 1 or 2); the text fields strings; ``context_condition`` and
+    ``question_polarity`` among their values; ``answer_info`` mapping ans0..ans2 to
+    ``[text, group]`` strings with exactly one ``"unknown"`` group; ``additional_metadata`` an
+    object whose ``stereotyped_groups`` is a list of strings (and ``subcategory``, if present, a
+    string).
+    """
     missing = [name for name in _REQUIRED_FIELDS if name not in record]
     if missing:
         return f"missing field(s) {', '.join(missing)}"
+    if not is_integer(record["example_id"]):
+        return f"example_id must be an integer, got {describe_value(record['example_id'])}"
+    for name in _STRING_FIELDS:
+        if not isinstance(record[name], str):
+            return f"{name} must be a string, got {describe_value(record[name])}"
+    if not record["category"].strip():
+        return "category is empty"
     if record["context_condition"] not in CONTEXT_CONDITIONS:
         condition = record["context_condition"]
         return f"context_condition {condition!r} is not one of {CONTEXT_CONDITIONS}"
     if record["question_polarity"] not in QUESTION_POLARITIES:
         polarity = record["question_polarity"]
         return f"question_polarity {polarity!r} is not one of {QUESTION_POLARITIES}"
-    if record["label"] not in (0, 1, 2) or isinstance(record["label"], bool):
-        return f"label {record['label']!r} is not 0, 1 or 2"
+    if not is_integer(record["label"]) or record["label"] not in (0, 1, 2):
+        return f"label must be 0, 1 or 2, got {describe_value(record['label'])}"
     info = record["answer_info"]
     if not isinstance(info, dict) or any(
-        not (isinstance(info.get(f"ans{k}"), list) and len(info[f"ans{k}"]) == 2) for k in range(3)
+        not (
+            isinstance(info.get(f"ans{k}"), list)
+            and len(info[f"ans{k}"]) == 2
+            and all(isinstance(part, str) for part in info[f"ans{k}"])
+        )
+        for k in range(3)
     ):
-        return "answer_info must map ans0, ans1, ans2 to [text, group]"
+        return "answer_info must map ans0, ans1, ans2 to [text, group] (two strings each)"
     groups = [info[f"ans{k}"][1] for k in range(3)]
     if groups.count(UNKNOWN_GROUP) != 1:
         return f"answer_info groups {groups} must contain 'unknown' exactly once"
     metadata = record["additional_metadata"]
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("stereotyped_groups"), list):
-        return "additional_metadata.stereotyped_groups must be a list"
+    if not isinstance(metadata, dict):
+        return f"additional_metadata must be an object, got {describe_value(metadata)}"
+    stereotyped = metadata.get("stereotyped_groups")
+    if not isinstance(stereotyped, list) or not all(isinstance(group, str) for group in stereotyped):
+        return f"additional_metadata.stereotyped_groups must be a list of strings, got {describe_value(stereotyped)}"
+    if "subcategory" in metadata and not isinstance(metadata["subcategory"], str):
+        return f"additional_metadata.subcategory must be a string, got {describe_value(metadata['subcategory'])}"
     return None
 
 

@@ -15,10 +15,12 @@ from typing import Any
 
 from workbench.tasks.items import Item
 from workbench.tasks.jsonl_lines import (
+    LineProblems,
     OnError,
     check_on_error,
+    describe_value,
+    is_integer,
     read_json_lines,
-    report_malformed_line,
 )
 from workbench.tasks.subsampling import check_limit, limit_items
 
@@ -52,7 +54,8 @@ def load_realtoxicity(
         limit_per_subset: at most this many prompts per file: the first N when ``seed`` is ``None``,
             else a seeded sample kept in file order (the MSU code samples prompts at random).
         seed: seed for the sample above.
-        on_error: ``"raise"`` or ``"skip"`` (warn with ``file:line``) for malformed lines.
+        on_error: ``"raise"`` or ``"skip"`` (warn with ``file:line``) for malformed lines (see
+            :func:`read_realtoxicity_file`).
 
     Returns:
         ``Item(item_id="realtoxicity/<stem>/<line>", task="realtoxicity", category=<stem>,
@@ -60,6 +63,10 @@ def load_realtoxicity(
         ``prompt_toxicity`` (Perspective score of the prompt, float in [0, 1] or ``None``),
         ``challenging`` (bool), ``filename``, ``begin``, ``end`` (character offsets of the prompt
         in its OpenWebText document) and ``source_line`` (1-based line in the file).
+
+    Raises:
+        MalformedLineError: a bad line under ``on_error="raise"``, as ``file:line: problem``.
+        NoItemsError: a chosen file that yields no prompt (empty, or every line skipped).
     """
     files = realtoxicity_files(path)
     check_limit(limit_per_subset)
@@ -78,12 +85,21 @@ def load_realtoxicity(
 
 
 def read_realtoxicity_file(path: Path, on_error: OnError = "raise") -> list[Item]:
-    """Every well-formed prompt of one RealToxicityPrompts JSON Lines file, in file order."""
+    """Every well-formed prompt of one RealToxicityPrompts JSON Lines file, in file order.
+
+    Bad lines (reported as ``file:line: problem``, raised or skipped per ``on_error``): not UTF-8,
+    not a JSON object, or a field of the wrong type (:func:`realtoxicity_record_problem`).
+
+    Raises:
+        MalformedLineError: a bad line under ``on_error="raise"``.
+        NoItemsError: the file yields no prompt (empty, or every line skipped).
+    """
+    problems = LineProblems(path, check_on_error(on_error))
     items: list[Item] = []
-    for line_number, record in read_json_lines(path, on_error):
-        problem = _record_problem(record)
+    for line_number, record in read_json_lines(path, problems=problems):
+        problem = realtoxicity_record_problem(record)
         if problem is not None:
-            report_malformed_line(path, line_number, problem, on_error)
+            problems.report(line_number, problem)
             continue
         prompt = record["prompt"]
         items.append(
@@ -94,7 +110,7 @@ def read_realtoxicity_file(path: Path, on_error: OnError = "raise") -> list[Item
                 context="",
                 question=prompt["text"],
                 metadata={
-                    "prompt_toxicity": prompt.get("toxicity"),
+                    "prompt_toxicity": None if prompt.get("toxicity") is None else float(prompt["toxicity"]),
                     "challenging": bool(record.get("challenging", False)),
                     "filename": record.get("filename"),
                     "begin": record.get("begin"),
@@ -103,13 +119,25 @@ def read_realtoxicity_file(path: Path, on_error: OnError = "raise") -> list[Item
                 },
             )
         )
+    problems.check_holds_items(len(items))
     return items
 
 
-def _record_problem(record: dict[str, Any]) -> str | None:
+def realtoxicity_record_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with one RealToxicityPrompts record, or ``None`` if it is well formed.
+
+    Checked: ``prompt`` an object whose ``text`` is a non-blank string and whose ``toxicity`` is a
+    number in [0, 1] or ``null``; ``challenging`` (if present) true or false; ``filename`` (if
+    present) a string or ``null``; ``begin`` / ``end`` (if present) integers or ``null``.
+    """
     prompt = record.get("prompt")
-    if not isinstance(prompt, dict) or not isinstance(prompt.get("text"), str):
-        return "missing prompt.text"
+    if not isinstance(prompt, dict):
+        return "missing prompt" if prompt is None else f"prompt must be an object, got {describe_value(prompt)}"
+    text = prompt.get("text")
+    if not isinstance(text, str):
+        return "missing prompt.text" if text is None else f"prompt.text must be a string, got {describe_value(text)}"
+    if not text.strip():
+        return "prompt.text is empty"
     toxicity = prompt.get("toxicity")
     if toxicity is not None and not (
         isinstance(toxicity, (int, float)) and not isinstance(toxicity, bool) and 0.0 <= toxicity <= 1.0
@@ -117,4 +145,11 @@ def _record_problem(record: dict[str, Any]) -> str | None:
         return f"prompt.toxicity {toxicity!r} is not a number in [0, 1] or null"
     if "challenging" in record and not isinstance(record["challenging"], bool):
         return f"challenging {record['challenging']!r} is not true or false"
+    filename = record.get("filename")
+    if filename is not None and not isinstance(filename, str):
+        return f"filename must be a string, got {describe_value(filename)}"
+    for name in ("begin", "end"):
+        value = record.get(name)
+        if value is not None and not is_integer(value):
+            return f"{name} must be an integer, got {describe_value(value)}"
     return None

@@ -34,7 +34,7 @@ TASK_NAMES: tuple[str, ...] = ("bbq", "bbq-sample", "winogender", "realtoxicity"
 _SUPPORTED_FILTERS: dict[str, frozenset[str]] = {
     "bbq": frozenset({"categories", "context_conditions", "polarities", "limit_per_category", "seed", "on_error"}),
     "bbq-sample": frozenset({"categories", "context_conditions", "polarities", "limit_per_category", "seed"}),
-    "winogender": frozenset({"categories"}),
+    "winogender": frozenset({"categories", "on_error"}),
     "realtoxicity": frozenset({"categories", "limit_per_category", "seed", "on_error"}),
 }
 
@@ -174,7 +174,7 @@ def load_configured_task(config: TaskConfig) -> list[Item]:
             config.on_error,  # type: ignore[arg-type]
         )
     if config.name == "winogender":
-        return load_winogender(config.path, config.categories)
+        return load_winogender(config.path, config.categories, on_error=config.on_error)
     return load_realtoxicity(
         config.path,
         config.categories,

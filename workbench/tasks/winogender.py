@@ -13,14 +13,20 @@ metric is the share of answers that start with "they" (protocols.md §1.2, §1.5
 
 from __future__ import annotations
 
-import csv
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from workbench.tasks.items import Item
+from workbench.tasks.jsonl_lines import (
+    LineProblems,
+    MalformedLineError,
+    OnError,
+    check_on_error,
+    read_text_lines,
+)
 
 PronounType = Literal["NOM", "POSS", "ACC"]
 PronounClass = Literal["they", "he", "she", "other"]
@@ -38,8 +44,8 @@ _TEMPLATE_COLUMNS = ("occupation(0)", "other-participant(1)", "answer", "sentenc
 _STATS_COLUMNS = ("occupation", "bergsma_pct_female", "bls_pct_female", "bls_year")
 
 
-class WinogenderFormatError(ValueError):
-    """A Winogender TSV row that does not have the upstream columns or values."""
+class WinogenderFormatError(MalformedLineError):
+    """A Winogender TSV header or row that does not have the upstream columns or values."""
 
 
 @dataclass(frozen=True)
@@ -112,57 +118,92 @@ def winogender_file(root: str | Path, name: str) -> Path:
     )
 
 
-def read_templates(path: str | Path) -> list[WinogenderTemplate]:
-    """All rows of a ``templates.tsv`` file, in file order."""
+def read_templates(path: str | Path, on_error: OnError = "raise") -> list[WinogenderTemplate]:
+    """All rows of a ``templates.tsv`` file, in file order.
+
+    Bad rows (reported as ``file:line: problem``, raised as :class:`WinogenderFormatError` or
+    skipped with a warning per ``on_error``): not UTF-8, a wrong number of tab-separated fields, an
+    empty occupation or participant, an answer other than 0 or 1, a sentence without
+    ``$OCCUPATION`` / ``$PARTICIPANT`` or without exactly one pronoun placeholder, or a row whose
+    item ID (``occupation.participant.answer``) repeats an earlier row.
+
+    Raises:
+        WinogenderFormatError: a header without the upstream columns, or a bad row under ``"raise"``.
+        NoItemsError: the file holds no template (empty, or every row skipped).
+    """
     path = Path(path)
+    problems = LineProblems(path, check_on_error(on_error), WinogenderFormatError)
     templates: list[WinogenderTemplate] = []
-    for line_number, row in _read_tsv(path, _TEMPLATE_COLUMNS):
-        placeholders = _PRONOUN_PLACEHOLDER.findall(row["sentence"])
-        if len(placeholders) != 1:
-            raise WinogenderFormatError(
-                f"{path}:{line_number}: sentence must hold exactly one $NOM_PRONOUN, $POSS_PRONOUN "
-                f"or $ACC_PRONOUN, found {len(placeholders)}"
-            )
-        if row["answer"] not in ("0", "1"):
-            raise WinogenderFormatError(
-                f"{path}:{line_number}: answer {row['answer']!r} must be 0 (occupation) or 1 (participant)"
-            )
+    seen: dict[str, int] = {}
+    for line_number, row in _read_tsv(path, _TEMPLATE_COLUMNS, problems):
+        problem = _template_problem(row)
+        key = f"{row['occupation(0)']}.{row['other-participant(1)']}.{row['answer']}"
+        if problem is None and key in seen:
+            problem = f"row {key} repeats line {seen[key]} (item IDs must be unique: delete one of the two)"
+        if problem is not None:
+            problems.report(line_number, problem)
+            continue
+        seen[key] = line_number
         templates.append(
             WinogenderTemplate(
                 occupation=row["occupation(0)"],
                 participant=row["other-participant(1)"],
                 answer=int(row["answer"]),
                 template=row["sentence"],
-                pronoun_type=placeholders[0],
+                pronoun_type=_PRONOUN_PLACEHOLDER.findall(row["sentence"])[0],
             )
         )
+    problems.check_holds_items(len(templates))
     return templates
 
 
-def read_occupation_stats(path: str | Path) -> dict[str, OccupationStats]:
-    """``occupations-stats.tsv`` as ``{occupation: OccupationStats}``."""
+def read_occupation_stats(path: str | Path, on_error: OnError = "raise") -> dict[str, OccupationStats]:
+    """``occupations-stats.tsv`` as ``{occupation: OccupationStats}``.
+
+    Bad rows (raised or skipped per ``on_error``, as in :func:`read_templates`): not UTF-8, a wrong
+    number of fields, an empty occupation, a percentage that is not a number in [0, 100], a year
+    that is not an integer, or an occupation already listed.
+    """
     path = Path(path)
+    problems = LineProblems(path, check_on_error(on_error), WinogenderFormatError)
     stats: dict[str, OccupationStats] = {}
-    for line_number, row in _read_tsv(path, _STATS_COLUMNS):
+    lines: dict[str, int] = {}
+    for line_number, row in _read_tsv(path, _STATS_COLUMNS, problems):
+        occupation = row["occupation"]
         try:
-            stats[row["occupation"]] = OccupationStats(
-                occupation=row["occupation"],
-                bergsma_pct_female=float(row["bergsma_pct_female"]),
-                bls_pct_female=float(row["bls_pct_female"]),
-                bls_year=int(row["bls_year"]),
+            entry = OccupationStats(
+                occupation=occupation,
+                bergsma_pct_female=_percent(row, "bergsma_pct_female"),
+                bls_pct_female=_percent(row, "bls_pct_female"),
+                bls_year=_year(row["bls_year"]),
             )
         except ValueError as error:
-            raise WinogenderFormatError(f"{path}:{line_number}: {error}") from None
+            problems.report(line_number, str(error))
+            continue
+        if not occupation.strip():
+            problems.report(line_number, "occupation is empty")
+            continue
+        if occupation in stats:
+            problems.report(line_number, f"occupation {occupation!r} repeats line {lines[occupation]}; delete one")
+            continue
+        stats[occupation] = entry
+        lines[occupation] = line_number
+    problems.check_holds_items(len(stats))
     return stats
 
 
-def load_winogender(root: str | Path, occupations: Iterable[str] | None = None) -> list[Item]:
+def load_winogender(
+    root: str | Path, occupations: Iterable[str] | None = None, on_error: OnError = "raise"
+) -> list[Item]:
     """Winogender items in the MSU fill-in-the-blank form, one per template, in file order.
 
     Args:
         root: folder holding ``templates.tsv`` (and optionally ``occupations-stats.tsv``), or its
             parent with a ``data/`` folder.
         occupations: keep only these occupations; ``None`` = all 60.
+        on_error: ``"raise"`` stops at the first bad row of either file; ``"skip"`` drops it and
+            issues a :class:`~workbench.tasks.jsonl_lines.MalformedLineWarning` naming
+            ``file:line`` (see :func:`read_templates`, :func:`read_occupation_stats`).
 
     Returns:
         ``Item(item_id="winogender/<occupation>.<participant>.<answer>", task="winogender",
@@ -170,12 +211,19 @@ def load_winogender(root: str | Path, occupations: Iterable[str] | None = None) 
         Metadata: ``occupation``, ``participant``, ``pronoun_type``, ``answer`` (0 = the pronoun
         refers to the occupation, 1 = to the participant), ``template``, and, when the statistics
         file is present, ``bls_pct_female`` and ``bergsma_pct_female`` (percent).
+
+    Raises:
+        WinogenderFormatError: a bad header, or a bad row under ``on_error="raise"``.
+        NoItemsError: a file that holds no row (empty, or every row skipped).
     """
-    templates = read_templates(winogender_file(root, "templates.tsv"))
+    on_error = check_on_error(on_error)
+    templates = read_templates(winogender_file(root, "templates.tsv"), on_error)
     try:
-        stats = read_occupation_stats(winogender_file(root, "occupations-stats.tsv"))
+        stats_path = winogender_file(root, "occupations-stats.tsv")
     except FileNotFoundError:
         stats = {}
+    else:
+        stats = read_occupation_stats(stats_path, on_error)
     if occupations is not None:
         wanted = {occupations} if isinstance(occupations, str) else set(occupations)
         unknown = sorted(wanted - {template.occupation for template in templates})
@@ -227,16 +275,67 @@ def _winogender_item(template: WinogenderTemplate, stats: OccupationStats | None
     )
 
 
-def _read_tsv(path: Path, columns: tuple[str, ...]) -> Iterable[tuple[int, dict[str, str]]]:
-    """``(line_number, row)`` of a tab-separated file with a header holding ``columns``."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        missing = [name for name in columns if name not in (reader.fieldnames or [])]
-        if missing:
-            raise WinogenderFormatError(
-                f"{path}:1: header lacks column(s) {', '.join(missing)} (expected {', '.join(columns)})"
+def _template_problem(row: dict[str, str]) -> str | None:
+    """What is wrong with one ``templates.tsv`` row, or ``None``."""
+    for name in ("occupation(0)", "other-participant(1)"):
+        if not row[name].strip():
+            return f"{name} is empty"
+    if row["answer"] not in ("0", "1"):
+        return f"answer {row['answer']!r} must be 0 (occupation) or 1 (participant)"
+    sentence = row["sentence"]
+    placeholders = _PRONOUN_PLACEHOLDER.findall(sentence)
+    if len(placeholders) != 1:
+        return f"sentence must hold exactly one $NOM_PRONOUN, $POSS_PRONOUN or $ACC_PRONOUN, found {len(placeholders)}"
+    missing = [name for name in ("$OCCUPATION", "$PARTICIPANT") if name not in sentence]
+    if missing:
+        return f"sentence lacks {' and '.join(missing)}"
+    return None
+
+
+def _percent(row: dict[str, str], name: str) -> float:
+    """``row[name]`` as a percentage in [0, 100]; ``ValueError`` naming the column otherwise."""
+    try:
+        value = float(row[name])
+    except ValueError:
+        raise ValueError(f"{name} {row[name]!r} is not a number") from None
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(f"{name} {row[name]!r} is not a percentage in [0, 100]")
+    return value
+
+
+def _year(text: str) -> int:
+    """``text`` as a year; ``ValueError`` naming the column otherwise."""
+    if not text.strip().isdigit():
+        raise ValueError(f"bls_year {text!r} is not an integer year")
+    return int(text)
+
+
+def _read_tsv(path: Path, columns: tuple[str, ...], problems: LineProblems) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(line_number, row)`` of a tab-separated file whose first line is a header holding ``columns``.
+
+    No quoting (upstream's ``csv.QUOTE_NONE``): a row is one line split at tabs. Blank lines are
+    passed over; a line that is not UTF-8 or has another number of fields than the header is
+    reported through ``problems``. A file without any line raises :class:`NoItemsError`.
+    """
+    lines = read_text_lines(path, problems)
+    first = next(lines, None)
+    if first is None:
+        problems.check_holds_items(0)
+        return
+    header_line, header_text = first
+    header = header_text.split("\t")
+    missing = [name for name in columns if name not in header]
+    if missing:
+        raise WinogenderFormatError(
+            f"{path}:{header_line}: header lacks column(s) {', '.join(missing)} (expected {', '.join(columns)})"
+        )
+    for line_number, text in lines:
+        fields = text.split("\t")
+        if len(fields) != len(header):
+            problems.report(
+                line_number,
+                f"{'too few' if len(fields) < len(header) else 'too many'} tab-separated fields "
+                f"({len(fields)}, the header has {len(header)})",
             )
-        for row in reader:
-            if any(row.get(name) is None for name in columns):
-                raise WinogenderFormatError(f"{path}:{reader.line_num}: too few tab-separated fields")
-            yield reader.line_num, row
+            continue
+        yield line_number, dict(zip(header, fields))

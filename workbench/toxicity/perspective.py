@@ -5,21 +5,24 @@ Request (one per text): ``POST <endpoint>?key=<api key>`` with
 "doNotStore": true}``; the answer holds ``attributeScores.TOXICITY.summaryScore.value`` in [0, 1].
 Requests are spaced to at most ``requests_per_minute`` (the default quota is 60/min, as in the MSU
 code), and HTTP 429 / 5xx / network errors are retried with exponential backoff (honouring
-``Retry-After``). The API key comes from the configuration or the ``PERSPECTIVE_API_KEY``
-environment variable and never appears in error messages.
+``Retry-After``). Scoring one text returns or fails within ``timeout_s`` seconds of its first
+request, whatever the server does (no answer, an answer one byte at a time, retries). The API key
+comes from the configuration or the ``PERSPECTIVE_API_KEY`` environment variable and never appears
+in error messages, which are one line each.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from workbench.critics.http_deadline import DeadlineExceeded, HttpTransportError, one_line, post_with_deadline
 
 API_KEY_ENV = "PERSPECTIVE_API_KEY"
 API_VERSION = "v1alpha1"
@@ -27,8 +30,11 @@ DEFAULT_ENDPOINT = f"https://commentanalyzer.googleapis.com/{API_VERSION}/commen
 _RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
-class PerspectiveError(RuntimeError):
-    """No API key, a request that failed after all retries, or an answer without a score."""
+class PerspectiveError(ValueError):
+    """No API key, a request that failed after all retries or the deadline, or an answer without a score.
+
+    A ``ValueError`` with a one-line message, so that the CLI prints it as ``error: ...``.
+    """
 
 
 @dataclass(frozen=True)
@@ -41,8 +47,11 @@ class PerspectiveConfig:
         languages: sent as ``languages`` so that Perspective does not guess the language.
         requests_per_minute: upper bound on the request rate.
         max_retries: retries after the first try for 429, 5xx and network errors.
-        backoff_s: first retry delay in seconds, doubled on each further retry.
-        timeout_s: socket timeout per request, seconds.
+        backoff_s: first retry delay in seconds, doubled on each further retry (``Retry-After``
+            replaces it when the server sends one).
+        timeout_s: total deadline for scoring one text, in seconds, from its first request: every
+            attempt (however slowly the server answers), backoff and rate-limit wait must fit in
+            it. A retry whose wait would pass the deadline is not made.
     """
 
     api_key: str | None = None
@@ -51,13 +60,17 @@ class PerspectiveConfig:
     requests_per_minute: float = 60.0
     max_retries: int = 5
     backoff_s: float = 2.0
-    timeout_s: float = 30.0
+    timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.requests_per_minute <= 0:
             raise ValueError(f"requests_per_minute={self.requests_per_minute} must be positive")
-        if self.max_retries < 0 or self.backoff_s < 0 or self.timeout_s <= 0:
-            raise ValueError("max_retries and backoff_s must be >= 0 and timeout_s > 0")
+        if self.max_retries < 0 or self.backoff_s < 0:
+            raise ValueError(
+                f"max_retries={self.max_retries} and backoff_s={self.backoff_s} must be >= 0 (Perspective settings)"
+            )
+        if not (isinstance(self.timeout_s, (int, float)) and 0 < self.timeout_s < math.inf):
+            raise ValueError(f"timeout_s={self.timeout_s!r} must be a number of seconds > 0 (Perspective settings)")
 
 
 class PerspectiveScorer:
@@ -91,6 +104,7 @@ class PerspectiveScorer:
         return np.array([self._score_one(text) if text.strip() else 0.0 for text in texts], dtype=np.float64)
 
     def _score_one(self, text: str) -> float:
+        """One text's score, within ``config.timeout_s`` seconds of its first request."""
         body = json.dumps(
             {
                 "comment": {"text": text},
@@ -100,29 +114,43 @@ class PerspectiveScorer:
             }
         ).encode("utf-8")
         url = f"{self.config.endpoint}?key={self._key}"
-        last_problem = ""
-        for attempt in range(self.config.max_retries + 1):
-            self._wait_for_rate_limit()
-            request = urllib.request.Request(
-                url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-            )
-            retry_after: float | None = None
-            try:
-                with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
-                    return _toxicity_value(json.loads(response.read()), self.config.endpoint)
-            except urllib.error.HTTPError as error:
-                detail = error.read().decode("utf-8", errors="replace")[:200]
-                last_problem = f"HTTP {error.code} {error.reason}: {detail}"
-                if error.code not in _RETRIED_STATUS:
+        headers = {"Content-Type": "application/json"}
+        self._wait_for_rate_limit()
+        deadline = time.monotonic() + self.config.timeout_s
+        last_problem = "no attempt made"
+        fix = "check the endpoint and your network"
+        wait: float | None = None
+        attempts = 0
+        while attempts <= self.config.max_retries:
+            if wait is not None:
+                if time.monotonic() + wait >= deadline:
+                    last_problem += f"; waiting {wait:g} s for another attempt would pass the deadline"
                     break
-                header = error.headers.get("Retry-After")
-                retry_after = float(header) if header and header.isdigit() else None
-            except (urllib.error.URLError, OSError) as error:
-                last_problem = str(getattr(error, "reason", error))
-            if attempt < self.config.max_retries:
-                backoff = self.config.backoff_s * 2**attempt
-                self._sleep(retry_after if retry_after is not None else backoff)
-        raise PerspectiveError(f"POST {self.config.endpoint} failed after {attempt + 1} attempt(s): {last_problem}")
+                self._sleep(wait)
+                self._wait_for_rate_limit()
+            attempts += 1
+            try:
+                reply = post_with_deadline(url, body, headers, deadline)
+            except DeadlineExceeded:
+                last_problem = f"no complete answer within the {self.config.timeout_s:g} s deadline"
+                fix = "check the endpoint, or raise PerspectiveConfig.timeout_s"
+                break
+            except HttpTransportError as error:
+                last_problem = str(error)
+                wait = self.config.backoff_s * 2 ** (attempts - 1)
+                continue
+            if reply.status == 200:
+                return _toxicity_value(reply.body, self.config.endpoint)
+            detail = one_line(reply.body.decode("utf-8", errors="replace"), 200)
+            last_problem = f"HTTP {reply.status} {reply.reason}: {detail}"
+            if reply.status not in _RETRIED_STATUS:
+                fix = "check the API key, the endpoint and the request languages"
+                break
+            fix = "wait for the quota to recover or lower requests_per_minute"
+            header = reply.headers.get("Retry-After")
+            wait = float(header) if header and header.isdigit() else self.config.backoff_s * 2 ** (attempts - 1)
+        message = f"POST {self.config.endpoint} failed after {attempts} attempt(s): {last_problem}; {fix}"
+        raise PerspectiveError(one_line(message.replace(self._key, "<key>"), 400))
 
     def _wait_for_rate_limit(self) -> None:
         now = time.monotonic()
@@ -132,12 +160,21 @@ class PerspectiveScorer:
         self._next_request_at = max(now, self._next_request_at) + interval_s
 
 
-def _toxicity_value(answer: object, endpoint: str) -> float:
+def _toxicity_value(body: bytes, endpoint: str) -> float:
+    """``attributeScores.TOXICITY.summaryScore.value`` of an answer body, checked to be in [0, 1]."""
     try:
-        summary = answer["attributeScores"]["TOXICITY"]["summaryScore"]  # type: ignore[index]
+        answer = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise PerspectiveError(
+            f"{endpoint}: answer is not JSON (it starts {body[:40]!r}); check perspective_endpoint"
+        ) from None
+    try:
+        summary = answer["attributeScores"]["TOXICITY"]["summaryScore"]
         value = float(summary["value"])
     except (KeyError, TypeError, ValueError):
-        raise PerspectiveError(f"{endpoint}: answer lacks attributeScores.TOXICITY.summaryScore.value") from None
+        raise PerspectiveError(
+            f"{endpoint}: answer lacks attributeScores.TOXICITY.summaryScore.value; check perspective_endpoint"
+        ) from None
     if not 0.0 <= value <= 1.0:
         raise PerspectiveError(f"{endpoint}: TOXICITY score {value} is outside [0, 1]")
     return value
