@@ -1,9 +1,18 @@
-"""HTML escaping of every dataset or run string that reaches hover text, titles or the index page.
+"""Escaping of every dataset or run string that reaches the report: the HTML page, or a plotly figure.
 
-Dataset text can hold anything, markup included (``<script>``, ``<img onerror=...>``). Plotly
-renders its labels as a subset of HTML and the index page is HTML, so every such string goes
-through :func:`escape_text` first. Plotly turns the entities back into plain characters when it
-draws, so the reader still sees the original text.
+Dataset text can hold anything, markup included (``<script>``, ``<img onerror=...>``, ``<b>``). The
+two places it lands need different escaping:
+
+- The index page is HTML: :func:`escape_html` escapes ``& < > " '`` (attribute-safe).
+- Plotly figure strings (hover text, axis tick labels, legend names, subplot and axis titles,
+  Sankey node labels) are not HTML: plotly.js splits them at ``<...>`` tags, keeps a small set
+  (``<br>``, ``<b>``, ``<i>``, ``<sup>``, ``<sub>``, ``<span>``, ``<a>``, ...) and inserts every other
+  piece as an SVG text node after decoding only the entities ``&amp; &lt; &gt; &nbsp; &mu; &times;
+  &plusmn; &deg;`` and numeric ones. :func:`plotly_text` therefore escapes ``&``, ``<`` and ``>``
+  only, so that no tag is interpreted and the reader sees ``"``, ``'``, ``&``, ``<b>`` and
+  ``<script>`` literally; ``&quot;`` would be shown as the six characters ``&quot;``. The figure
+  JSON is written into a ``<script>`` block by plotly's own JSON writer, which escapes ``"`` and
+  ``/``.
 """
 
 from __future__ import annotations
@@ -16,22 +25,35 @@ PROMPT_EXCERPT_CHARS = 160
 ANSWER_CHARS = 120
 
 
-def escape_text(text: str, max_chars: int | None = None) -> str:
-    """``text`` cut to ``max_chars`` characters (with an ellipsis) and then HTML-escaped."""
+def _shortened(text: str, max_chars: int | None) -> str:
     if max_chars is not None and len(text) > max_chars:
-        text = text[: max_chars - 1] + "…"
-    return html.escape(text, quote=True)
+        return text[: max_chars - 1] + "…"
+    return text
+
+
+def escape_html(text: str, max_chars: int | None = None) -> str:
+    """``text`` cut to ``max_chars`` characters (with an ellipsis), escaped for HTML text or attributes."""
+    return html.escape(_shortened(text, max_chars), quote=True)
+
+
+def plotly_text(text: str, max_chars: int | None = None) -> str:
+    """``text`` cut to ``max_chars`` characters (with an ellipsis), escaped for a plotly text field.
+
+    Only ``&``, ``<`` and ``>`` become entities (``&amp; &lt; &gt;``, which plotly.js decodes back
+    when it draws); quotes stay as they are, since plotly.js does not decode ``&quot;``.
+    """
+    return html.escape(_shortened(text, max_chars), quote=False)
 
 
 def item_hover_text(item: ItemAnswer) -> str:
-    """Hover text of one item's answer: item id, condition, round, prompt excerpt and answer."""
+    """Plotly hover text of one item's answer: item id, condition, round, prompt excerpt and answer."""
     correctness = {True: "correct", False: "wrong", None: "no gold answer"}[item.correct]
     return "<br>".join(
         (
-            f"item {escape_text(item.item_id)}",
-            f"{escape_text(item.condition)}, round {item.round}",
-            f"prompt: {escape_text(item.prompt_excerpt, PROMPT_EXCERPT_CHARS)}",
-            f"answer: {escape_text(item.answer, ANSWER_CHARS)}",
-            f"predicted ({escape_text(item.predicted)}), {correctness}",
+            f"item {plotly_text(item.item_id)}",
+            f"{plotly_text(item.condition)}, round {item.round}",
+            f"prompt: {plotly_text(item.prompt_excerpt, PROMPT_EXCERPT_CHARS)}",
+            f"answer: {plotly_text(item.answer, ANSWER_CHARS)}",
+            f"predicted ({plotly_text(item.predicted)}), {correctness}",
         )
     )

@@ -2,7 +2,9 @@
 
 plotly.js is embedded once in the page head; every figure is a ``<div>`` written by
 ``Figure.to_html(full_html=False, include_plotlyjs=False)``. Every string from the run (config
-values, table names, figure titles) is escaped before it reaches the page.
+values, table names, figure titles) is HTML-escaped before it reaches the page. A figure whose
+values are partly undefined is followed by a table of them, each shown as
+``undefined (<reason>)`` (the figure draws them as gaps).
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from reports.escaping import escape_text
+from reports.escaping import escape_html
 from reports.run_results import RUN_TABLES, RunResults
 from reports.sections import ReportFigure
+from reports.tables import BehaviourMetric
+
+# Undefined values listed under a figure; the rest are counted and left to results/behaviour.csv.
+MAX_UNDEFINED_ROWS = 40
 
 # Top-level config.toml tables summarised as the run's model and data, first present wins.
 MODEL_TABLES = ("model",)
@@ -31,13 +37,14 @@ td.value { font-family: ui-monospace, monospace; }
 .guide { color: #444; margin: 0.2rem 0 0.6rem; }
 .omitted { color: #a33; }
 .note { color: #a60; }
+.undefined td, .undefined th { color: #666; }
 section.figure { border-top: 1px solid #ddd; margin-top: 2rem; padding-top: 0.5rem; }
 """
 
 
 def render_report_page(results: RunResults, figures: list[ReportFigure], plotly_js: str) -> str:
     """The whole report page as one HTML string, with ``plotly_js`` inlined once."""
-    name = escape_text(results.name)
+    name = escape_html(results.name)
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -50,7 +57,7 @@ def render_report_page(results: RunResults, figures: list[ReportFigure], plotly_
             "</head>",
             "<body>",
             f"<h1>Workbench report: {name}</h1>",
-            f"<p>Run folder: <code>{escape_text(str(results.run_dir))}</code></p>",
+            f"<p>Run folder: <code>{escape_html(str(results.run_dir))}</code></p>",
             _run_summary(results.config),
             _figure_index(figures),
             _table_status(results),
@@ -132,13 +139,37 @@ def _key_value_table(pairs: list[tuple[str, str]]) -> str:
     if not pairs:
         return "<p>(empty)</p>"
     rows = "".join(
-        f'<tr><th>{escape_text(key)}</th><td class="value">{escape_text(value)}</td></tr>' for key, value in pairs
+        f'<tr><th>{escape_html(key)}</th><td class="value">{escape_html(value)}</td></tr>' for key, value in pairs
     )
     return f"<table>{rows}</table>"
 
 
+def _undefined_values(rows: tuple[BehaviourMetric, ...]) -> str:
+    """The table of a figure's undefined values (gaps), each shown as ``undefined (<reason>)``."""
+    if not rows:
+        return ""
+    shown = rows[:MAX_UNDEFINED_ROWS]
+    lines = "".join(
+        f"<tr><td>{escape_html(row.condition)}</td><td>{row.round}</td><td>{escape_html(row.metric)}</td>"
+        f'<td class="value">{escape_html(row.value_text())}</td><td>{row.n}</td></tr>'
+        for row in shown
+    )
+    more = (
+        f"<p>and {len(rows) - len(shown)} more undefined values in results/behaviour.csv</p>"
+        if len(rows) > len(shown)
+        else ""
+    )
+    count = "1 value is" if len(rows) == 1 else f"{len(rows)} values are"
+    return (
+        f'<div class="undefined"><p class="note">{count} undefined and drawn as gaps:</p>'
+        "<table><tr><th>condition</th><th>round</th><th>metric</th><th>value</th><th>n</th></tr>"
+        f"{lines}</table>{more}</div>"
+    )
+
+
 def _figure_section(entry: ReportFigure, figure: go.Figure) -> str:
     note = f'<p class="note">{entry.note}</p>' if entry.note else ""
+    note += _undefined_values(entry.undefined)
     figure_html = figure.to_html(
         full_html=False,
         include_plotlyjs=False,

@@ -3,13 +3,13 @@ it is left out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
 
-from reports.escaping import escape_text
+from reports.escaping import escape_html
 from reports.figures import (
     answer_flips_figure,
     bias_levels_figure,
@@ -22,10 +22,12 @@ from reports.figures import (
     reliability_figure,
     uncertainty_figure,
 )
+from reports.figures.concept import measured_points
 from reports.figures.convergence import behaviour_metrics_of
 from reports.figures.morality import morality_sites_of
 from reports.figures.uncertainty import UNCERTAINTY_METRICS, uncertainty_metrics_of
 from reports.run_results import RUN_TABLES, RunResults
+from reports.tables import BehaviourMetric
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,8 @@ class ReportFigure:
 
     ``title``, ``reading_guide``, ``note`` and ``omitted_because`` are HTML-safe (escaped)
     strings. Exactly one of ``figure`` and ``omitted_because`` is set; ``note`` says what part
-    of a drawn figure is missing, if any.
+    of a drawn figure is missing, if any. ``undefined`` holds the drawn rows whose value is
+    undefined (gaps in the figure), which the page lists with their reasons.
     """
 
     anchor: str
@@ -43,6 +46,7 @@ class ReportFigure:
     figure: go.Figure | None = None
     omitted_because: str | None = None
     note: str | None = None
+    undefined: tuple[BehaviourMetric, ...] = ()
 
 
 def table_absence(results: RunResults, name: str) -> str | None:
@@ -73,7 +77,7 @@ def report_figures(results: RunResults) -> list[ReportFigure]:
 
 
 def _omitted(anchor: str, title: str, guide: str, reason: str) -> ReportFigure:
-    return ReportFigure(anchor, title, guide, omitted_because=escape_text(reason))
+    return ReportFigure(anchor, title, guide, omitted_because=escape_html(reason))
 
 
 def _from_table(
@@ -104,12 +108,14 @@ def _convergence(results: RunResults) -> ReportFigure:
     if not behaviour_metrics_of(results.behaviour or ()):
         return _omitted(anchor, title, guide, "results/behaviour.csv holds only uncertainty metrics")
     missing_rounds = table_absence(results, "convergence")
+    metrics = set(behaviour_metrics_of(results.behaviour or ()))
     return ReportFigure(
         anchor,
         title,
         guide,
         convergence_figure(results.behaviour or (), results.convergence or ()),
-        note=None if missing_rounds is None else escape_text(f"No convergence round is marked: {missing_rounds}."),
+        note=None if missing_rounds is None else escape_html(f"No convergence round is marked: {missing_rounds}."),
+        undefined=undefined_rows(results.behaviour or (), metrics),
     )
 
 
@@ -140,7 +146,18 @@ def _uncertainty(results: RunResults) -> ReportFigure:
             guide,
             "results/behaviour.csv holds none of the metrics " + ", ".join(UNCERTAINTY_METRICS),
         )
-    return ReportFigure(anchor, title, guide, uncertainty_figure(results.behaviour or ()))
+    return ReportFigure(
+        anchor,
+        title,
+        guide,
+        uncertainty_figure(results.behaviour or ()),
+        undefined=undefined_rows(results.behaviour or (), set(uncertainty_metrics_of(results.behaviour or ()))),
+    )
+
+
+def undefined_rows(behaviour: Sequence[BehaviourMetric], metrics: set[str]) -> tuple[BehaviourMetric, ...]:
+    """The rows of ``behaviour`` for ``metrics`` whose value is undefined, in file order."""
+    return tuple(row for row in behaviour if row.metric in metrics and not row.defined)
 
 
 def _reliability(results: RunResults) -> ReportFigure:
@@ -162,11 +179,11 @@ def _morality(results: RunResults) -> list[ReportFigure]:
     if absent is not None:
         return [_omitted("morality", "Morality level of hidden states", guide, absent)]
     missing_scores = table_absence(results, "layer_scores")
-    note = None if missing_scores is None else escape_text(f"No probe accuracy panel: {missing_scores}.")
+    note = None if missing_scores is None else escape_html(f"No probe accuracy panel: {missing_scores}.")
     return [
         ReportFigure(
             f"morality-{index}",
-            f"Morality level of hidden states at {escape_text(site)}",
+            f"Morality level of hidden states at {escape_html(site)}",
             guide,
             morality_figure(results.morality or (), results.layer_scores or (), site=site),
             note=note,
@@ -192,7 +209,7 @@ def _interactions(results: RunResults) -> ReportFigure:
         title,
         guide,
         interactions_figure(results.behaviour_interactions or (), results.probe_interactions or ()),
-        note=escape_text(f"Only one side is drawn: {missing[0]}.") if missing else None,
+        note=escape_html(f"Only one side is drawn: {missing[0]}.") if missing else None,
     )
 
 
@@ -202,13 +219,23 @@ def _concept(results: RunResults) -> ReportFigure:
         "Each point is one item at one round (colour: round); the black line is the "
         "least-squares fit, whose slope says how concept activation moves with uncertainty."
     )
-    return _from_table(
-        results,
-        "concept_uncertainty",
+    absent = table_absence(results, "concept_uncertainty")
+    if absent is not None:
+        return _omitted(anchor, title, guide, absent)
+    concept = results.concept_uncertainty or ()
+    unmeasured = len(concept) - len(measured_points(concept))
+    if unmeasured == len(concept):
+        return _omitted(
+            anchor, title, guide, "probes/concept_uncertainty.csv has no measured uncertainty (every cell is empty)"
+        )
+    return ReportFigure(
         anchor,
         title,
         guide,
-        lambda concept: concept_uncertainty_figure(concept, results.items or ()),
+        concept_uncertainty_figure(concept, results.items or ()),
+        note=escape_html(f"{unmeasured} of {len(concept)} records have no measured uncertainty and are not drawn.")
+        if unmeasured
+        else None,
     )
 
 

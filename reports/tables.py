@@ -3,12 +3,17 @@
 The tables and their columns are fixed by ``workbench/RUN_FOLDER.md``. Each row type below is one
 observation of one table; :func:`read_table` turns a CSV file into a tuple of such rows, parsing
 numbers, turning empty interval cells into ``None`` and naming the file and line of any bad cell.
+
+Undefined is a value, not an error: a row type with an ``undefined_reason`` field
+(:class:`BehaviourMetric`) reads an empty (or ``nan``) ``value`` as undefined, ``value`` ``None``
+with its reason, and shows it as :func:`undefined_text` (``"undefined (no non-unknown answer)"``).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,23 +24,45 @@ class TableFormatError(ValueError):
     """A tidy CSV table of the run folder does not follow ``workbench/RUN_FOLDER.md``."""
 
 
+UNDEFINED = "undefined"
+# The reason given to an undefined value whose table names none (a behaviour.csv written before
+# the undefined_reason column existed, or a `nan` cell).
+UNSTATED_REASON = "not computable"
+
+
+def undefined_text(reason: str | None) -> str:
+    """How an undefined value is shown: ``"undefined (no non-unknown answer)"``, or ``"undefined"``."""
+    return f"{UNDEFINED} ({reason})" if reason else UNDEFINED
+
+
 @dataclass(frozen=True)
 class BehaviourMetric:
     """One behavioural metric of one condition at one round (``results/behaviour.csv``).
 
     ``value`` is in the metric's own unit (accuracy and ECE: fractions in [0, 1]; bias score:
-    [-1, 1]; toxicity: mean score in [0, 1]; uncertainty: mean token NLL in nats).
-    ``ci_low``/``ci_high`` bound its 95% bootstrap interval over ``n`` items, ``None`` when
-    not computable.
+    [-1, 1]; toxicity: mean score in [0, 1]; uncertainty: mean token NLL in nats), or ``None``
+    when the metric is undefined for the cell; ``undefined_reason`` then says why (e.g. ``"no
+    non-unknown answer"``) and is ``None`` otherwise. ``ci_low``/``ci_high`` bound its 95%
+    bootstrap interval over ``n`` items, ``None`` when not computable or undefined.
     """
 
     condition: str
     round: int
     metric: str
-    value: float
+    value: float | None
     ci_low: float | None
     ci_high: float | None
     n: int
+    undefined_reason: str | None = None
+
+    @property
+    def defined(self) -> bool:
+        """Whether the metric has a value for this cell."""
+        return self.value is not None
+
+    def value_text(self, digits: int = 3) -> str:
+        """``value`` with ``digits`` significant digits, or ``undefined (<reason>)``."""
+        return f"{self.value:.{digits}g}" if self.value is not None else undefined_text(self.undefined_reason)
 
 
 @dataclass(frozen=True)
@@ -158,14 +185,15 @@ class ConceptUncertainty:
     """Latent-concept activation and uncertainty of one item at one round.
 
     Read from ``probes/concept_uncertainty.csv``; ``concept_activation`` is a cosine in [-1, 1],
-    ``uncertainty`` a mean token NLL in nats.
+    ``uncertainty`` a mean token NLL in nats, ``None`` (an empty cell) when the record's
+    uncertainty was not measured.
     """
 
     condition: str
     round: int
     item_id: str
     concept_activation: float
-    uncertainty: float
+    uncertainty: float | None
 
 
 @dataclass(frozen=True)
@@ -208,6 +236,7 @@ def _boolean(cell: str) -> bool:
 # the words used in error messages.
 _CELL_PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "str": (str, "text"),
+    "str | None": (_optional(str), "text or an empty cell"),
     "int": (int, "an integer"),
     "float": (float, "a number"),
     "int | None": (_optional(int), "an integer or an empty cell"),
@@ -218,11 +247,36 @@ _CELL_PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
 Row = TypeVar("Row")
 
 
+def _has_default(field: dataclasses.Field[Any]) -> bool:
+    return field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+
+
+def _with_undefined(values: dict[str, Any], path: Path, line: int) -> dict[str, Any]:
+    """``values`` of a row type with ``value`` and ``undefined_reason``, made consistent.
+
+    An empty or ``nan`` value is undefined: its bounds become ``None`` and its reason defaults to
+    :data:`UNSTATED_REASON`. A number together with a reason is a contradiction the writer never
+    produces, so it is reported rather than guessed at.
+    """
+    value, reason = values["value"], values["undefined_reason"]
+    if value is None or math.isnan(value):
+        return {**values, "value": None, "ci_low": None, "ci_high": None, "undefined_reason": reason or UNSTATED_REASON}
+    if reason is not None:
+        raise TableFormatError(
+            f"{path}:{line}: column 'undefined_reason' holds {reason!r} but 'value' holds {value!r}; "
+            "empty one of the two cells or rerun the stage that wrote it"
+        )
+    return values
+
+
 def read_table(path: Path, row_type: type[Row]) -> tuple[Row, ...]:
     """Read one tidy CSV table into rows of ``row_type`` (a dataclass above), in file order.
 
-    Extra columns are ignored; a missing column, a short row or a cell that does not parse
-    raises :class:`TableFormatError` naming the file, the line and the fix.
+    Extra columns are ignored, and a column of a field with a default (``undefined_reason``) may
+    be absent (its cells then take the default), so that tables written before that column
+    existed still read. A missing required column, a short row or a cell that does not parse
+    raises :class:`TableFormatError` naming the file, the line and the fix. For a row type with
+    ``value`` and ``undefined_reason`` see :func:`_with_undefined`.
     """
     fields = dataclasses.fields(row_type)  # type: ignore[arg-type]
     with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -233,16 +287,19 @@ def read_table(path: Path, row_type: type[Row]) -> tuple[Row, ...]:
                 f"{path}: the file is empty; expected the header "
                 f"{','.join(f.name for f in fields)} (rerun the stage that writes it)"
             )
-        missing = [f.name for f in fields if f.name not in header]
+        missing = [f.name for f in fields if f.name not in header and not _has_default(f)]
         if missing:
             raise TableFormatError(
                 f"{path}:1: missing column(s) {', '.join(missing)}; the header must hold "
                 f"{','.join(f.name for f in fields)} (see workbench/RUN_FOLDER.md)"
             )
+        explains_undefined = {"value", "undefined_reason"} <= {f.name for f in fields}
         rows = []
         for cells in reader:
             values = {}
             for field in fields:
+                if field.name not in header:
+                    continue  # an optional column the file does not have: the field's default
                 parse, expected = _CELL_PARSERS[str(field.type)]
                 cell = cells[field.name]
                 if cell is None:
@@ -257,5 +314,8 @@ def read_table(path: Path, row_type: type[Row]) -> tuple[Row, ...]:
                         f"{path}:{reader.line_num}: column {field.name!r} holds {cell!r}, "
                         f"expected {expected}; fix the row or rerun the stage that wrote it"
                     ) from None
+            if explains_undefined:
+                values.setdefault("undefined_reason", None)
+                values = _with_undefined(values, path, reader.line_num)
             rows.append(row_type(**values))
     return tuple(rows)

@@ -18,6 +18,12 @@ text); ``toxicity`` (mean of scored outputs); ``entropy`` (mean option entropy, 
 ``pairwise_distinguish_accuracy`` (last round of generation tasks: the more toxic of two own outputs
 named correctly); ``flip_rate`` (rounds
 >= 1, against the previous round). Intervals are percentile bootstraps over items.
+
+Undefined is a value, not an error: a metric that cannot be computed for a cell (a bias score when
+every answer is "unknown", an accuracy when no answer parsed) is still a ``behaviour.csv`` row, with
+an empty ``value`` (and empty bounds) and its ``undefined_reason`` (a phrase of
+:mod:`workbench.metrics.undefined`); it is left out of ``convergence.csv``. Paired tests and
+interaction contrasts use per-item outcomes and leave out the items without one.
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
-from workbench.metrics import bbq, calibration, dynamics, options, statistics, winogender
+from workbench.metrics import bbq, calibration, dynamics, options, statistics, undefined, winogender
 from workbench.metrics.answers import option_letter
-from workbench.protocols.conditions import parse_condition_name
+from workbench.protocols.conditions import ConditionError, parse_condition_name
 
 RECORD_KEYS: tuple[str, ...] = (
     "item_id",
@@ -54,7 +62,7 @@ RECORD_KEYS: tuple[str, ...] = (
     "toxicity",
 )
 CSV_COLUMNS: dict[str, tuple[str, ...]] = {
-    "behaviour": ("condition", "round", "metric", "value", "ci_low", "ci_high", "n"),
+    "behaviour": ("condition", "round", "metric", "value", "ci_low", "ci_high", "n", "undefined_reason"),
     "convergence": ("condition", "metric", "convergence_round"),
     "flips": ("condition", "round_from", "round_to", "answer_from", "answer_to", "count"),
     "calibration": ("condition", "round", "bin_low", "bin_high", "mean_confidence", "accuracy", "count"),
@@ -145,7 +153,9 @@ def _behaviour_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) ->
     if gold_rows:
         correct = np.array([_correct(r) for r in gold_rows])
         parsed = correct[np.isfinite(correct)]
-        metrics["accuracy"] = statistics.bootstrap_ci(parsed, np.mean, config.n_boot, config.seed, config.level)
+        metrics["accuracy"] = statistics.bootstrap_ci(
+            parsed, np.mean, config.n_boot, config.seed, config.level
+        ).explained(undefined.NO_PARSED_ANSWER)
         unparsed = np.isnan(correct).astype(float)
         metrics["unparsed_rate"] = statistics.bootstrap_ci(unparsed, np.mean, config.n_boot, config.seed, config.level)
     task = rows[0]["task"]
@@ -158,7 +168,7 @@ def _behaviour_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) ->
             hits = np.array([float(p == pronoun) for p in parsed_pronouns])
             metrics[f"{pronoun}_rate"] = statistics.bootstrap_ci(
                 hits, np.mean, config.n_boot, config.seed, config.level
-            )
+            ).explained(undefined.NO_PRONOUN)
     scored = np.array([r["toxicity"] for r in rows if r["toxicity"] is not None], dtype=float)
     if scored.size:
         metrics["toxicity"] = statistics.bootstrap_ci(scored, np.mean, config.n_boot, config.seed, config.level)
@@ -211,22 +221,23 @@ def _bbq_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> dict[
         hits = (predicted[subset] == gold[subset]).astype(float)[predicted[subset] >= 0]
         metrics[f"accuracy_{condition}"] = statistics.bootstrap_ci(
             hits, np.mean, config.n_boot, config.seed, config.level
-        )
+        ).explained(undefined.NO_PARSED_ANSWER)
         sub_rows = [rows[i] for i in subset]
         p, g, t, u = predicted[subset], gold[subset], target[subset], unknown[subset]
+        why_no_bias_score = bbq.bias_score_undefined_reason(p, t, u) or undefined.NOT_COMPUTABLE
         if condition == "ambig":
             metrics["unknown_rate"] = _estimate_over_items(
                 sub_rows, lambda idx, p=p, u=u: bbq.unknown_rate(p[idx], u[idx]), config
-            )
+            ).explained(undefined.NO_PARSED_ANSWER)
             metrics["bias_score_ambiguous"] = _estimate_over_items(
                 sub_rows,
                 lambda idx, p=p, g=g, t=t, u=u: bbq.bias_score_ambiguous(p[idx], g[idx], t[idx], u[idx]),
                 config,
-            )
+            ).explained(why_no_bias_score)
         else:
             metrics["bias_score_disambiguated"] = _estimate_over_items(
                 sub_rows, lambda idx, p=p, t=t, u=u: bbq.bias_score_disambiguated(p[idx], t[idx], u[idx]), config
-            )
+            ).explained(why_no_bias_score)
     return metrics
 
 
@@ -256,25 +267,29 @@ def compute_results(rows: Sequence[dict[str, Any]], config: ResultsConfig = Resu
             before = {r["item_id"]: r["predicted"] for r in previous}
             pairs = [(before[r["item_id"]], r["predicted"]) for r in group if r["item_id"] in before]
             changed = np.array([float(a != b) for a, b in pairs if a is not None and b is not None])
-            metrics["flip_rate"] = statistics.bootstrap_ci(changed, np.mean, config.n_boot, config.seed, config.level)
+            metrics["flip_rate"] = statistics.bootstrap_ci(
+                changed, np.mean, config.n_boot, config.seed, config.level
+            ).explained(undefined.NO_PAIRED_ANSWER)
         for metric, estimate in metrics.items():
             name = f"{task}/{metric}" if several_tasks else metric
+            cells = estimate.csv_cells()
             tables["behaviour"].append(
                 {
                     "condition": condition,
                     "round": round_index,
                     "metric": name,
-                    "value": _blank_if_nan(estimate.estimate),
-                    "ci_low": _blank_if_nan(estimate.ci_low),
-                    "ci_high": _blank_if_nan(estimate.ci_high),
+                    "value": cells["value"],
+                    "ci_low": cells["ci_low"],
+                    "ci_high": cells["ci_high"],
                     "n": estimate.n,
+                    "undefined_reason": cells["undefined_reason"],
                 }
             )
             series.setdefault((condition, name), {})[round_index] = estimate.estimate
     for (condition, metric), values in sorted(series.items()):
         ordered = [values[r] for r in sorted(values)]
         if len(ordered) < 2 or not np.all(np.isfinite(ordered)):
-            continue
+            continue  # an undefined round leaves the series without a convergence round
         converged = dynamics.convergence_round(ordered, config.convergence_eps)
         tables["convergence"].append(
             {
@@ -468,24 +483,80 @@ def write_results(result: ResultTables, results_dir: Path) -> list[Path]:
     return paths
 
 
+# Keys of a condition name (``instr=<level>+cot=<on|off>+fb=<on|off>``) and the factor each names.
+CONDITION_NAME_KEYS: tuple[tuple[str, str], ...] = (("instr", "instruction"), ("cot", "cot"), ("fb", "feedback"))
+# Factor columns of :func:`format_results_table` keep levels up to this many characters on one line.
+MAX_LEVEL_WIDTH = 16
+
+
 def format_results_table(behaviour: Sequence[dict[str, Any]], metric: str = "accuracy") -> Table:
-    """A rich table of one metric: a row per condition, a column per round, cells ``value [low, high]``."""
+    """A rich table of one metric: a row per condition, a column per round, cells ``value [low, high]``.
+
+    Readable at 80 columns: a condition is shown as one column per factor whose level varies over
+    the conditions, headed by the key of the condition name (``instr``, ``cot``, ``fb``); the caption
+    gives the name's pattern with the levels every condition shares filled in (e.g.
+    ``instr=<instr>+cot=<cot>+fb=off``), so each full name can be read off its row. Every column
+    wraps (``overflow="fold"``) instead of cutting text with an ellipsis. An undefined value
+    (empty ``value`` in ``behaviour.csv``) reads ``undefined (<reason>)``; a round the metric has
+    no row for reads ``–``.
+    """
     selected = [r for r in behaviour if r["metric"] == metric]
     rounds = sorted({int(r["round"]) for r in selected})
-    table = Table(title=f"{metric} per condition and round")
-    table.add_column("condition")
+    grouped = _groups(selected, "condition")
+    conditions = [condition for (condition,) in grouped]
+    factors = _condition_factors(conditions)
+    # no outer edge or edge padding, one space between columns: five rounds of ``0.250 [0.000,
+    # 0.750]`` cells then wrap in about 11 characters each at 80 columns
+    table = Table(
+        title=f"{metric} per condition and round",
+        box=box.SIMPLE,
+        collapse_padding=True,
+        show_edge=False,
+        pad_edge=False,
+    )
+    if factors is None:
+        table.add_column("condition", overflow="fold")
+    else:
+        keys, levels, caption = factors
+        table.caption = caption
+        for index, key in enumerate(keys):
+            widest = max([len(key)] + [len(condition_levels[index]) for condition_levels in levels.values()])
+            table.add_column(key, overflow="fold", width=min(widest, MAX_LEVEL_WIDTH))
     for round_index in rounds:
-        table.add_column(f"round {round_index}", justify="right")
-    for (condition,), group in _groups(selected, "condition").items():
+        table.add_column(f"round {round_index}", justify="right", overflow="fold")
+    for condition, group in zip(conditions, grouped.values(), strict=True):
         cells = {int(r["round"]): r for r in group}
-        table.add_row(condition, *(_cell(cells.get(r)) for r in rounds))
+        label = [Text(condition)] if factors is None else [Text(level) for level in factors[1][condition]]
+        table.add_row(*label, *(_cell(cells.get(r)) for r in rounds))
     return table
 
 
-def _cell(row: dict[str, Any] | None) -> str:
-    if row is None or row["value"] == "":
-        return "–"
+def _condition_factors(conditions: Sequence[str]) -> tuple[list[str], dict[str, list[str]], str] | None:
+    """The name keys of the factors that vary over ``conditions`` (every key when none varies), each
+    condition's levels of them, and the caption pattern of the full names; ``None`` when a name does
+    not parse."""
+    try:
+        parsed = {condition: parse_condition_name(condition) for condition in conditions}
+    except ConditionError:
+        return None
+    varying = [key for key, factor in CONDITION_NAME_KEYS if len({p[factor] for p in parsed.values()}) > 1]
+    keys = varying or [key for key, _ in CONDITION_NAME_KEYS]
+    factor_of = dict(CONDITION_NAME_KEYS)
+    levels = {condition: [p[factor_of[key]] for key in keys] for condition, p in parsed.items()}
+    first = next(iter(parsed.values()), None)
+    pattern = "+".join(
+        f"{key}=<{key}>" if key in keys or first is None else f"{key}={first[factor]}"
+        for key, factor in CONDITION_NAME_KEYS
+    )
+    return keys, levels, f"condition = {pattern}"
+
+
+def _cell(row: dict[str, Any] | None) -> Text:
+    if row is None:
+        return Text("–")
+    if row["value"] == "" or row["value"] is None:
+        return Text(undefined.undefined_text(row.get("undefined_reason") or None))
     text = f"{float(row['value']):.3f}"
     if row["ci_low"] != "" and row["ci_high"] != "":
         text += f" [{float(row['ci_low']):.3f}, {float(row['ci_high']):.3f}]"
-    return text
+    return Text(text)

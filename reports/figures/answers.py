@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reports.escaping import escape_text, item_hover_text
+from reports.escaping import item_hover_text, plotly_text
 from reports.tables import ItemAnswer
 
 MAX_ITEMS = 60
@@ -30,14 +30,14 @@ def item_answers_figure(items: Sequence[ItemAnswer], max_items: int = MAX_ITEMS)
         cols=len(conditions),
         shared_yaxes=True,
         horizontal_spacing=0.02 if len(conditions) > 4 else 0.04,
-        subplot_titles=[escape_text(condition) for condition in conditions],
+        subplot_titles=[plotly_text(condition) for condition in conditions],
     )
     for col, condition in enumerate(conditions, start=1):
         cell = {(i.item_id, i.round): i for i in items if i.condition == condition}
         fig.add_trace(
             go.Heatmap(
                 x=rounds,
-                y=[escape_text(item_id) for item_id in item_ids],
+                y=[plotly_text(item_id) for item_id in item_ids],
                 z=[[_correctness(cell.get((item_id, r))) for r in rounds] for item_id in item_ids],
                 hovertext=[
                     [item_hover_text(cell[(item_id, r)]) if (item_id, r) in cell else "no answer" for r in rounds]
@@ -47,7 +47,7 @@ def item_answers_figure(items: Sequence[ItemAnswer], max_items: int = MAX_ITEMS)
                 coloraxis="coloraxis",
                 xgap=1,
                 ygap=1,
-                name=escape_text(condition),
+                name=plotly_text(condition),
             ),
             row=1,
             col=col,

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from reports.escaping import escape_text
+from reports.escaping import plotly_text
 from reports.figures.layout import category_colour, integer_dtick, panel_grid
-from reports.figures.round_series import interval_text
+from reports.figures.round_series import interval_text, number_text
 from reports.tables import BiasLevel, HeadEffect
 
 
@@ -22,7 +22,7 @@ def head_attribution_figure(heads: Sequence[HeadEffect]) -> go.Figure:
         raise ValueError("heads table has no rows")
     panels = list(dict.fromkeys((h.checkpoint, h.method) for h in heads))
     grid = panel_grid(
-        [f"{escape_text(c)} ({escape_text(m)})" for c, m in panels],
+        [f"{plotly_text(c)} ({plotly_text(m)})" for c, m in panels],
         max_columns=2,
         panel_height=420,
         horizontal_spacing=0.08,
@@ -48,7 +48,7 @@ def head_attribution_figure(heads: Sequence[HeadEffect]) -> go.Figure:
                 ],
                 hoverinfo="text",
                 coloraxis="coloraxis",
-                name=f"{escape_text(checkpoint)} ({escape_text(method)})",
+                name=f"{plotly_text(checkpoint)} ({plotly_text(method)})",
             ),
             row=row,
             col=col,
@@ -77,7 +77,7 @@ def bias_levels_figure(levels: Sequence[BiasLevel]) -> go.Figure:
         known = [b.ci_low is not None and b.ci_high is not None for b in bars]
         fig.add_trace(
             go.Bar(
-                x=[escape_text(b.measure) for b in bars],
+                x=[plotly_text(b.measure) for b in bars],
                 y=[b.value for b in bars],
                 marker={"color": category_colour(index)},
                 error_y={
@@ -86,9 +86,9 @@ def bias_levels_figure(levels: Sequence[BiasLevel]) -> go.Figure:
                     "array": [b.ci_high - b.value if k else 0 for b, k in zip(bars, known)],
                     "arrayminus": [b.value - b.ci_low if k else 0 for b, k in zip(bars, known)],
                 },
-                name=escape_text(checkpoint),
+                name=plotly_text(checkpoint),
                 hovertext=[
-                    f"{escape_text(checkpoint)}: {escape_text(b.measure)} = {b.value:.3g}"
+                    f"{plotly_text(checkpoint)}: {plotly_text(b.measure)} = {number_text(b.value)}"
                     f"{interval_text(b.ci_low, b.ci_high)}, n = {b.n}"
                     for b in bars
                 ],

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from reports.escaping import escape_text, item_hover_text
+from reports.escaping import item_hover_text, plotly_text
 from reports.figures.layout import panel_grid, round_colours
 from reports.tables import ConceptUncertainty, ItemAnswer
 
@@ -26,16 +26,21 @@ def concept_uncertainty_figure(concept: Sequence[ConceptUncertainty], items: Seq
 
     Points are the item x round rows of ``probes/concept_uncertainty.csv``, coloured by round;
     the black line is the least-squares fit over all rounds of the panel. Hover text shows the
-    item's prompt excerpt and answer from ``results/items.csv`` when ``items`` has them.
+    item's prompt excerpt and answer from ``results/items.csv`` when ``items`` has them. Rows
+    whose uncertainty was not measured (``None``) have no x and are left out; at least one row
+    must have it.
     """
     if not concept:
         raise ValueError("concept_uncertainty table has no rows")
+    concept = measured_points(concept)
+    if not concept:
+        raise ValueError("concept_uncertainty table has no row with a measured uncertainty")
     answers = {(a.item_id, a.condition, a.round): a for a in items}
     conditions = list(dict.fromkeys(row.condition for row in concept))
     rounds = sorted({row.round for row in concept})
     colours = dict(zip(rounds, round_colours(len(rounds))))
     grid = panel_grid(
-        [escape_text(condition) for condition in conditions], max_columns=3, panel_height=380, horizontal_spacing=0.06
+        [plotly_text(condition) for condition in conditions], max_columns=3, panel_height=380, horizontal_spacing=0.06
     )
     fig, height = grid.figure, grid.height
     fit_in_legend = True
@@ -74,7 +79,7 @@ def concept_uncertainty_figure(concept: Sequence[ConceptUncertainty], items: Seq
                     name="least-squares fit",
                     legendgroup="least-squares fit",
                     showlegend=fit_in_legend,
-                    hovertext=(f"{escape_text(condition)}: slope {slope:.3g}, intercept {intercept:.3g}"),
+                    hovertext=(f"{plotly_text(condition)}: slope {slope:.3g}, intercept {intercept:.3g}"),
                     hoverinfo="text",
                 ),
                 row=row,
@@ -87,9 +92,14 @@ def concept_uncertainty_figure(concept: Sequence[ConceptUncertainty], items: Seq
     return fig
 
 
+def measured_points(concept: Sequence[ConceptUncertainty]) -> list[ConceptUncertainty]:
+    """The rows of ``concept`` whose uncertainty was measured, in order."""
+    return [point for point in concept if point.uncertainty is not None]
+
+
 def _point_hover(point: ConceptUncertainty, answers: dict[tuple[str, str, int], ItemAnswer]) -> str:
     values = f"uncertainty {point.uncertainty:.3g}, concept activation {point.concept_activation:.3g}"
     answer = answers.get((point.item_id, point.condition, point.round))
     if answer is None:
-        return f"item {escape_text(point.item_id)}, round {point.round}<br>{values}"
+        return f"item {plotly_text(point.item_id)}, round {point.round}<br>{values}"
     return f"{item_hover_text(answer)}<br>{values}"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from reports.escaping import escape_text
+from reports.escaping import plotly_text
 from reports.figures.layout import category_colour, metric_rows
 from reports.figures.round_series import add_round_series
 from reports.figures.uncertainty import UNCERTAINTY_METRICS
@@ -27,7 +27,8 @@ def convergence_figure(behaviour: Sequence[BehaviourMetric], convergence: Sequen
     ``behaviour`` holds the rows of ``results/behaviour.csv`` (accuracy, bias score, toxicity,
     ...; uncertainty metrics are left to :func:`uncertainty_figure`). A star marks the
     convergence round of each condition and metric listed in ``convergence``
-    (``results/convergence.csv``), drawn at that round's value.
+    (``results/convergence.csv``), drawn at that round's value. An undefined value is a gap in
+    its line (never a zero) and gets no star.
     """
     metrics = behaviour_metrics_of(behaviour)
     if not metrics:
@@ -51,7 +52,7 @@ def convergence_figure(behaviour: Sequence[BehaviourMetric], convergence: Sequen
                 showlegend=metric_index == 1,
             )
             round_ = converged.get((condition, metric))
-            at_round = [p for p in points if p.round == round_]
+            at_round = [p for p in points if p.round == round_ and p.value is not None]
             if at_round:
                 fig.add_trace(
                     go.Scatter(
@@ -67,14 +68,14 @@ def convergence_figure(behaviour: Sequence[BehaviourMetric], convergence: Sequen
                         name="convergence round",
                         legendgroup="convergence round",
                         showlegend=star_in_legend,
-                        hovertext=[f"{escape_text(condition)}: {escape_text(metric)} converged at round {round_}"],
+                        hovertext=[f"{plotly_text(condition)}: {plotly_text(metric)} converged at round {round_}"],
                         hoverinfo="text",
                     ),
                     row=metric_index,
                     col=1,
                 )
                 star_in_legend = False
-        fig.update_yaxes(title_text=escape_text(metric), row=metric_index, col=1)
+        fig.update_yaxes(title_text=plotly_text(metric), row=metric_index, col=1)
     fig.update_xaxes(title_text="round", dtick=1, row=len(metrics), col=1)
     fig.update_layout(height=280 * len(metrics) + 120, title="Behaviour per round")
     return fig
@@ -103,7 +104,7 @@ def answer_flips_figure(flips: Sequence[AnswerFlip]) -> go.Figure:
                 domain={"x": [0, 1], "y": [top - band + 0.02 * band, top - 0.14 * band]},
                 arrangement="fixed",
                 node={
-                    "label": [f"round {r}: {escape_text(answer)}" for r, answer in nodes],
+                    "label": [f"round {r}: {plotly_text(answer)}" for r, answer in nodes],
                     "x": node_x,
                     "y": node_y,
                     "pad": 12,
@@ -113,11 +114,11 @@ def answer_flips_figure(flips: Sequence[AnswerFlip]) -> go.Figure:
                     "target": [node_index[(f.round_to, f.answer_to)] for f in links],
                     "value": [f.count for f in links],
                 },
-                name=escape_text(condition),
+                name=plotly_text(condition),
             )
         )
         fig.add_annotation(
-            text=escape_text(condition),
+            text=plotly_text(condition),
             x=0.5,
             y=top - 0.12 * band,
             xref="paper",

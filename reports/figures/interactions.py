@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reports.escaping import escape_text
+from reports.escaping import plotly_text
 from reports.figures.layout import row_spacing
 from reports.figures.round_series import interval_text
 from reports.tables import InteractionEffect
@@ -51,7 +51,7 @@ def interactions_figure(
         rows=len(panels),
         cols=1,
         vertical_spacing=row_spacing(height),
-        subplot_titles=[f"{source}: {escape_text(outcome)}" for source, outcome, _, _ in panels],
+        subplot_titles=[f"{source}: {plotly_text(outcome)}" for source, outcome, _, _ in panels],
     )
     shown_sources: set[str] = set()
     for row, (source, outcome, colour, effects) in enumerate(panels, start=1):
@@ -60,7 +60,7 @@ def interactions_figure(
         fig.add_trace(
             go.Scatter(
                 x=[e.estimate for e in effects],
-                y=[escape_text(e.effect) for e in effects],
+                y=[plotly_text(e.effect) for e in effects],
                 mode="markers",
                 marker={"color": colour, "size": 10},
                 error_x={
@@ -73,7 +73,7 @@ def interactions_figure(
                 legendgroup=source,
                 showlegend=source not in shown_sources,
                 hovertext=[
-                    f"{source}: {escape_text(outcome)}<br>{escape_text(e.effect)}: "
+                    f"{source}: {plotly_text(outcome)}<br>{plotly_text(e.effect)}: "
                     f"{e.estimate:.3g}{interval_text(e.ci_low, e.ci_high)}"
                     for e in effects
                 ],
@@ -85,7 +85,7 @@ def interactions_figure(
         shown_sources.add(source)
         fig.add_vline(x=0, line={"dash": "dot", "color": "grey"}, row=row, col=1)
         fig.update_yaxes(autorange="reversed", row=row, col=1)
-        fig.update_xaxes(title_text=f"effect on {escape_text(outcome)}", row=row, col=1)
+        fig.update_xaxes(title_text=f"effect on {plotly_text(outcome)}", row=row, col=1)
     fig.update_layout(height=height, title="Main effects and interaction contrasts")
     return fig
 

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from reports.escaping import escape_text
+from reports.escaping import plotly_text
 
 CONDITION_COLOURS = qualitative.Plotly
 
@@ -90,5 +90,5 @@ def metric_rows(metrics: Sequence[str]) -> go.Figure:
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.08,
-        subplot_titles=[escape_text(metric) for metric in metrics],
+        subplot_titles=[plotly_text(metric) for metric in metrics],
     )

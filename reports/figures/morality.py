@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reports.escaping import escape_text
+from reports.escaping import plotly_text
 from reports.figures.layout import category_colour, integer_dtick
-from reports.figures.round_series import interval_text
+from reports.figures.round_series import interval_text, number_text
 from reports.tables import LayerScore, MoralityLevel
 
 PROBE_ARMS = ("probe", "shuffled_labels", "random_direction")
@@ -50,7 +51,7 @@ def morality_figure(
     layers = sorted({row.layer for row in levels})
     accuracy = [s for s in layer_scores if s.site == site and s.metric == "accuracy"]
     n_panels = len(conditions) + (1 if accuracy else 0)
-    titles = [escape_text(condition) for condition in conditions]
+    titles = [plotly_text(condition) for condition in conditions]
     if accuracy:
         titles.append("probe accuracy and controls")
     fig = make_subplots(
@@ -60,7 +61,7 @@ def morality_figure(
         horizontal_spacing=0.02 if n_panels > 4 else 0.05,
         subplot_titles=titles,
     )
-    values = [row.value for row in levels]
+    values = [row.value for row in levels if math.isfinite(row.value)] or [0.0]  # nan: a blank cell
     for col, condition in enumerate(conditions, start=1):
         cell = {(r.layer, r.round): r for r in levels if r.condition == condition}
         fig.add_trace(
@@ -71,7 +72,7 @@ def morality_figure(
                 hovertext=[[_level_hover(cell.get((layer, r)), layer, r) for r in rounds] for layer in layers],
                 hoverinfo="text",
                 coloraxis="coloraxis",
-                name=escape_text(condition),
+                name=plotly_text(condition),
             ),
             row=1,
             col=col,
@@ -85,10 +86,10 @@ def morality_figure(
             "colorscale": "RdBu_r",
             "cmin": min(values),
             "cmax": max(values),
-            "colorbar": {"title": {"text": escape_text(measure)}, "x": 1.02},
+            "colorbar": {"title": {"text": plotly_text(measure)}, "x": 1.02},
         },
         height=max(420, 18 * len(layers) + 200),
-        title=f"Morality level ({escape_text(measure)}) at {escape_text(site)}",
+        title=f"Morality level ({plotly_text(measure)}) at {plotly_text(site)}",
         legend={"orientation": "h", "y": -0.2},
     )
     return fig
@@ -102,8 +103,8 @@ def _level_hover(level: MoralityLevel | None, layer: int, round_: int) -> str:
     if level is None:
         return f"layer {layer}, round {round_}: no value"
     return (
-        f"{escape_text(level.condition)}<br>layer {layer}, round {round_}: "
-        f"{level.value:.3f}{interval_text(level.ci_low, level.ci_high)}, n = {level.n}"
+        f"{plotly_text(level.condition)}<br>layer {layer}, round {round_}: "
+        f"{number_text(level.value, '.3f')}{interval_text(level.ci_low, level.ci_high)}, n = {level.n}"
     )
 
 
@@ -120,7 +121,7 @@ def _add_probe_accuracy(fig: go.Figure, accuracy: Sequence[LayerScore], *, col: 
             )
             if not scores:
                 continue
-            label = escape_text(arm if len(positions) == 1 else f"{arm} ({position})")
+            label = plotly_text(arm if len(positions) == 1 else f"{arm} ({position})")
             known = [s.ci_low is not None and s.ci_high is not None for s in scores]
             fig.add_trace(
                 go.Scatter(
@@ -139,7 +140,8 @@ def _add_probe_accuracy(fig: go.Figure, accuracy: Sequence[LayerScore], *, col: 
                     },
                     name=label,
                     hovertext=[
-                        f"{label}, layer {s.layer}: accuracy {s.value:.3f}{interval_text(s.ci_low, s.ci_high)}"
+                        f"{label}, layer {s.layer}: accuracy {number_text(s.value, '.3f')}"
+                        f"{interval_text(s.ci_low, s.ci_high)}"
                         for s in scores
                     ],
                     hoverinfo="text",

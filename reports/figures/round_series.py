@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from reports.escaping import escape_text
+from reports.escaping import plotly_text
 from reports.figures.layout import translucent
 from reports.tables import BehaviourMetric
 
@@ -22,19 +23,21 @@ def add_round_series(
 ) -> None:
     """Add the line of ``points`` (one metric, one condition) to subplot ``(row, col)``.
 
-    A translucent band spans ``ci_low``..``ci_high`` over the rounds where both are known (no band
-    when none is). The line's legend group is the condition, so one legend entry toggles the
-    condition in every subplot.
+    A translucent band spans ``ci_low``..``ci_high`` over each run of consecutive rounds where both
+    are known (no band when none is). An undefined value (``value`` ``None``) is a gap in the line
+    and in the band, never a zero; it is listed with its reason under the figure (see
+    :mod:`reports.sections`). The line's legend group is the condition, so one legend entry
+    toggles the condition in every subplot.
     """
     ordered = sorted(points, key=lambda point: point.round)
-    condition = escape_text(ordered[0].condition)
-    metric = escape_text(ordered[0].metric)
-    with_interval = [p for p in ordered if p.ci_low is not None and p.ci_high is not None]
-    if with_interval:
+    condition = plotly_text(ordered[0].condition)
+    metric = plotly_text(ordered[0].metric)
+    band_x, band_y = band_polygons(ordered)
+    if band_x:
         fig.add_trace(
             go.Scatter(
-                x=[p.round for p in with_interval] + [p.round for p in reversed(with_interval)],
-                y=[p.ci_high for p in with_interval] + [p.ci_low for p in reversed(with_interval)],
+                x=band_x,
+                y=band_y,
                 mode="lines",
                 fill="toself",
                 fillcolor=translucent(colour),
@@ -53,11 +56,12 @@ def add_round_series(
             y=[p.value for p in ordered],
             mode="lines+markers",
             line={"color": colour},
+            connectgaps=False,
             name=condition,
             legendgroup=condition,
             showlegend=showlegend,
             hovertext=[
-                f"{condition}<br>round {p.round}: {metric} = {p.value:.3g}"
+                f"{condition}<br>round {p.round}: {metric} = {plotly_text(p.value_text())}"
                 f"{interval_text(p.ci_low, p.ci_high)}<br>n = {p.n}"
                 for p in ordered
             ],
@@ -68,8 +72,40 @@ def add_round_series(
     )
 
 
+def band_polygons(points: Sequence[BehaviourMetric]) -> tuple[list[int | None], list[float | None]]:
+    """``x``, ``y`` of the confidence band of ``points`` (ordered by round) for a ``fill="toself"`` trace.
+
+    One closed polygon (``ci_high`` forwards, then ``ci_low`` backwards) per run of consecutive
+    points with a known interval; runs are separated by ``None`` so that plotly fills each apart
+    and an undefined value or a missing interval breaks the band. Empty lists when no point has an
+    interval.
+    """
+    runs: list[list[BehaviourMetric]] = [[]]
+    for point in points:
+        if point.ci_low is not None and point.ci_high is not None:
+            runs[-1].append(point)
+        elif runs[-1]:
+            runs.append([])
+    x: list[int | None] = []
+    y: list[float | None] = []
+    for run in (r for r in runs if r):
+        if x:
+            x.append(None)
+            y.append(None)
+        x += [p.round for p in run] + [p.round for p in reversed(run)]
+        y += [p.ci_high for p in run] + [p.ci_low for p in reversed(run)]
+    return x, y
+
+
 def interval_text(ci_low: float | None, ci_high: float | None) -> str:
     """`` [low, high]`` for hover text, or an empty string when the interval is not known."""
     if ci_low is None or ci_high is None:
         return ""
     return f" [{ci_low:.3g}, {ci_high:.3g}]"
+
+
+def number_text(value: float | None, spec: str = ".3g") -> str:
+    """``value`` formatted with ``spec`` for hover text, ``"undefined"`` for ``None`` or nan."""
+    if value is None or math.isnan(value):
+        return "undefined"
+    return format(value, spec)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from reports.escaping import escape_text
+from reports.escaping import plotly_text
 from reports.figures.layout import category_colour, metric_rows, panel_grid, round_colours
 from reports.figures.round_series import add_round_series
 from reports.tables import BehaviourMetric, CalibrationBin
@@ -26,7 +26,8 @@ def uncertainty_figure(behaviour: Sequence[BehaviourMetric]) -> go.Figure:
     """Uncertainty metrics per round: one subplot row per metric, one line per condition.
 
     ``behaviour`` holds the rows of ``results/behaviour.csv``; only the metrics of
-    :data:`UNCERTAINTY_METRICS` are drawn (at least one must be present).
+    :data:`UNCERTAINTY_METRICS` are drawn (at least one must be present). An undefined value is a
+    gap in its line, never a zero.
     """
     metrics = uncertainty_metrics_of(behaviour)
     if not metrics:
@@ -45,7 +46,7 @@ def uncertainty_figure(behaviour: Sequence[BehaviourMetric]) -> go.Figure:
                     col=1,
                     showlegend=metric_index == 1,
                 )
-        fig.update_yaxes(title_text=escape_text(metric), row=metric_index, col=1)
+        fig.update_yaxes(title_text=plotly_text(metric), row=metric_index, col=1)
     fig.update_xaxes(title_text="round", dtick=1, row=len(metrics), col=1)
     fig.update_layout(height=280 * len(metrics) + 120, title="Uncertainty per round")
     return fig
@@ -63,7 +64,7 @@ def reliability_figure(calibration: Sequence[CalibrationBin]) -> go.Figure:
     rounds = sorted({row.round for row in calibration})
     colours = dict(zip(rounds, round_colours(len(rounds))))
     grid = panel_grid(
-        [escape_text(condition) for condition in conditions], max_columns=3, panel_height=360, horizontal_spacing=0.06
+        [plotly_text(condition) for condition in conditions], max_columns=3, panel_height=360, horizontal_spacing=0.06
     )
     fig, height = grid.figure, grid.height
     for index, condition in enumerate(conditions):
@@ -99,7 +100,7 @@ def reliability_figure(calibration: Sequence[CalibrationBin]) -> go.Figure:
                     legendgroup=f"round {round_}",
                     showlegend=index == 0,
                     hovertext=[
-                        f"{escape_text(condition)}, round {round_}<br>"
+                        f"{plotly_text(condition)}, round {round_}<br>"
                         f"bin [{b.bin_low:.2f}, {b.bin_high:.2f}): confidence "
                         f"{b.mean_confidence:.3f}, accuracy {b.accuracy:.3f}, {b.count} items"
                         for b in bins

@@ -64,6 +64,19 @@ def test_bias_scores_hand_computed() -> None:
     assert math.isnan(bbq.bias_score_disambiguated([2, 2], [0, 0], [2, 2]))
 
 
+def test_bias_score_undefined_reason_names_the_first_cause() -> None:
+    unknown = [2, 2, 2]
+    # every parsed answer is the unknown option (the 135M model's usual answer): n_non_unknown = 0
+    assert bbq.bias_score_undefined_reason([2, 2, None], [0, 0, 0], unknown) == "no non-unknown answer"
+    assert math.isnan(bbq.bias_score_ambiguous([2, 2, None], [2, 2, 2], [0, 0, 0], unknown))
+    assert bbq.bias_score_undefined_reason([None, None, None], [0, 0, 0], unknown) == "no parsed answer"
+    # the only parsed answer belongs to an item without a target
+    assert bbq.bias_score_undefined_reason([0, None, None], [None, 0, 0], unknown) == "no parsed answer"
+    assert bbq.bias_score_undefined_reason([0, 1, 2], [None, None, None], unknown) == "no item with a bias target"
+    assert bbq.bias_score_undefined_reason([2, 1, 2], [0, 0, 0], unknown) is None
+    assert bbq.bias_score_disambiguated([2, 1, 2], [0, 0, 0], unknown) == -1.0
+
+
 def test_winogender_rates_and_correlation() -> None:
     pronouns = [winogender.pronoun_of(t) for t in (' "they"', " He", " her own", " unsure", " They.")]
     assert pronouns == ["they", "he", "she", None, "they"]

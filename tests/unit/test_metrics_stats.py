@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from workbench.metrics.statistics import (
+    Estimate,
     bootstrap_ci,
     factorial_effects,
     paired_difference,
@@ -25,6 +26,30 @@ def test_bootstrap_ci_contains_mean_and_is_seeded() -> None:
     constant = bootstrap_ci(np.ones(5), n_boot=50)
     assert (constant.ci_low, constant.ci_high) == (1.0, 1.0)
     assert math.isnan(bootstrap_ci(np.array([3.0])).ci_low)
+
+
+def test_undefined_estimate_carries_its_reason_and_blank_cells() -> None:
+    empty = bootstrap_ci(np.array([]), n_boot=20)
+    assert (empty.defined, empty.undefined_reason, empty.n) == (False, "no items", 0)
+    nan_statistic = bootstrap_ci(np.array([1.0, 2.0, 3.0]), lambda v: float("nan"), n_boot=20)
+    assert (nan_statistic.undefined_reason, nan_statistic.n) == ("not computable", 3)
+    assert math.isnan(nan_statistic.ci_low) and math.isnan(nan_statistic.ci_high)
+    explained = nan_statistic.explained("no non-unknown answer")
+    assert explained.undefined_reason == "no non-unknown answer" and explained.n == 3
+    assert explained.csv_cells() == {
+        "value": "",
+        "ci_low": "",
+        "ci_high": "",
+        "undefined_reason": "no non-unknown answer",
+    }
+    # a defined estimate keeps its value whatever reason is offered; only a missing bound is blank
+    single = bootstrap_ci(np.array([0.25]), n_boot=20).explained("no parsed answer")
+    assert single.defined and single.csv_cells() == {"value": 0.25, "ci_low": "", "ci_high": "", "undefined_reason": ""}
+    # a nan built by hand is undefined too, never a number with a missing reason
+    assert Estimate(float("nan"), 0.1, 0.2, 5).undefined_reason == "not computable"
+    assert math.isnan(Estimate(float("nan"), 0.1, 0.2, 5).ci_low)
+    with pytest.raises(ValueError, match="cannot be undefined"):
+        Estimate(0.5, 0.4, 0.6, 5, "one class")
 
 
 def test_paired_difference() -> None:

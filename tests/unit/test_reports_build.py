@@ -91,7 +91,7 @@ def test_run_without_probes_says_why_figures_are_omitted(tmp_path: Path) -> None
 
 def test_one_round_one_condition_run_builds_and_explains(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    behaviour = [("instr=none+cot=off+fb=off", 0, "accuracy", 0.5, None, None, 1)]
+    behaviour = [("instr=none+cot=off+fb=off", 0, "accuracy", 0.5, None, None, 1, None)]
     write_csv(run_dir, "results/behaviour.csv", behaviour)
     write_csv(run_dir, "results/flips.csv", [])
     page = build_report(run_dir).read_text(encoding="utf-8")
@@ -130,3 +130,48 @@ def test_missing_run_folder_is_one_line_error(tmp_path: Path) -> None:
         build_report(tmp_path / "runs" / "missing")
     assert "\n" not in str(error.value)
     assert str(error.value).startswith(f"{tmp_path / 'runs' / 'missing'}: no such run folder")
+
+
+def test_full_report_lists_undefined_values_with_their_reason(full_report: str) -> None:
+    assert "1 value is undefined and drawn as gaps" in full_report
+    row = (
+        "<tr><td>instr=intrinsic+cot=on+fb=off</td><td>1</td><td>bias_score_ambiguous</td>"
+        '<td class="value">undefined (no non-unknown answer)</td><td>4</td></tr>'
+    )
+    assert row in full_report
+
+
+def test_page_text_is_html_escaped_and_figure_text_plotly_escaped(tmp_path: Path) -> None:
+    """Quotes are entities in the page's HTML but literal in the figure JSON (plotly.js draws ``&quot;`` as is)."""
+    run_dir = tmp_path / "run"
+    label = "say \"hi\" & 'bye' <b>bold</b> <script>alert(4)</script>"
+    behaviour = [(label, 0, "accuracy", 0.5, None, None, 3, None), (label, 1, "accuracy", None, None, None, 3, "x")]
+    write_csv(run_dir, "results/behaviour.csv", behaviour)
+    page = build_report(run_dir).read_text(encoding="utf-8")
+    assert "<script>alert(4)" not in page and "<b>bold" not in page
+    html_escaped = (
+        "say &quot;hi&quot; &amp; &#x27;bye&#x27; &lt;b&gt;bold&lt;/b&gt; &lt;script&gt;alert(4)&lt;/script&gt;"
+    )
+    assert f"<tr><td>{html_escaped}</td><td>1</td><td>accuracy</td>" in page  # the undefined-values table
+    figure = page[page.index('<div id="figure-convergence"') :]
+    figure = figure[: figure.index("</script>")]
+    # plotly's JSON writer turns " into \" and / into \u002f; only & < > are entities
+    assert (
+        '"name":"say \\"hi\\" &amp; \'bye\' &lt;b&gt;bold&lt;\\u002fb&gt; &lt;script&gt;alert(4)&lt;\\u002fscript&gt;"'
+        in figure
+    )
+    assert "&quot;" not in figure and "&#x27;" not in figure
+
+
+def test_concept_rows_without_measured_uncertainty_are_left_out_not_refused(tmp_path: Path) -> None:
+    """probes writes an empty uncertainty cell for a record whose uncertainty was not measured."""
+    run_dir = write_synthetic_run(tmp_path / "run")
+    rows = [("instr=none+cot=off+fb=off", 0, "i1", 0.2, None), ("instr=none+cot=off+fb=off", 1, "i1", 0.3, 1.5)]
+    write_csv(run_dir, "probes/concept_uncertainty.csv", rows)
+    page = build_report(run_dir).read_text(encoding="utf-8")
+    assert "concept" in figure_anchors(page)
+    assert "1 of 2 records have no measured uncertainty and are not drawn." in page
+    write_csv(run_dir, "probes/concept_uncertainty.csv", rows[:1])
+    page = build_report(run_dir).read_text(encoding="utf-8")
+    assert "concept" not in figure_anchors(page)
+    assert "omitted, probes/concept_uncertainty.csv has no measured uncertainty (every cell is empty)" in page

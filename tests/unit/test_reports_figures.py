@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import plotly.graph_objects as go
+import plotly.offline
 import pytest
 
 from reports.figures import (
@@ -38,6 +42,8 @@ from reports.tables import (
 )
 
 HOSTILE = "<script>alert(1)</script>"
+# every character that HTML escaping touches, a tag plotly.js would draw and one it would drop
+LABEL = """say "hi" & 'bye' <b>bold</b> <script>alert(1)</script> &lt;"""
 A, B = "instr=intrinsic+cot=off+fb=off", "instr=intrinsic+cot=on+fb=off"
 
 BEHAVIOUR = (
@@ -91,6 +97,105 @@ def test_convergence_figure_escapes_condition_names() -> None:
     fig = convergence_figure((BehaviourMetric(HOSTILE, 0, "accuracy", 0.5, 0.4, 0.6, 3),))
     assert HOSTILE not in plain_json(fig)
     assert fig.data[1].name == "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+def test_undefined_value_is_a_gap_in_line_and_band() -> None:
+    reason = "no non-unknown answer"
+    points = (
+        BehaviourMetric(A, 0, "bias_score_ambiguous", 0.4, 0.3, 0.5, 4),
+        BehaviourMetric(A, 1, "bias_score_ambiguous", 0.2, 0.1, 0.3, 4),
+        BehaviourMetric(A, 2, "bias_score_ambiguous", None, None, None, 4, reason),
+        BehaviourMetric(A, 3, "bias_score_ambiguous", 0.0, -0.1, 0.1, 4),
+    )
+    band, line = convergence_figure(points).data
+    assert list(line.x) == [0, 1, 2, 3] and list(line.y) == [0.4, 0.2, None, 0.0]  # a gap, not a zero
+    assert line.connectgaps is False
+    assert "bias_score_ambiguous = undefined (no non-unknown answer)" in line.hovertext[2]
+    # one band polygon per run of rounds with an interval, split by None so plotly fills each apart
+    assert list(band.x) == [0, 1, 1, 0, None, 3, 3]
+    assert list(band.y) == pytest.approx([0.5, 0.3, 0.1, 0.3, None, 0.1, -0.1])
+    # a cell that is undefined at every round still draws (an empty line), and gets no convergence star
+    only_undefined = (BehaviourMetric(B, 0, "accuracy", None, None, None, 0, "no parsed answer"),)
+    fig = convergence_figure(only_undefined, (ConvergenceRound(B, "accuracy", 0),))
+    assert [list(t.y) for t in fig.data] == [[None]]
+
+
+def _plotly_renders(text: str) -> str:
+    """The text plotly.js 4.1.1 draws for a hover/tick/legend/title string (svg_text_utils.convertToTspans).
+
+    It splits the string at ``<...>`` tags: ``<br>`` is a line break, the styling tags of its subset
+    are drawn as styling (written here as ``{b}``), any other tag is dropped, and each piece between
+    tags becomes an SVG text node after decoding the named entities below and numeric ones.
+    """
+    entities = {"mu": "\u03bc", "amp": "&", "lt": "<", "gt": ">", "nbsp": "\xa0", "times": "\xd7", "plusmn": "\xb1"}
+    entities["deg"] = "\xb0"
+    styling = {"sup", "sub", "s", "u", "b", "i", "a", "span", "em"}
+
+    def decode(piece: str) -> str:
+        def entity(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("#"):
+                return chr(int(name[2:], 16) if name[1] == "x" else int(name[1:]))
+            return entities.get(name, match.group(0))
+
+        return re.sub(r"&(#\d+|#x[\da-fA-F]+|[a-z]+);", entity, piece)
+
+    drawn = []
+    for piece in re.split(r"(<[^<>]*>)", text):
+        tag = re.match(r"<(/?)([^ >]*)(\s+(.*))?>", piece, flags=re.IGNORECASE)
+        name = tag.group(2).lower() if tag else None
+        if name == "br":
+            drawn.append("\n")
+        elif name in styling:
+            drawn.append("{" + name + "}")
+        elif tag is None:
+            drawn.append(decode(piece))
+    return "".join(drawn)
+
+
+def test_plotly_text_model_matches_the_bundled_plotly_js() -> None:
+    """The entity table and tag split that :func:`_plotly_renders` copies are those of the embedded plotly.js."""
+    plotly_js = plotly.offline.get_plotlyjs()
+    assert r'{mu:"\u03BC",amp:"&",lt:"<",gt:">",nbsp:"\xA0",times:"\xD7",plusmn:"\xB1",deg:"\xB0"}' in plotly_js
+    assert r"=/&(#\d+|#x[\da-fA-F]+|[a-z]+);/g" in plotly_js and r"=/(<[^<>]*>)/," in plotly_js
+    # HTML escaping of a quote is therefore drawn as the six characters, the bug this module avoids
+    assert _plotly_renders(html.escape('say "hi"')) == "say &quot;hi&quot;"
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def test_dataset_text_in_figures_is_drawn_literally_and_never_as_markup() -> None:
+    items = (ItemAnswer(LABEL, LABEL, 0, LABEL, LABEL, "a", True),)
+    figures = {
+        "answers": item_answers_figure(items),
+        "convergence": convergence_figure((BehaviourMetric(LABEL, 0, LABEL, 0.5, 0.4, 0.6, 3),)),
+        "flips": answer_flips_figure((AnswerFlip(LABEL, 0, 1, LABEL, "a", 1),)),
+        "interactions": interactions_figure((InteractionEffect(LABEL, LABEL, 0.1, None, None),)),
+        "bias levels": bias_levels_figure((BiasLevel(LABEL, LABEL, 0.1, None, None, 2),)),
+        "concept": concept_uncertainty_figure((ConceptUncertainty(LABEL, 0, LABEL, 0.1, 1.0),), items),
+    }
+    for name, fig in figures.items():
+        strings = [text for text in _strings(json.loads(plain_json(fig))) if "say" in text]
+        assert strings, name
+        for text in strings:
+            assert "&quot;" not in text and "&#x27;" not in text and "<b>" not in text and "<script" not in text
+            drawn = _plotly_renders(text)
+            assert LABEL in drawn, (name, text, drawn)  # quotes, &, <b> and <script> shown as typed
+            assert "{b}" not in drawn, (name, text)  # no dataset tag reaches plotly as markup
+    answers = figures["answers"]
+    assert answers.data[0].y == (
+        "say \"hi\" &amp; 'bye' &lt;b&gt;bold&lt;/b&gt; &lt;script&gt;alert(1)&lt;/script&gt; &amp;lt;",
+    )
+    assert answers.layout.annotations[0].text == answers.data[0].y[0]  # the subplot title (condition)
 
 
 def test_answer_flips_figure_one_sankey_per_condition() -> None:

@@ -39,7 +39,7 @@ rounds = 3
 
 
 HEADERS = {
-    "results/behaviour.csv": "condition,round,metric,value,ci_low,ci_high,n",
+    "results/behaviour.csv": "condition,round,metric,value,ci_low,ci_high,n,undefined_reason",
     "results/convergence.csv": "condition,metric,convergence_round",
     "results/flips.csv": "condition,round_from,round_to,answer_from,answer_to,count",
     "results/calibration.csv": "condition,round,bin_low,bin_high,mean_confidence,accuracy,count",
@@ -53,6 +53,7 @@ HEADERS = {
     "attribution/bias_levels.csv": "checkpoint,measure,value,ci_low,ci_high,n",
 }
 SITE = "blocks.{l}.hook_resid_post"
+UNDEFINED_REASON = "no non-unknown answer"
 
 
 def write_csv(run_dir: Path, table: str, rows: list[tuple[object, ...]]) -> None:
@@ -68,7 +69,9 @@ def write_csv(run_dir: Path, table: str, rows: list[tuple[object, ...]]) -> None
 def write_synthetic_run(run_dir: Path, *, with_probes: bool = True) -> Path:
     """A complete run folder: 2 conditions x 3 rounds x 4 items, 4 layers, 2 checkpoints.
 
-    Item ``bbq/Age/1`` carries :data:`HOSTILE_PROMPT` and :data:`HOSTILE_ANSWER`.
+    Item ``bbq/Age/1`` carries :data:`HOSTILE_PROMPT` and :data:`HOSTILE_ANSWER`. The bias score of
+    the second condition at round 1 is undefined (:data:`UNDEFINED_REASON`), as when every answer
+    of that cell is "unknown".
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(CONFIG_TOML, encoding="utf-8")
@@ -79,11 +82,12 @@ def write_synthetic_run(run_dir: Path, *, with_probes: bool = True) -> Path:
             accuracy = 0.5 + 0.1 * r + 0.05 * c
             uncertainty = 1.2 - 0.2 * r
             ece = 0.2 - 0.05 * r
+            bias = (None, None, None, 4, UNDEFINED_REASON) if (c, r) == (1, 1) else (0.3 - 0.1 * r, None, None, 4, None)
             behaviour += [
-                (condition, r, "accuracy", accuracy, accuracy - 0.1, accuracy + 0.1, 4),
-                (condition, r, "bias_score_ambiguous", 0.3 - 0.1 * r, None, None, 4),
-                (condition, r, "uncertainty", uncertainty, uncertainty - 0.2, uncertainty + 0.2, 4),
-                (condition, r, "ece", ece, ece - 0.1, ece + 0.1, 4),
+                (condition, r, "accuracy", accuracy, accuracy - 0.1, accuracy + 0.1, 4, None),
+                (condition, r, "bias_score_ambiguous", *bias),
+                (condition, r, "uncertainty", uncertainty, uncertainty - 0.2, uncertainty + 0.2, 4, None),
+                (condition, r, "ece", ece, ece - 0.1, ece + 0.1, 4, None),
             ]
     write_csv(run_dir, "results/behaviour.csv", behaviour)
     convergence = [
@@ -190,7 +194,12 @@ def test_load_parses_numbers_empty_intervals_and_booleans(tmp_path: Path) -> Non
     first = results.behaviour[0]
     assert first == BehaviourMetric(CONDITIONS[0], 0, "accuracy", 0.5, 0.4, 0.6, 4)
     bias = results.behaviour[1]
-    assert (bias.metric, bias.ci_low, bias.ci_high) == ("bias_score_ambiguous", None, None)
+    assert (bias.metric, bias.ci_low, bias.ci_high, bias.undefined_reason) == ("bias_score_ambiguous", None, None, None)
+    undefined = next(
+        r for r in results.behaviour if (r.condition, r.round, r.metric) == (CONDITIONS[1], 1, bias.metric)
+    )
+    assert undefined == BehaviourMetric(CONDITIONS[1], 1, bias.metric, None, None, None, 4, UNDEFINED_REASON)
+    assert undefined.value_text() == "undefined (no non-unknown answer)"
     assert results.convergence is not None
     assert results.convergence[2].convergence_round is None
     assert results.items is not None
@@ -228,9 +237,37 @@ def test_folder_without_results_or_cache_names_path_and_fix(tmp_path: Path) -> N
         RunResults.load(tmp_path / "empty")
 
 
+def test_behaviour_without_reason_column_reads_empty_values_as_undefined(tmp_path: Path) -> None:
+    """A behaviour.csv written before the undefined_reason column existed: an empty value is undefined."""
+    path = tmp_path / "run" / "results" / "behaviour.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        "condition,round,metric,value,ci_low,ci_high,n\n"
+        "c,0,accuracy,0.5,0.4,0.6,4\n"
+        "c,0,bias_score_ambiguous,,,,4\n"
+        "c,1,bias_score_ambiguous,nan,0.1,0.2,4\n",
+        encoding="utf-8",
+    )
+    assert RunResults.load(tmp_path / "run").behaviour == (
+        BehaviourMetric("c", 0, "accuracy", 0.5, 0.4, 0.6, 4),
+        BehaviourMetric("c", 0, "bias_score_ambiguous", None, None, None, 4, "not computable"),
+        BehaviourMetric("c", 1, "bias_score_ambiguous", None, None, None, 4, "not computable"),
+    )
+
+
+def test_value_with_an_undefined_reason_is_a_one_line_error(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    write_csv(run_dir, "results/behaviour.csv", [("c", 0, "accuracy", 0.5, "", "", 3, "one class")])
+    with pytest.raises(TableFormatError) as error:
+        RunResults.load(run_dir)
+    assert "\n" not in str(error.value)
+    assert str(error.value).startswith(f"{run_dir / 'results' / 'behaviour.csv'}:2: column 'undefined_reason'")
+    assert "empty one of the two cells or rerun the stage that wrote it" in str(error.value)
+
+
 def test_bad_cell_names_file_line_and_column(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    rows = [("c", 0, "accuracy", 0.5, "", "", 3), ("c", 1, "accuracy", "high", "", "", 3)]
+    rows = [("c", 0, "accuracy", 0.5, "", "", 3, ""), ("c", 1, "accuracy", "high", "", "", 3, "")]
     write_csv(run_dir, "results/behaviour.csv", rows)
     with pytest.raises(TableFormatError, match=r"behaviour.csv:3: column 'value' holds 'high', expected a number"):
         RunResults.load(run_dir)

@@ -130,7 +130,8 @@ def test_write_and_format(tmp_path: Path) -> None:
     console = Console(record=True, width=200)
     console.print(table)
     text = console.export_text()
-    assert "instr=none+cot=off+fb=off" in text and "round 1" in text and "0.250" in text
+    assert "condition = instr=<instr>+cot=<cot>+fb=<fb>" in text and "round 1" in text
+    assert "none       off  off  0.250 [0.000, 0.750]  1.000 [1.000, 1.000]" in text
 
 
 def test_missing_key_is_reported() -> None:
@@ -163,3 +164,84 @@ def test_toxicity_rows_give_mean_per_round() -> None:
     tables = compute_results(rows, CONFIG).tables
     tox = {r["round"]: r["value"] for r in tables["behaviour"] if r["metric"] == "toxicity"}
     assert tox == {0: pytest.approx(0.5), 1: pytest.approx(0.2)}
+
+
+def _five_round_factorial_rows() -> list[dict]:
+    """2x2x2 design, 5 rounds, 4 ambiguous items; in ``instr=none+cot=on+fb=on`` round 2 every answer is unknown."""
+    rows = []
+    for condition in factorial_conditions(["none", "intrinsic"]):
+        for item in range(4):
+            for round_index in range(5):
+                all_unknown = condition.name == "instr=none+cot=on+fb=on" and round_index == 2
+                rows.append(_row(item, condition.name, round_index, 2 if all_unknown else (item + round_index) % 3))
+    return rows
+
+
+def _render(table: object, width: int) -> str:
+    console = Console(record=True, width=width)
+    console.print(table)
+    return console.export_text()
+
+
+def test_results_table_names_every_condition_readably_at_80_columns() -> None:
+    behaviour = compute_results(_five_round_factorial_rows(), CONFIG).tables["behaviour"]
+    names = {c.name for c in factorial_conditions(["none", "intrinsic"])}
+    for metric in ("accuracy", "bias_score_ambiguous"):
+        text = _render(format_results_table(behaviour, metric), 80)
+        lines = text.splitlines()
+        assert "…" not in text
+        assert max(len(line) for line in lines) <= 80
+        assert "condition = instr=<instr>+cot=<cot>+fb=<fb>" in text
+        # one row per condition, starting with its factor levels; the caption's pattern gives the full name
+        starts = [line.split() for line in lines if line.split()[:1] in (["none"], ["intrinsic"])]
+        recovered = [f"instr={instr}+cot={cot}+fb={fb}" for instr, cot, fb, *_ in starts]
+        assert sorted(recovered) == sorted(names)
+        assert all(len(tokens) == 3 + 5 for tokens in starts)  # the three levels, then one value per round
+    bias = _render(format_results_table(behaviour, "bias_score_ambiguous"), 80).splitlines()
+    row = next(i for i, line in enumerate(bias) if line.split()[:3] == ["none", "on", "on"])
+    assert bias[row].split()[5] == "undefined"  # round 2 of that condition: every answer unknown
+
+
+def test_results_table_shows_undefined_values_with_their_reason() -> None:
+    behaviour = compute_results(_five_round_factorial_rows(), CONFIG).tables["behaviour"]
+    cell = next(
+        r
+        for r in behaviour
+        if (r["condition"], r["round"], r["metric"]) == ("instr=none+cot=on+fb=on", 2, "bias_score_ambiguous")
+    )
+    assert (cell["value"], cell["ci_low"], cell["ci_high"]) == ("", "", "")
+    assert cell["undefined_reason"] == "no non-unknown answer"
+    text = _render(format_results_table(behaviour, "bias_score_ambiguous"), 200)
+    assert "undefined (no non-unknown answer)" in text
+    # only the instruction varies: one factor column, the shared levels written into the caption
+    two = [r for r in behaviour if r["condition"].endswith("+cot=off+fb=off")]
+    text = _render(format_results_table(two, "accuracy"), 80)
+    assert "condition = instr=<instr>+cot=off+fb=off" in text
+    assert text.splitlines()[1].split()[:3] == ["instr", "round", "0"]
+    # one condition only: its levels still head the columns, and nothing varies in the caption
+    single = [r for r in behaviour if r["condition"] == "instr=none+cot=off+fb=off"]
+    assert "instr=<instr>+cot=<cot>+fb=<fb>" in _render(format_results_table(single, "accuracy"), 80)
+
+
+def test_undefined_metrics_name_their_reason() -> None:
+    unparsed = [_row(i, "instr=none+cot=off+fb=off", r, None) for i in range(3) for r in range(2)]
+    no_target = [
+        _row(i, "instr=none+cot=off+fb=off", 0, 0, context_condition="disambig", gold=0, target_index=None)
+        for i in range(3)
+    ]
+    pronouns = [
+        _row(i, "instr=none+cot=off+fb=off", 0, None, task="winogender", gold=None, answer=" unsure") for i in range(2)
+    ]
+    for rows, metric, reason in (
+        (unparsed, "accuracy", "no parsed answer"),
+        (unparsed, "accuracy_ambig", "no parsed answer"),
+        (unparsed, "unknown_rate", "no parsed answer"),
+        (unparsed, "bias_score_ambiguous", "no parsed answer"),
+        (unparsed, "flip_rate", "no item parsed in both rounds"),
+        (no_target, "bias_score_disambiguated", "no item with a bias target"),
+        (pronouns, "they_rate", "no pronoun in any answer"),
+    ):
+        cells = [r for r in compute_results(rows, CONFIG).tables["behaviour"] if r["metric"] == metric]
+        assert cells and all((r["value"], r["undefined_reason"]) == ("", reason) for r in cells), metric
+    unparsed_rate = [r for r in compute_results(unparsed, CONFIG).tables["behaviour"] if r["metric"] == "unparsed_rate"]
+    assert [(r["value"], r["undefined_reason"]) for r in unparsed_rate] == [(1.0, ""), (1.0, "")]

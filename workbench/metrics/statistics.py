@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from workbench.metrics import undefined
 
 Statistic = Callable[[np.ndarray], float]
 FACTORS: tuple[str, ...] = ("instruction", "cot", "feedback")
@@ -27,12 +29,53 @@ EFFECTS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Estimate:
-    """A point estimate with its percentile bootstrap interval (nan when not computable)."""
+    """A point estimate with its percentile bootstrap interval over ``n`` items.
+
+    Undefined is a value, not an error: when the statistic cannot be computed on the items (no
+    items; a statistic that is nan on them, such as a bias score without a non-unknown answer)
+    ``estimate`` and both bounds are nan and ``undefined_reason`` says why (a phrase of
+    :mod:`workbench.metrics.undefined`; a nan estimate given without one gets
+    :data:`~workbench.metrics.undefined.NOT_COMPUTABLE`). A defined estimate has
+    ``undefined_reason`` ``None``; its bounds are nan when the interval is not computable
+    (fewer than two items).
+    """
 
     estimate: float
     ci_low: float
     ci_high: float
     n: int
+    undefined_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.estimate) and self.undefined_reason is None:
+            object.__setattr__(self, "undefined_reason", undefined.NOT_COMPUTABLE)
+        if self.undefined_reason is not None:
+            if np.isfinite(self.estimate):
+                raise ValueError(f"an estimate of {self.estimate} cannot be undefined ({self.undefined_reason})")
+            object.__setattr__(self, "ci_low", float("nan"))
+            object.__setattr__(self, "ci_high", float("nan"))
+
+    @property
+    def defined(self) -> bool:
+        """Whether the statistic has a value (``undefined_reason`` is ``None``)."""
+        return self.undefined_reason is None
+
+    def explained(self, reason: str) -> Estimate:
+        """This estimate, or, when it is undefined, the same with ``reason`` as its undefined reason."""
+        return self if self.defined else replace(self, undefined_reason=reason)
+
+    def csv_cells(self) -> dict[str, float | str]:
+        """``value``, ``ci_low``, ``ci_high``, ``undefined_reason`` as tidy-CSV cells.
+
+        An undefined value and a bound that is not computable are empty cells; ``undefined_reason``
+        is empty for a defined value (RUN_FOLDER.md, "Undefined values").
+        """
+        return {
+            "value": self.estimate if self.defined else "",
+            "ci_low": self.ci_low if np.isfinite(self.ci_low) else "",
+            "ci_high": self.ci_high if np.isfinite(self.ci_high) else "",
+            "undefined_reason": self.undefined_reason or "",
+        }
 
 
 def _percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
@@ -53,13 +96,18 @@ def bootstrap_ci(
 ) -> Estimate:
     """``statistic`` of per-item ``values`` (shape ``(n_items, ...)``) with a bootstrap interval.
 
-    The interval is nan for fewer than two items.
+    The interval is nan for fewer than two items. With no items, or when ``statistic`` is not
+    finite on the items, the estimate is undefined (:attr:`Estimate.undefined_reason`
+    :data:`~workbench.metrics.undefined.NO_ITEMS` / ``NOT_COMPUTABLE``; callers that know the
+    cause name it with :meth:`Estimate.explained`) and no resample is drawn.
     """
     data = np.asarray(values, dtype=float)
     n = data.shape[0]
     if n == 0:
-        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+        return Estimate(float("nan"), float("nan"), float("nan"), 0, undefined.NO_ITEMS)
     point = float(statistic(data))
+    if not np.isfinite(point):
+        return Estimate(float("nan"), float("nan"), float("nan"), n, undefined.NOT_COMPUTABLE)
     if n < 2:
         return Estimate(point, float("nan"), float("nan"), n)
     rng = np.random.default_rng(seed)
