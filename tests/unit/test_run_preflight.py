@@ -236,3 +236,16 @@ def test_an_unexpected_error_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("unexpected error: RuntimeError: disk quota exceeded while writing")
     assert "\n" not in err and "Traceback" not in err
+
+
+def test_a_bad_probe_config_names_its_file(tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(_write(tmp_path, model_dir), tmp_path) == 0
+    capsys.readouterr()
+    run_dir = tmp_path / "runs" / "pre"
+    bad = tmp_path / "probe.toml"
+    bad.write_text("[probe\nkind = 'ccs'\n")
+    assert main(["probe", str(run_dir), "--config", str(bad)]) == 2
+    assert f"error: {bad}: invalid TOML" in capsys.readouterr().err
+    bad.write_text("[probe]\nn_folds = 1\n")
+    assert main(["probe", str(run_dir), "--config", str(bad)]) == 2
+    assert f"error: {bad}: [probe] n_folds=1 must be at least 2" in capsys.readouterr().err
