@@ -18,12 +18,23 @@ from activations_cache.errors import (
 from activations_cache.inspection import VerifyReport, cache_info, verify_cache
 from activations_cache.layout import SCHEMA_VERSION
 from activations_cache.reader import CacheReader, open_cache
+from activations_cache.repair import RepairReport, repair_cache
 from activations_cache.shards import join_shards
-from activations_cache.spec import BUILTIN_COLUMNS, CacheMetadata, CacheSpec, ColumnSpec, DatasetSpec, config_sha256
+from activations_cache.spec import (
+    BUILTIN_COLUMNS,
+    CACHE_KINDS,
+    CacheMetadata,
+    CacheSpec,
+    ColumnSpec,
+    DatasetSpec,
+    config_sha256,
+    infer_kind,
+)
 from activations_cache.writer import CacheWriter
 
 __all__ = [
     "BUILTIN_COLUMNS",
+    "CACHE_KINDS",
     "SCHEMA_VERSION",
     "ActivationShapeError",
     "CacheError",
@@ -39,10 +50,13 @@ __all__ = [
     "ColumnSpec",
     "DatasetSpec",
     "RecordError",
+    "RepairReport",
     "VerifyReport",
     "cache_info",
     "config_sha256",
+    "infer_kind",
     "join_shards",
     "open_cache",
+    "repair_cache",
     "verify_cache",
 ]

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from activations_cache.errors import CacheError
+from activations_cache.integrity import READ_ERRORS, one_line, repair_hint
 from activations_cache.reader import CacheReader, open_cache
 from activations_cache.records import duplicate_keys, text_sha256
 from activations_cache.spec import DIGEST_COLUMNS
@@ -30,17 +31,28 @@ def _chunking(dataset: h5py.Dataset) -> str:
     return f"chunks {dataset.chunks}, compression {compression}"
 
 
+def _resumed(meta: dict[str, object]) -> object:
+    try:
+        return json.loads(str(meta.get("resumed_at", "[]")))
+    except ValueError:
+        return meta.get("resumed_at")
+
+
 def cache_info(path: str | os.PathLike[str]) -> str:
-    """A multi-line summary: schema, model, record counts per condition and round, datasets, size."""
+    """A multi-line summary: schema, kind, model, record counts per condition and round, datasets, size.
+
+    Raises:
+        CacheFormatError: the file cannot be opened (see ``open_cache``), in one line.
+    """
     with open_cache(path) as reader:
         meta = reader.metadata
         records = reader.records
         lines = [
-            f"cache {reader.path} (schema version {meta['schema_version']}, {_size_on_disk(reader.path)} on disk)",
+            f"cache {reader.path} ({reader.kind} cache, schema version {meta['schema_version']}, "
+            f"{_size_on_disk(reader.path)} on disk)",
             f"model {meta['model_id']} (weights {meta['weights_hash']}), "
             f"tokenizer {meta['tokenizer']}, seed {meta['seed']}",
-            f"config sha256 {meta['config_sha256']}; created {meta['created_at']}; "
-            f"resumed {json.loads(meta['resumed_at'])}",
+            f"config sha256 {meta['config_sha256']}; created {meta.get('created_at')}; resumed {_resumed(meta)}",
             f"records: {reader.n_records} committed",
         ]
         counts = Counter(zip(records["condition"].tolist(), records["round"].tolist()))
@@ -87,7 +99,11 @@ def _check_records(reader: CacheReader, problems: list[str]) -> None:
             problems.append(f"records/{name} has {rows} rows, fewer than {reader.n_records} committed")
     if problems:
         return
-    records = reader.records
+    try:
+        records = reader.records
+    except CacheError as error:
+        problems.append(str(error))
+        return
     repeated = duplicate_keys(records["record_key"].tolist())
     if repeated:
         problems.append(f"duplicate record_key {repeated[:5]} ({len(repeated)} keys)")
@@ -110,7 +126,13 @@ def _scan_dataset(reader: CacheReader, position: str, site: str, problems: list[
     block = dataset.chunks[0] if dataset.chunks else 1024
     nan = inf = 0
     for start in range(0, reader.n_records, block):
-        values = dataset[start : min(reader.n_records, start + block)]
+        try:
+            values = dataset[start : min(reader.n_records, start + block)]
+        except READ_ERRORS as error:
+            problems.append(
+                f"activations/{name} cannot be read from row {start} ({one_line(error)}); {repair_hint(reader.path)}"
+            )
+            break
         nan += int(np.isnan(values).sum())
         inf += int(np.isinf(values).sum())
     if nan or inf:
@@ -121,15 +143,19 @@ def _scan_dataset(reader: CacheReader, position: str, site: str, problems: list[
 def verify_cache(path: str | os.PathLike[str]) -> VerifyReport:
     """Check a cache: schema, row counts against the committed count, NaN/inf, digests, keys.
 
-    Never raises for a bad file: an unreadable file or unknown schema becomes a problem line.
+    Never raises for a bad file: an unreadable, truncated or damaged file, or an unknown schema,
+    becomes a problem line.
     """
     cache_path = Path(path)
     try:
-        reader = open_cache(cache_path)
+        reader = open_cache(cache_path, strict=False)
     except CacheError as error:
         return VerifyReport(path=cache_path, n_records=0, problems=(str(error),))
     with reader:
         problems: list[str] = []
+        if reader.n_records < 0:
+            problem = f"committed_records is {reader.n_records}, below 0; {repair_hint(cache_path)}"
+            return VerifyReport(path=cache_path, n_records=0, problems=(problem,))
         _check_records(reader, problems)
         nan_counts: dict[str, int] = {}
         inf_counts: dict[str, int] = {}

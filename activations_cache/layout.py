@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from activations_cache.errors import CacheFormatError
-from activations_cache.spec import CacheMetadata, CacheSpec, ColumnSpec, DatasetSpec
+from activations_cache.spec import CacheMetadata, CacheSpec, ColumnSpec, DatasetSpec, infer_kind
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "activations_cache"
@@ -30,8 +30,11 @@ RECORDS_GROUP = "records"
 COMMITTED_RECORDS = "committed_records"
 RECORD_CHUNK_ROWS = 1024
 
-TIMESTAMP_ATTRIBUTES = ("created_at", "resumed_at")
-"""Root attributes that differ between an uninterrupted run and a resumed one."""
+TIMESTAMP_ATTRIBUTES = ("created_at", "resumed_at", "repaired_at")
+"""Root attributes that differ between an uninterrupted run and a resumed (or repaired) one."""
+
+REQUIRED_ATTRIBUTES = ("model_id", "weights_hash", "tokenizer", "seed", "config_json", "config_sha256", "cache_spec")
+"""Root attributes every cache has besides ``format`` and ``schema_version`` (checked on open)."""
 
 
 def utc_now() -> str:
@@ -57,6 +60,7 @@ def root_attributes(spec: CacheSpec, meta: CacheMetadata) -> dict[str, Any]:
     return {
         "format": FORMAT_NAME,
         "schema_version": SCHEMA_VERSION,
+        "kind": meta.kind or infer_kind(spec),
         "model_id": meta.model_id,
         "weights_hash": meta.weights_hash,
         "tokenizer": meta.tokenizer,

@@ -19,7 +19,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from activations_cache.errors import CacheFormatError, CacheMismatchError, CachePathError
+from activations_cache.errors import CacheError, CacheFormatError, CacheMismatchError, CachePathError
+from activations_cache.integrity import (
+    LIVE_WRITER_READ_ATTEMPTS,
+    READ_ERRORS,
+    SuperblockError,
+    one_line,
+    open_swmr,
+    read_superblock,
+    truncation,
+)
 from activations_cache.layout import (
     COMMITTED_RECORDS,
     LIBVER,
@@ -59,6 +68,8 @@ def _differences(attributes: dict[str, object], spec: CacheSpec, meta: CacheMeta
     for name in ("schema_version", "weights_hash", "config_sha256", "model_id", "tokenizer", "seed"):
         if attributes.get(name) != expected[name]:
             differences.append(f"{name} ({attributes.get(name)!r} in the file, {expected[name]!r} now)")
+    if "kind" in attributes and attributes["kind"] != expected["kind"]:
+        differences.append(f"kind ({attributes['kind']!r} in the file, {expected['kind']!r} now)")
     stored_spec = attributes.get("cache_spec")
     if not isinstance(stored_spec, str) or CacheSpec.from_json(stored_spec) != spec:
         differences.append("the cache spec (datasets, record columns, dtype, compression or chunk_bytes)")
@@ -110,13 +121,14 @@ def _copy_rows(source: h5py.Dataset, target: h5py.Dataset, rows: int, block_rows
 def copy_committed_prefix(source_path: Path, target_path: Path, spec: CacheSpec) -> int:
     """Write a fresh cache at ``target_path`` holding the committed records of ``source_path``.
 
-    The source is opened read-only in SWMR mode (works even while HDF5 marks it open for write).
-    Root and dataset attributes are copied verbatim, plus a new ``resumed_at`` timestamp.
+    The source is opened read-only in SWMR mode (works even while HDF5 marks it open for write),
+    with bounded metadata read attempts. Root and dataset attributes are copied verbatim, plus a
+    new ``resumed_at`` timestamp.
 
     Returns:
         the number of records copied.
     """
-    with h5py.File(source_path, "r", libver=LIBVER, swmr=True) as source:
+    with open_swmr(source_path, LIVE_WRITER_READ_ATTEMPTS) as source:
         attributes = decoded_attributes(source)
         committed = int(source[COMMITTED_RECORDS][()])
         with h5py.File(target_path, "w", libver=LIBVER) as target:
@@ -149,22 +161,40 @@ def prepare_cache_file(path: Path, spec: CacheSpec, meta: CacheMetadata, overwri
         _create(path, spec, meta)
         return
     try:
+        superblock = read_superblock(path)
+    except SuperblockError as error:
+        raise CacheFormatError(
+            f"cache {path} cannot be opened even read-only ({error.reason}); delete it, or {OVERWRITE_HINT}"
+        ) from error
+    missing = truncation(path, superblock)
+    if missing is not None:
+        raise CacheFormatError(
+            f"cache {path} is truncated ({missing}); run `workbench cache repair {path}` to keep its "
+            f"readable records and rerun, or {OVERWRITE_HINT}"
+        )
+    try:
+        _resume(path, spec, meta, cleanly_closed=not superblock.open_for_write)
+    except CacheError:
+        _sibling(path, ".recovering").unlink(missing_ok=True)
+        raise
+    except READ_ERRORS as error:
+        _sibling(path, ".recovering").unlink(missing_ok=True)
+        raise CacheFormatError(
+            f"cache {path} is damaged ({one_line(error)}); run `workbench cache repair {path}` to keep its "
+            f"readable records and rerun, or {OVERWRITE_HINT}"
+        ) from error
+
+
+def _resume(path: Path, spec: CacheSpec, meta: CacheMetadata, cleanly_closed: bool) -> None:
+    """Check the existing cache belongs to this run; cut it (closed) or recover it (writer died)."""
+    if cleanly_closed:
         with h5py.File(path, "r", libver=LIBVER) as file:
             attributes = decoded_attributes(file)
-        cleanly_closed = True
-    except OSError:
-        cleanly_closed = False
-    if cleanly_closed:
         check_same_run(path, attributes, spec, meta)
         _truncate_in_place(path, spec)
         return
-    try:
-        with h5py.File(path, "r", libver=LIBVER, swmr=True) as file:
-            attributes = decoded_attributes(file)
-    except OSError as error:
-        raise CacheFormatError(
-            f"cache {path} cannot be opened even read-only ({error}); delete it, or {OVERWRITE_HINT}"
-        ) from error
+    with open_swmr(path, LIVE_WRITER_READ_ATTEMPTS) as file:
+        attributes = decoded_attributes(file)
     check_same_run(path, attributes, spec, meta)
     recovering = _sibling(path, ".recovering")
     copy_committed_prefix(path, recovering, spec)

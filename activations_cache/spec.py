@@ -60,6 +60,19 @@ BUILTIN_COLUMNS: dict[str, ColumnSpec] = {
 
 DIGEST_COLUMNS = {"prompt_sha256": "prompt", "answer_sha256": "answer"}
 
+CACHE_KINDS = ("run", "concept")
+"""What a cache holds: ``run``, the records of an experiment run (``runs/<name>/cache.h5``, written
+by the experiment runner); ``concept``, the statements of a concept set (``probes/concepts.h5``)."""
+
+CONCEPT_COLUMNS = ("label", "group_id", "text")
+"""The declared record columns of a concept cache: how the kind of a file without ``kind`` is told."""
+
+
+def infer_kind(spec: CacheSpec) -> str:
+    """The kind of a cache laid out by ``spec``: ``concept`` when it declares every column of
+    ``CONCEPT_COLUMNS``, else ``run``."""
+    return "concept" if set(CONCEPT_COLUMNS) <= set(spec.record_columns) else "run"
+
 
 def _check_name(what: str, name: str) -> None:
     if not name or "/" in name or name in (".", ".."):
@@ -214,6 +227,8 @@ class CacheMetadata:
         tokenizer: tokenizer identifier.
         config: the run's full resolved configuration (JSON-serialisable).
         seed: the run's random seed.
+        kind: one of ``CACHE_KINDS``, stored as the root attribute ``kind``; ``None`` infers it
+            from the spec (:func:`infer_kind`).
     """
 
     model_id: str
@@ -221,6 +236,11 @@ class CacheMetadata:
     tokenizer: str
     config: dict[str, Any]
     seed: int
+    kind: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind not in CACHE_KINDS:
+            raise CacheSpecError(f"CacheMetadata.kind {self.kind!r} is unknown; use one of {CACHE_KINDS} or None")
 
     @property
     def config_json(self) -> str:

@@ -20,8 +20,10 @@ all is on disk.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +41,7 @@ from activations_cache.errors import (
     CacheWriteError,
     RecordError,
 )
-from activations_cache.layout import COMMITTED_RECORDS, LIBVER, RECORDS_GROUP
+from activations_cache.layout import COMMITTED_RECORDS, LIBVER, RECORDS_GROUP, utc_now
 from activations_cache.records import duplicate_keys, record_columns
 from activations_cache.resume import check_cache_path, committed_record_keys, prepare_cache_file
 from activations_cache.spec import CacheMetadata, CacheSpec
@@ -48,25 +50,81 @@ _CLOSE = object()
 _POLL_SECONDS = 0.1
 
 
+LOCK_ATTEMPTS = 20
+"""Times ``_WriterLock`` retries after locking a lock file that its previous holder had just removed."""
+
+
+def _same_file(descriptor: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``descriptor``."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(descriptor)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _holder(descriptor: int) -> str:
+    """Who holds the lock, as written in the lock file by :meth:`_WriterLock._record_holder`."""
+    try:
+        written = json.loads(os.pread(descriptor, 4096, 0).decode("utf-8"))
+        return f"pid {int(written['pid'])} on host {written['host']}, since {written['started_at']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown: its lock file names none yet"
+
+
 class _WriterLock:
-    """An exclusive ``flock`` on ``<cache>.lock``: one writer per cache; released by the OS on death."""
+    """An exclusive ``flock`` on ``<cache>.lock``: one writer per cache; released by the OS on death.
+
+    The holder writes ``{"pid", "host", "started_at"}`` (JSON; UTC ISO 8601) into the lock file,
+    which a refused writer quotes. ``release`` removes the file while still holding the lock, and a
+    new holder checks after locking that the path still names the file it locked (retrying when
+    not): so a waiter that locks a removed file never counts as a second writer.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path.with_name(path.name + ".lock")
-        self.descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        for _ in range(LOCK_ATTEMPTS):
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(descriptor)
+                os.close(descriptor)
+                raise CachePathError(
+                    f"cache {path} is being written by another process ({holder}; lock {self.path}); "
+                    "wait for it to finish or use another run name"
+                ) from None
+            except BaseException:
+                os.close(descriptor)
+                raise
+            if _same_file(descriptor, self.path):
+                self.descriptor = descriptor
+                self._record_holder()
+                return
+            os.close(descriptor)  # locked a file its holder removed on release: lock the one at the path now
+        raise CachePathError(
+            f"cache {path}: lock {self.path} kept being replaced while locking it ({LOCK_ATTEMPTS} attempts); "
+            "another process is starting and stopping writers on it: wait for it to finish"
+        )
+
+    def _record_holder(self) -> None:
+        """Write who holds the lock into the lock file (best effort: a full disk still locks)."""
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": utc_now()}
+        text = json.dumps(holder, sort_keys=True).encode("utf-8")
         try:
-            fcntl.flock(self.descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.descriptor)
-            raise CachePathError(
-                f"cache {path} is being written by another process (lock {self.path} is held); "
-                "wait for it to finish or use another run name"
-            ) from None
+            os.ftruncate(self.descriptor, 0)
+            os.pwrite(self.descriptor, text, 0)
+        except OSError:
+            pass
 
     def release(self) -> None:
-        """Unlock and remove the lock file."""
-        self.path.unlink(missing_ok=True)
-        os.close(self.descriptor)
+        """Remove the lock file (if it is still this lock's), then unlock by closing it."""
+        try:
+            if _same_file(self.descriptor, self.path):
+                self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self.descriptor)
 
 
 class _Syncer:

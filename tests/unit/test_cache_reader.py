@@ -12,10 +12,22 @@ import h5py
 import numpy as np
 import pytest
 
-from activations_cache import CacheError, CacheFormatError, open_cache
+from activations_cache import (
+    CacheError,
+    CacheFormatError,
+    CacheMetadata,
+    CacheMismatchError,
+    CacheSpec,
+    CacheSpecError,
+    CacheWriter,
+    ColumnSpec,
+    DatasetSpec,
+    open_cache,
+    verify_cache,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_cache_writer import write
+from test_cache_writer import META, write
 
 
 @pytest.fixture()
@@ -142,3 +154,132 @@ def test_reads_a_cache_whose_writer_is_still_running(tmp_path: Path) -> None:
     assert child.wait(timeout=30) == 0
     with open_cache(path) as reader:
         assert reader.n_records == 6
+
+
+CONCEPT_SPEC_COLUMNS = {"label": ColumnSpec("int64"), "group_id": ColumnSpec("str"), "text": ColumnSpec("str")}
+
+
+CONCEPT_SPEC = CacheSpec(
+    datasets=(DatasetSpec("last_prompt", "hook_resid_post", (0, 2, 5), (8,)),), record_columns=CONCEPT_SPEC_COLUMNS
+)
+
+
+def write_concept_cache(path: Path, meta: CacheMetadata = META) -> Path:
+    """A cache laid out as the probe stage's concept caches are (declared columns label, group_id, text)."""
+    spec = CONCEPT_SPEC
+    records = [
+        {
+            "record_key": f"s{i}",
+            "item_id": f"g{i}",
+            "condition": "concept",
+            "round": 0,
+            "prompt": f"statement {i}",
+            "answer": "",
+            "n_prompt_tokens": 3,
+            "n_answer_tokens": 0,
+            "label": i % 2,
+            "group_id": f"g{i}",
+            "text": f"statement {i}",
+        }
+        for i in range(4)
+    ]
+    with CacheWriter.open(path, spec, meta) as writer:
+        writer.submit(records, {("last_prompt", "hook_resid_post"): np.zeros((4, 3, 8), np.float32)})
+    return path
+
+
+def test_expect_refuses_a_cache_of_the_other_kind(cache: Path, tmp_path: Path) -> None:
+    concepts = write_concept_cache(tmp_path / "concepts.h5")
+    with pytest.raises(CacheFormatError) as refused:
+        open_cache(concepts, expect="run")
+    assert str(refused.value) == f"{concepts} is a concept cache, not a run cache; pass runs/<name>/cache.h5"
+    with pytest.raises(
+        CacheFormatError, match=r"cache.h5 is a run cache, not a concept cache; pass runs/<name>/probes/concepts.h5"
+    ):
+        open_cache(cache, expect="concept")
+    with open_cache(concepts, expect="concept") as reader, open_cache(cache, expect="run") as run:
+        assert (reader.kind, run.kind) == ("concept", "run")
+    with h5py.File(cache, "r") as file:
+        assert file.attrs["kind"] == "run"
+    with pytest.raises(CacheError, match=r"open_cache\(expect='runs'\): use one of \('run', 'concept'\) or None"):
+        open_cache(cache, expect="runs")
+
+
+def test_kind_of_a_file_without_the_attribute_is_told_by_its_columns(cache: Path, tmp_path: Path) -> None:
+    concepts = write_concept_cache(tmp_path / "concepts.h5")
+    for path in (cache, concepts):
+        with h5py.File(path, "r+") as file:
+            del file.attrs["kind"]  # as in caches written before the attribute existed
+    with open_cache(cache) as run, open_cache(concepts) as concept:
+        assert (run.kind, concept.kind) == ("run", "concept")
+    with pytest.raises(CacheFormatError, match="is a concept cache, not a run cache"):
+        open_cache(concepts, expect="run")
+    as_run = CacheMetadata("m", "w", "t", {}, 0, kind="run")
+    declared = write_concept_cache(tmp_path / "declared.h5", as_run)
+    with open_cache(declared) as reader:
+        assert reader.kind == "run"
+    with pytest.raises(CacheMismatchError, match=r"differs in kind \('run' in the file, 'concept' now\)"):
+        CacheWriter.open(declared, CONCEPT_SPEC, CacheMetadata("m", "w", "t", {}, 0))
+    with pytest.raises(CacheSpecError, match="CacheMetadata.kind 'probe' is unknown"):
+        CacheMetadata("m", "w", "t", {}, 0, kind="probe")
+
+
+@pytest.mark.parametrize(("count", "shown"), [(-5, r"-5, outside \[0, 12\]"), (13, r"13, outside \[0, 12\]")])
+def test_a_committed_count_outside_the_rows_is_refused(cache: Path, count: int, shown: str) -> None:
+    with h5py.File(cache, "r+") as file:
+        file["committed_records"][()] = count
+    with pytest.raises(
+        CacheFormatError,
+        match=rf"cache.h5 is damaged: committed_records is {shown} \(the rows of .*\); run `workbench cache repair ",
+    ):
+        open_cache(cache)
+    if count < 0:
+        assert (
+            verify_cache(cache).problems[0].startswith("committed_records is -5, below 0; run `workbench cache repair")
+        )
+
+
+def test_missing_objects_and_bad_json_attributes_are_one_line_format_errors(cache: Path, tmp_path: Path) -> None:
+    damaged = {
+        "column": lambda file: file["records"].__delitem__("category"),
+        "dataset": lambda file: file["activations/last_prompt"].__delitem__("attn.hook_z"),
+        "config": lambda file: file.attrs.__setitem__("config_json", "{not json"),
+        "config_list": lambda file: file.attrs.__setitem__("config_json", "[1]"),
+        "spec": lambda file: file.attrs.__setitem__("cache_spec", '{"datasets": 3}'),
+        "count": lambda file: file.__delitem__("committed_records"),
+        "attribute": lambda file: file.attrs.__delitem__("weights_hash"),
+    }
+    expected = {
+        "column": "lacks the record column records/category its cache_spec declares",
+        "dataset": "lacks the dataset activations/last_prompt/attn.hook_z its cache_spec declares",
+        "config": "root attribute config_json is not valid JSON (",
+        "config_list": "root attribute config_json is a JSON list, not an object",
+        "spec": "root attribute cache_spec is not a valid cache spec (",
+        "count": "lacks an integer scalar /committed_records",
+        "attribute": "lacks root attribute(s) ['weights_hash']",
+    }
+    for name, edit in damaged.items():
+        path = tmp_path / f"{name}.h5"
+        shutil.copyfile(cache, path)
+        with h5py.File(path, "r+") as file:
+            edit(file)
+        with pytest.raises(CacheFormatError) as refused:
+            open_cache(path)
+        message = str(refused.value)
+        assert message.startswith(str(path)) and expected[name] in message and "\n" not in message, message
+        assert verify_cache(path).problems == (message,)
+
+
+def test_edited_record_text_is_refused_on_open_and_listed_by_verify(cache: Path) -> None:
+    with h5py.File(cache, "r+") as file:
+        file["records/prompt"][4] = "edited"
+    with pytest.raises(CacheFormatError) as refused:
+        open_cache(cache)
+    assert str(refused.value) == (
+        f"{cache}: prompt_sha256 does not match the stored prompt of 1 record(s) (first: record_key 'k4'); "
+        f"the records were edited or damaged: `workbench cache verify {cache}` lists them, "
+        f"`workbench cache repair {cache}` keeps the records before them"
+    )
+    assert "prompt_sha256 does not match the stored prompt for records ['k4']" in verify_cache(cache).problems[0]
+    with open_cache(cache, strict=False) as reader:
+        assert reader.records["prompt"][4] == "edited"

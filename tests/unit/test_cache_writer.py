@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import multiprocessing
 import os
+import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -31,6 +36,7 @@ from activations_cache import (
     open_cache,
 )
 from activations_cache.chunk_rows import ChunkRowAssembler, ChunkRowJob, write_chunk_row
+from activations_cache.writer import _WriterLock
 
 RESID = ("last_prompt", "hook_resid_post")
 HEADS = ("last_prompt", "attn.hook_z")
@@ -379,3 +385,97 @@ def test_open_does_not_leave_staging_files(tmp_path: Path) -> None:
     (tmp_path / "cache.h5.creating").write_bytes(b"half")
     write(path, 0, 2)
     assert sorted(os.listdir(tmp_path)) == ["cache.h5"]
+
+
+def _contend_for_the_lock(path: str, parent: Any) -> None:
+    """A second writer (in a forked child) that pauses between opening the lock file and locking it."""
+    real_flock = fcntl.flock
+    paused: list[bool] = []
+
+    def flock_after_the_parent_says_go(descriptor: int, operation: int) -> None:
+        if not paused:
+            paused.append(True)
+            parent.send("opened the lock file")
+            assert parent.recv() == "go"
+        real_flock(descriptor, operation)
+
+    fcntl.flock = flock_after_the_parent_says_go  # what activations_cache.writer calls
+    assert parent.recv() == "start"  # forked before the parent locked: no inherited lock descriptor
+    try:
+        lock = _WriterLock(Path(path))
+    except CachePathError as error:
+        parent.send(f"refused: {error}")
+        return
+    parent.send("acquired")
+    parent.recv()
+    lock.release()
+
+
+@pytest.mark.parametrize("order", ["third_locks_before_the_waiter", "waiter_locks_before_the_third"])
+def test_a_waiter_on_a_released_lock_file_never_makes_a_second_writer(tmp_path: Path, order: str) -> None:
+    """Writer A holds the lock; B opens the lock file; A releases (removing it); B locks the removed
+    file while C locks the path: before the fix both B and C went on writing."""
+    path = tmp_path / "cache.h5"
+    context = multiprocessing.get_context("fork")
+    to_child, child_end = context.Pipe()
+    child = context.Process(target=_contend_for_the_lock, args=(str(path), child_end))
+    child.start()
+    try:
+        first = _WriterLock(path)
+        to_child.send("start")
+        assert to_child.poll(30) and to_child.recv() == "opened the lock file"
+        first.release()
+        if order == "third_locks_before_the_waiter":
+            third = _WriterLock(path)
+            to_child.send("go")
+            assert to_child.poll(30)
+            answer = to_child.recv()
+            assert answer.startswith(f"refused: cache {path} is being written by another process (pid {os.getpid()} ")
+            third.release()
+        else:
+            to_child.send("go")
+            assert to_child.poll(30) and to_child.recv() == "acquired"
+            with pytest.raises(CachePathError, match=rf"being written by another process \(pid {child.pid} on host "):
+                _WriterLock(path)
+            to_child.send("release")
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+    assert not (tmp_path / "cache.h5.lock").exists()
+
+
+def test_a_second_writer_process_is_refused_naming_the_first(tmp_path: Path) -> None:
+    path = tmp_path / "cache.h5"
+    root = Path(__file__).resolve().parents[2]
+    program = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "from test_cache_writer import *\n"
+        f"writer = CacheWriter.open({str(path)!r}, make_spec(), META)\n"
+        "print('writing', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "writer.close()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", program], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root, env=env
+    )
+    assert child.stdout is not None and child.stdin is not None
+    try:
+        assert child.stdout.readline().strip() == "writing"
+        holder = json.loads((tmp_path / "cache.h5.lock").read_text())
+        assert holder["pid"] == child.pid and holder["host"] == socket.gethostname()
+        with pytest.raises(CachePathError) as refused:
+            CacheWriter.open(path, make_spec(), META)
+        assert str(refused.value) == (
+            f"cache {path} is being written by another process (pid {child.pid} on host {socket.gethostname()}, "
+            f"since {holder['started_at']}; lock {path}.lock); wait for it to finish or use another run name"
+        )
+        assert holder["started_at"].endswith("+00:00")
+    finally:
+        child.stdin.write("done\n")
+        child.stdin.flush()
+        assert child.wait(timeout=30) == 0
+    assert not (tmp_path / "cache.h5.lock").exists()
