@@ -4,8 +4,8 @@ Measures (rows of ``morality.csv``; RUN_FOLDER.md):
 - ``probe_probability``: the probe's probability of the concept class (biased / immoral / toxic);
 - ``cosine``: cosine of the record's state to the probe direction;
 - ``concept_activation``: cosine of the record's state to the concept statement's state at the
-  same site and layer (protocols.md §2.4 at the last layer, here at every probed layer);
-- ``band_cosine_attn_out`` / ``band_cosine_mlp_out``: the papers' measure (protocols.md §2.5),
+  same site and layer (docs/protocols.md §2.4 at the last layer, here at every probed layer);
+- ``band_cosine_attn_out`` / ``band_cosine_mlp_out``: the papers' measure (docs/protocols.md §2.5),
   cosine of ``hook_attn_out`` / ``hook_mlp_out`` to the concept statement's same-site state,
   averaged over the layer band (``layer`` = the band's first layer).
 The concept state of a record is its own item's biased statement when the concept set was built
@@ -29,10 +29,6 @@ from probes.persistence import SavedProbe, check_width
 from workbench.metrics.options import option_entropy
 from workbench.metrics.statistics import factorial_effects
 from workbench.results import factorial_levels
-
-MORALITY_COLUMNS = ("condition", "round", "site", "layer", "measure", "value", "ci_low", "ci_high", "n")
-CONCEPT_UNCERTAINTY_COLUMNS = ("condition", "round", "item_id", "concept_activation", "uncertainty")
-INTERACTION_COLUMNS = ("outcome", "effect", "estimate", "ci_low", "ci_high")
 
 
 @dataclass(frozen=True)
@@ -86,8 +82,8 @@ class ConceptStates:
     mean: np.ndarray
     per_item: dict[str, np.ndarray]
 
-    def for_records(self, item_ids: Sequence[str], layer: int) -> np.ndarray:
-        """[n, width] concept state at ``layer`` for each record's item (mean when it has none)."""
+    def for_records(self, item_ids: Sequence[str] | np.ndarray, layer: int) -> np.ndarray:
+        """[n, width] concept state at ``layer`` for each of ``item_ids`` ([n] record items; mean when it has none)."""
         column = self.layers.index(layer)
         return np.stack([self.per_item.get(str(item), self.mean)[column] for item in item_ids])
 
@@ -179,7 +175,7 @@ def probe_morality_rows(
 
 
 def concept_activation(reader: CacheReader, records: RunRecords, concept: ConceptStates, layer: int) -> np.ndarray:
-    """[n] cosine of each record's state to its concept state at ``layer`` (protocols.md §2.4)."""
+    """[n] cosine of each record's state to its concept state at ``layer`` (docs/protocols.md §2.4)."""
     site = stored_site(reader, concept.site, concept.position)
     states = read_layers(reader, site, [layer])[:, 0]
     if states.shape[1] != concept.mean.shape[1]:
@@ -205,7 +201,7 @@ def concept_activation_rows(
 
 
 def band_cosine(reader: CacheReader, records: RunRecords, concept: ConceptStates, band: Sequence[int]) -> np.ndarray:
-    """[n] mean over ``band`` layers of the cosine to the concept state (protocols.md §2.5)."""
+    """[n] mean over ``band`` layers of the cosine to the concept state (docs/protocols.md §2.5)."""
     return np.mean([concept_activation(reader, records, concept, layer) for layer in band], axis=0)
 
 
@@ -254,7 +250,7 @@ def pearson_r(x: np.ndarray, y: np.ndarray) -> float | None:
 def concept_uncertainty_correlations(
     records: RunRecords, activation: np.ndarray
 ) -> dict[str, dict[str, float | int | None]]:
-    """Per condition: Pearson r of per-round means over rounds, and over records (protocols.md §2.4).
+    """Per condition: Pearson r of per-round means over rounds, and over records (docs/protocols.md §2.4).
 
     Returns:
         condition -> ``{"r_round_means", "n_rounds", "r_records", "n_records"}`` (r is ``None``

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from activations_cache import (
+    CacheError,
     CacheMetadata,
     CacheReader,
     CacheSpec,
@@ -146,15 +147,21 @@ def capture_concept_set(
 
 
 def concept_cache_matches(cache_path: Path, sites: Sequence[ProbeSite], weights_hash: str, config_sha256: str) -> bool:
-    """Whether ``cache_path`` exists with this layout, these weights and this configuration."""
+    """Whether ``cache_path`` exists with this layout, these weights and this configuration.
+
+    A concept cache is derived data: a damaged or foreign file does not match, and is captured again.
+    """
     if not cache_path.is_file():
         return False
-    with open_cache(cache_path) as reader:
-        return (
-            reader.spec == concept_cache_spec(sites)
-            and reader.metadata["weights_hash"] == weights_hash
-            and reader.metadata["config_sha256"] == config_sha256
-        )
+    try:
+        with open_cache(cache_path, expect="concept") as reader:
+            return (
+                reader.spec == concept_cache_spec(sites)
+                and reader.metadata["weights_hash"] == weights_hash
+                and reader.metadata["config_sha256"] == config_sha256
+            )
+    except CacheError:
+        return False
 
 
 def concept_cache_complete(
@@ -167,7 +174,7 @@ def concept_cache_complete(
     """Whether ``cache_path`` matches (see ``concept_cache_matches``) and holds every statement."""
     if not concept_cache_matches(cache_path, sites, weights_hash, config_sha256):
         return False
-    with open_cache(cache_path) as reader:
+    with open_cache(cache_path, expect="concept") as reader:
         return set(reader.records["record_key"]) >= {example.example_id for example in examples}
 
 

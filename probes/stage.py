@@ -22,9 +22,6 @@ import numpy as np
 
 from activations_cache import CacheMetadata, CacheReader, config_sha256, open_cache
 from probes.apply import (
-    CONCEPT_UNCERTAINTY_COLUMNS,
-    INTERACTION_COLUMNS,
-    MORALITY_COLUMNS,
     ConceptStates,
     RunRecords,
     band_cosine_rows,
@@ -56,16 +53,13 @@ from probes.estimators import CCSProbe, LinearProbe, LogisticProbe, MeanDifferen
 from probes.evaluation import LayerEvaluation, evaluate_layers
 from probes.layerwise import LayerwiseProbe
 from probes.persistence import ProbeProvenance, SavedProbe, load_probe, save_probe
-from probes.steering import STEERING_COLUMNS, round_zero_prompts, steering_rows
-from probes.tables import LAYER_SCORE_COLUMNS, layer_score_rows, write_table
+from probes.steering import round_zero_prompts, steering_rows
+from probes.tables import layer_score_rows, write_table
 from probes.training_sets import training_set
 from workbench.models.loading import LoadedModel
+from workbench.run_folder import RunFolder
 from workbench.tasks.items import Item
 from workbench.tasks.registry import TaskConfig, load_configured_task
-
-RUN_CACHE = "cache.h5"
-PROBES_DIR = "probes"
-CONCEPT_CACHE = "concepts.h5"
 
 
 def estimator_for(config: ProbeConfig) -> LinearProbe:
@@ -211,14 +205,14 @@ def run_probe_stage(
         ProbeInputError and subclasses: missing cache, site or layer, one-class concept set,
             NaN activations, probes of another width.
     """
-    run_dir = Path(run_dir)
-    cache_path = run_dir / RUN_CACHE
+    run = RunFolder(Path(run_dir))
+    cache_path = run.cache
     if not cache_path.is_file():
         raise ProbeInputError(f"{cache_path} does not exist; run `workbench run CONFIG` first")
-    out_dir = run_dir / PROBES_DIR
+    out_dir = run.probes
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    with open_cache(cache_path) as reader:
+    with open_cache(cache_path, expect="run") as reader:
         source = ModelSource(str(reader.metadata["weights_hash"]), loader, model)
         backend = backend or recorded_backend(reader)
         sites = resolve_probe_sites(reader, config.sites, config.position)
@@ -228,7 +222,7 @@ def run_probe_stage(
         )
         per_item_ids = item_concept_ids(items, examples)
         stored = concept_sites(reader, sites, config)
-        concepts_path = ensure_concept_cache(out_dir / CONCEPT_CACHE, reader, source, examples, stored, config, backend)
+        concepts_path = ensure_concept_cache(run.concept_cache, reader, source, examples, stored, config, backend)
         written.append(concepts_path)
 
         evaluations, probes, states = fit_probes(concepts_path, examples, sites, stored, per_item_ids, config, out_dir)
@@ -236,18 +230,18 @@ def run_probe_stage(
         layer_rows = [
             row for site in sites for row in layer_score_rows(evaluations[site.site], site.site, site.position)
         ]
-        written.append(write_table(out_dir / "layer_scores.csv", LAYER_SCORE_COLUMNS, layer_rows))
+        written.append(write_table(run, "layer_scores", layer_rows))
 
         saved = [load_probe(path) for path in probes]
         summary, tables = apply_to_run(reader, saved, states, sites, config)
-        for name, (columns, rows) in tables.items():
-            written.append(write_table(out_dir / name, columns, rows))
+        for name, rows in tables.items():
+            written.append(write_table(run, name, rows))
 
         if config.steering:
             primary = sites[0]
             layers = config.steering_layers or (best_layer(evaluations[primary.site], primary.layers),)
             rows = steer(reader, source.get(), saved, primary, layers, config)
-            written.append(write_table(out_dir / "steering.csv", STEERING_COLUMNS, rows))
+            written.append(write_table(run, "steering", rows))
             summary["steering"] = {"site": primary.site, "layers": list(layers), "alphas": list(config.steering_alphas)}
 
         summary.update(
@@ -262,7 +256,7 @@ def run_probe_stage(
             },
             probe_sites=[{"site": s.site, "position": s.position, "layers": list(s.layers)} for s in sites],
         )
-        summary_path = out_dir / "summary.json"
+        summary_path = run.probe_summary
         summary_path.write_text(json.dumps(json_ready(summary), indent=2) + "\n", encoding="utf-8")
         written.append(summary_path)
     return written
@@ -324,7 +318,7 @@ def fit_probes(
     estimator = estimator_for(config)
     ids = [example.example_id for example in examples]
     evaluations, paths, states = {}, [], []
-    with open_cache(concepts_path) as concepts:
+    with open_cache(concepts_path, expect="concept") as concepts:
         for site in stored:
             activations = read_concept_activations(concepts, site.site, site.position, site.layers, ids)
             states.append(concept_states(activations, site, per_item_ids))
@@ -374,8 +368,9 @@ def apply_to_run(
     states: list[ConceptStates],
     sites: list[ProbeSite],
     config: ProbeConfig,
-) -> tuple[dict[str, Any], dict[str, tuple[tuple[str, ...], list[dict[str, object]]]]]:
-    """Morality, concept-uncertainty and interaction tables of the run; the summary entries."""
+) -> tuple[dict[str, Any], dict[str, list[dict[str, object]]]]:
+    """The summary entries, and the rows of the morality, concept-uncertainty and interaction tables of the run
+    (by their names in :data:`~workbench.run_folder.RUN_TABLES`)."""
     records = RunRecords.from_cache(reader)
     readings = read_probes(reader, probes)
     morality = probe_morality_rows(records, readings, config.measures, config.seed)
@@ -406,12 +401,9 @@ def apply_to_run(
     level = np.mean([readings.probability[primary.site, layer] for layer in band], axis=0)
     summary["morality_level"] = {"measure": "probe_probability", "site": primary.site, "layers": list(band)}
     tables = {
-        "morality.csv": (MORALITY_COLUMNS, morality),
-        "concept_uncertainty.csv": (CONCEPT_UNCERTAINTY_COLUMNS, concept_uncertainty_rows(records, activation)),
-        "interactions.csv": (
-            INTERACTION_COLUMNS,
-            interaction_rows(records, level, "morality_probe_probability", config.seed),
-        ),
+        "morality": morality,
+        "concept_uncertainty": concept_uncertainty_rows(records, activation),
+        "probe_interactions": interaction_rows(records, level, "morality_probe_probability", config.seed),
     }
     return summary, tables
 
@@ -431,7 +423,7 @@ def steer(
         raise ProbeConfigError(
             f"[probe] steering_layers {missing} have no probe at {site.site}; probed layers: {list(site.layers)}"
         )
-    prompts = round_zero_prompts(reader, model, config.max_steering_prompts, config.seed)
+    prompts = round_zero_prompts(reader, config.max_steering_prompts, config.seed)
     return [
         row
         for layer in layers

@@ -1,4 +1,4 @@
-"""Writing the tidy CSV tables of ``run_dir/probes/`` (RUN_FOLDER.md)."""
+"""Writing the tidy CSV tables of ``run_dir/probes/`` (RUN_FOLDER.md; names and columns: workbench/run_folder.py)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,21 @@ from pathlib import Path
 
 from probes.evaluation import LayerEvaluation
 from probes.metrics import Estimate
+from workbench.run_folder import RUN_TABLES, RunFolder
 
-LAYER_SCORE_COLUMNS = ("site", "position", "layer", "arm", "metric", "value", "ci_low", "ci_high")
 
+def write_table(run: RunFolder, name: str, rows: Sequence[dict[str, object]]) -> Path:
+    """Write ``rows`` as the table ``name`` of :data:`~workbench.run_folder.RUN_TABLES` in ``run``.
 
-def write_table(path: Path, columns: Sequence[str], rows: Sequence[dict[str, object]]) -> Path:
-    """Write ``rows`` under a header of ``columns`` (UTF-8, ``csv`` quoting); returns ``path``.
+    The header is the table's row type's fields (UTF-8, ``csv`` quoting); returns the file's path.
 
     Raises:
-        ValueError: a row with keys other than ``columns``.
+        ValueError: a row with keys other than those columns.
     """
+    path = run.table(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="raise")
+        writer = csv.DictWriter(handle, fieldnames=RUN_TABLES[name].columns, extrasaction="raise")
         writer.writeheader()
         writer.writerows(rows)
     return path

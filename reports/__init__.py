@@ -8,12 +8,11 @@
 from __future__ import annotations
 
 from reports.build import build_report
-from reports.run_results import RunFolderError, RunResults
+from reports.run_results import RunResults
 from reports.static_export import StaticExporterMissingError, export_figure
 from reports.tables import TableFormatError
 
 __all__ = [
-    "RunFolderError",
     "RunResults",
     "StaticExporterMissingError",
     "TableFormatError",

@@ -9,9 +9,7 @@ import plotly.offline
 from reports.html_page import render_report_page
 from reports.run_results import RunResults
 from reports.sections import report_figures
-
-REPORT_DIR = "report"
-REPORT_PAGE = "index.html"
+from workbench.run_folder import REPORT_PAGE, RunFolder
 
 
 def build_report(run_dir: Path, out_dir: Path | None = None) -> Path:
@@ -19,10 +17,10 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> Path:
 
     The page goes to ``out_dir`` when given, else to ``<run folder>/report/``. It opens offline:
     plotly.js is embedded once. Figures whose tables are missing are left out and the page says
-    why. Raises ``RunFolderError`` / ``TableFormatError`` (both ``ValueError``) for bad input.
+    why. Raises ``workbench.run_folder.RunFolderError`` / ``TableFormatError`` (both ``ValueError``) for bad input.
     """
     results = RunResults.load(run_dir)
-    target = out_dir if out_dir is not None else results.run_dir / REPORT_DIR
+    target = out_dir if out_dir is not None else RunFolder(results.run_dir).report
     page = render_report_page(results, report_figures(results), plotly.offline.get_plotlyjs())
     target.mkdir(parents=True, exist_ok=True)
     path = target / REPORT_PAGE

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import html
 
-from reports.tables import ItemAnswer
+from workbench.run_tables import ItemAnswer
 
 PROMPT_EXCERPT_CHARS = 160
 ANSWER_CHARS = 120

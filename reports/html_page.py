@@ -15,9 +15,9 @@ from typing import Any
 import plotly.graph_objects as go
 
 from reports.escaping import escape_html
-from reports.run_results import RUN_TABLES, RunResults
+from reports.run_results import REPORT_TABLES, RunResults
 from reports.sections import ReportFigure
-from reports.tables import BehaviourMetric
+from workbench.run_tables import BehaviourMetric
 
 # Undefined values listed under a figure; the rest are counted and left to results/behaviour.csv.
 MAX_UNDEFINED_ROWS = 40
@@ -105,7 +105,7 @@ def _figure_index(figures: list[ReportFigure]) -> str:
 
 def _table_status(results: RunResults) -> str:
     rows = []
-    for name, table in RUN_TABLES.items():
+    for name, table in REPORT_TABLES.items():
         values = getattr(results, name)
         status = "not found" if values is None else f"{len(values)} rows"
         rows.append(f"<tr><td>{table.path}</td><td>{status}</td><td>{table.stage}</td></tr>")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from reports.tables import (
+from reports.tables import read_table
+from workbench.run_folder import RUN_TABLES, RunFolder, RunFolderError, RunTable
+from workbench.run_tables import (
     AnswerFlip,
     BehaviourMetric,
     BiasLevel,
@@ -19,49 +21,16 @@ from reports.tables import (
     ItemAnswer,
     LayerScore,
     MoralityLevel,
-    read_table,
 )
-
-CACHE_FILE = "cache.h5"
-CONFIG_FILE = "config.toml"
-
-
-class RunFolderError(ValueError):
-    """The path given is not a run folder that a report can be built from."""
-
-
-@dataclass(frozen=True)
-class RunTable:
-    """Where one table lives in the run folder and which ``workbench`` stage writes it."""
-
-    path: str
-    row_type: type
-    stage: str
-
-
-# RunResults field name -> table; paths as in workbench/RUN_FOLDER.md.
-RUN_TABLES: dict[str, RunTable] = {
-    "behaviour": RunTable("results/behaviour.csv", BehaviourMetric, "workbench results"),
-    "convergence": RunTable("results/convergence.csv", ConvergenceRound, "workbench results"),
-    "flips": RunTable("results/flips.csv", AnswerFlip, "workbench results"),
-    "calibration": RunTable("results/calibration.csv", CalibrationBin, "workbench results"),
-    "behaviour_interactions": RunTable("results/interactions.csv", InteractionEffect, "workbench results"),
-    "items": RunTable("results/items.csv", ItemAnswer, "workbench results"),
-    "layer_scores": RunTable("probes/layer_scores.csv", LayerScore, "workbench probe"),
-    "morality": RunTable("probes/morality.csv", MoralityLevel, "workbench probe"),
-    "concept_uncertainty": RunTable("probes/concept_uncertainty.csv", ConceptUncertainty, "workbench probe"),
-    "probe_interactions": RunTable("probes/interactions.csv", InteractionEffect, "workbench probe"),
-    "heads": RunTable("attribution/heads.csv", HeadEffect, "workbench attribute"),
-    "bias_levels": RunTable("attribution/bias_levels.csv", BiasLevel, "workbench bias"),
-}
 
 
 @dataclass(frozen=True)
 class RunResults:
-    """Every table of one run folder; a table is ``None`` when its file does not exist.
+    """Every table of one run folder that the report draws; a table is ``None`` when its file does not exist.
 
-    ``config`` is the parsed ``config.toml`` (``None`` when absent). Tables are tuples of the
-    row types of :mod:`reports.tables`, in file order.
+    ``config`` is the parsed ``config.toml`` (``None`` when absent). Each other field is named as
+    its table in :data:`workbench.run_folder.RUN_TABLES` and holds a tuple of its row type
+    (:mod:`workbench.run_tables`), in file order.
     """
 
     run_dir: Path
@@ -87,28 +56,34 @@ class RunResults:
         ``results/`` nor ``cache.h5``, and ``TableFormatError`` / :class:`RunFolderError` for a
         malformed table or ``config.toml``.
         """
-        run_dir = run.parent if run.is_file() and run.name == CACHE_FILE else run
-        if not run_dir.is_dir():
+        folder = RunFolder.at(run)
+        if not folder.root.is_dir():
             raise RunFolderError(
                 f"{run}: no such run folder; run `workbench run CONFIG` first, "
                 "then pass the folder it writes (runs/<name>)"
             )
-        if not (run_dir / "results").is_dir() and not (run_dir / CACHE_FILE).is_file():
+        if not folder.results.is_dir() and not folder.cache.is_file():
             raise RunFolderError(
-                f"{run_dir}: holds neither results/ nor {CACHE_FILE}; run `workbench run CONFIG` "
-                "first, then pass the folder it writes (runs/<name>)"
+                f"{folder.root}: holds neither {folder.results.name}/ nor {folder.cache.name}; run `workbench run "
+                "CONFIG` first, then pass the folder it writes (runs/<name>)"
             )
-        tables = {
-            name: read_table(run_dir / table.path, table.row_type)
-            for name, table in RUN_TABLES.items()
-            if (run_dir / table.path).is_file()
+        tables: dict[str, Any] = {
+            name: read_table(folder.table(name), table.row_type)
+            for name, table in REPORT_TABLES.items()
+            if folder.table(name).is_file()
         }
-        return cls(run_dir=run_dir, config=_read_config(run_dir / CONFIG_FILE), **tables)
+        return cls(run_dir=folder.root, config=_read_config(folder.config), **tables)
 
     @property
     def name(self) -> str:
         """The run's name: its folder's name."""
         return self.run_dir.resolve().name
+
+
+# The tables the report reads: those RunResults has a field for, in the order of RUN_TABLES.
+REPORT_TABLES: dict[str, RunTable] = {
+    name: table for name, table in RUN_TABLES.items() if name in {field.name for field in fields(RunResults)}
+}
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:

@@ -26,8 +26,8 @@ from reports.figures.concept import measured_points
 from reports.figures.convergence import behaviour_metrics_of
 from reports.figures.morality import morality_sites_of
 from reports.figures.uncertainty import UNCERTAINTY_METRICS, uncertainty_metrics_of
-from reports.run_results import RUN_TABLES, RunResults
-from reports.tables import BehaviourMetric
+from reports.run_results import REPORT_TABLES, RunResults
+from workbench.run_tables import BehaviourMetric
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ class ReportFigure:
 
 
 def table_absence(results: RunResults, name: str) -> str | None:
-    """Why the table ``name`` of :data:`RUN_TABLES` cannot be drawn, or ``None`` if it has rows."""
-    table = RUN_TABLES[name]
+    """Why the table ``name`` of :data:`REPORT_TABLES` cannot be drawn, or ``None`` if it has rows."""
+    table = REPORT_TABLES[name]
     rows = getattr(results, name)
     if rows is None:
         return f"{table.path} not found (run `{table.stage}` on this run first)"

@@ -12,8 +12,9 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -120,6 +121,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("path", type=Path, help="a cache file or its run folder")
     verify.set_defaults(handler=_cache_verify)
+    repair = cache_commands.add_parser(
+        "repair",
+        help="bring a damaged cache back to its last good commit",
+        description="Repair a truncated or damaged cache: keep the longest prefix of committed records that "
+        "reads back whole, set the damaged original aside as <cache>.damaged-<time>, and print what was kept. "
+        "Exit 2 when nothing can be kept (the file is then left as it is).",
+    )
+    repair.add_argument("path", type=Path, help="a cache file or its run folder")
+    repair.set_defaults(handler=_cache_repair)
 
     results = commands.add_parser(
         "results",
@@ -170,6 +180,8 @@ def _run(args: argparse.Namespace) -> int:
     from workbench.config import RunConfig
     from workbench.pipeline import plan_run, probe_stage, results_stage, run_stage
     from workbench.progress import progress_display
+    from workbench.run_folder import RunFolder
+    from workbench.runner import ExperimentRunner
 
     config = RunConfig.load(args.config)
     overrides = {}
@@ -197,18 +209,18 @@ def _run(args: argparse.Namespace) -> int:
         with progress_display(console) as progress:
             task = progress.add_task("loading model", total=None)
 
-            def attach(runner):  # type: ignore[no-untyped-def]
+            def attach(runner: ExperimentRunner) -> Callable[[int], None]:
                 progress.update(task, description=f"{config.name}: records", total=runner.total_records)
                 return lambda n: progress.advance(task, n)
 
             run_dir = run_stage(config, overwrite=args.overwrite, on_model_loaded=attach)
-        console.print(f"cache: {run_dir / 'cache.h5'}")
+        console.print(f"cache: {RunFolder(run_dir).cache}")
     if "results" in stages:
         tables, _ = results_stage(run_dir, config.results)
         _print_results(tables.tables["behaviour"], "accuracy")
     if "probe" in stages:
         probe_stage(run_dir, config.probe)
-        console.print(f"probes: {run_dir / 'probes'}")
+        console.print(f"probes: {RunFolder(run_dir).probes}")
     if "report" in stages:
         from reports import build_report
 
@@ -217,7 +229,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_results(behaviour: list[dict], metric: str) -> None:
+def _print_results(behaviour: list[dict[str, Any]], metric: str) -> None:
     from workbench.results import format_results_table
 
     out.print(format_results_table(behaviour, metric=metric))
@@ -264,6 +276,14 @@ def _cache_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cache_repair(args: argparse.Namespace) -> int:
+    from activations_cache import repair_cache
+    from workbench.pipeline import resolve_cache
+
+    print(repair_cache(resolve_cache(args.path)).summary())
+    return 0
+
+
 def _results(args: argparse.Namespace) -> int:
     from workbench.pipeline import results_stage
 
@@ -277,19 +297,20 @@ def _probe(args: argparse.Namespace) -> int:
     from probes import ProbeConfig, ProbeConfigError
     from workbench.config import ConfigError, read_toml_file
     from workbench.config_tables import dataclass_to_table
-    from workbench.pipeline import probe_stage, resolve_cache, run_config
+    from workbench.pipeline import probe_stage, run_config
+    from workbench.run_folder import RunFolder
 
-    cache_path = resolve_cache(args.run)
+    run = RunFolder.with_cache(args.run)
     probe = None
     if args.config:
         override = read_toml_file(args.config).get("probe", {})
-        base = dataclass_to_table(run_config(cache_path.parent).probe)
+        base = dataclass_to_table(run_config(run.root).probe)
         try:
             probe = ProbeConfig.from_dict({**base, **override} if isinstance(override, dict) else override)
         except ProbeConfigError as error:
             raise ConfigError(f"{args.config}: {error}") from None
-    probe_stage(cache_path, probe)
-    console.print(f"probes: {cache_path.parent / 'probes'}")
+    probe_stage(run.root, probe)
+    console.print(f"probes: {run.probes}")
     return 0
 
 

@@ -26,6 +26,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from workbench.run_folder import RunFolder, RunFolderError
+
 if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedTokenizerBase
@@ -49,15 +51,11 @@ class DebiasingConfigError(ValueError):
     """A debiasing TOML file that is missing, unreadable, or wrong for the command."""
 
 
-class RunFolderError(ValueError):
-    """A ``--run`` path that cannot be a run folder."""
-
-
 class CheckpointLabelError(ValueError):
     """``--label`` values that do not match the ``--model`` values one to one."""
 
 
-def add_debiasing_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_debiasing_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bias``, ``attribute``, ``debias`` and ``finetune`` to the ``workbench`` subcommands.
 
     Each subcommand sets ``handler`` (a function of the parsed namespace returning the exit status).
@@ -274,11 +272,11 @@ def _bias_config(config_path: Path, tables: dict[str, dict[str, Any]]) -> BiasCo
     return config
 
 
-def _run_folder(path: Path) -> Path:
+def _run_folder(path: Path) -> RunFolder:
     if path.exists() and not path.is_dir():
         raise RunFolderError(f"--run {path} is a file; give a folder (it is created if missing)")
     path.mkdir(parents=True, exist_ok=True)
-    return path
+    return RunFolder(path)
 
 
 def checkpoint_label(spec: str) -> str:
@@ -327,25 +325,25 @@ def bias_levels_table(path: Path) -> Table:
     return table
 
 
-def _print_bias_levels(run_dir: Path) -> None:
-    path = run_dir / "attribution" / "bias_levels.csv"
+def _print_bias_levels(run: RunFolder) -> None:
+    path = run.table("bias_levels")
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist yet; measure a checkpoint with `workbench bias --model SPEC`")
     out.print(bias_levels_table(path))
 
 
 def _measure_and_record(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: BiasConfig, run_dir: Path, label: str
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: BiasConfig, run: RunFolder, label: str
 ) -> None:
     from workbench.bias.levels import run_bias_stage
 
     console.print(f"measuring the bias level of {label}")
-    run_bias_stage(model, tokenizer, config, run_dir, label)
+    run_bias_stage(model, tokenizer, config, run.root, label)
 
 
 def run_bias_command(args: argparse.Namespace) -> int:
     """``workbench bias``: measure each --model, then print every recorded checkpoint side by side."""
-    run_dir = _run_folder(args.run)
+    run = _run_folder(args.run)
     if args.label and len(args.label) != len(args.model):
         raise CheckpointLabelError(
             f"{len(args.label)} --label for {len(args.model)} --model; give one label per model, in order, or none"
@@ -360,8 +358,8 @@ def run_bias_command(args: argparse.Namespace) -> int:
         config = _bias_config(args.config, read_config_tables(args.config))
         for spec, label in zip(args.model, labels):
             loaded = _load(spec, args.device)
-            _measure_and_record(loaded.model, loaded.tokenizer, config, run_dir, label)
-    _print_bias_levels(run_dir)
+            _measure_and_record(loaded.model, loaded.tokenizer, config, run, label)
+    _print_bias_levels(run)
     return 0
 
 
@@ -411,7 +409,7 @@ def run_attribute_command(args: argparse.Namespace) -> int:
     from workbench.attribution.attribute import AttributionConfig, attribute
     from workbench.attribution.selection import require_same_architecture
 
-    run_dir = _run_folder(args.run)
+    run = _run_folder(args.run)
     config = stage_config(args.config, read_config_tables(args.config), "attribution", AttributionConfig.from_dict)
     require_input_file(args.config, "attribution", "occupations_path", config.occupations_path)
     base_label = args.label or checkpoint_label(args.model)
@@ -420,24 +418,25 @@ def run_attribute_command(args: argparse.Namespace) -> int:
         raise CheckpointLabelError(
             f"--model and --debiased both have the label {base_label!r}; set --label / --debiased-label apart"
         )
+    debiased_name = debiased_label or "debiased"
     base = _load(args.model, args.device)
     debiased = None
     if args.debiased:
         debiased = _load(args.debiased, args.device)
         require_same_architecture(base.architecture, debiased.architecture)
     console.print(f"attributing bias to heads with {', '.join(config.methods)}")
-    selected = attribute(base, config, run_dir, debiased, base_label, debiased_label or "debiased")
-    heads_path = run_dir / "attribution" / "heads.csv"
+    selected = attribute(base, config, run.root, debiased, base_label, debiased_name)
+    heads_path = run.table("heads")
     base_tables = effect_tables(heads_path, base_label)
     out.print(_top_heads_table(base_tables, config.selection_method, base_label, args.top))
     _print_agreement(base_tables, base_label)
     out.print(f"heads: {heads_path}")
     if debiased is None:
         return 0
-    _print_agreement(effect_tables(heads_path, debiased_label), debiased_label)
+    _print_agreement(effect_tables(heads_path, debiased_name), debiased_name)
     table = Table(
         title=f"successfully debiased heads ({config.selection_method}: |effect| fell from "
-        f"{base_label} to {debiased_label}, logits)"
+        f"{base_label} to {debiased_name}, logits)"
     )
     for column in ("layer", "head", "effect before", "effect after", "drop"):
         table.add_column(column, justify="right")
@@ -446,12 +445,12 @@ def run_attribute_command(args: argparse.Namespace) -> int:
             str(row.layer), str(row.head), f"{row.effect_before:+.4f}", f"{row.effect_after:+.4f}", f"{row.drop:.4f}"
         )
     out.print(table)
-    selected_path = run_dir / "attribution" / "selected_heads.csv"
+    selected_path = run.table("selected_heads")
     if selected:
         out.print(f"{len(selected)} heads selected: {selected_path}")
     else:
         console.print(
-            f"[yellow]no head's |effect| fell[/] from {base_label} to {debiased_label}: {selected_path} "
+            f"[yellow]no head's |effect| fell[/] from {base_label} to {debiased_name}: {selected_path} "
             "is empty; the prosocial modes need at least one head (debias longer or relax top_k / min_drop)"
         )
     return 0
@@ -465,7 +464,7 @@ def run_debias_command(args: argparse.Namespace) -> int:
     from workbench.finetune.cda import NoGenderedWordsError
     from workbench.finetune.debias import PROVENANCE_FILE, DebiasConfig, debias
 
-    run_dir = _run_folder(args.run)
+    run = _run_folder(args.run)
     tables = read_config_tables(args.config)
     config = stage_config(args.config, tables, "debias", DebiasConfig.from_dict)
     require_input_file(args.config, "debias", "corpus_path", config.corpus_path)
@@ -473,7 +472,7 @@ def run_debias_command(args: argparse.Namespace) -> int:
     loaded = _load(args.model, args.device)
     console.print(f"CDA debiasing: {config.steps} steps of {config.batch_size} texts")
     try:
-        checkpoint = debias(loaded.model, loaded.tokenizer, config, run_dir, loaded.model_id)
+        checkpoint = debias(loaded.model, loaded.tokenizer, config, run.root, loaded.model_id)
     except NoGenderedWordsError as error:
         raise NoGenderedWordsError(f"{config.corpus_path}: {error}") from None
     provenance = json.loads((checkpoint / PROVENANCE_FILE).read_text(encoding="utf-8"))
@@ -490,8 +489,8 @@ def run_debias_command(args: argparse.Namespace) -> int:
             f"final loss {provenance['final_loss']:.3f} nats/token"
         )
     if bias_config is not None:
-        _measure_and_record(loaded.model, loaded.tokenizer, bias_config, run_dir, config.checkpoint_name)
-        _print_bias_levels(run_dir)
+        _measure_and_record(loaded.model, loaded.tokenizer, bias_config, run, config.checkpoint_name)
+        _print_bias_levels(run)
     return 0
 
 
@@ -511,7 +510,7 @@ def require_heads_in_range(path: Path, architecture: ModelArchitecture, model_na
             )
 
 
-def _finetune_table(args: argparse.Namespace, tables: dict[str, dict[str, Any]], run_dir: Path) -> dict[str, Any]:
+def _finetune_table(args: argparse.Namespace, tables: dict[str, dict[str, Any]], run: RunFolder) -> dict[str, Any]:
     """The [finetune] table with the command line's mode, the per-mode checkpoint folder and,
     for the prosocial modes, the selected heads and debiased checkpoint filled in."""
     from workbench.finetune.debias import DebiasConfig
@@ -528,8 +527,8 @@ def _finetune_table(args: argparse.Namespace, tables: dict[str, dict[str, Any]],
     if "prosocial" in mode:
         debiased_name = tables.get("debias", {}).get("checkpoint_name", DebiasConfig.checkpoint_name)
         defaults = {
-            "selected_heads_path": (args.selected_heads, run_dir / "attribution" / "selected_heads.csv"),
-            "debiased_checkpoint": (args.debiased, run_dir / "checkpoints" / debiased_name),
+            "selected_heads_path": (args.selected_heads, run.table("selected_heads")),
+            "debiased_checkpoint": (args.debiased, run.checkpoint(debiased_name)),
         }
         for key, (given, fallback) in defaults.items():
             table[key] = str(given or table.get(key) or fallback)
@@ -543,13 +542,12 @@ def _require_prosocial_inputs(args: argparse.Namespace, config: FinetuneConfig, 
     from workbench.finetune.train import WEIGHTS_FILE
     from workbench.models.architecture import ModelArchitecture
 
-    heads = Path(config.selected_heads_path)
+    heads, debiased = config.prosocial_paths()
     if not heads.is_file():
         raise FileNotFoundError(
             f"{heads} does not exist; run `workbench attribute --model BASE --debiased DEBIASED` first "
             "or pass --selected-heads"
         )
-    debiased = Path(config.debiased_checkpoint)
     if not (debiased / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(
             f"{debiased} holds no {WEIGHTS_FILE}; run `workbench debias` first or pass --debiased DIR"
@@ -558,11 +556,13 @@ def _require_prosocial_inputs(args: argparse.Namespace, config: FinetuneConfig, 
     require_heads_in_range(heads, loaded.architecture, args.model)
 
 
-def _fine_tuned_modes_table(run_dir: Path) -> Table:
+def _fine_tuned_modes_table(run: RunFolder) -> Table:
+    from workbench.finetune.train import RESULT_FILE
+
     table = Table(title="fine-tuned checkpoints (held-out task accuracy)")
     for column in ("checkpoint", "mode", "steps", "train / held-out", "final train loss", "accuracy"):
         table.add_column(column, justify="right")
-    for path in sorted((run_dir / "checkpoints").glob("*/finetune_result.json")):
+    for path in sorted(run.checkpoints.glob(f"*/{RESULT_FILE}")):
         record = json.loads(path.read_text(encoding="utf-8"))
         result = record["result"]
         table.add_row(
@@ -580,22 +580,22 @@ def run_finetune_command(args: argparse.Namespace) -> int:
     """``workbench finetune``: fine-tune (resumable), report accuracy, measure and compare bias."""
     from workbench.finetune.train import FinetuneConfig, finetune
 
-    run_dir = _run_folder(args.run)
+    run = _run_folder(args.run)
     tables = read_config_tables(args.config)
     config = stage_config(
-        args.config, {"finetune": _finetune_table(args, tables, run_dir)}, "finetune", FinetuneConfig.from_dict
+        args.config, {"finetune": _finetune_table(args, tables, run)}, "finetune", FinetuneConfig.from_dict
     )
     require_input_file(args.config, "finetune", "data_path", config.data_path)
     bias_config = _bias_config(args.config, tables)
     loaded = _load(args.model, args.device)
     if "prosocial" in config.mode:
         _require_prosocial_inputs(args, config, loaded)
-    folder = run_dir / "checkpoints" / config.checkpoint_name
+    folder = run.checkpoint(config.checkpoint_name)
     done = sorted(folder.glob("step-*"))
     if done:
         console.print(f"resuming from {done[-1]}")
     console.print(f"fine-tuning {args.model} on {config.task} ({config.mode})")
-    result = finetune(loaded.model, loaded.tokenizer, config, run_dir, stop_after_steps=args.stop_after_steps)
+    result = finetune(loaded.model, loaded.tokenizer, config, run.root, stop_after_steps=args.stop_after_steps)
     if result is None:
         out.print(
             f"stopped after step {args.stop_after_steps}: {folder / f'step-{args.stop_after_steps:06d}'}; "
@@ -606,7 +606,7 @@ def run_finetune_command(args: argparse.Namespace) -> int:
         f"{config.checkpoint_name}: held-out accuracy {result.held_out_accuracy:.3f} on {result.n_held_out} "
         f"examples after {result.steps} steps (final train loss {result.final_train_loss:.4f}); {folder}"
     )
-    _measure_and_record(loaded.model, loaded.tokenizer, bias_config, run_dir, config.checkpoint_name)
-    out.print(_fine_tuned_modes_table(run_dir))
-    _print_bias_levels(run_dir)
+    _measure_and_record(loaded.model, loaded.tokenizer, bias_config, run, config.checkpoint_name)
+    out.print(_fine_tuned_modes_table(run))
+    _print_bias_levels(run)
     return 0

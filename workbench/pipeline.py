@@ -27,24 +27,20 @@ from workbench.config import RunConfig
 from workbench.models.loading import LoadedModel, ModelLocation, check_device, load_model, resolve_model_spec
 from workbench.protocols import Condition, factorial_conditions
 from workbench.results import ResultsConfig, ResultTables, compute_results, write_results
+from workbench.run_folder import RunFolder, RunFolderError
 from workbench.runner import ExperimentRunner
 from workbench.tasks.items import Item
 from workbench.tasks.registry import load_configured_task
 
-CACHE_FILE = "cache.h5"
-CONFIG_FILE = "config.toml"
 
+def resolve_cache(path: Path) -> Path:
+    """The cache a ``workbench cache`` command reads: ``path`` itself when it is a file (a run's
+    ``cache.h5``, or one rank's shard), else the cache of the run folder ``path``.
 
-class RunFolderError(ValueError):
-    """A run folder that lacks what a stage needs."""
-
-
-def resolve_cache(run: Path) -> Path:
-    """``run`` may be a run folder or its cache file; return the cache path (which must exist)."""
-    path = run / CACHE_FILE if run.is_dir() else run
-    if not path.is_file():
-        raise RunFolderError(f"{path} does not exist; run `workbench run CONFIG` first")
-    return path
+    Raises:
+        RunFolderError: ``path`` is neither a file nor a run folder holding its cache.
+    """
+    return path if path.is_file() else RunFolder.with_cache(path).cache
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,7 @@ class RunPlan:
             f"backend {config.model.backend}, device {self.device}",
             f"task: {config.task.name}, {len(self.items)} items",
             f"conditions: {len(self.conditions)} ({', '.join(condition.name for condition in self.conditions)})",
-            f"records: {self.n_records} answer rounds into {config.run_dir / CACHE_FILE}",
+            f"records: {self.n_records} answer rounds into {RunFolder(config.run_dir).cache}",
         ]
 
 
@@ -101,10 +97,10 @@ def plan_run(config: RunConfig, *, overwrite: bool = False) -> RunPlan:
     conditions = factorial_conditions(
         settings.instructions, settings.cot, settings.feedback, settings.rounds, settings.history_mode
     )
-    cache_path = run_dir / CACHE_FILE
+    cache_path = RunFolder(run_dir).cache
     if cache_path.is_file() and not overwrite:
         wanted = config_sha256(config.to_dict())
-        with open_cache(cache_path) as reader:
+        with open_cache(cache_path, expect="run") as reader:
             recorded = reader.metadata["config_sha256"]
         if recorded != wanted:
             raise RunFolderError(
@@ -129,8 +125,8 @@ def run_stage(
     plan = plan_run(config, overwrite=overwrite)
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    cache_path = run_dir / CACHE_FILE
-    config_path = run_dir / CONFIG_FILE
+    folder = RunFolder(run_dir)
+    cache_path, config_path = folder.cache, folder.config
     created = not cache_path.exists()
     previous_config = config_path.read_bytes() if config_path.is_file() else None
     model = load_model(
@@ -178,7 +174,7 @@ def _holds_no_record(cache_path: Path) -> bool:
     if not cache_path.is_file():
         return False
     try:
-        with open_cache(cache_path) as reader:
+        with open_cache(cache_path, expect="run") as reader:
             return reader.n_records == 0
     except ValueError:  # unreadable: leave it for `workbench cache verify` / `repair`
         return False
@@ -200,17 +196,16 @@ def probe_stage(run: Path, probe: ProbeConfig | None = None, model: LoadedModel 
     Raises:
         RunFolderError: the cache names another model than ``config.toml``.
     """
-    cache_path = resolve_cache(run)
-    run_dir = cache_path.parent
-    user = run_config(run_dir)
-    with open_cache(cache_path) as reader:
+    folder = RunFolder.with_cache(run)
+    user = run_config(folder.root)
+    with open_cache(folder.cache, expect="run") as reader:
         recorded_model = reader.config.get("model")
     recorded_spec = recorded_model.get("spec") if isinstance(recorded_model, dict) else None
     if model is None and recorded_spec != user.model.spec:
-        source = run_dir / CONFIG_FILE if (run_dir / CONFIG_FILE).is_file() else "the default configuration"
+        source = folder.config if folder.config.is_file() else "the default configuration"
         raise RunFolderError(
-            f"{cache_path} records model {recorded_spec!r} but {source} names {user.model.spec!r}; "
-            f"write the run's [model] table into {run_dir / CONFIG_FILE} (nothing is loaded from the cache)"
+            f"{folder.cache} records model {recorded_spec!r} but {source} names {user.model.spec!r}; "
+            f"write the run's [model] table into {folder.config} (nothing is loaded from the cache)"
         )
 
     def load_users_model(expected_weights_hash: str) -> LoadedModel:
@@ -223,12 +218,12 @@ def probe_stage(run: Path, probe: ProbeConfig | None = None, model: LoadedModel 
             expected_weights_hash=expected_weights_hash,
         )
 
-    return run_probe_stage(run_dir, probe or user.probe, model, loader=load_users_model, backend=user.model.backend)
+    return run_probe_stage(folder.root, probe or user.probe, model, loader=load_users_model, backend=user.model.backend)
 
 
 def record_rows(cache_path: Path) -> list[dict[str, Any]]:
     """The cache's records as the row dicts :func:`workbench.results.compute_results` takes."""
-    with open_cache(cache_path) as reader:
+    with open_cache(cache_path, expect="run") as reader:
         columns = reader.records
         count = len(columns["record_key"])
         rows = []
@@ -276,14 +271,14 @@ def _distinguish_correct(predicted: Any, gold: Any) -> float | None:
 
 def results_stage(run: Path, config: ResultsConfig | None = None) -> tuple[ResultTables, list[Path]]:
     """Compute the behavioural tables of a run and write them to ``results/``."""
-    cache_path = resolve_cache(run)
+    folder = RunFolder.with_cache(run)
     if config is None:
-        config = run_config(cache_path.parent).results
-    tables = compute_results(record_rows(cache_path), config)
-    return tables, write_results(tables, cache_path.parent / "results")
+        config = run_config(folder.root).results
+    tables = compute_results(record_rows(folder.cache), config)
+    return tables, write_results(tables, folder.results)
 
 
 def run_config(run_dir: Path) -> RunConfig:
     """The configuration a run folder recorded (defaults when it has no config.toml)."""
-    path = run_dir / CONFIG_FILE
+    path = RunFolder(run_dir).config
     return RunConfig.load(path) if path.is_file() else RunConfig()

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 INTERVAL_ENV = "WORKBENCH_PROGRESS_SECONDS"
 DEFAULT_INTERVAL_S = 30.0
@@ -52,7 +60,7 @@ class LogProgress:
         self.interval_s = interval_s
         self.clock = clock
         self.wall_clock = wall_clock
-        self.tasks: dict[int, _Task] = {}
+        self.tasks: dict[TaskID, _Task] = {}
         self._started = clock()
         self._last_line: float | None = None
 
@@ -66,26 +74,26 @@ class LogProgress:
             for task_id in self.tasks:
                 self._line(task_id)
 
-    def add_task(self, description: str, total: float | None = None) -> int:
-        task_id = len(self.tasks)
+    def add_task(self, description: str, total: float | None = None) -> TaskID:
+        task_id = TaskID(len(self.tasks))
         self.tasks[task_id] = _Task(description, total)
         self.console.print(f"[{self.wall_clock()}] {description}", markup=False, highlight=False)
         return task_id
 
-    def update(self, task_id: int, *, description: str | None = None, total: float | None = None) -> None:
+    def update(self, task_id: TaskID, *, description: str | None = None, total: float | None = None) -> None:
         task = self.tasks[task_id]
         if description is not None:
             task.description = description
         if total is not None:
             task.total = total
 
-    def advance(self, task_id: int, advance: float = 1) -> None:
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
         self.tasks[task_id].completed += advance
         now = self.clock()
         if self._last_line is None or now - self._last_line >= self.interval_s:
             self._line(task_id)
 
-    def _line(self, task_id: int) -> None:
+    def _line(self, task_id: TaskID) -> None:
         task = self.tasks[task_id]
         now = self.clock()
         self._last_line = now

@@ -43,6 +43,7 @@ from rich.text import Text
 from workbench.metrics import bbq, calibration, dynamics, options, statistics, undefined, winogender
 from workbench.metrics.answers import option_letter
 from workbench.protocols.conditions import ConditionError, parse_condition_name
+from workbench.run_folder import RESULTS_STAGE, RunTable, tables_written_by
 
 RECORD_KEYS: tuple[str, ...] = (
     "item_id",
@@ -61,25 +62,10 @@ RECORD_KEYS: tuple[str, ...] = (
     "prompt",
     "toxicity",
 )
-CSV_COLUMNS: dict[str, tuple[str, ...]] = {
-    "behaviour": ("condition", "round", "metric", "value", "ci_low", "ci_high", "n", "undefined_reason"),
-    "convergence": ("condition", "metric", "convergence_round"),
-    "flips": ("condition", "round_from", "round_to", "answer_from", "answer_to", "count"),
-    "calibration": ("condition", "round", "bin_low", "bin_high", "mean_confidence", "accuracy", "count"),
-    "paired_tests": (
-        "metric",
-        "round",
-        "condition_a",
-        "condition_b",
-        "difference",
-        "ci_low",
-        "ci_high",
-        "p_value",
-        "n",
-    ),
-    "interactions": ("outcome", "effect", "estimate", "ci_low", "ci_high"),
-    "items": ("item_id", "condition", "round", "prompt_excerpt", "answer", "predicted", "correct"),
-}
+RESULT_TABLES: tuple[RunTable, ...] = tables_written_by(RESULTS_STAGE)
+"""The tables of ``results/``, in file order (workbench/run_folder.py)."""
+CSV_COLUMNS: dict[str, tuple[str, ...]] = {table.stem: table.columns for table in RESULT_TABLES}
+"""Each results table's columns (its row type's fields, workbench/run_tables.py), by file stem."""
 
 
 class RecordError(ValueError):
@@ -222,23 +208,26 @@ def _bbq_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> dict[
         metrics[f"accuracy_{condition}"] = statistics.bootstrap_ci(
             hits, np.mean, config.n_boot, config.seed, config.level
         ).explained(undefined.NO_PARSED_ANSWER)
-        sub_rows = [rows[i] for i in subset]
+        sub_rows = [rows[int(i)] for i in subset]
         p, g, t, u = predicted[subset], gold[subset], target[subset], unknown[subset]
         why_no_bias_score = bbq.bias_score_undefined_reason(p, t, u) or undefined.NOT_COMPUTABLE
         if condition == "ambig":
             metrics["unknown_rate"] = _estimate_over_items(
-                sub_rows, lambda idx, p=p, u=u: bbq.unknown_rate(p[idx], u[idx]), config
+                sub_rows, _on_subset(bbq.unknown_rate, p, u), config
             ).explained(undefined.NO_PARSED_ANSWER)
             metrics["bias_score_ambiguous"] = _estimate_over_items(
-                sub_rows,
-                lambda idx, p=p, g=g, t=t, u=u: bbq.bias_score_ambiguous(p[idx], g[idx], t[idx], u[idx]),
-                config,
+                sub_rows, _on_subset(bbq.bias_score_ambiguous, p, g, t, u), config
             ).explained(why_no_bias_score)
         else:
             metrics["bias_score_disambiguated"] = _estimate_over_items(
-                sub_rows, lambda idx, p=p, t=t, u=u: bbq.bias_score_disambiguated(p[idx], t[idx], u[idx]), config
+                sub_rows, _on_subset(bbq.bias_score_disambiguated, p, t, u), config
             ).explained(why_no_bias_score)
     return metrics
+
+
+def _on_subset(statistic: Callable[..., float], *columns: np.ndarray) -> Callable[[np.ndarray], float]:
+    """``statistic`` of ``columns`` (arrays [n] of one cell) restricted to an index array of their rows."""
+    return lambda idx: statistic(*(column[idx] for column in columns))
 
 
 def _groups(rows: Iterable[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
@@ -470,15 +459,15 @@ def _interaction_rows(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> 
 
 
 def write_results(result: ResultTables, results_dir: Path) -> list[Path]:
-    """Write every table as ``results_dir/<name>.csv`` (header row, csv-module quoting); returns paths."""
+    """Write every table of :data:`RESULT_TABLES` into ``results_dir`` (header row, csv quoting); returns paths."""
     results_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, columns in CSV_COLUMNS.items():
-        path = results_dir / f"{name}.csv"
+    for table in RESULT_TABLES:
+        path = results_dir / table.file_name
         with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer = csv.DictWriter(handle, fieldnames=table.columns)
             writer.writeheader()
-            writer.writerows(result.tables[name])
+            writer.writerows(result.tables[table.stem])
         paths.append(path)
     return paths
 

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from reports.escaping import item_hover_text, plotly_text
-from reports.tables import ItemAnswer
+from workbench.run_tables import ItemAnswer
 
 MAX_ITEMS = 60
 

@@ -8,8 +8,8 @@ import plotly.graph_objects as go
 
 from reports.escaping import plotly_text
 from reports.figures.layout import category_colour, integer_dtick, panel_grid
-from reports.figures.round_series import interval_text, number_text
-from reports.tables import BiasLevel, HeadEffect
+from reports.figures.round_series import interval_error_bars, interval_text, number_text
+from workbench.run_tables import BiasLevel, HeadEffect
 
 
 def head_attribution_figure(heads: Sequence[HeadEffect]) -> go.Figure:
@@ -74,18 +74,14 @@ def bias_levels_figure(levels: Sequence[BiasLevel]) -> go.Figure:
     fig = go.Figure()
     for index, checkpoint in enumerate(checkpoints):
         bars = [level for level in levels if level.checkpoint == checkpoint]
-        known = [b.ci_low is not None and b.ci_high is not None for b in bars]
         fig.add_trace(
             go.Bar(
                 x=[plotly_text(b.measure) for b in bars],
                 y=[b.value for b in bars],
                 marker={"color": category_colour(index)},
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": [b.ci_high - b.value if k else 0 for b, k in zip(bars, known)],
-                    "arrayminus": [b.value - b.ci_low if k else 0 for b, k in zip(bars, known)],
-                },
+                error_y=interval_error_bars(
+                    [b.value for b in bars], [b.ci_low for b in bars], [b.ci_high for b in bars]
+                ),
                 name=plotly_text(checkpoint),
                 hovertext=[
                     f"{plotly_text(checkpoint)}: {plotly_text(b.measure)} = {number_text(b.value)}"

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from reports.escaping import item_hover_text, plotly_text
 from reports.figures.layout import panel_grid, round_colours
-from reports.tables import ConceptUncertainty, ItemAnswer
+from workbench.run_tables import ConceptUncertainty, ItemAnswer
 
 
 def least_squares_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float] | None:
@@ -66,10 +66,11 @@ def concept_uncertainty_figure(concept: Sequence[ConceptUncertainty], items: Seq
                 row=row,
                 col=col,
             )
-        fit = least_squares_line([p.uncertainty for p in points], [p.concept_activation for p in points])
+        uncertainties = [p.uncertainty for p in points if p.uncertainty is not None]  # all: points are measured
+        fit = least_squares_line(uncertainties, [p.concept_activation for p in points])
         if fit is not None:
             slope, intercept = fit
-            x_range = [min(p.uncertainty for p in points), max(p.uncertainty for p in points)]
+            x_range = [min(uncertainties), max(uncertainties)]
             fig.add_trace(
                 go.Scatter(
                     x=x_range,

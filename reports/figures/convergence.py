@@ -10,7 +10,7 @@ from reports.escaping import plotly_text
 from reports.figures.layout import category_colour, metric_rows
 from reports.figures.round_series import add_round_series
 from reports.figures.uncertainty import UNCERTAINTY_METRICS
-from reports.tables import AnswerFlip, BehaviourMetric, ConvergenceRound
+from workbench.run_tables import AnswerFlip, BehaviourMetric, ConvergenceRound
 
 SANKEY_HEIGHT = 320
 

@@ -9,8 +9,8 @@ from plotly.subplots import make_subplots
 
 from reports.escaping import plotly_text
 from reports.figures.layout import row_spacing
-from reports.figures.round_series import interval_text
-from reports.tables import InteractionEffect
+from reports.figures.round_series import interval_error_bars, interval_text
+from workbench.run_tables import InteractionEffect
 
 # Main effects first, then two-way and three-way interaction contrasts (RUN_FOLDER.md).
 EFFECT_ORDER = (
@@ -56,19 +56,15 @@ def interactions_figure(
     shown_sources: set[str] = set()
     for row, (source, outcome, colour, effects) in enumerate(panels, start=1):
         effects = sorted(effects, key=_effect_rank)
-        known = [e.ci_low is not None and e.ci_high is not None for e in effects]
         fig.add_trace(
             go.Scatter(
                 x=[e.estimate for e in effects],
                 y=[plotly_text(e.effect) for e in effects],
                 mode="markers",
                 marker={"color": colour, "size": 10},
-                error_x={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": [e.ci_high - e.estimate if k else 0 for e, k in zip(effects, known)],
-                    "arrayminus": [e.estimate - e.ci_low if k else 0 for e, k in zip(effects, known)],
-                },
+                error_x=interval_error_bars(
+                    [e.estimate for e in effects], [e.ci_low for e in effects], [e.ci_high for e in effects]
+                ),
                 name=source,
                 legendgroup=source,
                 showlegend=source not in shown_sources,

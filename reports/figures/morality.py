@@ -10,8 +10,8 @@ from plotly.subplots import make_subplots
 
 from reports.escaping import plotly_text
 from reports.figures.layout import category_colour, integer_dtick
-from reports.figures.round_series import interval_text, number_text
-from reports.tables import LayerScore, MoralityLevel
+from reports.figures.round_series import interval_error_bars, interval_text, number_text
+from workbench.run_tables import LayerScore, MoralityLevel
 
 PROBE_ARMS = ("probe", "shuffled_labels", "random_direction")
 
@@ -122,7 +122,6 @@ def _add_probe_accuracy(fig: go.Figure, accuracy: Sequence[LayerScore], *, col: 
             if not scores:
                 continue
             label = plotly_text(arm if len(positions) == 1 else f"{arm} ({position})")
-            known = [s.ci_low is not None and s.ci_high is not None for s in scores]
             fig.add_trace(
                 go.Scatter(
                     x=[s.value for s in scores],
@@ -132,12 +131,9 @@ def _add_probe_accuracy(fig: go.Figure, accuracy: Sequence[LayerScore], *, col: 
                         "color": category_colour(arm_index),
                         "dash": "solid" if arm == "probe" else "dot",
                     },
-                    error_x={
-                        "type": "data",
-                        "symmetric": False,
-                        "array": [s.ci_high - s.value if k else 0 for s, k in zip(scores, known)],
-                        "arrayminus": [s.value - s.ci_low if k else 0 for s, k in zip(scores, known)],
-                    },
+                    error_x=interval_error_bars(
+                        [s.value for s in scores], [s.ci_low for s in scores], [s.ci_high for s in scores]
+                    ),
                     name=label,
                     hovertext=[
                         f"{label}, layer {s.layer}: accuracy {number_text(s.value, '.3f')}"

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from reports.escaping import plotly_text
 from reports.figures.layout import translucent
-from reports.tables import BehaviourMetric
+from workbench.run_tables import BehaviourMetric
 
 
 def add_round_series(
@@ -102,6 +102,22 @@ def interval_text(ci_low: float | None, ci_high: float | None) -> str:
     if ci_low is None or ci_high is None:
         return ""
     return f" [{ci_low:.3g}, {ci_high:.3g}]"
+
+
+def interval_error_bars(
+    values: Sequence[float], lows: Sequence[float | None], highs: Sequence[float | None]
+) -> dict[str, object]:
+    """plotly ``error_x`` / ``error_y`` of asymmetric intervals around ``values``, in their unit.
+
+    A point whose interval is not known (either bound ``None``) gets bars of length 0.
+    """
+    intervals = [(value, low, high) for value, low, high in zip(values, lows, highs)]
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [high - value if low is not None and high is not None else 0 for value, low, high in intervals],
+        "arrayminus": [value - low if low is not None and high is not None else 0 for value, low, high in intervals],
+    }
 
 
 def number_text(value: float | None, spec: str = ".3g") -> str:

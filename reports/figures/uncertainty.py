@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from reports.escaping import plotly_text
 from reports.figures.layout import category_colour, metric_rows, panel_grid, round_colours
 from reports.figures.round_series import add_round_series
-from reports.tables import BehaviourMetric, CalibrationBin
+from workbench.run_tables import BehaviourMetric, CalibrationBin
 
 # Metric names of results/behaviour.csv that measure the model's uncertainty rather than its
 # behaviour: semantic entropy / mean token NLL and expected calibration error.

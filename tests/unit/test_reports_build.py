@@ -9,7 +9,8 @@ import plotly.offline
 import pytest
 from test_reports_run_folder import write_csv, write_synthetic_run
 
-from reports import RunFolderError, build_report
+from reports import build_report
+from workbench.run_folder import RunFolderError
 
 FIGURE_DIV = 'class="plotly-graph-div"'
 

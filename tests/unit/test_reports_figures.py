@@ -27,7 +27,7 @@ from reports.figures import (
     uncertainty_figure,
 )
 from reports.static_export import StaticExporterMissingError, export_figure
-from reports.tables import (
+from workbench.run_tables import (
     AnswerFlip,
     BehaviourMetric,
     BiasLevel,

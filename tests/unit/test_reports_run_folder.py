@@ -1,4 +1,4 @@
-"""Loading a run folder's tidy tables (reports.run_results / reports.tables).
+"""Loading a run folder's tidy tables (reports.run_results / reports.tables, row types of workbench.run_tables).
 
 Also defines ``write_synthetic_run``, the synthetic run folder that the other report tests
 (and tests/e2e/test_report_browser.py) build their reports from.
@@ -7,12 +7,15 @@ Also defines ``write_synthetic_run``, the synthetic run folder that the other re
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from reports.run_results import RunFolderError, RunResults
-from reports.tables import BehaviourMetric, ItemAnswer, TableFormatError
+from reports.run_results import RunResults
+from reports.tables import TableFormatError
+from workbench.run_folder import RunFolderError
+from workbench.run_tables import BehaviourMetric, ItemAnswer
 
 HOSTILE_PROMPT = "<script>alert(1)</script> Who was bad at math?"
 HOSTILE_ANSWER = '<img src=x onerror="alert(2)"> (a)'
@@ -56,7 +59,7 @@ SITE = "blocks.{l}.hook_resid_post"
 UNDEFINED_REASON = "no non-unknown answer"
 
 
-def write_csv(run_dir: Path, table: str, rows: list[tuple[object, ...]]) -> None:
+def write_csv(run_dir: Path, table: str, rows: Sequence[tuple[object, ...]]) -> None:
     """Write the tidy ``table`` (a key of :data:`HEADERS`) of ``run_dir``; ``None`` -> ''."""
     path = run_dir / table
     path.parent.mkdir(parents=True, exist_ok=True)

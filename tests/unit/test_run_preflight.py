@@ -249,3 +249,19 @@ def test_a_bad_probe_config_names_its_file(tmp_path: Path, model_dir: Path, caps
     bad.write_text("[probe]\nn_folds = 1\n")
     assert main(["probe", str(run_dir), "--config", str(bad)]) == 2
     assert f"error: {bad}: [probe] n_folds=1 must be at least 2" in capsys.readouterr().err
+
+
+def test_results_and_probe_refuse_a_concept_cache_in_one_line(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(_write(tmp_path, model_dir), tmp_path) == 0
+    run_dir = tmp_path / "runs" / "pre"
+    assert main(["probe", str(run_dir)]) == 0
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "cache.h5").write_bytes((run_dir / "probes" / "concepts.h5").read_bytes())
+    capsys.readouterr()
+    for command in (["results", str(foreign)], ["probe", str(foreign)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is a concept cache" in err and "\n" not in err and "Traceback" not in err

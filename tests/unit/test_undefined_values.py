@@ -17,9 +17,10 @@ import pytest
 from reports import build_report
 from reports.run_results import RunResults
 from reports.sections import report_figures
-from reports.tables import BehaviourMetric, read_table
+from reports.tables import read_table
 from workbench.metrics import undefined
 from workbench.results import ResultsConfig, compute_results, write_results
+from workbench.run_tables import BehaviourMetric
 
 CONFIG = ResultsConfig(n_boot=50, seed=0, n_permutations=200)
 ALL_UNKNOWN = "instr=intrinsic+cot=off+fb=off"

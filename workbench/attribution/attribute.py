@@ -17,25 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from reports.tables import BiasLevel
 from workbench.attribution.contrast import (
     DEFAULT_TEMPLATE,
     tokenize_contrast_pairs,
     winogender_contrast_pairs,
 )
 from workbench.attribution.head_effects import METHODS, bias_measure, head_effects, total_effect
-from workbench.attribution.selection import (
-    SelectedHeadRow,
-    require_same_architecture,
-    select_debiased_heads,
-)
+from workbench.attribution.selection import require_same_architecture, select_debiased_heads
 from workbench.bias.bootstrap import bootstrap_mean_interval
 from workbench.bias.levels import write_bias_levels
 from workbench.config_tables import dataclass_from_table
 from workbench.models.loading import LoadedModel
-
-HEADS_HEADER = ("checkpoint", "method", "layer", "head", "effect")
-SELECTED_HEADER = ("layer", "head", "effect_before", "effect_after", "drop")
+from workbench.run_folder import RUN_TABLES, RunFolder
+from workbench.run_tables import BiasLevel, DebiasedHead, HeadEffect, row_cells
 
 
 @dataclass(frozen=True)
@@ -93,33 +87,36 @@ def checkpoint_effects(
 
 
 def write_head_effects(run_dir: Path, checkpoint: str, tables: dict[str, np.ndarray]) -> Path:
-    """Append (or replace) this checkpoint's rows in ``attribution/heads.csv``."""
-    path = Path(run_dir) / "attribution" / "heads.csv"
+    """Append (or replace) this checkpoint's rows in ``attribution/heads.csv``.
+
+    ``tables``: method -> [n_layers, n_heads] effects (logits).
+    """
+    path = RunFolder(Path(run_dir)).table("heads")
+    columns = RUN_TABLES["heads"].columns
     path.parent.mkdir(parents=True, exist_ok=True)
     kept: list[list[str]] = []
     if path.exists():
         with path.open(newline="", encoding="utf-8") as handle:
-            kept = [[row[c] for c in HEADS_HEADER] for row in csv.DictReader(handle) if row["checkpoint"] != checkpoint]
+            kept = [[row[c] for c in columns] for row in csv.DictReader(handle) if row["checkpoint"] != checkpoint]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(HEADS_HEADER)
+        writer.writerow(columns)
         writer.writerows(kept)
         for method, table in tables.items():
             for layer in range(table.shape[0]):
                 for head in range(table.shape[1]):
-                    writer.writerow([checkpoint, method, layer, head, repr(float(table[layer, head]))])
+                    writer.writerow(row_cells(HeadEffect(checkpoint, method, layer, head, float(table[layer, head]))))
     return path
 
 
-def write_selected_heads(run_dir: Path, rows: list[SelectedHeadRow]) -> Path:
+def write_selected_heads(run_dir: Path, rows: list[DebiasedHead]) -> Path:
     """Write ``attribution/selected_heads.csv``."""
-    path = Path(run_dir) / "attribution" / "selected_heads.csv"
+    path = RunFolder(Path(run_dir)).table("selected_heads")
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(SELECTED_HEADER)
-        for row in rows:
-            writer.writerow([row.layer, row.head, repr(row.effect_before), repr(row.effect_after), repr(row.drop)])
+        writer.writerow(RUN_TABLES["selected_heads"].columns)
+        writer.writerows(row_cells(row) for row in rows)
     return path
 
 
@@ -130,7 +127,7 @@ def attribute(
     debiased: LoadedModel | None = None,
     base_name: str = "base",
     debiased_name: str = "debiased",
-) -> list[SelectedHeadRow]:
+) -> list[DebiasedHead]:
     """Write heads.csv for ``base`` (and ``debiased``); with both, select and write the
     successfully debiased heads and return them."""
     if debiased is not None:

@@ -8,26 +8,14 @@ drop are candidates; keep the ``top_k`` largest and/or those with drop >= ``min_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from workbench.models.architecture import ModelArchitecture
+from workbench.run_tables import DebiasedHead
 
 
 class ArchitectureMismatch(ValueError):
     """Two checkpoints whose heads cannot be compared one to one."""
-
-
-@dataclass(frozen=True)
-class SelectedHeadRow:
-    """One row of selected_heads.csv."""
-
-    layer: int
-    head: int
-    effect_before: float
-    effect_after: float
-    drop: float
 
 
 def require_same_architecture(before: ModelArchitecture, after: ModelArchitecture) -> None:
@@ -70,7 +58,7 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 def select_debiased_heads(
     before: np.ndarray, after: np.ndarray, top_k: int | None = 10, min_drop: float | None = None
-) -> list[SelectedHeadRow]:
+) -> list[DebiasedHead]:
     """Heads whose |effect| fell, largest drop first; ``top_k`` and ``min_drop`` both apply
     when both are given. Tables are [n_layers, n_heads]."""
     if before.shape != after.shape:
@@ -85,8 +73,6 @@ def select_debiased_heads(
         if drop[layer, head] <= 0 or (min_drop is not None and drop[layer, head] < min_drop):
             break
         rows.append(
-            SelectedHeadRow(
-                layer, head, float(before[layer, head]), float(after[layer, head]), float(drop[layer, head])
-            )
+            DebiasedHead(layer, head, float(before[layer, head]), float(after[layer, head]), float(drop[layer, head]))
         )
     return rows[:top_k] if top_k is not None else rows

@@ -11,7 +11,7 @@ Measures written:
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ import numpy as np
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from reports.tables import BiasLevel
 from workbench.bias.crows_pairs import crows_pairs_shares, read_crows_pairs, score_crows_pairs
 from workbench.bias.seat import read_seat_test, run_seat_test
 from workbench.bias.sentence_likelihood import (
@@ -27,8 +26,9 @@ from workbench.bias.sentence_likelihood import (
     masked_pair_pseudo_log_likelihoods,
 )
 from workbench.config_tables import dataclass_from_table
+from workbench.run_folder import RUN_TABLES, RunFolder
+from workbench.run_tables import BiasLevel, row_cells
 
-BIAS_LEVELS_HEADER = tuple(field.name for field in fields(BiasLevel))
 LIKELIHOODS = ("causal", "masked")
 
 
@@ -97,27 +97,24 @@ def measure_bias_levels(
     return levels
 
 
-def _cell(value: float | int | str | None) -> str:
-    return "" if value is None else str(value)
-
-
 def write_bias_levels(run_dir: Path, levels: list[BiasLevel]) -> Path:
     """Write ``run_dir/attribution/bias_levels.csv``: a row of the same (checkpoint, measure) is
     replaced where it stands, other earlier rows are kept (so ``workbench attribute``'s
     winogender rows and ``workbench bias``'s CrowS/SEAT rows of one checkpoint live side by
     side), new rows are appended."""
-    path = Path(run_dir) / "attribution" / "bias_levels.csv"
+    path = RunFolder(Path(run_dir)).table("bias_levels")
+    columns = RUN_TABLES["bias_levels"].columns
     path.parent.mkdir(parents=True, exist_ok=True)
     rows: dict[tuple[str, str], list[str]] = {}
     if path.exists():
         with path.open(newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
-                rows[(row["checkpoint"], row["measure"])] = [row[column] for column in BIAS_LEVELS_HEADER]
+                rows[(row["checkpoint"], row["measure"])] = [row[column] for column in columns]
     for level in levels:
-        rows[(level.checkpoint, level.measure)] = [_cell(getattr(level, column)) for column in BIAS_LEVELS_HEADER]
+        rows[(level.checkpoint, level.measure)] = row_cells(level)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(BIAS_LEVELS_HEADER)
+        writer.writerow(columns)
         writer.writerows(rows.values())
     return path
 

@@ -20,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from workbench.config_tables import dataclass_from_table
 from workbench.finetune.cda import GENDER_PAIRS_VERSION, AugmentedCorpus, augment, read_corpus
 from workbench.models.embedded import file_sha256
+from workbench.run_folder import RunFolder
 
 PROVENANCE_FILE = "debias_provenance.json"
 
@@ -100,7 +101,7 @@ def debias(
     corpus_path = Path(config.corpus_path)
     corpus: AugmentedCorpus = augment(read_corpus(corpus_path, config.column), config.on_no_gendered_words)
     losses = causal_lm_training(model, tokenizer, corpus.texts, config)
-    out = Path(run_dir) / "checkpoints" / config.checkpoint_name
+    out = RunFolder(Path(run_dir)).checkpoint(config.checkpoint_name)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
