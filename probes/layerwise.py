@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from probes.batched_solvers import (
     CCSReadouts,
+    LayerReadouts,
     fit_ccs_layers,
     fit_logistic_layers,
     fit_mean_difference_layers,
@@ -44,7 +45,7 @@ def check_activations(activations: np.ndarray, source: str) -> np.ndarray:
     return array
 
 
-class LayerwiseProbe(BaseEstimator):
+class LayerwiseProbe(BaseEstimator):  # type: ignore[misc, unused-ignore]  # sklearn ships no type hints
     """Fits ``estimator``'s kind of probe on every layer at once.
 
     Args:
@@ -78,6 +79,7 @@ class LayerwiseProbe(BaseEstimator):
         device = resolve_device(template.device)
         features = torch.from_numpy(np.ascontiguousarray(X.transpose(1, 0, 2))).to(device)
         labels = torch.from_numpy(encoded).to(device)
+        readouts: LayerReadouts | CCSReadouts
         if isinstance(template, LogisticProbe):
             readouts = fit_logistic_layers(features, labels, C=template.C, max_iter=template.max_iter, tol=template.tol)
         elif isinstance(template, MeanDifferenceProbe):
@@ -128,7 +130,8 @@ class LayerwiseProbe(BaseEstimator):
         second = np.einsum("nld,ld->nl", pairs[:, :, half:] - self.pair_means_[:, 1], coef)
         p_first = 1.0 / (1.0 + np.exp(-(first + self.centred_intercept_)))
         p_second = 1.0 / (1.0 + np.exp(-(second + self.centred_intercept_)))
-        return 0.5 * (p_first + 1.0 - p_second)
+        probability: np.ndarray = 0.5 * (p_first + 1.0 - p_second)
+        return probability
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Positive-class probability [n, layers] for X [n, layers, d] (CCS: pairs)."""
@@ -142,12 +145,13 @@ class LayerwiseProbe(BaseEstimator):
         if hasattr(self, "pair_means_"):
             return self._pair_probability(X.astype(np.float64), self.coef_)
         logits = np.einsum("nld,ld->nl", X.astype(np.float64), self.coef_) + self.intercept_
-        return 1.0 / (1.0 + np.exp(-logits))
+        probability: np.ndarray = 1.0 / (1.0 + np.exp(-logits))
+        return probability
 
     def probe_for_layer(self, layer_index: int) -> LinearProbe:
         """The fitted single-layer probe at ``layer_index`` (an index into the fitted layers)."""
         check_is_fitted(self)
-        probe = clone(self._probe_template())
+        probe: LinearProbe = clone(self._probe_template())
         probe.coef_ = self.coef_[layer_index].copy()
         probe.intercept_ = float(self.intercept_[layer_index])
         probe.classes_ = self.classes_

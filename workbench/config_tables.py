@@ -14,7 +14,7 @@ import functools
 import json
 import types
 import typing
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union, cast
 
 Config = TypeVar("Config")
 
@@ -44,7 +44,7 @@ def dataclass_from_table(
     unknown = sorted(set(table) - set(valid))
     if unknown:
         raise error(f"[{section}] has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
-    hints = field_types(cls)
+    hints = field_types(cast(type, cls))  # classes hash; mypy checks type[...] against Hashable wrongly
     values: dict[str, Any] = {}
     for key, value in table.items():
         problem = type_problem(value, hints[key])
@@ -139,7 +139,7 @@ def check_field_types(config: Any, section: str, error: type[ValueError] = Confi
 
     For ``__post_init__``: a configuration built in Python gets the checks a TOML table gets.
     """
-    hints = field_types(type(config))
+    hints = field_types(cast(type, type(config)))  # cast: as in dataclass_from_table
     for item in dataclasses.fields(config):
         value = getattr(config, item.name)
         problem = type_problem(value, hints[item.name])

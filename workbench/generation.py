@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
-from transformers import Cache, DynamicCache, GenerationConfig, StaticCache
+from transformers import Cache, DynamicCache, GenerationConfig, PreTrainedTokenizerBase, StaticCache
 from transformers.cache_utils import StaticLayer
 
 from workbench.hooks.positions import TokenBatch
@@ -42,7 +43,8 @@ def chat_prompt(model: LoadedModel, messages: Sequence[dict[str, str]], assistan
     Models without a chat template get the messages' contents joined by blank lines.
     """
     if model.tokenizer.chat_template:
-        text = model.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        rendered = model.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        text = cast(str, rendered)  # one conversation, tokenize=False: one string (the type also covers token ids)
     else:
         text = "\n\n".join(message["content"] for message in messages) + "\n\n"
     return text + assistant_prefix
@@ -64,6 +66,22 @@ def eos_token_ids(model: LoadedModel) -> list[int]:
     """The token ids that end a turn (the generation config's, else the tokenizer's EOS)."""
     eos = model.model.generation_config.eos_token_id or model.tokenizer.eos_token_id
     return sorted(set(eos) if isinstance(eos, list) else {eos})
+
+
+def decode_text(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    """``ids`` decoded, special tokens removed (``decode`` is typed for batches too, which give a list)."""
+    return cast(str, tokenizer.decode(ids, skip_special_tokens=True))
+
+
+def generate_ids(model: LoadedModel, **kwargs: Any) -> torch.Tensor:
+    """``model.model.generate(**kwargs)``: ``[batch, input + new]`` token ids.
+
+    Typing only: ``LoadedModel.model`` is a ``PreTrainedModel``, which in transformers 5 leaves
+    ``generate`` to ``GenerationMixin`` (mixed into every causal LM class) and types its ``self`` as
+    a protocol no model class satisfies; without ``return_dict_in_generate`` the result is a tensor.
+    """
+    generator: Any = model.model
+    return cast(torch.Tensor, generator.generate(**kwargs))
 
 
 def strip_at_eos(rows: Sequence[Sequence[int]], eos_ids: Sequence[int]) -> list[list[int]]:
@@ -108,7 +126,7 @@ def generate_greedy(
     """Greedy decoding of each prompt (left-padded batches), stopping at EOS or ``max_new_tokens``."""
     tokenizer = model.tokenizer
     eos_ids = eos_token_ids(model)
-    config = GenerationConfig(
+    config = GenerationConfig(  # type: ignore[no-untyped-call, unused-ignore]  # untyped in transformers
         max_new_tokens=max_new_tokens,
         do_sample=False,
         pad_token_id=tokenizer.pad_token_id,
@@ -120,14 +138,15 @@ def generate_greedy(
         chunk = prompt_ids[start : start + batch_size]
         batch = TokenBatch.from_sequences(chunk, [len(ids) for ids in chunk], tokenizer.pad_token_id).to(model.device)
         with torch.inference_mode():
-            output = model.model.generate(
+            output = generate_ids(
+                model,
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
                 generation_config=config,
                 past_key_values=preallocated_cache(model, batch.input_ids.shape[1] + max_new_tokens),
             )
         answers.extend(strip_at_eos(output[:, batch.input_ids.shape[1] :].tolist(), eos_ids))
-    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in answers]
+    texts = [decode_text(tokenizer, ids) for ids in answers]
     return Generation(answer_ids=answers, texts=texts)
 
 
@@ -139,7 +158,7 @@ def sample_continuations(
     Seeded, so a resumed run draws the same samples. Returns ``[prompt][sample] -> token ids``.
     """
     tokenizer = model.tokenizer
-    config = GenerationConfig(
+    config = GenerationConfig(  # type: ignore[no-untyped-call, unused-ignore]  # untyped in transformers
         max_new_tokens=max_new_tokens,
         do_sample=True,
         temperature=1.0,
@@ -156,8 +175,8 @@ def sample_continuations(
     torch.manual_seed(seed)
     try:
         with torch.inference_mode():
-            output = model.model.generate(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config
+            output = generate_ids(
+                model, input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config
             )
     finally:
         torch.random.set_rng_state(generator_state)

@@ -60,7 +60,11 @@ def head_outputs(model: LoadedModel, batch: TokenBatch, backend: str = "hf") -> 
     plan = HookPlan()
     store: dict[int, torch.Tensor] = {}
     for layer in range(n_layers):
-        plan.add_reader(layer, SiteKind.Z, lambda z, layer=layer: store.__setitem__(layer, z.detach().float().cpu()))
+
+        def keep(z: torch.Tensor, layer: int = layer) -> None:
+            store[layer] = z.detach().float().cpu()
+
+        plan.add_reader(layer, SiteKind.Z, keep)
     run_forward(model, batch.to(model.device), plan, backend)
     return torch.stack([store[layer] for layer in range(n_layers)])
 
@@ -146,13 +150,12 @@ def head_effects(
     if unknown:
         raise ValueError(f"unknown attribution method(s) {unknown}; use {METHODS}")
     tables: dict[str, torch.Tensor] = {}
-    source_z = None
     if {"activation_patching", "attribution_patching"} & set(methods):
         source_z = head_outputs(model, contrast.counterfactual, backend)
-    if "activation_patching" in methods:
-        tables["activation_patching"] = activation_patching_effects(model, contrast, source_z, backend)
-    if "attribution_patching" in methods:
-        tables["attribution_patching"] = attribution_patching_effects(model, contrast, source_z)
+        if "activation_patching" in methods:
+            tables["activation_patching"] = activation_patching_effects(model, contrast, source_z, backend)
+        if "attribution_patching" in methods:
+            tables["attribution_patching"] = attribution_patching_effects(model, contrast, source_z)
     if "mean_ablation" in methods:
         tables["mean_ablation"] = mean_ablation_effects(model, contrast, backend)
     return tables

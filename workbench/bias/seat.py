@@ -66,13 +66,15 @@ def read_seat_test(path: Path) -> SeatTest:
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    unit: np.ndarray = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    return unit
 
 
 def association(words: np.ndarray, attributes_a: np.ndarray, attributes_b: np.ndarray) -> np.ndarray:
     """s(w, A, B) for each row of ``words`` (n, d) given A (n_a, d) and B (n_b, d); returns (n,)."""
     words, attributes_a, attributes_b = map(_unit_rows, (words, attributes_a, attributes_b))
-    return (words @ attributes_a.T).mean(axis=1) - (words @ attributes_b.T).mean(axis=1)
+    scores: np.ndarray = (words @ attributes_a.T).mean(axis=1) - (words @ attributes_b.T).mean(axis=1)
+    return scores
 
 
 def weat(
@@ -136,8 +138,8 @@ def run_seat_test(
 ) -> WeatResult:
     """WEAT on mean-pooled hidden states of ``layer`` for every example of ``test``
     (``batch_size`` sentences per forward pass)."""
-    embed = [
+    targets_x, targets_y, attributes_a, attributes_b = (
         mean_pooled_hidden_states(model, tokenizer, examples, layer, batch_size)
         for examples in (test.targets_x, test.targets_y, test.attributes_a, test.attributes_b)
-    ]
-    return weat(*embed, n_permutations=n_permutations, seed=seed)
+    )
+    return weat(targets_x, targets_y, attributes_a, attributes_b, n_permutations=n_permutations, seed=seed)

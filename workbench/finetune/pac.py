@@ -1,4 +1,4 @@
-"""PAC-tuning (Liu et al., EMNLP 2023; protocols.md §8): fine-tuning by minimising a PAC-Bayes
+"""PAC-tuning (Liu et al., EMNLP 2023; docs/protocols.md §8): fine-tuning by minimising a PAC-Bayes
 bound with a learned Gaussian posterior N(w, diag(e^{2p})) and prior N(w0, e^{2 b_l} I).
 
 One step (``PACTuning.step``):
@@ -204,6 +204,8 @@ class NoiseScaleAdam:
     def step(self, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         """One update of ``values`` from ``values.grad``."""
         grad = self.values.grad
+        if grad is None:
+            raise RuntimeError("NoiseScaleAdam.step: the values have no gradient; run backward (or set .grad) first")
         self.step_count += 1
         self.exp_avg.mul_(betas[0]).add_((1 - betas[0]) * grad)
         self.exp_avg_sq.mul_(betas[1]).add_((1 - betas[1]) * grad.square())
@@ -343,7 +345,7 @@ class PACTuning:
             for param, noise in zip(self.params, noises):
                 param.add_(noise)
         loss1 = batch_loss_fn()
-        loss1.backward()
+        loss1.backward()  # type: ignore[no-untyped-call, unused-ignore]  # untyped in torch
         with torch.no_grad():
             hand_p_grad = None
             if stage == 1:
@@ -360,7 +362,7 @@ class PACTuning:
             kl = self.kl()
             k = self.k_curve(torch.exp(self.b.mean()))
             gamma, loss2 = pac_bound_loss(kl, k, len(self.params), self.train_size, self.config)
-            loss2.backward()
+            loss2.backward()  # type: ignore[no-untyped-call, unused-ignore]  # untyped in torch
             with torch.no_grad():
                 self.p.grad = hand_p_grad if self.p.grad is None else self.p.grad + hand_p_grad
             report = PACStepReport(
@@ -372,7 +374,7 @@ class PACTuning:
                 float(gamma.detach()),
             )
         if penalty_fn is not None:
-            penalty_fn().backward()
+            penalty_fn().backward()  # type: ignore[no-untyped-call, unused-ignore]  # untyped in torch
         self.model_optimizer.step()
         if stage == 1:
             self.p_optimizer.step()

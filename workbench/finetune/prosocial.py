@@ -1,4 +1,4 @@
-"""ProSocialTuning's head regulariser (Liu et al., Findings ACL 2024; protocols.md §7).
+"""ProSocialTuning's head regulariser (Liu et al., Findings ACL 2024; docs/protocols.md §7).
 
 The paper's formula is not public. This module implements
 
@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -136,7 +136,8 @@ class ProSocialPenalty:
         """λ Σ ω_h ‖slice - debiased slice‖² (same dtype as the parameters)."""
         if not self.terms:
             raise HeadParameterError("no heads selected: the ProSocialTuning penalty is empty")
-        total = sum(weight * (param[index] - target).square().sum() for param, index, target, weight in self.terms)
+        squared = (weight * (param[index] - target).square().sum() for param, index, target, weight in self.terms)
+        total = cast(torch.Tensor, sum(squared))  # a tensor: the terms are not empty, so never sum's start 0
         return self.coefficient * total
 
 

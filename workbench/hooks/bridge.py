@@ -39,13 +39,14 @@ def transformer_bridge(model: nn.Module, tokenizer: Any, name: str) -> Any:
 def bridge_forward(bridge: Any, batch: TokenBatch, plan: HookPlan) -> torch.Tensor:
     """Run the bridge on ``batch`` with the plan's hooks; return logits ``[batch, seq, vocab]``."""
     hooks = [(f"blocks.{layer}.{kind.value}", _hook(plan, layer, kind)) for layer, kind in plan.keys()]  # noqa: SIM118 (HookPlan, not a dict)
-    return bridge.run_with_hooks(
+    logits: torch.Tensor = bridge.run_with_hooks(
         batch.input_ids,
         fwd_hooks=hooks,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         return_type="logits",
     )
+    return logits
 
 
 def _hook(plan: HookPlan, layer: int, kind: SiteKind) -> Callable[[torch.Tensor, Any], torch.Tensor]:

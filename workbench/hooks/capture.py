@@ -208,7 +208,9 @@ def capture_tokens(
             pattern_parts[key].append(pattern)
         for position, name in zip(positions, names):
             if is_token_level(position):
-                mask_parts[name].append(select_position(batch.input_ids.unsqueeze(-1), batch, position)[1].cpu())
+                _, mask = select_position(batch.input_ids.unsqueeze(-1), batch, position)
+                assert mask is not None  # token-level positions always come with a mask
+                mask_parts[name].append(mask.cpu())
     for (kind, name), parts in value_parts.items():
         result.values[(kind, name)] = _concat(parts, 1 if name in TOKEN_POSITIONS else None)
     for key, parts in pattern_parts.items():
@@ -272,12 +274,13 @@ def run_forward(model: LoadedModel, batch: TokenBatch, plan: HookPlan, backend: 
     with torch.inference_mode():
         if backend == "hf":
             with native_hooks(model.model, layout, n_heads, plan):
-                return model.model(
+                logits: torch.Tensor = model.model(
                     input_ids=batch.input_ids,
                     attention_mask=batch.attention_mask,
                     position_ids=batch.position_ids,
                     use_cache=False,
                 ).logits
+                return logits
         if backend == "transformer_lens":
             bridge = transformer_bridge(model.model, model.tokenizer, model.model_id)
             return bridge_forward(bridge, batch, plan)

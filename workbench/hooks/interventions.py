@@ -105,7 +105,8 @@ class Intervention:
             full[list(self.heads)] = value
             value = full
         try:
-            torch.broadcast_shapes(value.shape, activation.shape)
+            # torch leaves broadcast_shapes unannotated (an error under --strict only)
+            torch.broadcast_shapes(value.shape, activation.shape)  # type: ignore[no-untyped-call, unused-ignore]
         except RuntimeError:
             raise InterventionError(
                 f"intervention on {self.site}: value shape {tuple(value.shape)} does not broadcast to "

@@ -8,6 +8,7 @@ that is what enters the residual stream.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from torch import nn
 
@@ -85,4 +86,5 @@ def layout_for(model_type: str) -> ModuleLayout:
 
 def block_modules(model: nn.Module, layout: ModuleLayout) -> list[nn.Module]:
     """The decoder blocks of ``model``, in order."""
-    return list(model.get_submodule(layout.layers))
+    # ``layers`` names the model's ``nn.ModuleList`` of blocks in every layout
+    return list(cast(nn.ModuleList, model.get_submodule(layout.layers)))

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from workbench.hooks.layout import ModuleLayout, block_modules
 from workbench.hooks.plan import HookPlan
@@ -19,7 +20,7 @@ from workbench.hooks.sites import SiteKind
 
 
 @contextmanager
-def native_hooks(model: nn.Module, layout: ModuleLayout, n_heads: int, plan: HookPlan) -> Iterator[None]:
+def native_hooks(model: PreTrainedModel, layout: ModuleLayout, n_heads: int, plan: HookPlan) -> Iterator[None]:
     """Register the plan's readers and editors on ``model`` for the duration of the block."""
     blocks = block_modules(model, layout)
     with ExitStack() as stack:
@@ -32,7 +33,7 @@ def native_hooks(model: nn.Module, layout: ModuleLayout, n_heads: int, plan: Hoo
 
 
 @contextmanager
-def eager_attention(model: nn.Module) -> Iterator[None]:
+def eager_attention(model: PreTrainedModel) -> Iterator[None]:
     """Attention probabilities exist only under eager attention; switch for the block."""
     previous = model.config._attn_implementation
     if previous == "eager":

@@ -14,6 +14,7 @@ from weakref import WeakKeyDictionary
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from workbench.hooks.layout import ModuleLayout
 from workbench.hooks.native import eager_attention
@@ -40,7 +41,7 @@ def _envoy(root: Any, path: str) -> Any:
 
 
 def nnsight_forward(
-    wrapper: Any, model: nn.Module, layout: ModuleLayout, n_heads: int, batch: TokenBatch, plan: HookPlan
+    wrapper: Any, model: PreTrainedModel, layout: ModuleLayout, n_heads: int, batch: TokenBatch, plan: HookPlan
 ) -> torch.Tensor:
     """Trace ``batch`` through ``wrapper`` (nnsight around ``model``) applying ``plan``; return logits."""
     keys = plan.keys()
@@ -52,7 +53,7 @@ def nnsight_forward(
         for layer in sorted({layer for layer, _ in keys}):
             kinds = [kind for key_layer, kind in keys if key_layer == layer]
             _trace_block(blocks[layer], layout, n_heads, layer, kinds, plan)
-        logits = wrapper.output.logits.save()
+        logits: torch.Tensor = wrapper.output.logits.save()
     return logits
 
 

@@ -185,7 +185,9 @@ def factorial_effects(
     contrasts = _effect_contrasts()
     results = {}
     for effect, signs in contrasts.items():
-        results[effect] = bootstrap_ci(
-            flat, lambda rows, s=signs: float(rows.mean(axis=0) @ s / 4.0), n_boot, seed, level
-        )
+
+        def effect_of(rows: np.ndarray, s: np.ndarray = signs) -> float:
+            return float(rows.mean(axis=0) @ s / 4.0)
+
+        results[effect] = bootstrap_ci(flat, effect_of, n_boot, seed, level)
     return results

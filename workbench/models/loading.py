@@ -200,7 +200,8 @@ def resolve_model_spec(spec: str) -> ModelLocation:
 def _check_hub_id(spec: str) -> None:
     """Refuse ``spec`` unless it is a well-formed hub id that is cached locally or on the hub."""
     from huggingface_hub import constants, model_info, try_to_load_from_cache
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined, unused-ignore]  # lazy re-export
 
     close = difflib.get_close_matches(spec, list(EMBEDDED_MODELS), n=1, cutoff=0.8)
     hint = f"did you mean {close[0]!r}? " if close else ""
@@ -281,7 +282,8 @@ def load_model(
             f"directory, and the hub could not provide it ({type(error).__name__}); check the name "
             f"or run `workbench models`"
         ) from None
-    model.to(resolved_device).eval()
+    # PreTrainedModel.to is wrapped with functools.wraps, whose type hides the bound ``self`` from mypy
+    model.to(resolved_device).eval()  # type: ignore[arg-type]
     prepare_tokenizer(tokenizer)
     weights_hash = _weights_hash(directory, model)
     if expected_weights_hash is not None:
@@ -316,8 +318,9 @@ def _converted_gguf(gguf: Path, name: str) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # transformers keeps a GGUF quantizer attached to already-dense weights, which blocks saving.
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer.remove_quantization_config(model)
+        quantizer = getattr(model, "hf_quantizer", None)
+        if quantizer is not None:
+            quantizer.remove_quantization_config(model)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         provenance = {"gguf_file": str(gguf), "gguf_sha256": digest, "converted_by": "workbench"}
@@ -350,7 +353,8 @@ def _directory_weights_hash(directory: Path) -> str:
     """``sha256:`` of the GGUF a converted directory came from, else of its weight files."""
     provenance = directory / PROVENANCE_FILE
     if provenance.is_file():
-        return "sha256:" + json.loads(provenance.read_text())["gguf_sha256"]
+        gguf_sha256: str = json.loads(provenance.read_text())["gguf_sha256"]
+        return "sha256:" + gguf_sha256
     files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("*.bin"))
     return "sha256:" + _combined_sha256(files)
 

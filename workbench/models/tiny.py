@@ -8,6 +8,7 @@ milliseconds.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -18,6 +19,7 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
 )
 
@@ -121,7 +123,7 @@ def tiny_tokenizer(vocab_size: int = 256) -> PreTrainedTokenizerFast:
     vocab = {word: index for index, word in enumerate(words[:vocab_size])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call, unused-ignore]  # untyped in transformers
         tokenizer_object=backend,
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
@@ -148,8 +150,9 @@ def tiny_model(
     """A randomly initialised model, float32, CPU: ``llama`` (grouped-query attention), ``mistral``
     (the same with a 256-token sliding attention window) or ``gpt2``."""
     torch.manual_seed(seed)
+    model: PreTrainedModel
     if family in ("llama", "mistral"):
-        shape = {
+        shape: dict[str, Any] = {  # the configs' keyword arguments, shared by both families
             "vocab_size": vocab_size,
             "hidden_size": d_model,
             "intermediate_size": 2 * d_model,
@@ -179,7 +182,7 @@ def tiny_model(
         model = GPT2LMHeadModel(config)
     else:
         raise ValueError(f"unknown tiny model family {family!r}; use 'llama', 'mistral' or 'gpt2'")
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call, unused-ignore]  # untyped in transformers
     model.generation_config.pad_token_id = 0
     tokenizer = tiny_tokenizer(vocab_size)
     prepare_tokenizer(tokenizer)

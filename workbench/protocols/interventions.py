@@ -1,6 +1,6 @@
 """Paper-2 interventions on a dialogue: weak evidence in the context, masking CoT or feedback words.
 
-Weak evidence. protocols.md §2.6 marks the papers' "weak-evidence natural-language interventions"
+Weak evidence. docs/protocols.md §2.6 marks the papers' "weak-evidence natural-language interventions"
 as unknown: no code or text defining them could be read. The workbench implements candidate (a)
 of that section, Turpin et al. (2023)-style BBQ weak evidence: one sentence appended to the context
 that hints at one of the two people without settling the question. The default sentence is
@@ -79,7 +79,7 @@ def mask_words(text: str, fraction: float, seed: int, mask_token: str = "_") -> 
     word_positions = [i for i, piece in enumerate(pieces) if piece and not piece.isspace()]
     n_masked = round(fraction * len(word_positions))
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(word_positions), size=n_masked, replace=False) if n_masked else []
+    chosen: np.ndarray | list[int] = rng.choice(len(word_positions), size=n_masked, replace=False) if n_masked else []
     for index in chosen:
         pieces[word_positions[int(index)]] = mask_token
     return "".join(pieces)

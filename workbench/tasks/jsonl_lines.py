@@ -55,7 +55,7 @@ def check_on_error(on_error: str) -> OnError:
     """Return ``on_error`` if it is ``"raise"`` or ``"skip"``; raise ``ValueError`` otherwise."""
     if on_error not in ON_ERROR_CHOICES:
         raise ValueError(f"on_error={on_error!r} is not one of {ON_ERROR_CHOICES}")
-    return on_error  # type: ignore[return-value]
+    return on_error
 
 
 def describe_value(value: object) -> str:

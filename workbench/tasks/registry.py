@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from workbench.config_tables import dataclass_from_table
 from workbench.tasks.bbq import (
@@ -25,7 +25,7 @@ from workbench.tasks.bbq import (
     load_embedded_bbq_sample,
 )
 from workbench.tasks.items import Item
-from workbench.tasks.jsonl_lines import ON_ERROR_CHOICES
+from workbench.tasks.jsonl_lines import ON_ERROR_CHOICES, OnError
 from workbench.tasks.realtoxicity import load_realtoxicity
 from workbench.tasks.subsampling import check_limit
 from workbench.tasks.winogender import load_winogender
@@ -163,6 +163,7 @@ def load_configured_task(config: TaskConfig) -> list[Item]:
             config.seed,
         )
     assert config.path is not None  # guaranteed by TaskConfig.__post_init__
+    on_error = cast(OnError, config.on_error)  # one of ON_ERROR_CHOICES: checked by TaskConfig.__post_init__
     if config.name == "bbq":
         return load_bbq(
             config.path,
@@ -171,16 +172,16 @@ def load_configured_task(config: TaskConfig) -> list[Item]:
             config.polarities,
             config.limit_per_category,
             config.seed,
-            config.on_error,  # type: ignore[arg-type]
+            on_error,
         )
     if config.name == "winogender":
-        return load_winogender(config.path, config.categories, on_error=config.on_error)
+        return load_winogender(config.path, config.categories, on_error=on_error)
     return load_realtoxicity(
         config.path,
         config.categories,
         config.limit_per_category,
         config.seed,
-        config.on_error,  # type: ignore[arg-type]
+        on_error,
     )
 
 
