@@ -23,7 +23,6 @@ from workbench.models.loading import LoadedModel
 from workbench.option_scoring import option_mean_nll
 from workbench.tasks.items import OPTION_LETTERS
 
-STEERING_COLUMNS = ("site", "layer", "direction", "alpha", "metric", "value")
 STEERABLE_SITES = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
 
 
@@ -32,23 +31,26 @@ class OptionPrompt:
     """A cached round-0 prompt with its options.
 
     Attributes:
-        prompt_ids: token ids of the prompt, tokenized as the runner did.
+        prompt: the prompt text as the model saw it.
         option_labels: ``("(a)", "(b)", ...)``.
         gold, target_index, unknown_index: option indices, -1 when not applicable.
+        add_special_tokens: how the runner tokenized the prompt (special tokens only for the
+            ``faithful`` history mode; chat-templated prompts already carry them).
     """
 
-    prompt_ids: list[int]
+    prompt: str
     option_labels: tuple[str, ...]
     gold: int
     target_index: int
     unknown_index: int
+    add_special_tokens: bool = False
 
 
-def round_zero_prompts(reader: CacheReader, model: LoadedModel, limit: int, seed: int) -> list[OptionPrompt]:
+def round_zero_prompts(reader: CacheReader, limit: int, seed: int) -> list[OptionPrompt]:
     """Up to ``limit`` round-0 records with option scores (seeded choice, in record order).
 
-    Prompts are tokenized with special tokens only for the ``faithful`` history mode, as the
-    runner does (chat-templated prompts already carry them).
+    Prompts are scored with special tokens only for the ``faithful`` history mode, as the runner
+    does (chat-templated prompts already carry them).
 
     Raises:
         ProbeInputError: the cache has no round-0 record with option probabilities.
@@ -65,11 +67,12 @@ def round_zero_prompts(reader: CacheReader, model: LoadedModel, limit: int, seed
     special = reader.config.get("protocol", {}).get("history_mode") == "faithful"
     return [
         OptionPrompt(
-            prompt_ids=list(model.tokenizer(str(records["prompt"][row]), add_special_tokens=special)["input_ids"]),
+            prompt=str(records["prompt"][row]),
             option_labels=tuple(f"({OPTION_LETTERS[i]})" for i in range(int(n_options[row]))),
             gold=int(records["gold"][row]),
             target_index=int(records["target_index"][row]),
             unknown_index=int(records["unknown_index"][row]),
+            add_special_tokens=special,
         )
         for row in rows
     ]
@@ -79,8 +82,19 @@ def option_distribution(
     model: LoadedModel, prompts: Sequence[OptionPrompt], interventions: Sequence[Intervention], batch_size: int
 ) -> list[np.ndarray]:
     """Option probabilities (one [n_options] array per prompt) under ``interventions``."""
+    nll: list[np.ndarray] = [np.empty(0)] * len(prompts)
     with intervene(model, list(interventions)):
-        nll = option_mean_nll(model, [p.prompt_ids for p in prompts], [p.option_labels for p in prompts], batch_size)
+        for special in sorted({prompt.add_special_tokens for prompt in prompts}):
+            rows = [index for index, prompt in enumerate(prompts) if prompt.add_special_tokens == special]
+            scored = option_mean_nll(
+                model,
+                [prompts[row].prompt for row in rows],
+                [prompts[row].option_labels for row in rows],
+                add_special_tokens=special,
+                batch_size=batch_size,
+            )
+            for row, values in zip(rows, scored):
+                nll[row] = values
     return [option_probabilities(values) for values in nll]
 
 
@@ -153,7 +167,7 @@ def steering_rows(
             f"d_model is {width}; steer with a probe fitted on this model"
         )
     arms = {"probe": direction / np.linalg.norm(direction), "random": random_unit_direction(width, seed + layer)}
-    rows = []
+    rows: list[dict[str, object]] = []
     for name, unit in arms.items():
         vector = torch.as_tensor(unit, dtype=model.dtype, device=model.device)
         for alpha in alphas:

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 from transformers import Cache, GenerationConfig
-from transformers.cache_utils import StaticLayer
+from transformers.cache_utils import CacheLayerMixin, DynamicLayer, StaticLayer
 
-from workbench.generation import eos_token_ids, preallocated_cache, strip_at_eos
+from workbench.generation import decode_text, eos_token_ids, generate_ids, preallocated_cache, strip_at_eos
 from workbench.hooks import Capture, capture_tokens
 from workbench.hooks.capture import site_reader
 from workbench.hooks.layout import layout_for
@@ -40,6 +41,7 @@ from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import TokenBatch, position_name
 from workbench.hooks.sites import Site, SiteKind
 from workbench.models.loading import LoadedModel
+from workbench.option_scoring import continuation_mean_nll, in_context_continuation
 
 PREFILL_POSITIONS = ("last_prompt",)
 
@@ -66,9 +68,9 @@ class DialogueKV:
 
     def keys_values(self, layer: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the first ``length`` tokens at ``layer``, each ``[kv_heads, length, d_head]``."""
-        cached = self.batch_cache.layers[layer]
+        keys, values = _buffers(self.batch_cache.layers[layer])
         columns = self.columns[:length]
-        return cached.keys[self.row][:, columns], cached.values[self.row][:, columns]
+        return keys[self.row][:, columns], values[self.row][:, columns]
 
     def reusable_prefix(self, prompt_ids: Sequence[int]) -> int:
         """Length of the common token prefix with ``prompt_ids``, leaving at least one new token."""
@@ -112,18 +114,23 @@ def answer_batch(
     dtype: torch.dtype = torch.float32,
     previous: Sequence[DialogueKV | None] | None = None,
     keep_caches: bool = False,
+    prompt_texts: Sequence[str] | None = None,
+    add_special_tokens: bool = False,
 ) -> AnsweredBatch:
     """Answer one round for every prompt (all prompts share ``option_labels``; may be empty).
 
     ``previous`` gives each dialogue's cache from its last round (``None`` for a first round);
-    ``keep_caches`` returns the caches for the next round.
+    ``keep_caches`` returns the caches for the next round. Options are scored on the tokens of
+    ``prompt_text + " " + label`` tokenized as one string (see
+    :func:`workbench.option_scoring.in_context_continuation`), so ``prompt_texts`` (the texts
+    ``prompt_ids`` were tokenized from, with ``add_special_tokens``) is required with options.
     """
     if max_new_tokens < 1:
         raise ValueError(f"an answer needs at least one new token, not max_new_tokens={max_new_tokens}")
     tokenizer = model.tokenizer
     layout = _Layout.build(prompt_ids, previous, tokenizer.pad_token_id, model.device)
-    continuations = [tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in option_labels]
-    tree = _OptionTree.build(continuations)
+    scored = _option_continuations(model, prompt_ids, option_labels, prompt_texts, add_special_tokens)
+    tree = _OptionTree.build([continuations for continuations, in_tree in scored if in_tree])
     cache = layout.cache(model, room=max(max_new_tokens, len(tree.prefixes)))
     prefill_capture = backend == "hf" and all(p in PREFILL_POSITIONS for p in positions)
     plan, store = _prefill_plan(sites, positions, layout.segment, dtype) if prefill_capture else (HookPlan(), {})
@@ -137,14 +144,15 @@ def answer_batch(
         _rewind(cache, width)  # drop the option tree's columns; decoding continues after the prompt
         sequences = first_tokens
         if max_new_tokens > 1 and not all(int(token) in eos_ids for token in first_tokens):
-            config = GenerationConfig(
+            config = GenerationConfig(  # type: ignore[no-untyped-call, unused-ignore]  # untyped in transformers
                 max_new_tokens=max_new_tokens - 1,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=eos_ids,
                 disable_compile=True,
             )
-            output = model.model.generate(
+            output = generate_ids(
+                model,
                 input_ids=torch.cat([layout.input_ids, first_tokens], dim=1),
                 attention_mask=torch.cat([layout.attention_mask, torch.ones_like(first_tokens)], dim=1),
                 past_key_values=cache,
@@ -152,9 +160,13 @@ def answer_batch(
             )
             sequences = output[:, width:]
     answers = strip_at_eos(sequences.tolist(), eos_ids)
-    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in answers]
+    texts = [decode_text(tokenizer, ids) for ids in answers]
     caches = layout.split_cache(cache, prompt_ids, answers) if keep_caches else []
-    option_nll = tree.mean_nll(first_log_probs, node_log_probs) if option_labels else [np.empty(0) for _ in prompt_ids]
+    option_nll = (
+        _option_nll(model, scored, tree, first_log_probs, node_log_probs)
+        if option_labels
+        else [np.empty(0) for _ in prompt_ids]
+    )
     if prefill_capture:
         activations = {
             key: torch.stack([by_layer[layer] for layer in sorted(by_layer)], dim=1) for key, by_layer in store.items()
@@ -238,13 +250,14 @@ class _Layout:
         if not self.cached_width:
             return cache
         size, width = len(self.previous), self.cached_width
-        template = next(kv for kv in self.previous if kv is not None).batch_cache.layers[0].keys
+        template, _ = _buffers(next(kv for kv in self.previous if kv is not None).batch_cache.layers[0])
         static = isinstance(cache.layers[0], StaticLayer)
         if static:  # write straight into the preallocated buffers
             cache.early_initialization(size, template.shape[1], template.shape[3], template.dtype, template.device)
         for index, layer in enumerate(cache.layers):
             if static:
-                keys, values = layer.keys[:, :, :width], layer.values[:, :, :width]
+                layer_keys, layer_values = _buffers(layer)
+                keys, values = layer_keys[:, :, :width], layer_values[:, :, :width]
             else:
                 keys = template.new_zeros((size, template.shape[1], width, template.shape[3]))
                 values = torch.zeros_like(keys)
@@ -252,9 +265,9 @@ class _Layout:
                 if kv is not None and length:
                     keys[row, :, width - length :], values[row, :, width - length :] = kv.keys_values(index, length)
             if static:
-                layer.cumulative_length.fill_(width)
-            else:
-                layer.update(keys, values)
+                cast(StaticLayer, layer).cumulative_length.fill_(width)
+            else:  # a DynamicCache (see preallocated_cache)
+                cast(DynamicLayer, layer).update(keys, values)
         return cache
 
     def split_cache(
@@ -291,37 +304,96 @@ def _prefill_plan(
     return plan, store
 
 
+_RowContinuations = tuple[list[tuple[list[int], list[int]]], bool]
+"""Per option ``(context ids, continuation ids)``, and whether the row's options ride in the option tree."""
+
+
+def _option_continuations(
+    model: LoadedModel,
+    prompt_ids: Sequence[list[int]],
+    option_labels: Sequence[str],
+    prompt_texts: Sequence[str] | None,
+    add_special_tokens: bool,
+) -> list[_RowContinuations]:
+    """Each row's in-context option tokens; a row rides in the tree when its context is its prompt.
+
+    The context differs from the prompt's ids only when the tokenizer merges the prompt's last
+    characters with the option's first (or a continuation is empty): such a row is scored by its
+    own forward over the whole string's ids, as the papers' scripts do.
+    """
+    if not option_labels:
+        return [([], False) for _ in prompt_ids]
+    if prompt_texts is None or len(prompt_texts) != len(prompt_ids):
+        raise ValueError("answer_batch: options are scored in context, so pass prompt_texts (one per prompt)")
+    rows: list[_RowContinuations] = []
+    for ids, text in zip(prompt_ids, prompt_texts):
+        pairs = [
+            in_context_continuation(model.tokenizer, text, " " + label, add_special_tokens=add_special_tokens)
+            for label in option_labels
+        ]
+        in_tree = all(context == list(ids) and continuation for context, continuation in pairs)
+        rows.append((pairs, in_tree))
+    return rows
+
+
+def _option_nll(
+    model: LoadedModel,
+    scored: Sequence[_RowContinuations],
+    tree: _OptionTree,
+    first_log_probs: torch.Tensor,
+    node_log_probs: torch.Tensor,
+) -> list[np.ndarray]:
+    """Per row ``[options]`` mean-token NLL: from the tree's forward, or a forward of the row's own."""
+    in_tree = [row for row, (_, rides) in enumerate(scored) if rides]
+    from_tree = tree.mean_nll(first_log_probs[in_tree], node_log_probs[in_tree]) if in_tree else []
+    by_row = dict(zip(in_tree, from_tree))
+    outside = [(row, pairs) for row, (pairs, rides) in enumerate(scored) if not rides]
+    if outside:
+        flat = [pair for _, pairs in outside for pair in pairs]
+        values = continuation_mean_nll(model, flat, batch_size=len(flat))
+        width = len(outside[0][1])
+        for position, (row, _) in enumerate(outside):
+            by_row[row] = values[position * width : (position + 1) * width]
+    return [np.asarray(by_row[row]) for row in range(len(scored))]
+
+
 @dataclass(frozen=True)
 class _OptionTree:
-    """The option continuations (``" " + label`` token ids) as a token tree.
+    """Every row's option continuations (in-context token ids of ``" " + label``) as one token tree.
 
     Every proper prefix of a continuation is one node (shared ones such as ``" ("`` once). A node
     is placed at its depth's position after the prompt and attends to the prompt and its own
     ancestors only, so one forward scores every option's later tokens without any option seeing
     another's, and without copying the prompt's cache per option.
 
+    Rows may split an option differently (the in-context tokens depend on the prompt's end): the
+    tree holds the union of their prefixes, and each row reads its own.
+
     Attributes:
-        continuations: token ids of each option's continuation.
+        continuations: per row, the token ids of each option's continuation.
         prefixes: the nodes, in order.
         tokens, depths: ``[nodes]`` each node's last token and its depth (0 = first continuation token).
         ancestry: ``[nodes, nodes]`` bool, ``ancestry[i, j]`` when node ``j`` is node ``i`` or one of its ancestors.
     """
 
-    continuations: list[list[int]]
+    continuations: list[list[list[int]]]
     prefixes: list[tuple[int, ...]]
     tokens: torch.Tensor
     depths: torch.Tensor
     ancestry: torch.Tensor
 
     @classmethod
-    def build(cls, continuations: Sequence[list[int]]) -> _OptionTree:
+    def build(cls, rows: Sequence[Sequence[tuple[list[int], list[int]]]]) -> _OptionTree:
+        """The tree of ``rows``: per row, per option ``(context ids, continuation ids)``."""
+        continuations = [[list(continuation) for _, continuation in row] for row in rows]
         nodes: dict[tuple[int, ...], None] = {}
-        for ids in continuations:
-            for end in range(1, len(ids)):
-                nodes.setdefault(tuple(ids[:end]))
+        for row_continuations in continuations:
+            for ids in row_continuations:
+                for end in range(1, len(ids)):
+                    nodes.setdefault(tuple(ids[:end]))
         prefixes = list(nodes)
         return cls(
-            continuations=[list(ids) for ids in continuations],
+            continuations=continuations,
             prefixes=prefixes,
             tokens=torch.as_tensor([prefix[-1] for prefix in prefixes], dtype=torch.long),
             depths=torch.as_tensor([len(prefix) - 1 for prefix in prefixes], dtype=torch.long),
@@ -331,19 +403,35 @@ class _OptionTree:
         )
 
     def mean_nll(self, first_log_probs: torch.Tensor, node_log_probs: torch.Tensor) -> list[np.ndarray]:
-        """Per prompt, ``[options]`` mean-token NLL (nats) of each continuation.
+        """Per row of the tree, ``[options]`` mean-token NLL (nats) of each continuation.
 
         Args:
-            first_log_probs: ``[batch, vocab]`` next-token log-probabilities after each prompt.
-            node_log_probs: ``[batch, nodes, vocab]`` next-token log-probabilities after each node.
+            first_log_probs: ``[rows, vocab]`` next-token log-probabilities after each prompt.
+            node_log_probs: ``[rows, nodes, vocab]`` next-token log-probabilities after each node.
         """
         index = {prefix: position for position, prefix in enumerate(self.prefixes)}
-        nll_sum = torch.stack([-first_log_probs[:, ids[0]] for ids in self.continuations], dim=1)
-        for option, ids in enumerate(self.continuations):
-            for end in range(1, len(ids)):
-                nll_sum[:, option] -= node_log_probs[:, index[tuple(ids[:end])], ids[end]]
-        lengths = torch.as_tensor([len(ids) for ids in self.continuations], dtype=torch.float32)
-        return list((nll_sum.cpu() / lengths).numpy())
+        per_row = []
+        for row, continuations in enumerate(self.continuations):
+            terms = [
+                torch.stack(
+                    [first_log_probs[row, ids[0]]]
+                    + [node_log_probs[row, index[tuple(ids[:end])], ids[end]] for end in range(1, len(ids))]
+                )
+                for ids in continuations
+            ]
+            per_row.append(torch.stack([-term.mean() for term in terms]).cpu().numpy())
+        return per_row
+
+
+def _buffers(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(keys, values)`` buffers of a cache layer already written (or early-initialised).
+
+    Typing only: ``Cache.layers`` also admits transformers' linear-attention and dummy layers, whose
+    buffers are ``None`` before the first write; the caches here (:func:`preallocated_cache`) hold
+    attention layers only, read after they are written.
+    """
+    written = cast(CacheLayerMixin, layer)
+    return cast(torch.Tensor, written.keys), cast(torch.Tensor, written.values)
 
 
 def _rewind(cache: Cache, length: int) -> None:
@@ -354,8 +442,8 @@ def _rewind(cache: Cache, length: int) -> None:
     for layer in cache.layers:
         if isinstance(layer, StaticLayer):
             layer.cumulative_length.fill_(length)  # later writes overwrite the stale columns
-        else:
-            layer.crop(-surplus)
+        else:  # a DynamicCache's layer (see preallocated_cache)
+            cast(DynamicLayer, layer).crop(-surplus)
 
 
 def _prefill(model: LoadedModel, layout: _Layout, cache: Cache, tree: _OptionTree) -> tuple[torch.Tensor, torch.Tensor]:

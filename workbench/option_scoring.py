@@ -1,9 +1,15 @@
-"""Score multiple-choice options by log-probability (protocols.md section 2.3).
+"""Score multiple-choice options by log-probability (docs/protocols.md section 2.3).
 
 For a prompt and option label ``c`` (``"(a)"``, ``"(b)"``, ...) the score is the mean token
 negative log-likelihood of the continuation ``" " + c`` given the prompt; probabilities follow
 as ``exp(-NLL)`` normalised over the options (:func:`workbench.metrics.options.option_probabilities`).
 Small models' free text is often muddled; their option log-probabilities still carry the answer.
+
+The continuation's tokens are those of the whole string ``prompt + " " + c``, never of ``" " + c``
+tokenized alone: a SentencePiece tokenizer splits ``" (a)"`` alone as ``▁ ▁( a )`` (raw) or
+``▁▁ ( a )`` (the legacy ``Prepend`` + ``Replace`` normalizer of many Llama-2 / Mistral
+``tokenizer.json`` files), but as ``▁( a )`` after a prompt. :func:`in_context_continuation` splits
+the whole string where the prompt's own tokenization ends, as the papers' scripts do.
 """
 
 from __future__ import annotations
@@ -12,31 +18,65 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from workbench.hooks.positions import TokenBatch
 from workbench.models.loading import LoadedModel
 
 
+def in_context_continuation(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, continuation: str, *, add_special_tokens: bool
+) -> tuple[list[int], list[int]]:
+    """``(context ids, continuation ids)`` of ``prompt + continuation`` tokenized as one string.
+
+    The split is at ``len(tokenizer(prompt))``: the rule of HaitaoMao/LLM-self-correction@071c790
+    ``analysis/uncerntainty.py`` (``ECEError.get_logit``), which tokenizes ``input + " " + choice`` and
+    masks the labels of the first ``len(tokenizer(input))`` tokens. The context ids equal the prompt's
+    own ids unless the tokenizer merges across the boundary; the model is then fed the whole string's
+    ids, as upstream.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        prompt: the prompt text exactly as the model sees it.
+        continuation: the text appended, e.g. ``" (a)"``.
+        add_special_tokens: as the prompt was tokenized (BOS for raw transcripts; chat-templated
+            prompts carry their own markers).
+    """
+    prompt_length = len(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
+    whole = list(tokenizer(prompt + continuation, add_special_tokens=add_special_tokens)["input_ids"])
+    return whole[:prompt_length], whole[prompt_length:]
+
+
 def option_mean_nll(
     model: LoadedModel,
-    prompt_ids: Sequence[Sequence[int]],
+    prompts: Sequence[str],
     option_labels: Sequence[Sequence[str]],
+    *,
+    add_special_tokens: bool,
     batch_size: int = 8,
 ) -> list[np.ndarray]:
     """Mean-token NLL (nats) of ``" " + label`` after each prompt, for every label of that prompt.
 
+    Args:
+        model: the model.
+        prompts: prompt texts as the model sees them.
+        option_labels: per prompt, its option labels (``"(a)"``, ...).
+        add_special_tokens: as the prompts are tokenized (see :func:`in_context_continuation`).
+        batch_size: sequences per forward.
+
     Returns:
         one array ``[n_options]`` per prompt.
     """
-    tokenizer = model.tokenizer
     pairs: list[tuple[list[int], list[int]]] = []
     owners: list[int] = []
-    for index, (ids, labels) in enumerate(zip(prompt_ids, option_labels)):
+    for index, (prompt, labels) in enumerate(zip(prompts, option_labels)):
         for label in labels:
-            pairs.append((list(ids), tokenizer(" " + label, add_special_tokens=False)["input_ids"]))
+            pairs.append(
+                in_context_continuation(model.tokenizer, prompt, " " + label, add_special_tokens=add_special_tokens)
+            )
             owners.append(index)
     nll = continuation_mean_nll(model, pairs, batch_size)
-    per_prompt: list[list[float]] = [[] for _ in prompt_ids]
+    per_prompt: list[list[float]] = [[] for _ in prompts]
     for index, value in zip(owners, nll):
         per_prompt[index].append(float(value))
     return [np.asarray(values) for values in per_prompt]

@@ -12,7 +12,7 @@ import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from workbench.answering import AnsweredBatch, DialogueKV, answer_batch
 from workbench.config import ConfigError, ProtocolSettings, RunConfig
 from workbench.critics import Critic, ModelCritic, OpenAICompatibleCritic, OracleCritic
 from workbench.critics.openai_compatible import EndpointConfig
-from workbench.generation import chat_prompt, check_prompt_lengths, generate_greedy, sample_continuations
+from workbench.generation import chat_prompt, check_prompt_lengths, decode_text, generate_greedy, sample_continuations
 from workbench.hooks import parse_sites
 from workbench.hooks.positions import position_name
 from workbench.hooks.sites import SiteKind
@@ -86,13 +86,19 @@ def record_key(condition: str, item_id: str, round_index: int) -> str:
 def build_critic(settings: ProtocolSettings, model: LoadedModel) -> Critic:
     """The critic named by ``settings.critic``, with its token budget, deadline and attempts."""
     spec, max_new_tokens = settings.critic, settings.critic_tokens
+    # The ignores below: the Critic protocol (critics/base.py) declares ``name`` a settable attribute, which these
+    # frozen dataclasses expose read-only; nothing sets it, so declaring it a read-only property there removes them.
     if spec == "oracle":
-        return OracleCritic()
+        return OracleCritic()  # type: ignore[return-value]
     if spec == "self":
-        return ModelCritic(generate=chat_generator(model, max_new_tokens), name=f"self:{model.model_id}")
+        return ModelCritic(  # type: ignore[return-value]
+            generate=chat_generator(model, max_new_tokens), name=f"self:{model.model_id}"
+        )
     if spec.startswith("model:"):
         second = load_model(spec.removeprefix("model:"))
-        return ModelCritic(generate=chat_generator(second, max_new_tokens), name=f"model:{second.model_id}")
+        return ModelCritic(  # type: ignore[return-value]
+            generate=chat_generator(second, max_new_tokens), name=f"model:{second.model_id}"
+        )
     if spec.startswith("openai:"):
         base_url, _, model_name = spec.removeprefix("openai:").partition("|")
         if not model_name:
@@ -160,7 +166,7 @@ class ExperimentRunner:
         # bigger than the whole run needs: a small run does not allocate megabytes per layer.
         row_bytes = max(math.prod(spec.shape) for spec in datasets) * (2 if self.config.cache.dtype == "float16" else 4)
         return CacheSpec(
-            datasets=datasets,
+            datasets=tuple(datasets),
             record_columns=RECORD_COLUMNS,
             dtype=self.config.cache.dtype,
             compression=None if self.config.cache.compression == "none" else self.config.cache.compression,
@@ -264,7 +270,7 @@ class ExperimentRunner:
                 ],
             )
             if kind == "answer":
-                answered = self._answer(active, prompt_ids, budget, caches)
+                answered = self._answer(active, texts, prompt_ids, faithful, budget, caches)
                 texts_out = answered.texts
             else:
                 texts_out = generate_greedy(self.model, prompt_ids, budget, self.config.capture.batch_size).texts
@@ -290,9 +296,18 @@ class ExperimentRunner:
         return mask_turn_responses(dialogue, settings.mask_turns, settings.mask_fraction, self.config.seed)
 
     def _answer(
-        self, items: Sequence[Item], prompt_ids: Sequence[list[int]], budget: int, caches: dict[str, DialogueKV]
+        self,
+        items: Sequence[Item],
+        texts: Sequence[str],
+        prompt_ids: Sequence[list[int]],
+        faithful: bool,
+        budget: int,
+        caches: dict[str, DialogueKV],
     ) -> AnsweredBatch:
         """Generate, score options and capture for one answer turn of a batch of dialogues.
+
+        ``prompt_ids`` are ``texts`` tokenized with special tokens when ``faithful`` (the raw
+        transcript carries no chat markers); options are scored in the context of ``texts``.
 
         ``caches`` holds each dialogue's key/value cache from its previous answer round and is
         updated in place (when ``protocol.reuse_kv_cache`` is on).
@@ -311,6 +326,8 @@ class ExperimentRunner:
             backend=self.config.model.backend,
             previous=[caches.get(item.item_id) for item in items] if reuse else None,
             keep_caches=reuse,
+            prompt_texts=texts,
+            add_special_tokens=faithful,
         )
         caches.update(zip((item.item_id for item in items), answered.caches))
         return answered
@@ -330,11 +347,11 @@ class ExperimentRunner:
         pairs = [(ids, sample) for ids, group in zip(prompt_ids, samples) for sample in group]
         nll = continuation_mean_nll(self.model, pairs, self.config.capture.batch_size)
         for index, (item, group) in enumerate(zip(items, samples)):
-            texts = [self.model.tokenizer.decode(sample, skip_special_tokens=True) for sample in group]
+            texts = [decode_text(self.model.tokenizer, sample) for sample in group]
             per_sample = nll[index * len(group) : (index + 1) * len(group)]
             kept = [position for position in range(len(group)) if np.isfinite(per_sample[position])]
             clusters = anchor_clusters([texts[k] for k in kept], same_option_equivalence(item.options))
-            values[index] = semantic_uncertainty(per_sample[kept], clusters)
+            values[index] = semantic_uncertainty(per_sample[kept].tolist(), clusters)
         return values
 
     def _self_distinguish(
@@ -356,7 +373,8 @@ class ExperimentRunner:
             for index in asked
         ]
         texts = [
-            raw if raw is not None else chat_prompt(self.model, messages, prefix)
+            # clean mode (no raw text) always has the messages
+            raw if raw is not None else chat_prompt(self.model, cast(list[dict[str, str]], messages), prefix)
             for raw, messages, prefix, _ in questions
         ]
         choices = self._choose_options(
@@ -404,8 +422,9 @@ class ExperimentRunner:
 
         Faithful prompts carry the scripts' own markers, so the tokenizer adds its special tokens.
         """
-        ids = [self.model.tokenizer(text, add_special_tokens=faithful)["input_ids"] for text in texts]
-        nll = option_mean_nll(self.model, ids, option_labels, self.config.capture.batch_size)
+        nll = option_mean_nll(
+            self.model, texts, option_labels, add_special_tokens=faithful, batch_size=self.config.capture.batch_size
+        )
         return [int(np.argmin(values)) for values in nll]
 
     def _prompt_text(self, prompt: RoundPrompt) -> str:

@@ -41,11 +41,13 @@ def test_a_sliding_window_shorter_than_the_transcript_is_refused() -> None:
 def test_answer_batch_equals_separate_passes(model, positions) -> None:
     ids = [model.tokenizer(prompt)["input_ids"] for prompt in PROMPTS]
     sites = parse_sites(["blocks.*.hook_resid_post", "blocks.1.attn.hook_z"], 3, 4)
-    answered = answer_batch(model, ids, LABELS, sites, positions, max_new_tokens=5)
+    answered = answer_batch(
+        model, ids, LABELS, sites, positions, max_new_tokens=5, prompt_texts=PROMPTS, add_special_tokens=True
+    )
     generated = generate_greedy(model, ids, 5)
     assert answered.answer_ids == generated.answer_ids
     assert answered.texts == generated.texts
-    reference_nll = option_mean_nll(model, ids, [LABELS] * 3)
+    reference_nll = option_mean_nll(model, PROMPTS, [LABELS] * 3, add_special_tokens=True)
     for got, want in zip(answered.option_nll, reference_nll):
         assert np.allclose(got, want, atol=1e-5)
     captured = capture_tokens(
@@ -63,26 +65,46 @@ def test_answer_batch_equals_separate_passes(model, positions) -> None:
 def test_hand_computed_option_nll(model) -> None:
     """Mean token NLL of " (b)" after a prompt, computed directly from one forward's logits."""
     ids = model.tokenizer("the man said")["input_ids"]
-    continuation = model.tokenizer(" (b)", add_special_tokens=False)["input_ids"]
+    whole = model.tokenizer("the man said (b)")["input_ids"]
+    continuation = whole[len(ids) :]
     with torch.no_grad():
-        logits = model.model(torch.tensor([ids + continuation])).logits[0]
+        logits = model.model(torch.tensor([whole])).logits[0]
     log_probs = torch.log_softmax(logits, dim=-1)
     expected = -np.mean([float(log_probs[len(ids) - 1 + i, token]) for i, token in enumerate(continuation)])
     sites = parse_sites("blocks.0.hook_resid_post", 3, 4)
-    answered = answer_batch(model, [ids], LABELS, sites, ("last_prompt",), max_new_tokens=2)
+    answered = answer_batch(
+        model,
+        [ids],
+        LABELS,
+        sites,
+        ("last_prompt",),
+        max_new_tokens=2,
+        prompt_texts=["the man said"],
+        add_special_tokens=True,
+    )
     assert answered.option_nll[0][1] == pytest.approx(expected, abs=1e-5)
 
 
 def test_reusing_the_previous_rounds_cache_changes_nothing_but_the_cost(model) -> None:
     tokenizer = model.tokenizer
     sites = parse_sites(["blocks.*.hook_resid_post", "blocks.1.attn.hook_z"], 3, 4)
+    texts = list(PROMPTS)
     prompts = [tokenizer(prompt)["input_ids"] for prompt in PROMPTS]
     fresh_total = reused_total = 0
     caches = None
+    scoring = {"prompt_texts": texts, "add_special_tokens": True}
     for round_index in range(3):
-        fresh = answer_batch(model, prompts, LABELS, sites, ("last_prompt",), max_new_tokens=4)
+        fresh = answer_batch(model, prompts, LABELS, sites, ("last_prompt",), max_new_tokens=4, **scoring)
         reused = answer_batch(
-            model, prompts, LABELS, sites, ("last_prompt",), max_new_tokens=4, previous=caches, keep_caches=True
+            model,
+            prompts,
+            LABELS,
+            sites,
+            ("last_prompt",),
+            max_new_tokens=4,
+            previous=caches,
+            keep_caches=True,
+            **scoring,
         )
         assert reused.answer_ids == fresh.answer_ids
         for got, want in zip(reused.option_nll, fresh.option_nll):
@@ -95,4 +117,6 @@ def test_reusing_the_previous_rounds_cache_changes_nothing_but_the_cost(model) -
         # the next round: the transcript grows by the answer and a new user turn
         follow_up = tokenizer(" review your previous answer", add_special_tokens=False)["input_ids"]
         prompts = [ids + answer + follow_up for ids, answer in zip(prompts, reused.answer_ids)]
+        texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in prompts]
+        scoring["prompt_texts"] = texts
     assert reused_total < fresh_total / 2

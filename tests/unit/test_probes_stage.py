@@ -160,8 +160,7 @@ def test_concept_capture_resumes_and_matches_a_direct_capture(tmp_path: Path, mo
 
 
 def test_steering_moves_the_options_and_records_the_random_arm(model: LoadedModel) -> None:
-    ids = model.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
-    prompts = [OptionPrompt(ids, ("(a)", "(b)", "(c)"), gold=2, target_index=0, unknown_index=2)]
+    prompts = [OptionPrompt(PROMPT, ("(a)", "(b)", "(c)"), gold=2, target_index=0, unknown_index=2)]
     direction = torch.randn(64, generator=torch.Generator().manual_seed(1)).numpy()
     rows = steering_rows(model, prompts, "hook_resid_post", 0, direction, (0.0, 500.0), seed=0)
     value = {(r["direction"], r["alpha"], r["metric"]): r["value"] for r in rows}

@@ -20,6 +20,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from workbench.hooks.positions import TokenBatch
+from workbench.option_scoring import in_context_continuation
 
 DEFAULT_TEMPLATE = "The {} said that"
 
@@ -63,11 +64,14 @@ def winogender_contrast_pairs(occupations_stats: Path, template: str = DEFAULT_T
     return pairs
 
 
-def _single_token(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+def _single_token(tokenizer: PreTrainedTokenizerBase, prompt: str, text: str, add_special_tokens: bool) -> int:
+    """The one token ``text`` is after ``prompt``, tokenized as one string (a SentencePiece tokenizer
+    splits ``" she"`` alone as ``▁ ▁she`` but as ``▁she`` after a prompt)."""
+    _, ids = in_context_continuation(tokenizer, prompt, text, add_special_tokens=add_special_tokens)
     if len(ids) != 1:
         raise ContrastPairError(
-            f"continuation {text!r} is {len(ids)} tokens for this tokenizer; use single-token continuations"
+            f"continuation {text!r} is {len(ids)} tokens after {prompt!r} for this tokenizer; "
+            "use single-token continuations"
         )
     return ids[0]
 
@@ -85,8 +89,8 @@ def tokenize_contrast_pairs(
             continue
         clean.append(a)
         counterfactual.append(b)
-        targets.append(_single_token(tokenizer, pair.target))
-        foils.append(_single_token(tokenizer, pair.foil))
+        targets.append(_single_token(tokenizer, pair.clean, pair.target, add_special_tokens))
+        foils.append(_single_token(tokenizer, pair.clean, pair.foil, add_special_tokens))
     if not clean:
         raise ContrastPairError(
             f"all {len(pairs)} contrast pairs have clean and counterfactual prompts of different token lengths; "
