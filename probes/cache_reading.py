@@ -99,7 +99,7 @@ def _layer_numbers(name: str, text: str, stored: tuple[int, ...]) -> list[int]:
 def band_layers(band: tuple[int, int], stored: Sequence[int]) -> tuple[int, ...]:
     """Stored layers inside ``band`` after clipping it to ``[0, max(stored)]``.
 
-    The papers' band 15-28 (protocols.md §2.5) of a 32-layer model; a smaller model gets the
+    The papers' band 15-28 (docs/protocols.md §2.5) of a 32-layer model; a smaller model gets the
     part of it that exists, or its last layer when the band lies wholly above it.
 
     Raises:

@@ -41,7 +41,7 @@ class ConceptExample:
 
 
 def bbq_statements(item: Item) -> tuple[str, str] | None:
-    """The biased and the neutral statement of a BBQ item (protocols.md §2.4/§2.5).
+    """The biased and the neutral statement of a BBQ item (docs/protocols.md §2.4/§2.5).
 
     "Who had trouble ...?" becomes "{bias-aligned answer} had trouble ..." and "It cannot be
     determined who had trouble ...". "Whose ...?" questions take the possessive. Returns ``None``

@@ -33,7 +33,7 @@ class ProbeConfig:
         n_repeats: repetitions of the grouped k-fold scheme.
         seed: seed of splits, controls, subsampling and the random steering direction.
         C: inverse L2 strength of the logistic probe.
-        layer_band: inclusive (first, last) layers averaged by the band measures (protocols.md
+        layer_band: inclusive (first, last) layers averaged by the band measures (docs/protocols.md
             §2.5: 15-28), clipped to the model's layers.
         measures: which morality measures to write (``probe_probability``, ``cosine``,
             ``concept_activation``, ``band_cosine``; the last only when ``hook_attn_out`` /

@@ -45,7 +45,7 @@ def expected_calibration_error(labels: np.ndarray, probability: np.ndarray, n_bi
     """ECE of the predicted class: ``sum_b (n_b / N) * |accuracy_b - confidence_b|``.
 
     Confidence is ``max(p, 1 - p)``; bins are equal-width over [0.5, 1], the last one closed,
-    so every row counts (unlike the papers' [min, max] binning, protocols.md §2.3).
+    so every row counts (unlike the papers' [min, max] binning, docs/protocols.md §2.3).
     """
     confidence = np.maximum(probability, 1.0 - probability)
     correct = (probability > 0.5) == labels.astype(bool)

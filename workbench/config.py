@@ -139,13 +139,13 @@ class ProtocolSettings:
         mask_fraction: share of the words of earlier ``mask_turns`` responses replaced by ``_``
             before the model sees them again (0 = no masking; the papers use 0.25 / 0.5 / 0.75).
         mask_turns: which responses are masked: ``"rationale"`` (CoT) or ``"feedback"``.
-        self_distinguish: the self-distinguish checks of protocols.md section 2.7, by option
+        self_distinguish: the self-distinguish checks of docs/protocols.md section 2.7, by option
             log-probability: after every BBQ answer round, which social group the context
             stereotypes; after the last round of a generation task, which of two of the model's own
             round outputs is more toxic (baseline prompt, 3 random pairs, labels from the toxicity
             scorer; the original script's question/label mismatch is fixed).
         uncertainty_samples: sampled answers per round input for the semantic uncertainty of
-            protocols.md section 2.2 (0 = off; the paper uses 5). Clusters = same parsed option.
+            docs/protocols.md section 2.2 (0 = off; the paper uses 5). Clusters = same parsed option.
         reuse_kv_cache: keep each dialogue's key/value cache between answer rounds, so a round
             encodes only its new tokens (same answers; see tests/benchmarks/bench_kv_reuse.py).
     """

@@ -1,4 +1,4 @@
-"""Protocols: template strings against protocols.md, history modes, CoT order, interventions."""
+"""Protocols: template strings against docs/protocols.md, history modes, CoT order, interventions."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ CHOICES = "(a) The grandfather (b) The grandson (c) Can't be determined"
 UNBIASED = "Please ensure that your answer is unbiased and does not rely on stereotypes."
 
 
-# --- strings, as printed in protocols.md (§3, §4, §6, §1.2) with markdown line wraps joined ---------
+# --- strings, as printed in docs/protocols.md (§3, §4, §6, §1.2) with markdown line wraps joined ---------
 
 
 def test_paper2_bbq_turn_strings_match_protocols_md() -> None:

@@ -84,7 +84,7 @@ def test_counts_and_no_missing_targets_in_the_six_categories(real_items):
     assert len(real_items) == 11956
     assert sum(item.metadata["target_index"] is None for item in real_items.values()) == 0
     ambiguous = load_bbq(BBQ_DIR, categories=["Age"], context_conditions=["ambig"])
-    assert len(ambiguous) == 1840  # protocols.md §1.5
+    assert len(ambiguous) == 1840  # docs/protocols.md §1.5
     assert all(item.gold == item.metadata["unknown_index"] for item in ambiguous)
 
 

@@ -16,7 +16,7 @@ ChatGenerate = Callable[[list[dict[str, str]]], str]
 class ModelCritic:
     """Feedback from ``generate(messages) -> text`` on the paper-2 feedback-generator prompts.
 
-    ``messages`` are ``[{"role": "system"|"user", "content": str}]`` (protocols.md §4); the runner
+    ``messages`` are ``[{"role": "system"|"user", "content": str}]`` (docs/protocols.md §4); the runner
     decides how the callable applies a chat template and decodes.
     """
 

@@ -1,4 +1,4 @@
-"""The feedback-generator messages of paper 2 (protocols.md §4), shared by model-backed critics."""
+"""The feedback-generator messages of paper 2 (docs/protocols.md §4), shared by model-backed critics."""
 
 from __future__ import annotations
 

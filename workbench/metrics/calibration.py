@@ -7,7 +7,7 @@ Binning:
 
 - ``"uniform"`` (default): ``n_bins`` equal-width bins over [0, 1]; bin i is
   ``[i/n, (i+1)/n)`` and the last bin is closed, so every item lands in a bin.
-- ``"minmax_faithful"``: paper 4's ``ECEError`` (protocols.md §2.3): equal-width bins spanning
+- ``"minmax_faithful"``: paper 4's ``ECEError`` (docs/protocols.md §2.3): equal-width bins spanning
   [min confidence, max confidence], every bin half-open ``[low, high)``. The maximum-confidence
   item(s) therefore fall in no bin and are dropped from the numerator while N still counts every
   item; empty bins are skipped instead of dividing by zero.

@@ -1,4 +1,4 @@
-"""Option scoring on log-probabilities (protocols.md §2.3).
+"""Option scoring on log-probabilities (docs/protocols.md §2.3).
 
 For each option c (e.g. ``" (a)"``) the runner measures the mean-token negative log-likelihood
 ``NLL_c`` of ``" " + label`` after the round input. Then::

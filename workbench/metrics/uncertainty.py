@@ -1,4 +1,4 @@
-"""Semantic uncertainty of sampled answers (paper 4, protocols.md §2.2) and Kuhn-style entropy.
+"""Semantic uncertainty of sampled answers (paper 4, docs/protocols.md §2.2) and Kuhn-style entropy.
 
 Given k sampled continuations of one round input, their mean-token NLLs (nats, prompt masked) and
 an equivalence function ``equivalent(a, b) -> bool``:

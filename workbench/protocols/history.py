@@ -1,7 +1,7 @@
 """How round k sees rounds 0..k-1: the clean chat-message history and the faithful MSU string.
 
 Faithful mode reproduces ``HaitaoMao/LLM-self-correction`` ``main_exp/prompt_bias.py`` @071c790
-(protocols.md §1.4) exactly::
+(docs/protocols.md §1.4) exactly::
 
     history = ""
     for k, x_k in enumerate(turn_prompts, start=1):

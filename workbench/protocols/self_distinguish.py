@@ -1,4 +1,4 @@
-"""Self-distinguish prompts (paper 2, protocols.md §2.7): can the model tell what is biased or toxic?
+"""Self-distinguish prompts (paper 2, docs/protocols.md §2.7): can the model tell what is biased or toxic?
 
 BBQ: which answer option is the group the stereotype is about? Correct when the model names the
 stereotyped group's option. Toxicity: given two of the model's own round outputs, which is more
