@@ -198,8 +198,8 @@ def _run(args: argparse.Namespace) -> int:
     unknown = sorted(set(stages) - {"run", "results", "probe", "report"})
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; use run, results, probe, report")
-    if args.check:
-        plan = plan_run(config, overwrite=args.overwrite)
+    plan = plan_run(config, overwrite=args.overwrite) if args.check or "run" in stages else None
+    if args.check and plan is not None:
         out.print(f"{args.config}: ok", highlight=False)
         for line in plan.describe():
             out.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
@@ -213,7 +213,7 @@ def _run(args: argparse.Namespace) -> int:
                 progress.update(task, description=f"{config.name}: records", total=runner.total_records)
                 return lambda n: progress.advance(task, n)
 
-            run_dir = run_stage(config, overwrite=args.overwrite, on_model_loaded=attach)
+            run_dir = run_stage(config, overwrite=args.overwrite, on_model_loaded=attach, plan=plan)
         console.print(f"cache: {RunFolder(run_dir).cache}")
     if "results" in stages:
         tables, _ = results_stage(run_dir, config.results)

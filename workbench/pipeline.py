@@ -115,14 +115,17 @@ def run_stage(
     *,
     overwrite: bool = False,
     on_model_loaded: Callable[[ExperimentRunner], Callable[[int], None] | None] | None = None,
+    plan: RunPlan | None = None,
 ) -> Path:
     """Generate, score and capture every record of ``config`` into ``run_dir/cache.h5``; return the run dir.
+
+    ``plan`` is :func:`plan_run`'s check of ``config`` when the caller already made it.
 
     ``config.toml`` is written only once the cache writer has accepted the run (lock taken,
     configuration matching): a refused run leaves the folder as it was. A run that fails before
     committing any record into a cache it created removes that cache and restores ``config.toml``.
     """
-    plan = plan_run(config, overwrite=overwrite)
+    plan = plan or plan_run(config, overwrite=overwrite)
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     folder = RunFolder(run_dir)
