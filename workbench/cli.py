@@ -256,17 +256,17 @@ def _models(args: argparse.Namespace) -> int:
 
 def _cache_info(args: argparse.Namespace) -> int:
     from activations_cache import cache_info
-    from workbench.pipeline import resolve_cache
+    from workbench.run_folder import RunFolder
 
-    print(cache_info(resolve_cache(args.path)))
+    print(cache_info(RunFolder.cache_file(args.path)))
     return 0
 
 
 def _cache_verify(args: argparse.Namespace) -> int:
     from activations_cache import verify_cache
-    from workbench.pipeline import resolve_cache
+    from workbench.run_folder import RunFolder
 
-    report = verify_cache(resolve_cache(args.path))
+    report = verify_cache(RunFolder.cache_file(args.path))
     print(f"{report.path}: {report.n_records} records")
     for name in sorted(report.nan_counts):
         print(f"  {name}: {report.nan_counts[name]} NaN, {report.inf_counts.get(name, 0)} inf")
@@ -278,9 +278,9 @@ def _cache_verify(args: argparse.Namespace) -> int:
 
 def _cache_repair(args: argparse.Namespace) -> int:
     from activations_cache import repair_cache
-    from workbench.pipeline import resolve_cache
+    from workbench.run_folder import RunFolder
 
-    print(repair_cache(resolve_cache(args.path)).summary())
+    print(repair_cache(RunFolder.cache_file(args.path)).summary())
     return 0
 
 

@@ -33,16 +33,6 @@ from workbench.tasks.items import Item
 from workbench.tasks.registry import load_configured_task
 
 
-def resolve_cache(path: Path) -> Path:
-    """The cache a ``workbench cache`` command reads: ``path`` itself when it is a file (a run's
-    ``cache.h5``, or one rank's shard), else the cache of the run folder ``path``.
-
-    Raises:
-        RunFolderError: ``path`` is neither a file nor a run folder holding its cache.
-    """
-    return path if path.is_file() else RunFolder.with_cache(path).cache
-
-
 @dataclass(frozen=True)
 class RunPlan:
     """A run configuration checked against everything but the model's own weights.

@@ -132,6 +132,17 @@ class RunFolder:
         path = Path(path)
         return cls(path.parent if path.is_file() and path.name == _CACHE else path)
 
+    @staticmethod
+    def cache_file(path: Path) -> Path:
+        """The cache a ``workbench cache`` command reads: ``path`` itself when it is a file (a run's
+        ``cache.h5``, a concept cache, or one rank's shard), else the cache of the run folder ``path``.
+
+        Raises:
+            RunFolderError: ``path`` is neither a file nor a run folder holding its cache.
+        """
+        path = Path(path)
+        return path if path.is_file() else RunFolder.with_cache(path).cache
+
     @classmethod
     def with_cache(cls, path: Path) -> RunFolder:
         """The run folder ``path`` (a folder or its ``cache.h5``), whose cache must exist.
