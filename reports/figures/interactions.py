@@ -10,18 +10,9 @@ from plotly.subplots import make_subplots
 from reports.escaping import plotly_text
 from reports.figures.layout import row_spacing
 from reports.figures.round_series import interval_error_bars, interval_text
+from workbench.metrics.statistics import EFFECTS  # main effects first, then interaction contrasts
 from workbench.run_tables import InteractionEffect
 
-# Main effects first, then two-way and three-way interaction contrasts (RUN_FOLDER.md).
-EFFECT_ORDER = (
-    "instruction",
-    "cot",
-    "feedback",
-    "instruction:cot",
-    "instruction:feedback",
-    "cot:feedback",
-    "instruction:cot:feedback",
-)
 BEHAVIOUR_COLOUR = "#1f77b4"
 HIDDEN_STATE_COLOUR = "#d62728"
 
@@ -87,6 +78,6 @@ def interactions_figure(
 
 
 def _effect_rank(effect: InteractionEffect) -> tuple[int, str]:
-    if effect.effect in EFFECT_ORDER:
-        return EFFECT_ORDER.index(effect.effect), effect.effect
-    return len(EFFECT_ORDER), effect.effect
+    if effect.effect in EFFECTS:
+        return EFFECTS.index(effect.effect), effect.effect
+    return len(EFFECTS), effect.effect
