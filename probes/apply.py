@@ -26,6 +26,7 @@ from probes.cache_reading import read_layers, stored_site
 from probes.errors import CacheSiteError
 from probes.metrics import Estimate, bootstrap_mean
 from probes.persistence import SavedProbe, check_width
+from workbench.experiment.records import decode_records
 from workbench.metrics.options import option_entropy
 from workbench.metrics.statistics import factorial_effects
 from workbench.results import factorial_levels
@@ -47,17 +48,19 @@ class RunRecords:
 
     @classmethod
     def from_cache(cls, reader: CacheReader) -> RunRecords:
-        """Read the columns; uncertainty from ``option_probs`` (NaN padding dropped)."""
-        records = reader.records
-        probabilities = np.asarray(records["option_probs"], dtype=float)
-        present = ~np.isnan(probabilities)
-        entropy = option_entropy(np.where(present, probabilities, 0.0))
-        entropy[~present.any(axis=1)] = np.nan
+        """The records of ``reader`` (:func:`workbench.experiment.records.decode_records`)."""
+        records = decode_records(reader.records)
         return cls(
-            item_id=np.asarray(records["item_id"]),
-            condition=np.asarray(records["condition"]),
-            round=np.asarray(records["round"], dtype=int),
-            uncertainty=entropy,
+            item_id=np.array([record.item_id for record in records], dtype=object),
+            condition=np.array([record.condition for record in records], dtype=object),
+            round=np.array([record.round for record in records], dtype=int),
+            uncertainty=np.array(
+                [
+                    np.nan if r.option_probs is None else float(option_entropy(np.array(r.option_probs)))
+                    for r in records
+                ],
+                dtype=float,
+            ),
         )
 
     def cells(self) -> list[tuple[str, int]]:

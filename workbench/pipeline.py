@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from activations_cache import config_sha256, open_cache
 from probes import ProbeConfig, run_probe_stage
 from workbench.config import RunConfig
+from workbench.experiment.records import decode_records
 from workbench.models.loading import LoadedModel, ModelLocation, check_device, load_model, resolve_model_spec
 from workbench.protocols import Condition, factorial_conditions
-from workbench.results import ResultsConfig, ResultTables, compute_results, write_results
+from workbench.results import ResultsConfig, ResultTables, compute_results, record_row, write_results
 from workbench.run_folder import RunFolder, RunFolderError
 from workbench.runner import ExperimentRunner
 from workbench.tasks.items import Item
@@ -217,49 +217,7 @@ def probe_stage(run: Path, probe: ProbeConfig | None = None, model: LoadedModel 
 def record_rows(cache_path: Path) -> list[dict[str, Any]]:
     """The cache's records as the row dicts :func:`workbench.results.compute_results` takes."""
     with open_cache(cache_path, expect="run") as reader:
-        columns = reader.records
-        count = len(columns["record_key"])
-        rows = []
-        for index in range(count):
-            probs = np.asarray(columns["option_probs"][index], dtype=float)
-            toxicity = float(columns["toxicity"][index])
-            rows.append(
-                {
-                    "item_id": str(columns["item_id"][index]),
-                    "condition": str(columns["condition"][index]),
-                    "round": int(columns["round"][index]),
-                    "category": str(columns["category"][index]),
-                    "task": str(columns["task"][index]),
-                    "context_condition": str(columns["context_condition"][index]) or None,
-                    "question_polarity": str(columns["question_polarity"][index]) or None,
-                    "predicted": _optional_index(columns["predicted"][index]),
-                    "gold": _optional_index(columns["gold"][index]),
-                    "target_index": _optional_index(columns["target_index"][index]),
-                    "unknown_index": _optional_index(columns["unknown_index"][index]),
-                    "option_probs": None if np.isnan(probs).all() else probs[~np.isnan(probs)].tolist(),
-                    "answer": str(columns["answer"][index]),
-                    "prompt": str(columns["prompt"][index]),
-                    "toxicity": None if np.isnan(toxicity) else toxicity,
-                    "semantic_uncertainty": _optional_float(columns["semantic_uncertainty"][index]),
-                    "pairwise_distinguish_accuracy": _optional_float(columns["pairwise_distinguish_accuracy"][index]),
-                    "distinguish_correct": _distinguish_correct(
-                        columns["distinguish_predicted"][index], columns["distinguish_gold"][index]
-                    ),
-                }
-            )
-    return rows
-
-
-def _optional_index(value: Any) -> int | None:
-    return None if int(value) < 0 else int(value)
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if np.isnan(float(value)) else float(value)
-
-
-def _distinguish_correct(predicted: Any, gold: Any) -> float | None:
-    return None if int(gold) < 0 else float(int(predicted) == int(gold))
+        return [record_row(record) for record in decode_records(reader.records)]
 
 
 def results_stage(run: Path, config: ResultsConfig | None = None) -> tuple[ResultTables, list[Path]]:

@@ -40,6 +40,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from workbench.experiment.records import RunRecord
 from workbench.metrics import bbq, calibration, dynamics, options, statistics, undefined, winogender
 from workbench.metrics.answers import option_letter
 from workbench.protocols.conditions import ConditionError, parse_condition_name
@@ -62,6 +63,8 @@ RECORD_KEYS: tuple[str, ...] = (
     "prompt",
     "toxicity",
 )
+"""The keys every record row has (the optional ones: ``semantic_uncertainty``, ``distinguish_correct``,
+``pairwise_distinguish_accuracy``)."""
 RESULT_TABLES: tuple[RunTable, ...] = tables_written_by(RESULTS_STAGE)
 """The tables of ``results/``, in file order (workbench/run_folder.py)."""
 CSV_COLUMNS: dict[str, tuple[str, ...]] = {table.stem: table.columns for table in RESULT_TABLES}
@@ -101,6 +104,30 @@ class ResultTables:
     """The rows of each results CSV, keyed by file stem (``"behaviour"``, ``"flips"``, ...)."""
 
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {k: [] for k in CSV_COLUMNS})
+
+
+def record_row(record: RunRecord) -> dict[str, Any]:
+    """The record row of one decoded cache record (:mod:`workbench.experiment.records`)."""
+    return {
+        "item_id": record.item_id,
+        "condition": record.condition,
+        "round": record.round,
+        "category": record.category,
+        "task": record.task,
+        "context_condition": record.context_condition,
+        "question_polarity": record.question_polarity,
+        "predicted": record.predicted,
+        "gold": record.gold,
+        "target_index": record.target_index,
+        "unknown_index": record.unknown_index,
+        "option_probs": None if record.option_probs is None else list(record.option_probs),
+        "answer": record.answer,
+        "prompt": record.prompt,
+        "toxicity": record.toxicity,
+        "semantic_uncertainty": record.semantic_uncertainty,
+        "pairwise_distinguish_accuracy": record.pairwise_distinguish_accuracy,
+        "distinguish_correct": record.distinguish_correct,
+    }
 
 
 def _validate(rows: Sequence[dict[str, Any]]) -> None:

@@ -1,8 +1,8 @@
 """The runner: items x conditions x rounds -> generations, option scores, activations -> the cache.
 
 It is the only module that knows models, tasks, protocols, the hook layer and the cache at once.
-Each answer turn of each dialogue becomes one *record* of the cache, keyed
-``"{condition}|{item_id}|{round}"``; a run killed at any point restarts with the same command,
+Each answer turn of each dialogue becomes one *record* of the cache (its columns, key and encoding:
+:mod:`workbench.experiment.records`); a run killed at any point restarts with the same command,
 regenerates what it needs for the transcript and writes only the records the cache lacks.
 """
 
@@ -16,11 +16,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from activations_cache import CacheMetadata, CacheSpec, CacheWriter, ColumnSpec, DatasetSpec
+from activations_cache import CacheMetadata, CacheSpec, CacheWriter, DatasetSpec
 from workbench.answering import AnsweredBatch, DialogueKV, answer_batch
 from workbench.config import ConfigError, ProtocolSettings, RunConfig
 from workbench.critics import Critic, ModelCritic, OpenAICompatibleCritic, OracleCritic
 from workbench.critics.openai_compatible import EndpointConfig
+from workbench.experiment.records import RECORD_COLUMNS, encode_index, encode_option_probs, record_key
 from workbench.generation import chat_prompt, check_prompt_lengths, decode_text, generate_greedy, sample_continuations
 from workbench.hooks import parse_sites
 from workbench.hooks.positions import position_name
@@ -53,34 +54,6 @@ from workbench.toxicity.scorer import ToxicityScorer, score_texts
 from workbench.toxicity.scorer_config import build_toxicity_scorer
 
 Progress = Callable[[int], None]
-MAX_OPTIONS = 3  # option_probs column width; BBQ-style tasks have three options
-
-
-# Columns every record carries beyond the cache's own (record_key, item_id, condition, round, texts).
-RECORD_COLUMNS: dict[str, ColumnSpec] = {
-    "task": ColumnSpec("str"),
-    "category": ColumnSpec("str"),
-    "context_condition": ColumnSpec("str"),
-    "question_polarity": ColumnSpec("str"),
-    "template_id": ColumnSpec("str"),
-    "gold": ColumnSpec("int64"),
-    "target_index": ColumnSpec("int64"),
-    "unknown_index": ColumnSpec("int64"),
-    "predicted": ColumnSpec("int64"),
-    "predicted_parsed": ColumnSpec("int64"),
-    "predicted_logprob": ColumnSpec("int64"),
-    "option_probs": ColumnSpec("float64", length=MAX_OPTIONS),
-    "toxicity": ColumnSpec("float64"),
-    "toxicity_scorer": ColumnSpec("str"),
-    "semantic_uncertainty": ColumnSpec("float64"),
-    "distinguish_predicted": ColumnSpec("int64"),
-    "distinguish_gold": ColumnSpec("int64"),
-    "pairwise_distinguish_accuracy": ColumnSpec("float64"),
-}
-
-
-def record_key(condition: str, item_id: str, round_index: int) -> str:
-    return f"{condition}|{item_id}|{round_index}"
 
 
 def build_critic(settings: ProtocolSettings, model: LoadedModel) -> Critic:
@@ -467,9 +440,6 @@ class ExperimentRunner:
             parsed = parse_option(answer, item.options, settings.parse_rule) if item.options else None
             by_logprob = int(np.argmax(probs)) if probs is not None else None
             predicted = by_logprob if settings.answer_scoring == "logprob" else parsed
-            padded = np.full(MAX_OPTIONS, np.nan)
-            if probs is not None:
-                padded[: min(len(probs), MAX_OPTIONS)] = probs[:MAX_OPTIONS]
             metadata = item.metadata
             records.append(
                 {
@@ -486,13 +456,13 @@ class ExperimentRunner:
                     "context_condition": str(metadata.get("context_condition", "")),
                     "question_polarity": str(metadata.get("question_polarity", "")),
                     "template_id": prompt.turn.template_id,
-                    "gold": _index(item.gold),
-                    "target_index": _index(metadata.get("target_index")),
-                    "unknown_index": _index(metadata.get("unknown_index")),
-                    "predicted": _index(predicted),
-                    "predicted_parsed": _index(parsed),
-                    "predicted_logprob": _index(by_logprob),
-                    "option_probs": padded,
+                    "gold": encode_index(item.gold),
+                    "target_index": encode_index(metadata.get("target_index")),
+                    "unknown_index": encode_index(metadata.get("unknown_index")),
+                    "predicted": encode_index(predicted),
+                    "predicted_parsed": encode_index(parsed),
+                    "predicted_logprob": encode_index(by_logprob),
+                    "option_probs": encode_option_probs(probs),
                     "toxicity": float(toxicity[index]),
                     "toxicity_scorer": scorer_name if index in scored_texts else "",
                     "semantic_uncertainty": float(uncertainty[index]),
@@ -521,11 +491,6 @@ def _stereotype_question(
     user, prefix = split_chat_turn(question.text)
     pending = PendingTurn(question.template_id, "answer", -1, user, prefix, question.text)
     return None, clean_messages(dialogue, pending), prefix, question.gold
-
-
-def _index(value: int | None) -> int:
-    """Integer columns store ``None`` (unparsed / not applicable) as -1."""
-    return -1 if value is None else int(value)
 
 
 def _batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
