@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,14 +177,28 @@ def toxicity_concept_examples(path: Path) -> list[ConceptExample]:
     return examples
 
 
+def contrast_pair_rows(example_ids: Iterable[str]) -> list[tuple[int, int]]:
+    """Row pairs (concept, contrast) of the statements ``<pair>/concept`` and ``<pair>/contrast``.
+
+    The one CCS pairing: pairs come in the order of their concept statements; a statement whose
+    partner is absent is left out.
+
+    Args:
+        example_ids: [n] statement ids, in row order.
+    """
+    rows = {str(example_id): row for row, example_id in enumerate(example_ids)}
+    concept_end = f"/{CONCEPT_SUFFIX}"
+    pairs = []
+    for key, row in rows.items():
+        partner = f"{key.removesuffix(CONCEPT_SUFFIX)}{CONTRAST_SUFFIX}"
+        if key.endswith(concept_end) and partner in rows:
+            pairs.append((row, rows[partner]))
+    return pairs
+
+
 def contrast_pairs(examples: Sequence[ConceptExample]) -> list[tuple[int, int]]:
-    """Index pairs (concept, contrast) of the paired statements, in order of first appearance."""
-    sides: dict[str, dict[str, int]] = {}
-    for index, example in enumerate(examples):
-        pair, _, side = example.example_id.rpartition("/")
-        if side in (CONCEPT_SUFFIX, CONTRAST_SUFFIX):
-            sides.setdefault(pair, {})[side] = index
-    return [(found[CONCEPT_SUFFIX], found[CONTRAST_SUFFIX]) for found in sides.values() if len(found) == 2]
+    """Index pairs (concept, contrast) of the paired statements (``contrast_pair_rows`` of their ids)."""
+    return contrast_pair_rows([example.example_id for example in examples])
 
 
 def configured_concept_examples(concept_set: str, items: Sequence[Item] | None = None) -> list[ConceptExample]:

@@ -1,17 +1,25 @@
 """Single-layer probes with scikit-learn's estimator API: logistic, mean difference and CCS.
 
 Each probe is a linear readout ``decision(x) = x @ coef_ + intercept_`` (logits) of one layer's
-activations ``x`` [n, d]. ``fit`` runs the same batched torch solver that fits all layers at once
-(``probes.batched_solvers``) with one layer. Labels may be any two values; ``classes_[1]`` is the
-positive class (the concept: stereotyped, immoral, toxic) whose probability is reported.
+activations ``x`` [n, d]. Every probe kind has one fitting path, ``_fit_layers``, which fits all
+layers at once with the batched torch solvers (``probes.batched_solvers``); ``fit`` runs it on one
+layer and ``probes.layerwise.LayerwiseProbe`` on all of them. Labels may be any two values;
+``classes_[1]`` is the positive class (the concept: stereotyped, immoral, toxic) whose probability
+is reported. Hyperparameters are checked at fit against ``_parameter_constraints``
+(scikit-learn's ``InvalidParameterError``, a ``ValueError`` naming the parameter).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from numbers import Integral, Real
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import Tags
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
@@ -46,13 +54,84 @@ def encode_binary_labels(y: np.ndarray, estimator_name: str) -> tuple[np.ndarray
     return classes, encoded.astype(np.float32)
 
 
+def ccs_pair_probability(
+    pairs: np.ndarray, coef: np.ndarray, centred_intercept: np.ndarray, pair_means: np.ndarray
+) -> np.ndarray:
+    """CCS positive-class probability ``(p(first) + 1 - p(second)) / 2`` per record and layer.
+
+    Args:
+        pairs: [n, layers, 2 * d] contrast pairs as ``[first | second]`` (raw activations).
+        coef: [layers, d] weights on centred activations (logits per activation unit).
+        centred_intercept: [layers] biases on centred activations (logits).
+        pair_means: [layers, 2, d] centring means of the first and of the second statements.
+
+    Returns:
+        [n, layers] probabilities.
+    """
+    half = pairs.shape[2] // 2
+    first = np.einsum("nld,ld->nl", pairs[:, :, :half] - pair_means[:, 0], coef)
+    second = np.einsum("nld,ld->nl", pairs[:, :, half:] - pair_means[:, 1], coef)
+    p_first = 1.0 / (1.0 + np.exp(-(first + centred_intercept)))
+    p_second = 1.0 / (1.0 + np.exp(-(second + centred_intercept)))
+    probability: np.ndarray = 0.5 * (p_first + 1.0 - p_second)
+    return probability
+
+
 class LinearProbe(ClassifierMixin, BaseEstimator):
-    """Shared prediction side of the linear probes (fitted ``coef_`` [d] and ``intercept_``)."""
+    """Shared fit and prediction side of the linear probes (fitted ``coef_`` [d] and ``intercept_``).
+
+    A probe kind implements ``_fit_layers``, its one fitting path over [layers, n, d], and names
+    the fitted attributes that returns in ``_layer_attributes``; ``fit`` runs it on one layer.
+    ``_fit_dtype`` is the torch dtype a single-layer fit solves in.
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"device": [str, None]}
+    _layer_attributes: ClassVar[tuple[str, ...]] = ("coef_", "intercept_")
+    _fit_dtype: ClassVar[torch.dtype] = torch.float64
+    device: str | None
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = False
         return tags
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Self:
+        """Fit on activations X [n, d] (CCS: pairs [n, 2 * d]) and two-valued labels y [n].
+
+        Raises:
+            sklearn.utils._param_validation.InvalidParameterError: a hyperparameter outside its
+                ``_parameter_constraints`` (a ``ValueError`` naming the parameter).
+        """
+        self._validate_params()
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
+        y = column_or_1d(y, warn=True)
+        self.classes_, encoded = encode_binary_labels(y, type(self).__name__)
+        device = resolve_device(self.device)
+        features = torch.tensor(X, dtype=self._fit_dtype, device=device)[None]
+        fitted = self._fit_layers(features, torch.from_numpy(encoded).to(device))
+        for name in self._layer_attributes:
+            setattr(self, name, fitted[name][0] if fitted[name].ndim > 1 else fitted[name][0].item())
+        return self
+
+    def _fit_layers(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+        """Fit every layer at once: the one fitting path of this probe kind.
+
+        Args:
+            features: [layers, n, d] activations on the device to fit on (CCS: [first | second] pairs).
+            labels: [n] in {0, 1} (float32, same device).
+
+        Returns:
+            Each name of ``_layer_attributes`` -> its float64 (``n_iter_``: int) values with a
+            leading layers axis: ``coef_`` [layers, d], ``intercept_`` [layers], ...
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement _fit_layers")
+
+    @classmethod
+    def _layer_probability(cls, X: np.ndarray, fitted: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Positive-class probability [n, layers] of X [n, layers, d] under per-layer ``fitted`` attributes."""
+        logits = np.einsum("nld,ld->nl", X, fitted["coef_"]) + fitted["intercept_"]
+        probability: np.ndarray = 1.0 / (1.0 + np.exp(-logits))
+        return probability
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Logits of the positive class, [n]."""
@@ -76,22 +155,27 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return self.coef_ / np.linalg.norm(self.coef_)
 
-    def _fit_readout(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
-        y = column_or_1d(y, warn=True)
-        self.classes_, encoded = encode_binary_labels(y, type(self).__name__)
-        return X, torch.from_numpy(encoded)
-
 
 class LogisticProbe(LinearProbe):
     """L2-regularised logistic regression on standardised activations.
 
     Args:
-        C: inverse regularisation strength (scikit-learn's convention).
-        max_iter: Newton iterations at most.
-        tol: convergence threshold on the largest gradient entry.
+        C: inverse regularisation strength (scikit-learn's convention), > 0.
+        max_iter: Newton iterations at most, >= 0.
+        tol: convergence threshold on the largest gradient entry, >= 0.
         device: torch device to fit on; ``None`` picks CUDA when present.
+
+    Fitted attributes (besides ``coef_``, ``intercept_``, ``classes_``):
+        n_iter_: Newton iterations run (one count for all layers of a batched fit).
     """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **LinearProbe._parameter_constraints,
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+    }
+    _layer_attributes: ClassVar[tuple[str, ...]] = ("coef_", "intercept_", "n_iter_")
 
     def __init__(self, C: float = 1.0, max_iter: int = 100, tol: float = 1e-4, device: str | None = None) -> None:
         self.C = C
@@ -99,16 +183,13 @@ class LogisticProbe(LinearProbe):
         self.tol = tol
         self.device = device
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> LogisticProbe:
-        """Fit on activations X [n, d] and two-valued labels y [n]."""
-        X, labels = self._fit_readout(X, y)
-        device = resolve_device(self.device)
-        features = torch.tensor(X, dtype=torch.float64, device=device)[None]
-        readouts = fit_logistic_layers(features, labels.to(device), C=self.C, max_iter=self.max_iter, tol=self.tol)
-        self.coef_ = readouts.coef[0].cpu().numpy()
-        self.intercept_ = float(readouts.intercept[0])
-        self.n_iter_ = readouts.n_iter
-        return self
+    def _fit_layers(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+        readouts = fit_logistic_layers(features, labels, C=self.C, max_iter=self.max_iter, tol=self.tol)
+        return {
+            "coef_": readouts.coef.double().cpu().numpy(),
+            "intercept_": readouts.intercept.double().cpu().numpy(),
+            "n_iter_": np.full(features.shape[0], readouts.n_iter),
+        }
 
 
 class MeanDifferenceProbe(LinearProbe):
@@ -121,15 +202,9 @@ class MeanDifferenceProbe(LinearProbe):
     def __init__(self, device: str | None = None) -> None:
         self.device = device
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> MeanDifferenceProbe:
-        """Fit on activations X [n, d] and two-valued labels y [n]."""
-        X, labels = self._fit_readout(X, y)
-        device = resolve_device(self.device)
-        features = torch.tensor(X, dtype=torch.float64, device=device)[None]
-        readouts = fit_mean_difference_layers(features, labels.to(device))
-        self.coef_ = readouts.coef[0].cpu().numpy()
-        self.intercept_ = float(readouts.intercept[0])
-        return self
+    def _fit_layers(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+        readouts = fit_mean_difference_layers(features, labels)
+        return {"coef_": readouts.coef.double().cpu().numpy(), "intercept_": readouts.intercept.double().cpu().numpy()}
 
 
 class CCSProbe(LinearProbe):
@@ -143,13 +218,28 @@ class CCSProbe(LinearProbe):
     activation, centred at the mean of the two sides' training means.
 
     Args:
-        n_restarts: random initialisations; the lowest final loss wins.
-        n_epochs: full-batch AdamW steps.
-        learning_rate: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        random_state: seed of the initialisations.
+        n_restarts: random initialisations, >= 1; the lowest final loss wins.
+        n_epochs: full-batch AdamW steps, >= 1.
+        learning_rate: AdamW learning rate, > 0.
+        weight_decay: AdamW weight decay, >= 0.
+        random_state: seed of the initialisations, >= 0.
         device: torch device to fit on; ``None`` picks CUDA when present.
+
+    Fitted attributes (besides ``coef_``, ``intercept_``, ``classes_``):
+        pair_means_: [2, d] training means of the first and of the second statements.
+        centred_intercept_: bias (logits) on activations centred with ``pair_means_``.
     """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **LinearProbe._parameter_constraints,
+        "n_restarts": [Interval(Integral, 1, None, closed="left")],
+        "n_epochs": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
+    _layer_attributes: ClassVar[tuple[str, ...]] = ("coef_", "intercept_", "pair_means_", "centred_intercept_")
+    _fit_dtype: ClassVar[torch.dtype] = torch.float32
 
     def __init__(
         self,
@@ -167,42 +257,52 @@ class CCSProbe(LinearProbe):
         self.random_state = random_state
         self.device = device
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> CCSProbe:
-        """Fit on contrast pairs X [n, 2 * d]; y [n] (two values) orients the sign only."""
-        X, labels = self._fit_readout(X, y)
-        if X.shape[1] % 2:
-            raise ProbeInputError(f"CCSProbe: X has {X.shape[1]} columns; pass pairs as [first | second], 2 * d wide")
-        device = resolve_device(self.device)
-        features = torch.tensor(X, dtype=torch.float32, device=device)
-        half = X.shape[1] // 2
+    def _fit_layers(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+        """CCS on every layer at once, each layer's sign oriented to agree with ``labels``.
+
+        Raises:
+            ProbeInputError: an odd width (pairs are [first | second], 2 * d wide).
+        """
+        if features.shape[2] % 2:
+            raise ProbeInputError(
+                f"CCSProbe: pairs are {features.shape[2]} wide, an odd width; "
+                "pass pairs as [first | second], 2 * d wide"
+            )
+        half = features.shape[2] // 2
         readouts = fit_ccs_layers(
-            features[None, :, :half],
-            features[None, :, half:],
+            features[:, :, :half],
+            features[:, :, half:],
             n_restarts=self.n_restarts,
             n_epochs=self.n_epochs,
             learning_rate=self.learning_rate,
             weight_decay=self.weight_decay,
             generator=torch.Generator().manual_seed(self.random_state),
         )
-        self.coef_ = readouts.coef[0].double().cpu().numpy()
-        self.pair_means_ = readouts.pair_means[0].double().cpu().numpy()
-        self.centred_intercept_ = float(readouts.intercept[0])
-        if np.mean((self._pair_probability(X) > 0.5) == labels.numpy()) < 0.5:
-            self.coef_ = -self.coef_
-            self.centred_intercept_ = -self.centred_intercept_
-        self.intercept_ = self.centred_intercept_ - float(self.pair_means_.mean(axis=0) @ self.coef_)
-        return self
+        pair_means = readouts.pair_means.double().cpu().numpy()
+        coef = readouts.coef.double().cpu().numpy()
+        centred_intercept = readouts.intercept.double().cpu().numpy()
+        pairs = features.double().cpu().numpy().transpose(1, 0, 2)
+        probability = ccs_pair_probability(pairs, coef, centred_intercept, pair_means)
+        agreement = (probability > 0.5) == labels.cpu().numpy()[:, None]
+        sign = np.where(agreement.mean(axis=0) < 0.5, -1.0, 1.0)
+        coef = coef * sign[:, None]
+        centred_intercept = centred_intercept * sign
+        return {
+            "coef_": coef,
+            "intercept_": centred_intercept - np.einsum("ld,ld->l", pair_means.mean(axis=1), coef),
+            "pair_means_": pair_means,
+            "centred_intercept_": centred_intercept,
+        }
 
-    def _pair_probability(self, X: np.ndarray) -> np.ndarray:
-        half = X.shape[1] // 2
-        first = (X[:, :half] - self.pair_means_[0]) @ self.coef_ + self.centred_intercept_
-        second = (X[:, half:] - self.pair_means_[1]) @ self.coef_ + self.centred_intercept_
-        p_first, p_second = 1.0 / (1.0 + np.exp(-first)), 1.0 / (1.0 + np.exp(-second))
-        return 0.5 * (p_first + 1.0 - p_second)
+    @classmethod
+    def _layer_probability(cls, X: np.ndarray, fitted: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Pair probability [n, layers] of pairs X [n, layers, 2 * d]."""
+        return ccs_pair_probability(X, fitted["coef_"], fitted["centred_intercept_"], fitted["pair_means_"])
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Logit of the pair probability, [n]; X is [n, 2 * d]."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        probability = np.clip(self._pair_probability(X), 1e-12, 1 - 1e-12)
+        fitted = {name: np.asarray(getattr(self, name))[None] for name in self._layer_attributes}
+        probability = np.clip(self._layer_probability(X[:, None], fitted)[:, 0], 1e-12, 1 - 1e-12)
         return np.log(probability) - np.log1p(-probability)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from probes.concept_capture import ConceptActivations
-from probes.concept_sets import CONCEPT_SUFFIX, CONTRAST_SUFFIX
+from probes.concept_sets import contrast_pair_rows
 from probes.errors import ConceptSetError, SingleClassError
 
 
@@ -29,7 +29,8 @@ class TrainingSet:
 def training_set(concept: ConceptActivations, kind: str) -> TrainingSet:
     """Statements as they are (logistic, mean difference) or as contrast pairs (CCS).
 
-    CCS pairs alternate their order, ``[concept | contrast]`` (label 1) then
+    CCS pairs are ``probes.concept_sets.contrast_pair_rows`` (in the order of their concept
+    statements) and alternate their sides, ``[concept | contrast]`` (label 1) then
     ``[contrast | concept]`` (label 0), so both classes are present; the CCS loss ignores labels,
     which only orient the fitted direction.
 
@@ -45,12 +46,7 @@ def training_set(concept: ConceptActivations, kind: str) -> TrainingSet:
         )
     if kind != "ccs":
         return TrainingSet(concept.activations, labels, np.asarray(concept.groups))
-    rows = {str(example_id): row for row, example_id in enumerate(concept.example_ids)}
-    pairs = [
-        (rows[key], rows[f"{key.removesuffix(CONCEPT_SUFFIX)}{CONTRAST_SUFFIX}"])
-        for key in rows
-        if key.endswith(f"/{CONCEPT_SUFFIX}") and f"{key.removesuffix(CONCEPT_SUFFIX)}{CONTRAST_SUFFIX}" in rows
-    ]
+    pairs = contrast_pair_rows(concept.example_ids)
     if len(pairs) < 2:
         raise ConceptSetError(
             f"kind 'ccs' needs contrast pairs (<pair>/concept + <pair>/contrast); the concept set has "

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from probes.concept_sets import (
+    ConceptExample,
     bbq_statements,
+    contrast_pair_rows,
     contrast_pairs,
     crows_pairs_concept_examples,
     embedded_concept_examples,
@@ -85,3 +87,10 @@ def test_external_sets_from_the_shared_files() -> None:
     assert (len(toxicity), sum(e.label for e in toxicity)) == (1492, 248)
     ethics = ethics_commonsense_concept_examples(DATA / "ethics" / "commonsense" / "cm_test.csv")
     assert len(ethics) == 2109
+
+
+def test_contrast_pairs_follow_the_concept_statements() -> None:
+    ids = ["a/contrast", "b/concept", "a/concept", "c/concept", "b/contrast", "d/contrast"]
+    assert contrast_pair_rows(ids) == [(1, 4), (2, 0)]
+    examples = [ConceptExample(example_id, "g", "text", int(example_id.endswith("concept"))) for example_id in ids]
+    assert contrast_pairs(examples) == contrast_pair_rows(ids)

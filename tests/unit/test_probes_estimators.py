@@ -7,6 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from probes.errors import NonFiniteActivationsError, SingleClassError
@@ -131,3 +132,21 @@ def test_predict_on_other_width_is_refused() -> None:
     probe = LayerwiseProbe().fit(activations, labels)
     with pytest.raises(ValueError, match="fitted on"):
         probe.predict_proba(np.zeros((3, 2, 5)))
+
+
+@pytest.mark.parametrize(
+    ("estimator", "name"),
+    [(LogisticProbe(C=0), "C"), (LogisticProbe(max_iter=-1), "max_iter"), (LogisticProbe(tol="small"), "tol")],
+)
+def test_invalid_hyperparameters_raise_scikit_learns_error(estimator: LogisticProbe, name: str) -> None:
+    activations, labels = planted(20, 2, 3, signal_layer=0)
+    with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of LogisticProbe must be"):
+        estimator.fit(activations[:, 0], labels)
+    with pytest.raises(ValueError, match=f"'{name}' parameter of LogisticProbe"):
+        LayerwiseProbe(estimator).fit(activations, labels)
+
+
+def test_layerwise_refuses_an_estimator_that_is_not_a_probe() -> None:
+    activations, labels = planted(20, 2, 3, signal_layer=0)
+    with pytest.raises(InvalidParameterError, match="'estimator' parameter of LayerwiseProbe"):
+        LayerwiseProbe(LogisticRegression()).fit(activations, labels)
