@@ -182,7 +182,7 @@ def answer_batch(
             batch_size=len(prompt_ids),
             dtype=dtype,
         )
-        activations = dict(captured.values)
+        activations = dict(captured.stacked)
     return AnsweredBatch(
         answer_ids=answers,
         texts=texts,

@@ -56,8 +56,8 @@ def test_three_backends_agree_on_the_real_model() -> None:
             positions=("last_prompt", "answer_mean"),
             backend=backend,
         )
-        for key, value in reference.values.items():
-            difference = float((other.values[key] - value).abs().max())
+        for key, value in reference.stacked.items():
+            difference = float((other.stacked[key] - value).abs().max())
             assert difference <= 1e-4, (backend, key, difference)
 
 

@@ -57,8 +57,8 @@ def test_answer_batch_equals_separate_passes(model, positions) -> None:
         sites=[site.name for site in sites],
         positions=positions,
     )
-    assert answered.activations.keys() == captured.values.keys()
-    for key, value in captured.values.items():
+    assert answered.activations.keys() == captured.stacked.keys()
+    for key, value in captured.stacked.items():
         assert torch.allclose(answered.activations[key], value, atol=1e-5), key
 
 

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 import torch
 
-from workbench.hooks import BackendError, Intervention, PositionError, SiteKind, capture, capture_tokens, intervene
+from workbench.hooks import (
+    BackendError,
+    Intervention,
+    PositionError,
+    SiteKind,
+    capture,
+    capture_tokens,
+    intervene,
+    parse_sites,
+)
 from workbench.hooks.capture import run_forward
 from workbench.hooks.layout import layout_for
 from workbench.hooks.native import native_hooks
@@ -92,10 +103,10 @@ def test_padding_side_and_batching_do_not_change_values(llama, reference) -> Non
         llama, PROMPTS, answers=ANSWERS, sites=ALL_SITES[:6], positions=POSITIONS, padding_side="right", batch_size=3
     )
     alone = capture(llama, PROMPTS[2:], answers=ANSWERS[2:], sites=ALL_SITES[:6], positions=POSITIONS)
-    for key, value in right.values.items():
-        assert torch.allclose(value, reference.values[key], atol=1e-5), key
+    for key, value in right.stacked.items():
+        assert torch.allclose(value, reference.stacked[key], atol=1e-5), key
         assert torch.allclose(
-            alone.values[key][0], reference.values[key][2][: alone.values[key].shape[1]], atol=1e-5
+            alone.stacked[key][0], reference.stacked[key][2][: alone.stacked[key].shape[1]], atol=1e-5
         ), key
 
 
@@ -104,11 +115,98 @@ def test_backends_give_the_same_tensors(llama, reference, backend) -> None:
     other = capture(
         llama, PROMPTS, answers=ANSWERS, sites=ALL_SITES, positions=POSITIONS, backend=backend, batch_size=2
     )
-    assert other.values.keys() == reference.values.keys()
-    for key, value in reference.values.items():
-        assert (other.values[key] - value).abs().max() <= 1e-4, key
+    assert other.stacked.keys() == reference.stacked.keys()
+    for key, value in reference.stacked.items():
+        assert (other.stacked[key] - value).abs().max() <= 1e-4, key
     for key, value in reference.patterns.items():
         assert (other.patterns[key] - value).abs().max() <= 1e-4, key
+
+
+def test_capture_is_a_read_only_mapping_over_site_and_position(reference) -> None:
+    assert isinstance(reference, Mapping)
+    names = ("last_prompt", "last", "answer_mean", "answer_all", "index_0", "index_-2")  # POSITIONS as stored
+    expected = [
+        (site.name, name)
+        for site in reference.sites
+        for name in names
+        if not (site.kind is SiteKind.PATTERN and name == "answer_all")  # patterns: one-token positions only
+    ]
+    assert list(reference) == expected
+    assert list(reference.keys()) == expected
+    assert len(reference) == len(expected) == 6 * 3 * 6 + 5
+    assert [key for key, _ in reference.items()] == expected
+    assert all(torch.equal(value, reference[key]) for key, value in zip(expected, reference.values()))
+    assert ("blocks.2.attn.hook_z", "answer_all") in reference
+    with pytest.raises(TypeError):
+        reference["blocks.0.hook_resid_post", "last"] = torch.zeros(3, 64)
+
+
+def test_a_site_tensor_is_its_layer_of_the_stacked_tensor(reference) -> None:
+    for (name, position), value in reference.items():
+        (site,) = parse_sites(name, 3, 4)
+        if site.kind is SiteKind.PATTERN:
+            assert torch.equal(value, reference.patterns[(name, position)])
+            continue
+        stacked = reference.get(site.kind, position)
+        index = reference.layers[site.kind].index(site.layer)
+        assert torch.equal(value, stacked[:, :, index] if position in ("answer_all", "all") else stacked[:, index])
+    assert reference["blocks.1.hook_resid_post", "last"].shape == (3, 64)
+    assert reference["blocks.1.hook_resid_post", "answer_all"].shape == (3, 3, 64)
+    assert reference["blocks.1.attn.hook_z", "last_prompt"].shape == (3, 4, 16)
+    assert reference["blocks.1.attn.hook_z", "answer_all"].shape == (3, 3, 4, 16)
+    assert reference["blocks.1.attn.hook_pattern[0,2]", "last_prompt"].shape == (3, 2, 10)
+    assert torch.equal(reference["blocks.0.hook_resid_post", -2], reference["blocks.0.hook_resid_post", "index_-2"])
+
+
+def test_a_site_captured_at_one_position_is_keyed_by_its_name_too(llama) -> None:
+    one = capture(llama, PROMPTS, sites=["blocks.*.hook_resid_post", "blocks.1.attn.hook_z"], positions=("last",))
+    assert list(one) == [
+        ("blocks.0.hook_resid_post", "last"),
+        ("blocks.1.hook_resid_post", "last"),
+        ("blocks.1.attn.hook_z", "last"),
+        ("blocks.2.hook_resid_post", "last"),
+    ]
+    assert torch.equal(one["blocks.2.hook_resid_post"], one.get("hook_resid_post", "last")[:, 2])
+    assert torch.equal(one["blocks.1.attn.hook_z"], one["blocks.1.attn.hook_z", "last"])
+    assert "blocks.1.attn.hook_z" in one and "blocks.0.attn.hook_z" not in one
+    assert one.stacked.keys() == {(SiteKind.RESID_POST, "last"), (SiteKind.Z, "last")}  # the stacked tensors
+
+
+def test_repr_lists_sites_positions_and_shapes(llama) -> None:
+    small = capture(
+        llama,
+        PROMPTS[:2],
+        answers=ANSWERS[:2],
+        sites=["blocks.0.hook_resid_post", "blocks.2.hook_resid_post", "blocks.1-2.attn.hook_z"],
+        positions=("last_prompt", "answer_all"),
+    )
+    assert repr(small) == (
+        "Capture(2 sequences, 8 keys\n"
+        "  blocks.0.hook_resid_post, blocks.2.hook_resid_post: last_prompt [2, 64], answer_all [2, 3, 64]\n"
+        "  blocks.1-2.attn.hook_z: last_prompt [2, 4, 16], answer_all [2, 3, 4, 16])"
+    )
+
+
+def test_missing_keys_name_what_was_captured(reference) -> None:
+    captured = "captured: blocks.0-2.hook_resid_pre at last_prompt, last, answer_mean, answer_all, index_0, index_-2"
+    for key in [
+        "blocks.7.hook_resid_post",
+        ("blocks.7.hook_resid_post", "last"),
+        ("blocks.1.attn.hook_pattern[0,2]", "answer_all"),
+        ("blocks.1.hook_resid_post", "middle"),
+        ("blocks.1.hook_resid_post", 5),
+        ("blocks.1.hook_resid_post", "index_x"),
+        ("blocks.1.hook_resid_post", "last", "extra"),
+        3,
+    ]:
+        with pytest.raises(KeyError, match="no capture") as caught:
+            reference[key]
+        assert captured in str(caught.value)
+        assert key not in reference
+    with pytest.raises(KeyError, match=r"captured at 6 positions \(last_prompt, .*\); pick one, e.g. cap\['blocks.1"):
+        reference["blocks.1.hook_resid_post"]
+    with pytest.raises(KeyError, match="no capture of hook_resid_post at all"):
+        reference.get("hook_resid_post", "all")
 
 
 def test_patterns_are_probabilities_over_real_keys(reference) -> None:

@@ -1,7 +1,8 @@
 """One capture API over three backends (``hf``, ``transformer_lens``, ``nnsight``).
 
 >>> cap = capture(model, ["The capital of France is"], sites=["blocks.*.hook_resid_post"])
->>> cap.get("hook_resid_post", "last_prompt").shape   # [batch, layers, d_model]
+>>> cap["blocks.3.hook_resid_post"].shape              # [batch, d_model], one site (a Mapping)
+>>> cap.get("hook_resid_post", "last_prompt").shape   # [batch, layers, d_model], every layer stacked
 
 Captures are reduced to the requested positions inside the hook, so memory holds
 ``batch x layers x d`` per site, never ``batch x seq x layers x d`` unless a token-level
@@ -11,7 +12,7 @@ position (``answer_all``, ``all``) is asked for.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -43,17 +44,34 @@ class BackendError(ValueError):
 
 
 @dataclass
-class Capture:
+class Capture(Mapping[tuple[str, str], torch.Tensor]):
     """Activations of several sites at several positions for a list of sequences.
+
+    A read-only Mapping, like TransformerLens' ``ActivationCache``, from a site and a position
+    to that site's tensor (``B`` = batch, ``T`` = tokens of a token position, padded, see ``masks``):
+
+    - ``cap["blocks.3.hook_resid_post", "last"]``: always; the position is a name or a token
+      index (``-2`` and ``"index_-2"`` are the same key). ``[B, d_model]`` at one-token
+      positions, ``[B, T, d_model]`` at ``answer_all``/``all``; ``attn.hook_z`` gives
+      ``[B, n_heads, d_head]`` (``[B, T, n_heads, d_head]``); ``attn.hook_pattern[h,...]``
+      gives ``[B, heads, keys]`` (one-token positions only, see ``patterns``).
+    - ``cap["blocks.3.hook_resid_post"]``: the same, when the site was captured at exactly one
+      position; otherwise a KeyError that lists the positions to choose from.
+
+    Iteration, ``keys()``, ``items()``, ``values()`` and ``len()`` go over the captured
+    ``(site name, position name)`` pairs, sites in layer order, positions in request order.
+    A key that was not captured is a KeyError naming what was. ``cap[name, position]``
+    equals ``cap.get(kind, position)[:, i]`` (``[:, :, i]`` at token positions) where ``i``
+    is the layer's index in ``cap.layers[kind]``.
 
     Attributes:
         sites: the expanded sites, sorted by layer.
         layers: per site kind, the layers captured (the ``layers`` axis of its tensors).
-        values: ``(kind, position name) ->`` ``[batch, layers, *site]`` for one-vector
-            positions, ``[batch, tokens, layers, *site]`` for token positions, where ``site``
-            is ``[d_model]`` or, for hook_z, ``[n_heads, d_head]``.
-        masks: ``position name -> [batch, tokens]`` bool, for token positions.
-        patterns: ``(site name, position name) -> [batch, heads, keys]``: attention
+        stacked: ``(kind, position name) ->`` ``[B, layers, *site]`` for one-vector positions,
+            ``[B, T, layers, *site]`` for token positions, where ``site`` is ``[d_model]`` or,
+            for hook_z, ``[n_heads, d_head]``.
+        masks: ``position name -> [B, T]`` bool, for token positions.
+        patterns: ``(site name, position name) -> [B, heads, keys]``: attention
             probabilities of the chosen heads from the position's query token to every key
             token (keys left-aligned to each sequence's first real token, zero-padded).
             Kept at one-token positions only (a full pattern is quadratic in length).
@@ -63,19 +81,115 @@ class Capture:
 
     sites: list[Site]
     layers: dict[SiteKind, list[int]]
-    values: dict[tuple[SiteKind, str], torch.Tensor] = field(default_factory=dict)
+    stacked: dict[tuple[SiteKind, str], torch.Tensor] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     patterns: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     sequences: list[list[int]] = field(default_factory=list)
     prompt_lengths: list[int] = field(default_factory=list)
 
-    def get(self, kind: str | SiteKind, position: Position = "last_prompt") -> torch.Tensor:
-        """The tensor of one site kind at one position (see ``values`` for shapes)."""
-        key = (SiteKind(kind) if not isinstance(kind, SiteKind) else kind, position_name(position))
-        if key not in self.values:
-            available = ", ".join(f"{k.value}@{p}" for k, p in self.values)
+    def get(self, kind: str | SiteKind, position: Position = "last_prompt") -> torch.Tensor:  # type: ignore[override]
+        """The stacked tensor of one site kind at one position (a name, an index or ``"index_{i}"``), see ``stacked``.
+
+        Unlike ``Mapping.get`` it takes a site kind (``"hook_resid_post"``) and has no default;
+        for one site use ``cap[name, position]``.
+        """
+        key = (SiteKind(kind) if not isinstance(kind, SiteKind) else kind, _stored_position(position))
+        if key not in self.stacked:
+            available = ", ".join(f"{k.value}@{p}" for k, p in self.stacked)
             raise KeyError(f"no capture of {key[0].value} at {key[1]}; captured: {available}")
-        return self.values[key]
+        return self.stacked[key]
+
+    def __getitem__(self, key: str | tuple[str, Position]) -> torch.Tensor:
+        site, position = self._resolve(key)
+        if site.kind is SiteKind.PATTERN:
+            return self.patterns[(site.name, position)]
+        stacked = self.stacked[(site.kind, position)]
+        index = self.layers[site.kind].index(site.layer)
+        return stacked[:, :, index] if position in TOKEN_POSITIONS else stacked[:, index]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((site.name, position) for site in self.sites for position in self._positions(site))
+
+    def __len__(self) -> int:
+        return sum(len(self._positions(site)) for site in self.sites)
+
+    def __repr__(self) -> str:
+        lines = [f"Capture({len(self.sequences)} sequences, {len(self)} keys"]
+        for names, site, positions in self._groups():
+            shapes = ", ".join(f"{position} {list(self[site.name, position].shape)}" for position in positions)
+            lines.append(f"  {', '.join(names)}: {shapes}")
+        return "\n".join(lines) + ")"
+
+    def _positions(self, site: Site) -> list[str]:
+        """Names of the positions ``site`` was captured at, in request order."""
+        if site.kind is SiteKind.PATTERN:
+            return [position for name, position in self.patterns if name == site.name]
+        return [position for kind, position in self.stacked if kind is site.kind]
+
+    def _resolve(self, key: object) -> tuple[Site, str]:
+        """The site and position name of a Mapping key; KeyError naming what was captured."""
+        position: str | None = None
+        if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str) and isinstance(key[1], str | int):
+            try:
+                name, position = key[0], _stored_position(key[1])
+            except PositionError:
+                raise KeyError(self._missing(key)) from None
+        elif isinstance(key, str):
+            name = key
+        else:
+            raise KeyError(self._missing(key))
+        site = next((site for site in self.sites if site.name == name), None)
+        if site is None:
+            raise KeyError(self._missing(key))
+        positions = self._positions(site)
+        if position is None:
+            if len(positions) != 1:
+                raise KeyError(
+                    f"{name!r} was captured at {len(positions)} positions ({', '.join(positions)}); "
+                    f"pick one, e.g. cap[{name!r}, {positions[0]!r}]"
+                    if positions
+                    else self._missing(key)
+                )
+            position = positions[0]
+        elif position not in positions:
+            raise KeyError(self._missing(key))
+        return site, position
+
+    def _groups(self) -> list[tuple[list[str], Site, list[str]]]:
+        """Sites sharing kind, heads and positions: their names (layer runs as ``a-b``), one of them, the positions."""
+        by_group: dict[tuple[SiteKind, tuple[int, ...] | None, tuple[str, ...]], list[Site]] = {}
+        order = list(SiteKind)
+        for site in sorted(self.sites, key=lambda site: (order.index(site.kind), site.heads or (), site.layer)):
+            by_group.setdefault((site.kind, site.heads, tuple(self._positions(site))), []).append(site)
+        groups = []
+        for (_, _, positions), members in by_group.items():
+            runs: list[list[Site]] = []
+            for site in members:
+                if runs and runs[-1][-1].layer + 1 == site.layer:
+                    runs[-1].append(site)
+                else:
+                    runs.append([site])
+            groups.append(([_run_name(run) for run in runs], members[0], list(positions)))
+        return groups
+
+    def _missing(self, key: object) -> str:
+        captured = "; ".join(f"{', '.join(names)} at {', '.join(positions)}" for names, _, positions in self._groups())
+        return f"no capture {key!r}; captured: {captured or 'nothing'}"
+
+
+def _stored_position(position: Position) -> str:
+    """The stored name of a position, also accepting a stored name (``-2`` and ``"index_-2"`` alike)."""
+    if isinstance(position, str) and position.startswith("index_") and position[6:].lstrip("-").isdigit():
+        return position
+    return position_name(position)
+
+
+def _run_name(run: list[Site]) -> str:
+    """The name of sites at consecutive layers, in the site grammar's range form ``blocks.a-b.<kind>``."""
+    first = run[0]
+    if len(run) == 1:
+        return first.name
+    return first.name.replace(f"blocks.{first.layer}.", f"blocks.{first.layer}-{run[-1].layer}.", 1)
 
 
 def tokenize_prompts(
@@ -212,7 +326,7 @@ def capture_tokens(
                 assert mask is not None  # token-level positions always come with a mask
                 mask_parts[name].append(mask.cpu())
     for (kind, name), parts in value_parts.items():
-        result.values[(kind, name)] = _concat(parts, 1 if name in TOKEN_POSITIONS else None)
+        result.stacked[(kind, name)] = _concat(parts, 1 if name in TOKEN_POSITIONS else None)
     for key, parts in pattern_parts.items():
         result.patterns[key] = _concat(parts, -1)
     for name, parts in mask_parts.items():

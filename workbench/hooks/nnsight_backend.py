@@ -2,7 +2,8 @@
 
 nnsight executes the trace body alongside the real forward, so readers receive real tensors
 and editors are assignments to module inputs/outputs. Modules are visited in execution order,
-as nnsight requires. The same code path is what a user would extend for NDIF remote execution
+as nnsight requires, and found by nnsight's own lookup (``Envoy.get`` of the layout's dotted
+paths). The same code path is what a user would extend for NDIF remote execution
 (``trace(..., remote=True)``) once the model lives on NDIF.
 """
 
@@ -34,12 +35,6 @@ def nnsight_model(model: nn.Module) -> Any:
     return _WRAPPERS[model]
 
 
-def _envoy(root: Any, path: str) -> Any:
-    for part in path.split("."):
-        root = root[int(part)] if part.isdigit() else getattr(root, part)
-    return root
-
-
 def nnsight_forward(
     wrapper: Any, model: PreTrainedModel, layout: ModuleLayout, n_heads: int, batch: TokenBatch, plan: HookPlan
 ) -> torch.Tensor:
@@ -49,7 +44,7 @@ def nnsight_forward(
         eager_attention(model) if plan.reads_patterns else nullcontext(),
         wrapper.trace(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids),
     ):
-        blocks = _envoy(wrapper, layout.layers)
+        blocks = wrapper.get(layout.layers)
         for layer in sorted({layer for layer, _ in keys}):
             kinds = [kind for key_layer, kind in keys if key_layer == layer]
             _trace_block(blocks[layer], layout, n_heads, layer, kinds, plan)
@@ -67,20 +62,20 @@ def _trace_block(
             block.input = resid_pre
         plan.read(layer, SiteKind.RESID_PRE, resid_pre)
     if SiteKind.Z in kinds:
-        module = _envoy(block, layout.z_module)
+        module = block.get(layout.z_module)
         merged = module.input
         value = plan.edit(layer, SiteKind.Z, merged.view(*merged.shape[:-1], n_heads, -1))
         if plan.has_editors(layer, SiteKind.Z):
             module.input = value.reshape(merged.shape)
         plan.read(layer, SiteKind.Z, value)
     if SiteKind.PATTERN in kinds:
-        plan.read(layer, SiteKind.PATTERN, _envoy(block, layout.attention).output[1])
+        plan.read(layer, SiteKind.PATTERN, block.get(layout.attention).output[1])
     if SiteKind.ATTN_OUT in kinds:
-        _edit_output(_envoy(block, layout.attn_out_module), layer, SiteKind.ATTN_OUT, plan)
+        _edit_output(block.get(layout.attn_out_module), layer, SiteKind.ATTN_OUT, plan)
     if SiteKind.RESID_MID in kinds:  # read-only: the plan turns resid_mid edits into attn_out edits
-        plan.read(layer, SiteKind.RESID_MID, _envoy(block, layout.resid_mid_module).input)
+        plan.read(layer, SiteKind.RESID_MID, block.get(layout.resid_mid_module).input)
     if SiteKind.MLP_OUT in kinds:
-        _edit_output(_envoy(block, layout.mlp_out_module), layer, SiteKind.MLP_OUT, plan)
+        _edit_output(block.get(layout.mlp_out_module), layer, SiteKind.MLP_OUT, plan)
     if SiteKind.RESID_POST in kinds:
         _edit_output(block, layer, SiteKind.RESID_POST, plan)
 
