@@ -23,7 +23,7 @@ import torch
 from activations_cache import config_sha256, open_cache
 from probes import ProbeConfig, run_probe_stage
 from workbench.config import RunConfig
-from workbench.experiment.records import decode_records
+from workbench.experiment.records import RECORD_COLUMNS, decode_records
 from workbench.models.loading import LoadedModel, ModelLocation, check_device, load_model, resolve_model_spec
 from workbench.protocols import Condition, factorial_conditions
 from workbench.results import ResultsConfig, ResultTables, compute_results, record_row, write_results
@@ -215,8 +215,19 @@ def probe_stage(run: Path, probe: ProbeConfig | None = None, model: LoadedModel 
 
 
 def record_rows(cache_path: Path) -> list[dict[str, Any]]:
-    """The cache's records as the row dicts :func:`workbench.results.compute_results` takes."""
+    """The cache's records as the row dicts :func:`workbench.results.compute_results` takes.
+
+    Raises:
+        RunFolderError: the cache lacks record columns a run writes (the behavioural tables would
+            silently lose the metrics that read them).
+    """
     with open_cache(cache_path, expect="run") as reader:
+        missing = [name for name in RECORD_COLUMNS if name not in reader.spec.columns]
+        if missing:
+            raise RunFolderError(
+                f"{cache_path} lacks the run record column(s) {', '.join(missing)}; it was not written by "
+                "`workbench run` (or by an older version): rerun the capture"
+            )
         return [record_row(record) for record in decode_records(reader.records)]
 
 

@@ -265,3 +265,25 @@ def test_results_and_probe_refuse_a_concept_cache_in_one_line(
         assert main(command) == 2
         err = capsys.readouterr().err.strip()
         assert "is a concept cache" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_results_refuse_a_cache_without_the_run_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cache another tool wrote with fewer columns would silently lose accuracy and bias scores."""
+    import numpy as np
+
+    from activations_cache import CacheMetadata, CacheSpec, CacheWriter, ColumnSpec, DatasetSpec
+
+    run_dir = tmp_path / "partial"
+    run_dir.mkdir()
+    spec = CacheSpec(
+        datasets=(DatasetSpec(position="last_prompt", site="hook_resid_post", layers=(0,), shape=(4,)),),
+        record_columns={"option_probs": ColumnSpec("float64", length=3)},
+    )
+    meta = CacheMetadata(model_id="m", weights_hash="sha256:0", tokenizer="t", config={}, seed=0)
+    record = {"record_key": "k", "item_id": "i", "condition": "c", "round": 0, "prompt": "p", "answer": "a"}
+    record |= {"n_prompt_tokens": 1, "n_answer_tokens": 1, "option_probs": np.array([0.2, 0.3, 0.5])}
+    with CacheWriter.open(run_dir / "cache.h5", spec, meta) as writer:
+        writer.submit([record], {("last_prompt", "hook_resid_post"): np.zeros((1, 1, 4), dtype=np.float32)})
+    assert main(["results", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lacks the run record column(s) task, category" in err and "\n" not in err
