@@ -11,6 +11,8 @@ from probes.estimators import CCSProbe, ccs_pair_probability
 from probes.layerwise import LayerwiseProbe
 
 FITTED = ("coef_", "intercept_", "pair_means_", "centred_intercept_")
+# Fitted attributes and probabilities are float64 arithmetic on the same inputs (checked: predict_proba
+# returns float64), so the comparisons below hold at float64 precision (rtol 1e-12) on any CPU.
 
 
 def contrast_pairs(n: int = 120, layers: int = 3, d: int = 4, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
