@@ -27,6 +27,7 @@ from activations_cache.integrity import (
     bad_string_row,
     one_line,
     open_checked,
+    read_superblock,
     repair_hint,
 )
 from activations_cache.layout import (
@@ -43,6 +44,10 @@ from activations_cache.spec import CACHE_KINDS, DIGEST_COLUMNS, CacheSpec, Colum
 
 LIVE_WRITER_RECHECKS = 3
 """Times a string column of a file marked open for write is checked again before it is called damaged."""
+
+LIVE_OPEN_ATTEMPTS = 10
+"""Times ``open_cache`` opens a file again when a read fails while a running writer holds it: an open
+between two commits can see a newer ``committed_records`` than the end-of-file it read first."""
 
 SPARSE_READ_RATIO = 4
 """Read selected rows one by one (instead of their whole span) when the span is this much larger."""
@@ -90,7 +95,7 @@ class CacheReader:
             raise
 
     def _damaged(self, error: BaseException) -> CacheFormatError:
-        return CacheFormatError(
+        return _UnreadableWhileOpen(
             f"{self.path} is damaged: {self._reading} cannot be read ({one_line(error)}); {repair_hint(self.path)}"
         )
 
@@ -408,6 +413,19 @@ class CacheReader:
         self.close()
 
 
+class _UnreadableWhileOpen(CacheFormatError):
+    """An HDF5 read failed during the checks of an open: damage, or a running writer's next commit."""
+
+
+def _held_by_live_writer(path: Path) -> bool:
+    """Whether ``path`` is marked open for write and its writer's ``<name>.lock`` exists."""
+    try:
+        marked = read_superblock(path).open_for_write
+    except CacheFormatError:
+        return False
+    return marked and path.with_name(path.name + ".lock").exists()
+
+
 def _stores(dtype: np.dtype, column: ColumnSpec) -> bool:
     """Whether an HDF5 dataset of ``dtype`` can hold record column ``column``."""
     if column.kind == "str":
@@ -436,4 +454,11 @@ def open_cache(path: str | os.PathLike[str], expect: str | None = None, *, stric
     cache_path = Path(path)
     if not cache_path.is_file():
         raise CacheFormatError(f"cache {cache_path} does not exist; run the capture first or check the path")
-    return CacheReader(cache_path, expect, strict=strict)
+    for attempt in range(1, LIVE_OPEN_ATTEMPTS + 1):
+        try:
+            return CacheReader(cache_path, expect, strict=strict)
+        except _UnreadableWhileOpen:
+            if attempt == LIVE_OPEN_ATTEMPTS or not _held_by_live_writer(cache_path):
+                raise
+            time.sleep(0.02 * attempt)  # the writer finishes its commit; the next open sees one state
+    raise AssertionError("unreachable: the last attempt returns or raises")
