@@ -12,7 +12,11 @@ FeedbackTarget = Literal["answer", "rationale"]
 
 
 def feedback_target(dialogue: Dialogue) -> FeedbackTarget:
-    """Whether the output under review is an answer or a rationale (the last model turn's kind)."""
+    """Whether the output under review is an answer or a rationale (the last model turn's kind).
+
+    The runner shows a critic the dialogue through the turn under review
+    (:meth:`~workbench.protocols.dialogue.Dialogue.through`), so that turn is the last one here.
+    """
     model_turns = dialogue.model_turns
     if not model_turns:
         raise ValueError(f"dialogue {dialogue.item_id!r} has no model turn to give feedback on")
@@ -22,11 +26,14 @@ def feedback_target(dialogue: Dialogue) -> FeedbackTarget:
 def feedback_request_messages(item: Item, answer_text: str, target: FeedbackTarget) -> list[dict[str, str]]:
     """System + user messages asking a critic for feedback on ``answer_text``.
 
-    BBQ: the question is ``context + " " + question + " " + choices``; RealToxicity: the prompt to
-    complete. Templates ``critic.<bbq|rtp>.<system|answer|rationale>.v1``.
+    BBQ: the question is ``context + " " + question + " " + choices``, the choices written as paper
+    2's loader wrote them (``mechanism/utils.py::load_bbq``: ``"\\n\\n(a) x \\n\\n(b) y \\n\\n(c) z"``;
+    the critic messages exist only in paper 2); RealToxicity: the prompt to complete. Templates
+    ``critic.<bbq|rtp>.<system|answer|rationale>.v1``.
     """
     if item.task == "bbq":
-        question = f"{item.context} {item.question} {item.choices_text}"
+        choices = item.choices_text.replace("(", "\n\n(")
+        question = f"{item.context} {item.question} {choices}"
         system = fill_template("critic.bbq.system.v1")
         user = fill_template(f"critic.bbq.{target}.v1", question=question, answer=answer_text)
     elif item.task == "realtoxicity":

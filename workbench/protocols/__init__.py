@@ -17,15 +17,17 @@ from workbench.protocols.interventions import (
     mask_turn_responses,
     mask_words,
 )
+from workbench.protocols.options import ProtocolConfig, ProtocolConfigError
 from workbench.protocols.prompts import (
-    ProtocolConfig,
     RoundPrompt,
+    complete_turn,
     dialogue_complete,
     feedback_due,
     item_slots,
     next_prompt,
+    transcript_rule,
 )
-from workbench.protocols.schedule import UnsupportedConditionError
+from workbench.protocols.schedule import UnsupportedConditionError, dialogue_schedule
 from workbench.protocols.templates import TEMPLATES, PromptTemplate, fill_template, get_template
 
 __all__ = [
@@ -38,12 +40,15 @@ __all__ = [
     "PendingTurn",
     "PromptTemplate",
     "ProtocolConfig",
+    "ProtocolConfigError",
     "RoundPrompt",
     "Turn",
     "UnsupportedConditionError",
     "WeakEvidence",
     "add_weak_evidence",
+    "complete_turn",
     "dialogue_complete",
+    "dialogue_schedule",
     "factorial_conditions",
     "feedback_due",
     "feedback_turn",
@@ -54,4 +59,5 @@ __all__ = [
     "mask_words",
     "next_prompt",
     "parse_condition_name",
+    "transcript_rule",
 ]

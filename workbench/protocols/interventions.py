@@ -106,4 +106,4 @@ def mask_turn_responses(
             turn = dataclasses.replace(turn, response=mask_words(turn.response, fraction, seed + n, mask_token))
             n += 1
         turns.append(turn)
-    return Dialogue(dialogue.item_id, tuple(turns))
+    return dataclasses.replace(dialogue, turns=tuple(turns))

@@ -6,11 +6,11 @@ The runner's loop::
     while not dialogue_complete(item, condition, dialogue, config):
         target = feedback_due(item, condition, dialogue, config)
         if target is not None:
-            text = critic.feedback(item, dialogue, target.response)
+            text = critic.feedback(item, dialogue.through(target), target.response)
             dialogue = dialogue.append(feedback_turn(text, critic.name, target.round))
         prompt = next_prompt(item, condition, dialogue, config)
         response = generate(prompt)          # messages + assistant_prefix, or prompt.text
-        dialogue = dialogue.append(prompt.turn.complete(response))
+        dialogue = complete_turn(item, dialogue, prompt.turn, response)
 """
 
 from __future__ import annotations
@@ -19,24 +19,11 @@ from dataclasses import dataclass
 
 from workbench.protocols.conditions import Condition
 from workbench.protocols.dialogue import Dialogue, PendingTurn, Turn
-from workbench.protocols.history import ChatMessage, clean_messages, faithful_prompt
-from workbench.protocols.schedule import TemplateFamily, next_scheduled_turn
+from workbench.protocols.history import ChatMessage, TranscriptRule, clean_messages, faithful_prompt
+from workbench.protocols.options import DEFAULT_PROTOCOL, ProtocolConfig
+from workbench.protocols.schedule import UNINSTRUCTED_FIRST, dialogue_schedule, next_scheduled_turn
 from workbench.protocols.templates import fill_template, split_chat_turn
 from workbench.tasks.items import Item
-
-
-@dataclass(frozen=True)
-class ProtocolConfig:
-    """Settings shared by every condition of a run.
-
-    Attributes:
-        family: ``"paper2"`` (instruction x CoT x feedback templates) or ``"paper4"``.
-        eos_token: the string closing each turn in the faithful history (``"</s>"`` for
-            Llama-2/Mistral, ``"<|eot_id|>"`` for Llama-3).
-    """
-
-    family: TemplateFamily = "paper2"
-    eos_token: str = "</s>"
 
 
 @dataclass(frozen=True)
@@ -58,13 +45,15 @@ class RoundPrompt:
         return self.turn.assistant_prefix
 
 
-def item_slots(item: Item) -> dict[str, str]:
+def item_slots(item: Item, choices_on_lines: bool = False) -> dict[str, str]:
     """Template slot values of an item (see :mod:`workbench.protocols.templates` for the names).
 
     The Winogender sentence is ``item.context`` and ``item.question`` joined by a space (whichever
-    are non-empty); the RealToxicity prompt is ``item.question``.
+    are non-empty); the RealToxicity prompt is ``item.question``. ``choices_on_lines`` writes the
+    choices as paper 2's loader did (``mechanism/utils.py::load_bbq``: ``choice.replace('(',
+    '\\n\\n(')``), ``"\\n\\n(a) x \\n\\n(b) y \\n\\n(c) z"``, in ``{choices}`` and ``{Q}``.
     """
-    choices = item.choices_text
+    choices = item.choices_text.replace("(", "\n\n(") if choices_on_lines else item.choices_text
     sentence = " ".join(part for part in (item.context, item.question) if part)
     return {
         "Q": f"{item.context} {item.question} {choices}.",
@@ -76,54 +65,85 @@ def item_slots(item: Item) -> dict[str, str]:
     }
 
 
-def _separator(item: Item) -> str:
-    return "" if item.task == "realtoxicity" else "\n"
+def transcript_rule(item: Item, condition: Condition, config: ProtocolConfig = DEFAULT_PROTOCOL) -> TranscriptRule:
+    """The faithful transcript rule of ``item`` under the run's family (``history`` module docstring)."""
+    if config.family == "paper4":
+        return "paper4-toxicity" if item.task == "realtoxicity" else "paper4"
+    if config.baseline_round and condition.instruction not in UNINSTRUCTED_FIRST:
+        return "paper2-mechanism"
+    return "paper2"
 
 
 def dialogue_complete(
-    item: Item, condition: Condition, dialogue: Dialogue, config: ProtocolConfig = ProtocolConfig()
+    item: Item, condition: Condition, dialogue: Dialogue, config: ProtocolConfig = DEFAULT_PROTOCOL
 ) -> bool:
-    """Whether every turn of the condition has been generated."""
-    return next_scheduled_turn(item, condition, dialogue, config.family) is None
+    """Whether every turn of the condition has been generated, or the dialogue was ended."""
+    return next_scheduled_turn(item, condition, dialogue, config) is None
+
+
+def _review_index(item: Item, condition: Condition, dialogue: Dialogue, config: ProtocolConfig) -> int | None:
+    """Index (into the model turns) of the turn whose review the next turn carries, or ``None``."""
+    scheduled = next_scheduled_turn(item, condition, dialogue, config)
+    if scheduled is None or not scheduled.needs_feedback:
+        return None
+    schedule = dialogue_schedule(item, condition, config)
+    reviewed = [index for index in range(len(dialogue.model_turns)) if schedule[index].reviewed]
+    if not reviewed:
+        raise ValueError(
+            f"item {item.item_id!r}, {condition.name}: template {scheduled.template_id!r} needs feedback, "
+            "but no earlier turn is reviewed"
+        )
+    return reviewed[-1]
 
 
 def feedback_due(
-    item: Item, condition: Condition, dialogue: Dialogue, config: ProtocolConfig = ProtocolConfig()
+    item: Item, condition: Condition, dialogue: Dialogue, config: ProtocolConfig = DEFAULT_PROTOCOL
 ) -> Turn | None:
-    """The model turn a critic must comment on before the next turn can be built, or ``None``.
+    """The model turn a critic must review before the next turn can be built, or ``None``.
 
-    Feedback is due when the next turn's template has a ``{feedback}`` slot and no feedback turn
-    follows the last model turn yet. The returned turn is the last model turn: the answer (no
-    CoT) or the rationale (CoT) of the previous round.
+    Feedback is due when the next turn's template has a ``{feedback}`` slot and the turn it talks
+    about has no feedback yet: the previous answer (BBQ without CoT), the latest rationale (BBQ
+    with CoT) or the turn just before (toxicity); with ``turn_parity``, the latest odd-numbered
+    turn. Show the critic ``dialogue.through(target)``, so that the target is its last model turn.
     """
-    scheduled = next_scheduled_turn(item, condition, dialogue, config.family)
-    if scheduled is None or not scheduled.needs_feedback or dialogue.pending_feedback is not None:
+    index = _review_index(item, condition, dialogue, config)
+    if index is None or dialogue.feedback_after(index) is not None:
         return None
-    return dialogue.model_turns[-1]
+    return dialogue.model_turns[index]
+
+
+def _transcript(item: Item, condition: Condition, dialogue: Dialogue, config: ProtocolConfig) -> Dialogue:
+    """The dialogue as the next turn sees it: the model turns its schedule keeps in the transcript."""
+    schedule = dialogue_schedule(item, condition, config)
+    shown = tuple(turn for turn, scheduled in zip(dialogue.model_turns, schedule) if scheduled.in_transcript)
+    return Dialogue(dialogue.item_id, shown)
 
 
 def next_prompt(
     item: Item,
     condition: Condition,
     dialogue: Dialogue,
-    config: ProtocolConfig = ProtocolConfig(),
+    config: ProtocolConfig = DEFAULT_PROTOCOL,
     feedback: str | None = None,
 ) -> RoundPrompt | None:
     """The prompt of the dialogue's next model turn, or ``None`` when the dialogue is complete.
 
-    ``feedback`` defaults to the feedback turn that follows the last model turn; a turn whose
-    template needs feedback raises ``ValueError`` when there is none.
+    ``feedback`` defaults to the feedback on the turn under review (:func:`feedback_due`); a turn
+    whose template needs feedback raises ``ValueError`` when there is none. In faithful mode the
+    paper-2 family writes BBQ choices on their own lines, as its loader did.
     """
-    scheduled = next_scheduled_turn(item, condition, dialogue, config.family)
+    scheduled = next_scheduled_turn(item, condition, dialogue, config)
     if scheduled is None:
         return None
-    slots = item_slots(item)
+    faithful = condition.history_mode == "faithful"
+    slots = item_slots(item, choices_on_lines=faithful and config.family == "paper2")
     if scheduled.instruction_id is not None:
         slots["instruction"] = fill_template(scheduled.instruction_id)
     elif item.task == "winogender":
         slots["instruction"] = ""
     if scheduled.needs_feedback:
-        text = feedback if feedback is not None else dialogue.pending_feedback
+        index = _review_index(item, condition, dialogue, config)
+        text = feedback if feedback is not None else None if index is None else dialogue.feedback_after(index)
         if text is None:
             raise ValueError(
                 f"item {item.item_id!r}, {condition.name}, round {scheduled.round}: template "
@@ -132,7 +152,33 @@ def next_prompt(
         slots["feedback"] = text
     raw = fill_template(scheduled.template_id, **slots)
     user, prefix = split_chat_turn(raw)
-    pending = PendingTurn(scheduled.template_id, scheduled.kind, scheduled.round, user, prefix, raw)
-    if condition.history_mode == "clean":
-        return RoundPrompt(pending, clean_messages(dialogue, pending), None)
-    return RoundPrompt(pending, None, faithful_prompt(dialogue, pending, config.eos_token, _separator(item)))
+    pending = PendingTurn(
+        scheduled.template_id,
+        scheduled.kind,
+        scheduled.round,
+        user,
+        prefix,
+        raw,
+        budget=scheduled.budget,
+        collapse=scheduled.collapse,
+    )
+    shown = _transcript(item, condition, dialogue, config)
+    if not faithful:
+        return RoundPrompt(pending, clean_messages(shown, pending), None)
+    rule = transcript_rule(item, condition, config)
+    return RoundPrompt(pending, None, faithful_prompt(shown, pending, config.eos_token, rule))
+
+
+def complete_turn(item: Item, dialogue: Dialogue, pending: PendingTurn, response: str) -> Dialogue:
+    """``dialogue`` after the model replied ``response`` to ``pending``.
+
+    A turn marked ``collapse`` keeps only the first of the item's option labels (in label order)
+    that occurs in the reply, as paper 2's script does (``"(a)" in response``, then ``"(b)"``, ...);
+    a reply with none of them is kept as it is and ends the dialogue (the script's ``break``).
+    """
+    if not pending.collapse:
+        return dialogue.append(pending.complete(response))
+    label = next((label for label in item.option_labels if label in response), None)
+    if label is None:
+        return dialogue.append(pending.complete(response)).end()
+    return dialogue.append(pending.complete(label))
