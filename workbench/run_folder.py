@@ -11,12 +11,14 @@ without a cycle.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from workbench.run_tables import (
     AnswerFlip,
+    BBQCategoryMetric,
     BehaviourMetric,
     BiasLevel,
     CalibrationBin,
@@ -48,6 +50,10 @@ _CHECKPOINTS = "checkpoints"
 _REPORT = "report"
 REPORT_PAGE = "index.html"
 """The report's file name, in ``report/`` or in the folder ``workbench report -o`` names."""
+REPORT_FIGURES = "figures"
+REPORT_SUMMARY = "summary.pdf"
+"""Beside the report page, what ``workbench report --export`` writes: ``figures/<anchor>.<format>``
+and the one-page PDF summary."""
 
 RESULTS_STAGE = "workbench results"
 PROBE_STAGE = "workbench probe"
@@ -100,6 +106,7 @@ RUN_TABLES: dict[str, RunTable] = {
     "paired_tests": RunTable(_RESULTS, "paired_tests.csv", PairedTest, RESULTS_STAGE),
     "behaviour_interactions": RunTable(_RESULTS, "interactions.csv", InteractionEffect, RESULTS_STAGE),
     "items": RunTable(_RESULTS, "items.csv", ItemAnswer, RESULTS_STAGE),
+    "bbq_categories": RunTable(_RESULTS, "bbq_categories.csv", BBQCategoryMetric, RESULTS_STAGE),
     "layer_scores": RunTable(_PROBES, "layer_scores.csv", LayerScore, PROBE_STAGE),
     "morality": RunTable(_PROBES, "morality.csv", MoralityLevel, PROBE_STAGE),
     "concept_uncertainty": RunTable(_PROBES, "concept_uncertainty.csv", ConceptUncertainty, PROBE_STAGE),
@@ -164,6 +171,22 @@ class RunFolder:
     def config(self) -> Path:
         """``config.toml``: the resolved configuration, every default written out."""
         return self.root / _CONFIG
+
+    def read_config(self) -> dict[str, Any] | None:
+        """The parsed ``config.toml`` (``None`` when the run folder has none yet).
+
+        Raises:
+            RunFolderError: the file is not valid TOML.
+        """
+        if not self.config.is_file():
+            return None
+        try:
+            with self.config.open("rb") as handle:
+                return tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise RunFolderError(
+                f"{self.config}: not valid TOML ({error}); restore the file `workbench run` wrote"
+            ) from None
 
     @property
     def cache(self) -> Path:

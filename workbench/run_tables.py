@@ -43,6 +43,10 @@ class BehaviourMetric:
     when the metric is undefined for the cell; ``undefined_reason`` then says why (e.g. ``"no
     non-unknown answer"``) and is ``None`` otherwise. ``ci_low``/``ci_high`` bound its 95%
     bootstrap interval over ``n`` items, ``None`` when not computable or undefined.
+    ``n_unparsed``: for metrics of option answers (accuracies, unknown rate, unparsed rate, bias
+    scores) and Winogender rates, how many of the cell's answers did not parse (no pronoun): left
+    out of ``n`` or counted as wrong, by ``[results] unparsed``; ``None`` for other metrics and in
+    files written before the column existed.
     """
 
     condition: str
@@ -53,6 +57,7 @@ class BehaviourMetric:
     ci_high: float | None
     n: int
     undefined_reason: str | None = None
+    n_unparsed: int | None = None
 
     @property
     def defined(self) -> bool:
@@ -62,6 +67,35 @@ class BehaviourMetric:
     def value_text(self, digits: int = 3) -> str:
         """``value`` with ``digits`` significant digits, or ``undefined (<reason>)``."""
         return f"{self.value:.{digits}g}" if self.value is not None else undefined_text(self.undefined_reason)
+
+
+@dataclass(frozen=True)
+class BBQCategoryMetric:
+    """One BBQ metric of one category, or of all categories, in one condition at one round.
+
+    Read from ``results/bbq_categories.csv``: BBQ as its authors' R script reports it
+    (``analysis_scripts/BBQ_calculate_bias_score.R``). ``category`` is a BBQ category, the same
+    category's proper-name templates as ``"<category> (names)"`` (``label_type`` ``"name"``), or
+    ``"all"`` for every BBQ item of the cell pooled. ``metric`` is ``accuracy_ambig``,
+    ``accuracy_disambig``, ``unknown_rate`` (fractions in [0, 1]), ``bias_score_ambiguous`` or
+    ``bias_score_disambiguated`` ([-1, 1]). ``unparsed`` (``excluded`` / ``wrong``) is the rule the
+    accuracies used, ``convention`` (``r_script`` / ``lm_eval`` / ``helm``) the one the bias scores
+    used. ``value``, ``ci_low``, ``ci_high``, ``n``, ``undefined_reason`` and ``n_unparsed`` as in
+    :class:`BehaviourMetric`.
+    """
+
+    condition: str
+    round: int
+    category: str
+    metric: str
+    unparsed: str
+    convention: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    undefined_reason: str | None
+    n_unparsed: int
 
 
 @dataclass(frozen=True)
@@ -115,7 +149,9 @@ class PairedTest:
     ``metric`` is the per-item outcome (``accuracy``: correct 1/0; ``toxicity``: score in [0, 1]);
     ``difference`` is the mean of ``condition_a`` minus ``condition_b`` over the ``n`` items both
     answered, ``ci_low``/``ci_high`` its 95% bootstrap interval (``None`` when not computable) and
-    ``p_value`` the two-sided sign-flip permutation p-value.
+    ``p_value`` the two-sided sign-flip permutation p-value. ``n_unparsed`` (``accuracy`` only):
+    items of both conditions with an unparsed answer in either, left out of ``n`` or counted as
+    wrong by ``[results] unparsed``; ``None`` otherwise.
     """
 
     metric: str
@@ -127,6 +163,7 @@ class PairedTest:
     ci_high: float | None
     p_value: float
     n: int
+    n_unparsed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +188,8 @@ class ItemAnswer:
 
     ``prompt_excerpt`` and ``answer`` are raw dataset/model text: escape before any HTML use.
     ``predicted`` is an option letter or ``unparsed``; ``correct`` is ``None`` for tasks without
-    a gold answer.
+    a gold answer, and for an unparsed answer under ``[results] unparsed = "excluded"`` (``False``
+    under ``"wrong"``).
     """
 
     item_id: str
@@ -206,7 +244,9 @@ class ConceptUncertainty:
 
     Read from ``probes/concept_uncertainty.csv``; ``concept_activation`` is a cosine in [-1, 1],
     ``uncertainty`` a mean token NLL in nats, ``None`` (an empty cell) when the record's
-    uncertainty was not measured.
+    uncertainty was not measured; ``uncertainty_measure`` says which uncertainty it is (the
+    recorded semantic uncertainty, or the option entropy when the run recorded none; empty in
+    files written before the column existed).
     """
 
     condition: str
@@ -214,6 +254,7 @@ class ConceptUncertainty:
     item_id: str
     concept_activation: float
     uncertainty: float | None
+    uncertainty_measure: str | None = None
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ def test_parse_option_label_rule(text: str, expected: int | None) -> None:
     assert parse_option(text, OPTIONS) == expected
 
 
-def test_parse_option_msu_substring_rule_uses_label_order() -> None:
-    assert parse_option(" I think (b), not (a).", OPTIONS, rule="msu_substring") == 0
-    assert parse_option(" The grandson", OPTIONS, rule="msu_substring") is None
+def test_parse_option_first_label_rule_uses_label_order() -> None:
+    assert parse_option(" I think (b), not (a).", OPTIONS, rule="first_label") == 0
+    assert parse_option(" The grandson", OPTIONS, rule="first_label") is None
     assert option_letter(2) == "c" and option_letter(None) == "unparsed"
 
 
@@ -96,3 +96,14 @@ def test_transitions_flips_and_convergence() -> None:
     assert dynamics.convergence_round([0.5, 0.5, 0.5]) == 0
     assert dynamics.convergence_round([0.1, 0.2, 0.4], eps=0.01) is None
     assert dynamics.mean_per_round([0, 0, 1, 1], [0.2, 0.4, None, 0.1]) == {0: pytest.approx(0.3), 1: 0.1}
+
+
+def test_convergence_can_require_several_stable_rounds() -> None:
+    # audit L6: one sub-eps change into the last round counts as convergence by default
+    assert dynamics.convergence_round([0.4, 0.6, 0.605], eps=0.01) == 1
+    assert dynamics.convergence_round([0.4, 0.6, 0.605], eps=0.01, stable_rounds=2) is None
+    assert dynamics.convergence_round([0.4, 0.6, 0.605, 0.606], eps=0.01, stable_rounds=2) == 1
+    assert dynamics.convergence_round([0.5, 0.5], stable_rounds=2) is None
+    assert dynamics.convergence_round([0.5], stable_rounds=3) == 0
+    with pytest.raises(ValueError, match="stable_rounds must be at least 1"):
+        dynamics.convergence_round([0.5, 0.5], stable_rounds=0)

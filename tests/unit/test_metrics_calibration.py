@@ -44,4 +44,36 @@ def test_minmax_faithful_drops_the_maximum_item() -> None:
     assert expected_calibration_error(np.array([0.7, 0.7]), np.array([1, 0]), binning="minmax_faithful") == 0.0
     assert math.isnan(expected_calibration_error(np.array([]), np.array([])))
     with pytest.raises(ValueError, match="binning"):
-        expected_calibration_error(conf, correct, binning="quantile")
+        expected_calibration_error(conf, correct, binning="quantile")  # type: ignore[arg-type]
+
+
+def _upstream_ece(conf: list[float], correct: list[int], num_bins: int) -> float:
+    """HaitaoMao/LLM-self-correction@071c790 analysis/uncerntainty.py ``ECEError.ece_score``, line by line
+    (its ``sample2predict`` dict reduced to parallel lists; an empty bin, where upstream divides by zero,
+    is skipped)."""
+    min_conf, max_conf = min(conf), max(conf)
+    interval = (max_conf - min_conf) / num_bins
+    ece_error = 0.0
+    for i in range(num_bins):
+        interval_start, interval_end = min_conf + interval * i, min_conf + interval * (i + 1)
+        members = [k for k, c in enumerate(conf) if c >= interval_start and c < interval_end]
+        if members:
+            acc = sum(correct[k] for k in members) / len(members)
+            mean_conf = sum(conf[k] for k in members) / len(members)
+            ece_error += abs(acc - mean_conf) * (len(members) / len(conf))
+    return ece_error
+
+
+def test_minmax_faithful_edges_round_as_upstream() -> None:
+    # 0.2 + (0.6 - 0.2) / 3 * 3 = 0.6000000000000001 > 0.6: upstream's last bin keeps the maximum item.
+    # Bins {0.2} (acc 0), {0.4} (acc 1), {0.6} (acc 1): ECE = (0.2 + 0.6 + 0.4) / 3 = 0.4.
+    conf, correct = [0.2, 0.4, 0.6], [0, 1, 1]
+    assert expected_calibration_error(np.array(conf), np.array(correct), 3, "minmax_faithful") == pytest.approx(0.4)
+    assert sum(b.count for b in reliability_bins(np.array(conf), np.array(correct), 3, "minmax_faithful")) == 3
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(2, 40))
+        values = [float(v) for v in np.round(rng.uniform(0.3, 1.0, n), int(rng.integers(1, 4)))]
+        hits = [int(h) for h in rng.integers(0, 2, n)]
+        ours = expected_calibration_error(np.array(values), np.array(hits), 10, "minmax_faithful")
+        assert ours == pytest.approx(_upstream_ece(values, hits, 10), rel=1e-12, abs=1e-15)  # float64 sums

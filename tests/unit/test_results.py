@@ -245,3 +245,17 @@ def test_undefined_metrics_name_their_reason() -> None:
         assert cells and all((r["value"], r["undefined_reason"]) == ("", reason) for r in cells), metric
     unparsed_rate = [r for r in compute_results(unparsed, CONFIG).tables["behaviour"] if r["metric"] == "unparsed_rate"]
     assert [(r["value"], r["undefined_reason"]) for r in unparsed_rate] == [(1.0, ""), (1.0, "")]
+
+
+def test_convergence_stable_rounds_setting() -> None:
+    # accuracy of instr=none per round: .25 then 1.0 (test_behaviour_values_hand_computed); add a
+    # third round equal to the second: one sub-eps change -> converged at round 1 by default only
+    none0 = "instr=none+cot=off+fb=off"
+    rows = [r for r in _factorial_rows() if r["condition"] == none0]
+    rows += [dict(r, round=2) for r in rows if r["round"] == 1]
+    by_default = compute_results(rows, CONFIG).tables["convergence"]
+    strict = compute_results(rows, ResultsConfig(n_boot=50, n_permutations=200, convergence_stable_rounds=2))
+    assert {r["metric"]: r["convergence_round"] for r in by_default}["accuracy"] == 1
+    assert {r["metric"]: r["convergence_round"] for r in strict.tables["convergence"]}["accuracy"] == ""
+    with pytest.raises(ValueError, match=r"\[results\] convergence_stable_rounds = 0 must be at least 1"):
+        ResultsConfig(convergence_stable_rounds=0)

@@ -123,3 +123,18 @@ def test_git_blob_id_matches_git_hash_object(tmp_path):
 def test_unknown_category():
     with pytest.raises(ValueError, match=r"unknown BBQ categories \['Sports'\]"):
         download_bbq("unused", categories=["Sports"])
+
+
+def test_an_intersectional_category_comes_with_its_template_file(mirror, tmp_path):
+    """``Race_x_SES`` targets need ``templates/new_templates - Race_x_SES.csv`` (the space in its name
+    is URL-encoded); the pinned git blob id is nyu-mll/BBQ@bea11bd's."""
+    url, served, requested = mirror
+    (served / "bbq" / "templates").mkdir()
+    name = "new_templates - Race_x_SES.csv"
+    shutil.copy(DATA_DIR / "bbq" / "templates" / name, served / "bbq" / "templates")
+    (served / "bbq" / "data" / "Race_x_SES.jsonl").write_text("", encoding="utf-8")
+    dest = tmp_path / "bbq"
+    entries = download_bbq(dest, categories=["Race_x_SES"], base_url=f"{url}/bbq", verify=False)
+    assert [entry.path for entry in entries] == ["data/Race_x_SES.jsonl", f"templates/{name}"]
+    assert "/bbq/templates/new_templates%20-%20Race_x_SES.csv" in requested
+    assert git_blob_sha1(dest / "templates" / name) == "cd3f1224d8d071f4aa0061672dee8ab847394db3"

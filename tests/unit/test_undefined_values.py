@@ -90,7 +90,9 @@ def test_all_unknown_cell_is_written_as_undefined_with_its_reason(run_dir: Path)
 def test_undefined_value_reads_back_and_stays_out_of_aggregates(run_dir: Path) -> None:
     behaviour = read_table(run_dir / "results" / "behaviour.csv", BehaviourMetric)
     cell = next(r for r in behaviour if (r.condition, r.round, r.metric) == (ALL_UNKNOWN, 0, "bias_score_ambiguous"))
-    assert cell == BehaviourMetric(ALL_UNKNOWN, 0, "bias_score_ambiguous", None, None, None, 4, "no non-unknown answer")
+    assert cell == BehaviourMetric(
+        ALL_UNKNOWN, 0, "bias_score_ambiguous", None, None, None, 4, "no non-unknown answer", n_unparsed=0
+    )
     assert not cell.defined and cell.value_text() == "undefined (no non-unknown answer)"
     convergence = {(r["condition"], r["metric"]) for r in _csv_rows(run_dir / "results" / "convergence.csv")}
     assert (ALL_UNKNOWN, "bias_score_ambiguous") not in convergence  # a series with a gap has no convergence round

@@ -7,10 +7,13 @@ Binning:
 
 - ``"uniform"`` (default): ``n_bins`` equal-width bins over [0, 1]; bin i is
   ``[i/n, (i+1)/n)`` and the last bin is closed, so every item lands in a bin.
-- ``"minmax_faithful"``: paper 4's ``ECEError`` (docs/protocols.md §2.3): equal-width bins spanning
-  [min confidence, max confidence], every bin half-open ``[low, high)``. The maximum-confidence
-  item(s) therefore fall in no bin and are dropped from the numerator while N still counts every
-  item; empty bins are skipped instead of dividing by zero.
+- ``"minmax_faithful"``: paper 4's ``ECEError.ece_score`` (HaitaoMao/LLM-self-correction@071c790
+  ``analysis/uncerntainty.py``; docs/protocols.md §2.3): ``interval = (max - min) / n_bins`` and bin
+  i is ``[min + interval * i, min + interval * (i + 1))``, edges computed in that order so that
+  they round as upstream's do. The maximum-confidence item(s) therefore usually fall in no bin and
+  are dropped from the numerator while N still counts every item, unless the last edge rounds
+  above the maximum (``min + interval * n_bins > max``), where upstream keeps them too; empty bins
+  are skipped instead of dividing by zero.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ def reliability_bins(
     elif binning == "minmax_faithful":
         if conf.size == 0:
             return []
-        edges = np.linspace(conf.min(), conf.max(), n_bins + 1)
+        low, high = float(conf.min()), float(conf.max())
+        edges = low + (high - low) / n_bins * np.arange(n_bins + 1, dtype=np.float64)
         index = np.full(conf.shape, -1)
         for b in range(n_bins):
             index[(conf >= edges[b]) & (conf < edges[b + 1])] = b

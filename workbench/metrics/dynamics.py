@@ -27,23 +27,26 @@ def flip_rate(answer_from: Sequence[int | None], answer_to: Sequence[int | None]
     return float(np.mean([a != b for a, b in pairs]))
 
 
-def convergence_round(values: Sequence[float], eps: float = 0.01) -> int | None:
-    """First round r with ``|v[k] - v[k-1]| < eps`` for every later round k > r.
+def convergence_round(values: Sequence[float], eps: float = 0.01, stable_rounds: int = 1) -> int | None:
+    """First round r with ``|v[k] - v[k-1]| < eps`` for every later round k > r, held for ``stable_rounds`` changes.
 
     Equivalently: the last round whose change from its predecessor is ``>= eps`` (0 if no change
-    is). When the change into the final round is still ``>= eps`` the series has not converged within
-    the observed rounds and ``None`` is returned. ``eps`` is in the metric's own units (0.01 = one
-    accuracy point). ``[0.4, 0.6, 0.65, 0.655, 0.656]`` with eps 0.01 -> 2.
+    is), provided at least ``stable_rounds`` sub-eps changes follow it; otherwise the series has not
+    converged within the observed rounds and ``None`` is returned. With the default 1 a single
+    sub-eps change into the final round suffices (``[0.4, 0.6, 0.605]`` -> 1); with 2 that series has
+    not converged. ``eps`` is in the metric's own units (0.01 = one accuracy point). Rounds are
+    0-based. ``[0.4, 0.6, 0.65, 0.655, 0.656]`` with eps 0.01 -> 2. A single round is round 0.
     """
     v = np.asarray(values, dtype=float)
     if v.size == 0:
         raise ValueError("convergence_round needs at least one round")
-    changes = np.abs(np.diff(v))
-    large = np.flatnonzero(~(changes < eps))
-    if large.size == 0:
+    if stable_rounds < 1:
+        raise ValueError(f"stable_rounds must be at least 1, got {stable_rounds}")
+    if v.size == 1:
         return 0
-    last = int(large[-1]) + 1
-    return None if last == v.size - 1 else last
+    large = np.flatnonzero(~(np.abs(np.diff(v)) < eps))
+    last = 0 if large.size == 0 else int(large[-1]) + 1
+    return last if v.size - 1 - last >= stable_rounds else None
 
 
 def mean_per_round(rounds: Sequence[int], values: Sequence[float | None]) -> dict[int, float]:

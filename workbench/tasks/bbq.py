@@ -2,18 +2,28 @@
 
 Layout: a folder holding ``data/<Category>.jsonl`` (a clone of nyu-mll/BBQ, or
 ``shared/data/bbq``), or the ``data`` folder itself. One line = one example; the fields are
-described in ``shared/data/README.md`` ("BBQ") and checked here line by line.
+described in ``shared/data/README.md`` ("BBQ") and checked here line by line. The intersectional
+categories (``Race_x_gender``, ``Race_x_SES``) also need their template file
+``templates/new_templates - <Category>.csv`` beside ``data/``, which holds the gender/SES part of
+each template's bias target (:mod:`workbench.tasks.bbq_targets`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import csv
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from workbench.tasks.bbq_targets import UNKNOWN_GROUP, bias_target_index
+from workbench.tasks.bbq_targets import (
+    INTERSECTIONAL_CATEGORIES,
+    UNKNOWN_GROUP,
+    IntersectionalTemplate,
+    bias_target_index,
+    intersectional_target_index,
+)
 from workbench.tasks.items import Item
 from workbench.tasks.jsonl_lines import (
     LineProblems,
@@ -41,6 +51,9 @@ BBQ_CATEGORIES: tuple[str, ...] = (
 CONTEXT_CONDITIONS: tuple[str, ...] = ("ambig", "disambig")
 QUESTION_POLARITIES: tuple[str, ...] = ("neg", "nonneg")
 EMBEDDED_SAMPLE = "bbq_sample.jsonl"
+LABEL_TYPES: tuple[str, ...] = ("label", "name")
+"""``label_type`` values: the template names people by a group label, or by proper names."""
+_TEMPLATE_COLUMNS: tuple[str, ...] = ("Q_id", "Known_stereotyped_race", "Known_stereotyped_var2", "Proper_nouns_only")
 
 _REQUIRED_FIELDS: tuple[str, ...] = (
     "example_id",
@@ -127,6 +140,7 @@ def load_bbq(
     Raises:
         MalformedLineError: a bad line under ``on_error="raise"``, as ``file:line: problem``.
         NoItemsError: a category file that yields no item (empty, or every line skipped).
+        BBQCategoryError: an unknown category, or an intersectional one without its template file.
     """
     data_dir = bbq_data_dir(root)
     chosen = _check_categories(categories, available_categories(data_dir), data_dir)
@@ -135,7 +149,12 @@ def load_bbq(
     items: list[Item] = []
     seen_ids: dict[str, tuple[Path, int]] = {}
     for category in chosen:
-        items.extend(selection.apply(read_bbq_file(data_dir / f"{category}.jsonl", on_error, seen_ids)))
+        templates = (
+            intersectional_templates(_template_file(Path(root), data_dir, category))
+            if category in INTERSECTIONAL_CATEGORIES
+            else None
+        )
+        items.extend(selection.apply(read_bbq_file(data_dir / f"{category}.jsonl", on_error, seen_ids, templates)))
     return items
 
 
@@ -166,6 +185,7 @@ def read_bbq_file(
     path: Path,
     on_error: OnError = "raise",
     seen_ids: dict[str, tuple[Path, int]] | None = None,
+    templates: Mapping[str, IntersectionalTemplate] | None = None,
 ) -> list[Item]:
     """Every well-formed example of one BBQ JSON Lines file as an :class:`Item`, in file order.
 
@@ -175,6 +195,8 @@ def read_bbq_file(
             :class:`~workbench.tasks.jsonl_lines.MalformedLineWarning` naming ``file:line``.
         seen_ids: ``item_id -> (file, line)`` of items read so far; filled in here. Pass the same
             dict for every file of a task to catch IDs repeated across files.
+        templates: for an intersectional category, its templates by ``question_index``
+            (:func:`intersectional_templates`); required there, unused otherwise.
 
     Bad lines: not UTF-8, not a JSON object, a field missing or of the wrong type
     (:func:`bbq_record_problem`), or an ``item_id`` (category + ``example_id``) already read: the
@@ -183,6 +205,7 @@ def read_bbq_file(
     Raises:
         MalformedLineError: a bad line under ``on_error="raise"``.
         NoItemsError: the file yields no item (empty, or every line skipped).
+        BBQCategoryError: a row of an intersectional category read without ``templates``.
     """
     problems = LineProblems(path, check_on_error(on_error))
     seen = {} if seen_ids is None else seen_ids
@@ -190,7 +213,7 @@ def read_bbq_file(
     for line_number, record in read_json_lines(path, problems=problems):
         problem = bbq_record_problem(record)
         if problem is None:
-            item = bbq_item(record)
+            item = bbq_item(record, templates)
             if item.item_id in seen:
                 first_path, first_line = seen[item.item_id]
                 where = f"line {first_line}" if first_path == path else f"{first_path}:{first_line}"
@@ -259,15 +282,24 @@ def bbq_record_problem(record: dict[str, Any]) -> str | None:
     return None
 
 
-def bbq_item(record: dict[str, Any]) -> Item:
+def bbq_item(record: dict[str, Any], templates: Mapping[str, IntersectionalTemplate] | None = None) -> Item:
     """One well-formed BBQ record (see :func:`bbq_record_problem`) as an :class:`Item`.
 
     Metadata: ``example_id`` (int), ``question_index`` (str), ``context_condition``,
     ``question_polarity``, ``unknown_index`` (index of the answer whose group is ``"unknown"``),
-    ``target_index`` (bias-aligned answer, :func:`~workbench.tasks.bbq_targets.bias_target_index`;
-    ``None`` where upstream's ``target_loc`` is NA), ``stereotyped_groups`` (list of str),
-    ``answer_groups`` (the three ``answer_info`` groups), ``subcategory``, ``label_type``
-    (``"name"`` for templates above 25, which use proper names, else ``"label"``).
+    ``target_index`` (bias-aligned answer, upstream's ``target_loc``; ``None`` where it is NA),
+    ``stereotyped_groups`` (list of str), ``answer_groups`` (the three ``answer_info`` groups),
+    ``subcategory``, ``label_type`` (:data:`LABEL_TYPES`; the R script's rules: ``"name"`` for base
+    templates numbered above 25, which use proper names, and for intersectional templates with
+    ``Proper_nouns_only``; else ``"label"``).
+
+    Base categories take the target of :func:`~workbench.tasks.bbq_targets.bias_target_index`;
+    intersectional ones that of :func:`~workbench.tasks.bbq_targets.intersectional_target_index`
+    with the row's template from ``templates`` (a template missing there: target NA, label type
+    ``"label"``, as the R script's outer join leaves it).
+
+    Raises:
+        BBQCategoryError: an intersectional record without ``templates``.
     """
     info = record["answer_info"]
     answer_info = [(str(info[f"ans{k}"][0]), str(info[f"ans{k}"][1])) for k in range(3)]
@@ -275,13 +307,32 @@ def bbq_item(record: dict[str, Any]) -> Item:
     stereotyped_groups = [str(g) for g in record["additional_metadata"]["stereotyped_groups"]]
     category = str(record["category"])
     question_index = str(record["question_index"])
+    polarity = record["question_polarity"]
+    options = (str(record["ans0"]), str(record["ans1"]), str(record["ans2"]))
+    if category in INTERSECTIONAL_CATEGORIES:
+        if templates is None:
+            raise BBQCategoryError(
+                f"BBQ category {category!r} needs its templates (Known_stereotyped_var2) to find bias targets; "
+                f"read it with load_bbq, or pass templates=intersectional_templates(<templates/new_templates - "
+                f"{category}.csv>)"
+            )
+        template = templates.get(question_index)
+        target = (
+            None
+            if template is None
+            else intersectional_target_index(category, polarity, options, answer_info, template)
+        )
+        label_type = "name" if template is not None and template.proper_names else "label"
+    else:
+        target = bias_target_index(category, polarity, answer_info, stereotyped_groups)
+        label_type = "name" if question_index.isdigit() and int(question_index) > 25 else "label"
     return Item(
         item_id=f"bbq/{category}/{record['example_id']}",
         task="bbq",
         category=category,
         context=str(record["context"]),
         question=str(record["question"]),
-        options=(str(record["ans0"]), str(record["ans1"]), str(record["ans2"])),
+        options=options,
         gold=int(record["label"]),
         metadata={
             "example_id": int(record["example_id"]),
@@ -289,12 +340,57 @@ def bbq_item(record: dict[str, Any]) -> Item:
             "context_condition": record["context_condition"],
             "question_polarity": record["question_polarity"],
             "unknown_index": groups.index(UNKNOWN_GROUP),
-            "target_index": bias_target_index(category, record["question_polarity"], answer_info, stereotyped_groups),
+            "target_index": target,
             "stereotyped_groups": stereotyped_groups,
             "answer_groups": groups,
             "subcategory": str(record["additional_metadata"].get("subcategory", "None")),
-            "label_type": ("name" if question_index.isdigit() and int(question_index) > 25 else "label"),
+            "label_type": label_type,
         },
+    )
+
+
+def intersectional_templates(path: Path) -> dict[str, IntersectionalTemplate]:
+    """The known groups of each template of an intersectional template file, by ``question_index``.
+
+    ``path`` is nyu-mll/BBQ's ``templates/new_templates - Race_x_gender.csv`` (or ``Race_x_SES``):
+    its ``Q_id``, ``Known_stereotyped_race`` (a JSON-style list, read with quotes and brackets
+    removed as the R script's ``gsub`` does), ``Known_stereotyped_var2`` and ``Proper_nouns_only``
+    (``TRUE`` = proper names) columns. Rows without a ``Q_id`` are skipped.
+
+    Raises:
+        BBQCategoryError: the file lacks one of those columns, or names a ``Q_id`` twice with
+            different known groups.
+    """
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [name for name in _TEMPLATE_COLUMNS if name not in (reader.fieldnames or ())]
+        if missing:
+            raise BBQCategoryError(f"{path}: lacks column(s) {', '.join(missing)} of BBQ's intersectional templates")
+        templates: dict[str, IntersectionalTemplate] = {}
+        for row in reader:
+            question_index = row["Q_id"].strip()
+            if not question_index:
+                continue
+            template = IntersectionalTemplate(
+                known_race=row["Known_stereotyped_race"].replace('"', "").replace("[", "").replace("]", ""),
+                known_var2=row["Known_stereotyped_var2"],
+                proper_names=row["Proper_nouns_only"] == "TRUE",
+            )
+            if templates.setdefault(question_index, template) != template:
+                raise BBQCategoryError(f"{path}: Q_id {question_index} names two different known-group sets")
+    return templates
+
+
+def _template_file(root: Path, data_dir: Path, category: str) -> Path:
+    """The template file of an intersectional ``category``: in ``root/templates`` or beside ``data_dir``."""
+    name = f"new_templates - {category}.csv"
+    candidates = (root / "templates" / name, data_dir.parent / "templates" / name)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise BBQCategoryError(
+        f"BBQ category {category!r} needs {candidates[0]} (nyu-mll/BBQ templates/{name}) for its bias targets "
+        "(the gender/SES part of Known_stereotyped_var2); copy the repository's templates/ folder beside data/"
     )
 
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -64,21 +65,26 @@ class DownloadedFile:
 BBQ_SOURCE = DatasetSource(
     name="bbq",
     base_url=("https://raw.githubusercontent.com/nyu-mll/BBQ/bea11bd97d79217245b5871acd247b9d6eb24598"),
-    files=tuple(
-        SourceFile(f"data/{category}.jsonl", blob)
-        for category, blob in (
-            ("Age", "5c5e7586163b869fe029e77e63716f2026e4ae08"),
-            ("Disability_status", "9aedeccaf599299cdfa523531d625ae85ecb9131"),
-            ("Gender_identity", "dc79ceaaa9e7126edc99a200d632899c50274b16"),
-            ("Nationality", "cba9b63d34536cb51a6cbae76b189df3d2a945c0"),
-            ("Physical_appearance", "8cbdf83265459083224e3a2d37809294ff12ad77"),
-            ("Race_ethnicity", "68daf3d692b27a10596772b3b15742b26f0b110e"),
-            ("Race_x_SES", "905cd8a5b8734e2063fe524e69a38f0a71c75907"),
-            ("Race_x_gender", "dd09a905b284690445d36259d675243950fa0bd7"),
-            ("Religion", "44c1940ee22f00891ab4a5526a293691957aeacb"),
-            ("SES", "78d11ffbdb70f501617345e5c697d00045d57c29"),
-            ("Sexual_orientation", "a06351f4dd67ba30632396eeb0c3677c67b7d387"),
-        )
+    files=(
+        *(
+            SourceFile(f"data/{category}.jsonl", blob)
+            for category, blob in (
+                ("Age", "5c5e7586163b869fe029e77e63716f2026e4ae08"),
+                ("Disability_status", "9aedeccaf599299cdfa523531d625ae85ecb9131"),
+                ("Gender_identity", "dc79ceaaa9e7126edc99a200d632899c50274b16"),
+                ("Nationality", "cba9b63d34536cb51a6cbae76b189df3d2a945c0"),
+                ("Physical_appearance", "8cbdf83265459083224e3a2d37809294ff12ad77"),
+                ("Race_ethnicity", "68daf3d692b27a10596772b3b15742b26f0b110e"),
+                ("Race_x_SES", "905cd8a5b8734e2063fe524e69a38f0a71c75907"),
+                ("Race_x_gender", "dd09a905b284690445d36259d675243950fa0bd7"),
+                ("Religion", "44c1940ee22f00891ab4a5526a293691957aeacb"),
+                ("SES", "78d11ffbdb70f501617345e5c697d00045d57c29"),
+                ("Sexual_orientation", "a06351f4dd67ba30632396eeb0c3677c67b7d387"),
+            )
+        ),
+        # the intersectional categories' bias targets need their templates (workbench.tasks.bbq_targets)
+        SourceFile("templates/new_templates - Race_x_SES.csv", "cd3f1224d8d071f4aa0061672dee8ab847394db3"),
+        SourceFile("templates/new_templates - Race_x_gender.csv", "07f9d7333c91fcf7b0913fb8e16e505717799d2f"),
     ),
 )
 WINOGENDER_SOURCE = DatasetSource(
@@ -99,12 +105,13 @@ def download_bbq(
     timeout_s: float = 60.0,
     verify: bool = True,
 ) -> list[DownloadedFile]:
-    """Fetch ``data/<Category>.jsonl`` for ``categories`` (default: all 11) into ``dest``."""
+    """Fetch ``data/<Category>.jsonl`` for ``categories`` (default: all 11) into ``dest``, with
+    ``templates/new_templates - <Category>.csv`` for the intersectional ones (their targets need it)."""
     wanted = BBQ_CATEGORIES if categories is None else tuple(categories)
     unknown = sorted(set(wanted) - set(BBQ_CATEGORIES))
     if unknown:
         raise ValueError(f"unknown BBQ categories {unknown}; valid: {', '.join(BBQ_CATEGORIES)}")
-    files = tuple(file for file in BBQ_SOURCE.files if Path(file.path).stem in wanted)
+    files = tuple(file for file in BBQ_SOURCE.files if Path(file.path).stem.removeprefix("new_templates - ") in wanted)
     source = DatasetSource(BBQ_SOURCE.name, BBQ_SOURCE.base_url, files)
     return download_dataset(source, dest, base_url, timeout_s, verify)
 
@@ -146,7 +153,7 @@ def download_dataset(
         if recorded is not None and target.is_file() and _sha256(target) == recorded.sha256:
             entries.append(recorded)
             continue
-        entry = _fetch(f"{root_url}/{file.path}", target, file, timeout_s, verify)
+        entry = _fetch(f"{root_url}/{urllib.parse.quote(file.path)}", target, file, timeout_s, verify)
         manifest[file.path] = entry
         _write_manifest(dest, manifest)
         entries.append(entry)
