@@ -19,9 +19,9 @@ from transformers import (
 )
 
 from workbench.bias.bootstrap import bootstrap_mean_interval
-from workbench.bias.crows_pairs import CrowsPair, crows_pairs_shares, pair_preferences, read_crows_pairs
+from workbench.bias.crows_pairs import CrowsPair, crows_pairs_measures, pair_preferences, read_crows_pairs
 from workbench.bias.levels import BiasConfig, measure_bias_levels, run_bias_stage, write_bias_levels
-from workbench.bias.seat import mean_pooled_hidden_states, read_seat_test, weat
+from workbench.bias.seat import pooled_hidden_states, read_seat_test, weat
 from workbench.bias.sentence_likelihood import (
     causal_sentence_log_likelihoods,
     masked_pair_pseudo_log_likelihoods,
@@ -81,10 +81,9 @@ def test_batched_scores_equal_single_scores(causal_tokenizer: PreTrainedTokenize
     # The forward runs in float32 and a padded batch changes the matmul shapes, so the reduction
     # order (and the CPU's kernel choice) differs between batched and single runs: agreement is at
     # float32 precision (eps 1.2e-7 per operation, accumulated over the layers), not at 1e-9.
-    float32_tolerance = {"rel": 1e-5, "abs": 1e-6}
-    assert float(batched[1]) == pytest.approx(float(by_hand), **float32_tolerance)
+    assert float(batched[1]) == pytest.approx(float(by_hand), rel=1e-5, abs=1e-6)
     singles = [float(causal_sentence_log_likelihoods(model, causal_tokenizer, [s])[0]) for s in sentences]
-    assert batched.tolist() == pytest.approx(singles, **float32_tolerance)
+    assert batched.tolist() == pytest.approx(singles, rel=1e-5, abs=1e-6)
 
 
 def test_shared_tokens_skip_the_edit() -> None:
@@ -118,7 +117,7 @@ def test_shares_per_direction_and_bias_type() -> None:
         CrowsPair(2, "m", "l", "stereo", "age"),
         CrowsPair(3, "m", "l", "stereo", "age"),
     ]
-    shares = {s.measure: s for s in crows_pairs_shares(pairs, np.array([1, 1, 0, 1.0]), np.array([0, 2, 1, 0.0]))}
+    shares = {s.measure: s for s in crows_pairs_measures(pairs, np.array([1, 1, 0, 1.0]), np.array([0, 2, 1, 0.0]))}
     assert shares["crows_pairs"].value == 0.5 and shares["crows_pairs"].n == 4
     assert shares["crows_pairs.antistereo"].value == 0.0
     assert shares["crows_pairs.stereo"].value == pytest.approx(2 / 3)
@@ -127,6 +126,7 @@ def test_shares_per_direction_and_bias_type() -> None:
 
 def test_bootstrap_interval_brackets_mean_and_is_empty_for_one_item() -> None:
     low, high = bootstrap_mean_interval(np.array([0.0, 1.0] * 50), n_resamples=500)
+    assert low is not None and high is not None
     assert low < 0.5 < high and high - low < 0.3
     assert bootstrap_mean_interval(np.array([1.0])) == (None, None)
 
@@ -143,8 +143,8 @@ def test_weat_effect_size_and_exact_p_value() -> None:
 
 def test_pooling_ignores_padding(causal_tokenizer: PreTrainedTokenizerBase) -> None:
     model = tiny_llama(len(causal_tokenizer))
-    batched = mean_pooled_hidden_states(model, causal_tokenizer, ["she was", "the man is old and young"])
-    alone = mean_pooled_hidden_states(model, causal_tokenizer, ["she was"])
+    batched = pooled_hidden_states(model, causal_tokenizer, ["she was", "the man is old and young"])
+    alone = pooled_hidden_states(model, causal_tokenizer, ["she was"])
     assert batched.shape == (2, 32)
     np.testing.assert_allclose(batched[0], alone[0], atol=1e-6)
 

@@ -2,8 +2,12 @@
 ``attribution/bias_levels.csv`` (RUN_FOLDER.md: checkpoint, measure, value, ci_low, ci_high, n).
 
 Measures written:
-- ``crows_pairs`` / ``crows_pairs.<direction>`` / ``crows_pairs.<bias_type>``: share of pairs
-  (0..1) whose more-stereotyping sentence scored higher; CI = 95 % bootstrap over pairs;
+- CrowS-Pairs, for each of ``crows_pairs_conventions`` (``workbench/bias/crows_pairs.py``): by
+  default ``crows_pairs`` / ``crows_pairs.<direction>`` / ``crows_pairs.<bias_type>``, the share
+  of pairs (0..1) whose more-stereotyping sentence scored higher; ``crows-pairs`` adds upstream's
+  ``crows_pairs.metric_score`` / ``.stereotype_score`` / ``.antistereotype_score`` / ``.neutral``,
+  ``lm-eval`` its ``crows_pairs.pct_stereotype`` / ``.likelihood_diff``; CI = 95 % bootstrap over
+  the measure's pairs;
 - ``seat.<test>.effect_size`` and ``seat.<test>.p_value``: WEAT d and its permutation p-value
   (no CI; n = number of target + attribute examples).
 """
@@ -19,9 +23,15 @@ import numpy as np
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from workbench.bias.crows_pairs import crows_pairs_shares, read_crows_pairs, score_crows_pairs
-from workbench.bias.seat import read_seat_test, run_seat_test
+from workbench.bias.crows_pairs import (
+    check_crows_pairs_conventions,
+    crows_pairs_measures,
+    read_crows_pairs,
+    score_crows_pairs,
+)
+from workbench.bias.seat import P_VALUE_CONVENTIONS, POOLINGS, read_seat_test, run_seat_test
 from workbench.bias.sentence_likelihood import (
+    PREFIXES,
     causal_sentence_log_likelihoods,
     masked_pair_pseudo_log_likelihoods,
 )
@@ -40,7 +50,17 @@ class BiasConfig:
         crows_pairs_path: crows_pairs_anonymized.csv, or None to skip CrowS-Pairs.
         seat_paths: SEAT test files (seat/tests/*.jsonl) to run; empty to skip SEAT.
         likelihood: ``causal`` (total sentence log-likelihood) or ``masked`` (Nangia et al. PLL).
-        seat_layer: hidden-state layer to mean-pool for SEAT (-1 = last).
+        crows_pairs_prefix: what conditions a sentence's first token under ``causal``: ``bos`` (ours: BOS when
+            the tokenizer has one, else the first token is not scored) or ``bos-or-eos``
+            (lm-evaluation-harness: BOS, else EOS).
+        crows_pairs_conventions: which CrowS-Pairs measures to write: ``workbench`` (ours),
+            ``crows-pairs`` (nyu-mll/crows-pairs metric.py), ``lm-eval`` (lm-evaluation-harness);
+            any non-empty list, their measure names do not collide.
+        seat_layer: hidden-state layer to pool for SEAT (-1 = last).
+        seat_pooling: ``mean`` (ours: mean over all tokens, specials included) or ``first`` (sent-bias:
+            the first token of the sentence tokenized without special tokens).
+        seat_p_value: ``workbench`` (ours: strictly larger, no pseudo-count) or ``sent-bias`` (ties
+            count, +1 pseudo-count when sampling).
         max_pairs: keep only the first N CrowS pairs (None = all 1,508).
         n_resamples: bootstrap resamples; n_permutations: SEAT permutation budget.
         batch_size: sentences per forward pass; seed: bootstrap and permutation seed.
@@ -49,7 +69,11 @@ class BiasConfig:
     crows_pairs_path: str | None = None
     seat_paths: tuple[str, ...] = ()
     likelihood: str = "causal"
+    crows_pairs_prefix: str = "bos"
+    crows_pairs_conventions: tuple[str, ...] = ("workbench",)
     seat_layer: int = -1
+    seat_pooling: str = "mean"
+    seat_p_value: str = "workbench"
     max_pairs: int | None = None
     n_resamples: int = 1000
     n_permutations: int = 10_000
@@ -59,6 +83,15 @@ class BiasConfig:
     def __post_init__(self) -> None:
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"bias.likelihood is {self.likelihood!r}; use one of {LIKELIHOODS}")
+        if self.crows_pairs_prefix not in PREFIXES:
+            raise ValueError(f"bias.crows_pairs_prefix is {self.crows_pairs_prefix!r}; use one of {PREFIXES}")
+        check_crows_pairs_conventions(self.crows_pairs_conventions, "bias.crows_pairs_conventions")
+        if self.seat_pooling not in POOLINGS:
+            raise ValueError(f"bias.seat_pooling is {self.seat_pooling!r}; use one of {POOLINGS}")
+        if self.seat_p_value not in P_VALUE_CONVENTIONS:
+            raise ValueError(f"bias.seat_p_value is {self.seat_p_value!r}; use one of {P_VALUE_CONVENTIONS}")
+        if self.n_permutations < 1:
+            raise ValueError(f"bias.n_permutations is {self.n_permutations}; it must be at least 1")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BiasConfig:
@@ -78,18 +111,31 @@ def measure_bias_levels(
             more, less = score_crows_pairs(
                 pairs,
                 lambda sentences: causal_sentence_log_likelihoods(
-                    model, tokenizer, sentences, config.batch_size
+                    model, tokenizer, sentences, config.batch_size, config.crows_pairs_prefix
                 ).numpy(),
             )
         else:
             scored = [masked_pair_pseudo_log_likelihoods(model, tokenizer, p.sent_more, p.sent_less) for p in pairs]
             more, less = np.array([s[0] for s in scored]), np.array([s[1] for s in scored])
-        for share in crows_pairs_shares(pairs, more, less, config.n_resamples, config.seed):
-            levels.append(BiasLevel(checkpoint, share.measure, share.value, share.ci_low, share.ci_high, share.n))
+        measures = crows_pairs_measures(
+            pairs, more, less, config.crows_pairs_conventions, config.n_resamples, config.seed
+        )
+        for measure in measures:
+            levels.append(
+                BiasLevel(checkpoint, measure.measure, measure.value, measure.ci_low, measure.ci_high, measure.n)
+            )
     for seat_path in config.seat_paths:
         test = read_seat_test(Path(seat_path))
         result = run_seat_test(
-            model, tokenizer, test, config.seat_layer, config.n_permutations, config.seed, config.batch_size
+            model,
+            tokenizer,
+            test,
+            config.seat_layer,
+            config.n_permutations,
+            config.seed,
+            config.batch_size,
+            config.seat_pooling,
+            config.seat_p_value,
         )
         n = sum(len(s) for s in (test.targets_x, test.targets_y, test.attributes_a, test.attributes_b))
         levels.append(BiasLevel(checkpoint, f"seat.{test.name}.effect_size", result.effect_size, None, None, n))

@@ -1,7 +1,10 @@
 """Sentence log-likelihoods under a language model.
 
 Causal LMs: the total log-probability of a sentence's tokens, each conditioned on the tokens
-before it (the first token conditioned on BOS when the tokenizer has one). Masked LMs: the
+before it. What conditions the first token is the ``prefix`` convention: ``"bos"`` (ours, the
+default) prepends BOS when the tokenizer has one and otherwise leaves the first token unscored;
+``"bos-or-eos"`` prepends BOS, else EOS, as lm-evaluation-harness's ``prefix_token_id`` does for
+an empty context (``lm_eval/api/model.py`` ``loglikelihood``). Masked LMs: the
 pseudo-log-likelihood of Nangia et al. (2020), summed over the tokens two sentences share.
 """
 
@@ -14,13 +17,30 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+PREFIXES = ("bos", "bos-or-eos")
 
-def _encode_with_bos(tokenizer: PreTrainedTokenizerBase, sentence: str) -> list[int]:
-    """Token ids of ``sentence`` without special tokens, with BOS prepended when one exists."""
-    ids = tokenizer(sentence, add_special_tokens=False)["input_ids"]
+
+def prefix_token_id(tokenizer: PreTrainedTokenizerBase, prefix: str) -> int | None:
+    """The token that conditions a sentence's first token under ``prefix`` (module docstring), or None.
+
+    Raises:
+        ValueError: ``prefix`` is unknown, or ``"bos-or-eos"`` on a tokenizer with neither token.
+    """
+    if prefix not in PREFIXES:
+        raise ValueError(f"prefix is {prefix!r}; use one of {PREFIXES}")
     if tokenizer.bos_token_id is not None:
-        ids = [tokenizer.bos_token_id, *ids]
-    return ids
+        return int(tokenizer.bos_token_id)
+    if prefix == "bos":
+        return None
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"prefix 'bos-or-eos': tokenizer {type(tokenizer).__name__} has neither BOS nor EOS")
+    return int(tokenizer.eos_token_id)
+
+
+def _encode_with_prefix(tokenizer: PreTrainedTokenizerBase, sentence: str, prefix_id: int | None) -> list[int]:
+    """Token ids of ``sentence`` without special tokens, after ``prefix_id`` when it is not None."""
+    ids: list[int] = tokenizer(sentence, add_special_tokens=False)["input_ids"]
+    return ids if prefix_id is None else [prefix_id, *ids]
 
 
 @torch.no_grad()
@@ -29,25 +49,28 @@ def causal_sentence_log_likelihoods(
     tokenizer: PreTrainedTokenizerBase,
     sentences: Sequence[str],
     batch_size: int = 16,
+    prefix: str = "bos",
 ) -> torch.Tensor:
     """Total log-likelihood (nats) of each sentence under a causal LM.
 
     Sentences are right-padded within a batch and the padded positions are excluded, so a
-    sentence gets the same score alone or in any batch. Without a BOS token the first token is
-    not scored (nothing conditions it).
+    sentence gets the same score alone or in any batch. ``prefix`` says what conditions the first
+    token (module docstring); with ``"bos"`` and no BOS token the first token is not scored.
 
     Returns:
         float64 tensor of shape (len(sentences),).
     """
+    prefix_id = prefix_token_id(tokenizer, prefix)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scores: list[torch.Tensor] = []
     for start in range(0, len(sentences), batch_size):
-        encoded = [_encode_with_bos(tokenizer, s) for s in sentences[start : start + batch_size]]
+        encoded = [_encode_with_prefix(tokenizer, s, prefix_id) for s in sentences[start : start + batch_size]]
         empty = [s for s, ids in zip(sentences[start:], encoded) if len(ids) < 2]
         if empty:
             raise ValueError(
-                f"sentence {empty[0]!r} has fewer than 2 tokens to score; drop it or use a tokenizer with BOS"
+                f"sentence {empty[0]!r} has fewer than 2 tokens to score; drop it, or use a tokenizer with BOS "
+                "or prefix 'bos-or-eos'"
             )
         width = max(len(ids) for ids in encoded)
         input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
