@@ -1,4 +1,5 @@
-"""Batched greedy generation, and chat prompts built with the model's own template.
+"""Batched greedy generation, the samples of the semantic uncertainty, and chat prompts built with the
+model's own template.
 
 Activations of generated text are not captured while decoding (KV-cached steps see one token
 at a time, so shapes are ragged). The runner generates first, then captures with one clean
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 from transformers import Cache, DynamicCache, GenerationConfig, PreTrainedTokenizerBase, StaticCache
@@ -150,35 +151,91 @@ def generate_greedy(
     return Generation(answer_ids=answers, texts=texts)
 
 
-def sample_continuations(
-    model: LoadedModel, prompt_ids: Sequence[Sequence[int]], n_samples: int, max_new_tokens: int, seed: int
-) -> list[list[list[int]]]:
-    """``n_samples`` sampled continuations per prompt (temperature 1, no top-k/top-p), cut at EOS.
+SamplingMethod = Literal["beam-sample", "multinomial"]
+"""How the samples of the semantic uncertainty are drawn (docs/protocols.md §2.2):
 
-    Seeded, so a resumed run draws the same samples. Returns ``[prompt][sample] -> token ids``.
-    """
-    tokenizer = model.tokenizer
-    config = GenerationConfig(  # type: ignore[no-untyped-call, unused-ignore]  # untyped in transformers
+- ``"beam-sample"``: paper 4's draw (HaitaoMao/LLM-self-correction@071c790 ``analysis/uncerntainty.py``,
+  ``semanticUncertainty.generate``): each sample is one run of Hugging Face's beam-search multinomial
+  sampling with :data:`BEAM_SAMPLE_BEAMS` beams, temperature 1, top-p 1 and the library's default
+  top-k of :data:`BEAM_SAMPLE_TOP_K`, returning its best beam; likelier and less diverse samples;
+- ``"multinomial"``: ancestral sampling, one beam, temperature 1, no top-k, no top-p: independent
+  draws from the model's own distribution.
+"""
+SAMPLING_METHODS: tuple[SamplingMethod, ...] = ("beam-sample", "multinomial")
+BEAM_SAMPLE_BEAMS = 5
+"""Beams of one paper-4 sample (``--num_beams 5``)."""
+BEAM_SAMPLE_TOP_K = 50
+"""Hugging Face's default ``top_k``, which paper 4's ``generate`` calls left in place."""
+
+
+def sampling_config(model: LoadedModel, method: SamplingMethod, max_new_tokens: int, n_return: int) -> GenerationConfig:
+    """The generation settings of ``method``, every one written out (nothing inherited from the model's
+    own ``generation_config.json``), returning ``n_return`` sequences per input row."""
+    if method not in SAMPLING_METHODS:
+        raise ValueError(f"unknown sampling method {method!r}; use one of {', '.join(SAMPLING_METHODS)}")
+    beam = method == "beam-sample"
+    return GenerationConfig(  # type: ignore[no-untyped-call, unused-ignore]  # untyped in transformers
         max_new_tokens=max_new_tokens,
         do_sample=True,
+        num_beams=BEAM_SAMPLE_BEAMS if beam else 1,
         temperature=1.0,
-        top_k=0,
+        top_k=BEAM_SAMPLE_TOP_K if beam else 0,
         top_p=1.0,
-        num_return_sequences=n_samples,
-        pad_token_id=tokenizer.pad_token_id,
+        length_penalty=1.0,
+        early_stopping=False,
+        num_return_sequences=n_return,
+        pad_token_id=model.tokenizer.pad_token_id,
         eos_token_id=eos_token_ids(model),
     )
-    batch = TokenBatch.from_sequences(prompt_ids, [len(ids) for ids in prompt_ids], tokenizer.pad_token_id).to(
-        model.device
-    )
+
+
+def sample_continuations(
+    model: LoadedModel,
+    prompt_ids: Sequence[Sequence[int]],
+    n_samples: int,
+    max_new_tokens: int,
+    seed: int,
+    method: SamplingMethod = "multinomial",
+    batch_size: int | None = None,
+) -> list[list[list[int]]]:
+    """``n_samples`` sampled continuations per prompt, cut at EOS (see :data:`SamplingMethod`).
+
+    ``"multinomial"`` draws all of a prompt's samples in one call (``num_return_sequences``);
+    ``"beam-sample"`` runs one beam search per sample, as paper 4 called ``generate`` once per sample
+    (``num_return_sequences`` would return the beams of a single search instead), with
+    ``batch_size`` searches per call (``None``: all at once). Seeded, so a resumed run draws the same
+    samples; the global torch generator is restored afterwards. Returns ``[prompt][sample] -> token ids``.
+    """
+    tokenizer = model.tokenizer
+    if method == "beam-sample":
+        config = sampling_config(model, method, max_new_tokens, 1)
+        rows = [list(ids) for ids in prompt_ids for _ in range(n_samples)]
+    else:
+        config = sampling_config(model, method, max_new_tokens, n_samples)
+        rows = [list(ids) for ids in prompt_ids]
+    step = batch_size or len(rows)
+    generated: list[list[int]] = []
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        with torch.inference_mode():
-            output = generate_ids(
-                model, input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            batch = TokenBatch.from_sequences(chunk, [len(ids) for ids in chunk], tokenizer.pad_token_id).to(
+                model.device
             )
+            with torch.inference_mode():
+                output = generate_ids(
+                    model, input_ids=batch.input_ids, attention_mask=batch.attention_mask, generation_config=config
+                )
+            generated.extend(strip_at_eos(output[:, batch.input_ids.shape[1] :].tolist(), config.eos_token_id))
     finally:
         torch.random.set_rng_state(generator_state)
-    rows = strip_at_eos(output[:, batch.input_ids.shape[1] :].tolist(), config.eos_token_id)
-    return [rows[index * n_samples : (index + 1) * n_samples] for index in range(len(prompt_ids))]
+    return [generated[index * n_samples : (index + 1) * n_samples] for index in range(len(prompt_ids))]
+
+
+def sample_text(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:
+    """A sample's text as paper 4 compares and scores it: decoded without special tokens and without
+    clean-up of tokenization spaces, stripped, newlines replaced by spaces
+    (``' '.join(text.strip().split('\\n'))`` in ``semanticUncertainty.generate``)."""
+    text = cast(str, tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False))
+    return " ".join(text.strip().split("\n"))

@@ -9,10 +9,11 @@ import pytest
 from workbench.metrics.uncertainty import (
     anchor_clusters,
     exact_match_equivalence,
-    same_option_equivalence,
     semantic_entropy,
     semantic_uncertainty,
+    uncertainty_token_budget,
 )
+from workbench.semantic_equivalence import option_equivalence
 
 
 def test_anchor_clustering_with_exact_match() -> None:
@@ -27,8 +28,8 @@ def test_anchor_clustering_compares_with_the_anchor_only() -> None:
     assert anchor_clusters(["x", "y", "z"], near) == [[0, 1], [2]]
 
 
-def test_same_option_equivalence() -> None:
-    equivalent = same_option_equivalence(("The grandfather", "The grandson", "Unknown"))
+def test_option_equivalence() -> None:
+    equivalent = option_equivalence(("The grandfather", "The grandson", "Unknown"))
     assert anchor_clusters([" (c) Unknown", " Unknown", " (a)", " The grandfather"], equivalent) == [[0, 1], [2, 3]]
 
 
@@ -42,3 +43,12 @@ def test_semantic_entropy_over_cluster_probabilities() -> None:
     nll = [math.log(2), math.log(4), math.log(4)]  # likelihoods 1/2, 1/4, 1/4
     assert semantic_entropy(nll, [[0], [1, 2]]) == pytest.approx(math.log(2))
     assert semantic_entropy(nll, [[0, 1, 2]]) == pytest.approx(0.0)
+
+
+def test_token_budget_per_task() -> None:
+    # paper 4: 125 new tokens for toxicity (analysis/uncerntainty_estimate.py), the answer budget (8) for BBQ
+    assert uncertainty_token_budget("realtoxicity", 8, None) == 125
+    assert uncertainty_token_budget("bbq", 8, None) == 8
+    assert uncertainty_token_budget("winogender", 6, None) == 6
+    assert uncertainty_token_budget("realtoxicity", 8, 30) == 30
+    assert uncertainty_token_budget("bbq", 8, 30) == 30

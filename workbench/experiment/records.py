@@ -11,7 +11,8 @@ Encoding of a missing value (unparsed, not applicable, not measured):
 - ``float64`` scalars: NaN;
 - ``option_probs`` ([:data:`MAX_OPTIONS`] float64): NaN padding after the item's options, all NaN
   when the options were not scored;
-- ``context_condition``, ``question_polarity``, ``toxicity_scorer``: the empty string.
+- ``context_condition``, ``question_polarity``, ``label_type``, ``toxicity_scorer``,
+  ``uncertainty_equivalence``: the empty string.
 Decoded, each is ``None`` (``option_probs`` loses its padding). A declared column that a cache lacks
 (a cache written by a tool that declares fewer columns) decodes as missing in every record.
 """
@@ -38,6 +39,7 @@ RECORD_COLUMNS: dict[str, ColumnSpec] = {
     "category": ColumnSpec("str"),
     "context_condition": ColumnSpec("str"),
     "question_polarity": ColumnSpec("str"),
+    "label_type": ColumnSpec("str"),
     "template_id": ColumnSpec("str"),
     "gold": ColumnSpec("int64"),
     "target_index": ColumnSpec("int64"),
@@ -49,13 +51,16 @@ RECORD_COLUMNS: dict[str, ColumnSpec] = {
     "toxicity": ColumnSpec("float64"),
     "toxicity_scorer": ColumnSpec("str"),
     "semantic_uncertainty": ColumnSpec("float64"),
+    "uncertainty_equivalence": ColumnSpec("str"),
     "distinguish_predicted": ColumnSpec("int64"),
     "distinguish_gold": ColumnSpec("int64"),
     "pairwise_distinguish_accuracy": ColumnSpec("float64"),
 }
 """The columns every run record carries beyond the cache's own, in table order."""
 
-OPTIONAL_TEXT = frozenset({"context_condition", "question_polarity", "toxicity_scorer"})
+OPTIONAL_TEXT = frozenset(
+    {"context_condition", "question_polarity", "label_type", "toxicity_scorer", "uncertainty_equivalence"}
+)
 """The ``str`` record columns where the empty string means "not applicable"."""
 
 
@@ -88,11 +93,16 @@ class RunRecord:
         prompt_sha256, answer_sha256: hex digests of ``prompt`` and ``answer``.
         task, category, template_id: the item's task and category, the prompt template.
         context_condition, question_polarity: BBQ's ``ambig``/``disambig`` and ``neg``/``nonneg``.
+        label_type: BBQ's ``"name"`` (the template names people by proper names) or ``"label"``
+            (by group labels), which splits each category as BBQ's analysis does.
         gold, target_index, unknown_index: option indices of the right, the stereotyped and the "unknown" answer.
         predicted: the answer's option (by the configured scoring); predicted_parsed, predicted_logprob: by each rule.
         option_probs: the option probabilities (at most MAX_OPTIONS), ``None`` when not scored.
         toxicity: the answer's toxicity in [0, 1]; toxicity_scorer: the scorer that gave it.
         semantic_uncertainty: sample-based semantic uncertainty, nats.
+        uncertainty_equivalence: the equivalence that clustered its samples (``"option:<parse rule>"``,
+            ``"nli-bidirectional:<nli model>"`` or ``"nli-contradiction:<nli model>"``); ``None`` when
+            ``semantic_uncertainty`` is.
         distinguish_predicted, distinguish_gold: the self-distinguish question's answer and gold option.
         pairwise_distinguish_accuracy: fraction of own-output pairs whose more toxic one was named (last round).
     """
@@ -111,6 +121,7 @@ class RunRecord:
     category: str
     context_condition: str | None
     question_polarity: str | None
+    label_type: str | None
     template_id: str
     gold: int | None
     target_index: int | None
@@ -122,6 +133,7 @@ class RunRecord:
     toxicity: float | None
     toxicity_scorer: str | None
     semantic_uncertainty: float | None
+    uncertainty_equivalence: str | None
     distinguish_predicted: int | None
     distinguish_gold: int | None
     pairwise_distinguish_accuracy: float | None
