@@ -38,10 +38,10 @@ from workbench.hooks.capture import site_reader
 from workbench.hooks.layout import layout_for
 from workbench.hooks.native import native_hooks
 from workbench.hooks.plan import HookPlan
-from workbench.hooks.positions import TokenBatch, position_name
+from workbench.hooks.positions import TokenBatch, in_context_continuation, position_name
 from workbench.hooks.sites import Site, SiteKind
 from workbench.models.loading import LoadedModel
-from workbench.option_scoring import continuation_mean_nll, in_context_continuation
+from workbench.option_scoring import continuation_mean_nll
 
 PREFILL_POSITIONS = ("last_prompt",)
 
@@ -122,7 +122,7 @@ def answer_batch(
     ``previous`` gives each dialogue's cache from its last round (``None`` for a first round);
     ``keep_caches`` returns the caches for the next round. Options are scored on the tokens of
     ``prompt_text + " " + label`` tokenized as one string (see
-    :func:`workbench.option_scoring.in_context_continuation`), so ``prompt_texts`` (the texts
+    :func:`workbench.hooks.positions.in_context_continuation`), so ``prompt_texts`` (the texts
     ``prompt_ids`` were tokenized from, with ``add_special_tokens``) is required with options.
     """
     if max_new_tokens < 1:

@@ -8,8 +8,12 @@ Small models' free text is often muddled; their option log-probabilities still c
 The continuation's tokens are those of the whole string ``prompt + " " + c``, never of ``" " + c``
 tokenized alone: a SentencePiece tokenizer splits ``" (a)"`` alone as ``▁ ▁( a )`` (raw) or
 ``▁▁ ( a )`` (the legacy ``Prepend`` + ``Replace`` normalizer of many Llama-2 / Mistral
-``tokenizer.json`` files), but as ``▁( a )`` after a prompt. :func:`in_context_continuation` splits
-the whole string where the prompt's own tokenization ends, as the papers' scripts do.
+``tokenizer.json`` files), but as ``▁( a )`` after a prompt. After a prompt that ends in a space,
+Metaspace tokenizers (transformers' ``LlamaTokenizer``, Gemma 3's) merge the two spaces into the
+prompt's last token ``▁▁`` and leave the option ``( a )``. Byte-level BPE (GPT-2, SmolLM2) splits
+``" (a)"`` the same either way. :func:`workbench.hooks.positions.in_context_continuation` splits
+the whole string where the prompt's own tokenization ends, as the papers' scripts do, so the score
+does not depend on any of this.
 """
 
 from __future__ import annotations
@@ -18,33 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase
 
-from workbench.hooks.positions import TokenBatch
+from workbench.hooks.positions import TokenBatch, in_context_continuation
 from workbench.models.loading import LoadedModel
-
-
-def in_context_continuation(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, continuation: str, *, add_special_tokens: bool
-) -> tuple[list[int], list[int]]:
-    """``(context ids, continuation ids)`` of ``prompt + continuation`` tokenized as one string.
-
-    The split is at ``len(tokenizer(prompt))``: the rule of HaitaoMao/LLM-self-correction@071c790
-    ``analysis/uncerntainty.py`` (``ECEError.get_logit``), which tokenizes ``input + " " + choice`` and
-    masks the labels of the first ``len(tokenizer(input))`` tokens. The context ids equal the prompt's
-    own ids unless the tokenizer merges across the boundary; the model is then fed the whole string's
-    ids, as upstream.
-
-    Args:
-        tokenizer: the model's tokenizer.
-        prompt: the prompt text exactly as the model sees it.
-        continuation: the text appended, e.g. ``" (a)"``.
-        add_special_tokens: as the prompt was tokenized (BOS for raw transcripts; chat-templated
-            prompts carry their own markers).
-    """
-    prompt_length = len(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
-    whole = list(tokenizer(prompt + continuation, add_special_tokens=add_special_tokens)["input_ids"])
-    return whole[:prompt_length], whole[prompt_length:]
 
 
 def option_mean_nll(
@@ -61,7 +41,8 @@ def option_mean_nll(
         model: the model.
         prompts: prompt texts as the model sees them.
         option_labels: per prompt, its option labels (``"(a)"``, ...).
-        add_special_tokens: as the prompts are tokenized (see :func:`in_context_continuation`).
+        add_special_tokens: as the prompts are tokenized (see
+            :func:`workbench.hooks.positions.in_context_continuation`).
         batch_size: sequences per forward.
 
     Returns:

@@ -25,7 +25,7 @@ from workbench.hooks.positions import TokenBatch
 from workbench.models import tiny_model
 
 PROMPTS = ["the man said", "who can not be determined the old person was", "a"]
-ANSWERS = ["he could pay", "unknown", "b c ."]
+ANSWERS = [" he could pay", " unknown", " b c ."]  # appended as is: a leading space separates the words
 ALL_SITES = [
     "blocks.*.hook_resid_pre",
     "blocks.*.hook_resid_mid",

@@ -29,6 +29,7 @@ from workbench.hooks.positions import (
     Position,
     PositionError,
     TokenBatch,
+    in_context_continuation,
     is_token_level,
     position_name,
     select_position,
@@ -200,8 +201,11 @@ def tokenize_prompts(
 ) -> tuple[list[list[int]], list[int]]:
     """Token ids of ``prompt + answer`` pairs and the prompt lengths.
 
-    Prompt and answer are tokenized separately, so the boundary is exact. Use
-    ``add_special_tokens=False`` for text that already went through a chat template.
+    Each pair is tokenized as one string and split at the prompt's own token count
+    (:func:`workbench.hooks.positions.in_context_continuation`), so the answer's tokens are the ones
+    the model reads after that prompt, also on SentencePiece tokenizers whose dummy prefix would
+    tokenize a lone answer differently. Use ``add_special_tokens=False`` for text that already went
+    through a chat template.
     """
     if not prompts:
         raise PositionError("empty prompt list: give at least one prompt")
@@ -210,11 +214,13 @@ def tokenize_prompts(
     tokenizer = model.tokenizer
     sequences, prompt_lengths = [], []
     for index, prompt in enumerate(prompts):
-        prompt_ids = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
+        answer = answers[index] if answers else ""
+        prompt_ids, answer_ids = in_context_continuation(
+            tokenizer, prompt, answer, add_special_tokens=add_special_tokens
+        )
         if not prompt_ids:
             raise PositionError(f"prompt {index} is empty after tokenization; give it some text")
-        answer_ids = tokenizer(answers[index], add_special_tokens=False)["input_ids"] if answers else []
-        sequences.append(list(prompt_ids) + list(answer_ids))
+        sequences.append(prompt_ids + answer_ids)
         prompt_lengths.append(len(prompt_ids))
     return sequences, prompt_lengths
 
@@ -239,7 +245,9 @@ def capture(
         model: a loaded model.
         prompts: the texts (chat-templated already, if wanted).
         sites: site names, wildcards allowed (``blocks.*.hook_resid_post``).
-        answers: optional answer texts appended to the prompts (one clean forward over both).
+        answers: optional answer texts appended to the prompts as written (include the leading
+            space, e.g. ``" Paris."``); one clean forward over both, the answer's tokens being those
+            of the whole string (:func:`tokenize_prompts`).
         positions: which tokens to keep (see :mod:`workbench.hooks.positions`).
         backend: ``"hf"``, ``"transformer_lens"`` or ``"nnsight"``; same tensors from each.
         batch_size: sequences per forward.

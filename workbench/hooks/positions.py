@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 Position = str | int
 VECTOR_POSITIONS = ("last_prompt", "last", "answer_mean")
@@ -154,3 +155,26 @@ def select_position(
     if position == "answer_mean":
         return gathered.sum(dim=1) / count.view(-1, *([1] * (gathered.dim() - 2))).to(gathered.dtype), None
     return gathered, mask
+
+
+def in_context_continuation(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, continuation: str, *, add_special_tokens: bool
+) -> tuple[list[int], list[int]]:
+    """``(context ids, continuation ids)`` of ``prompt + continuation`` tokenized as one string.
+
+    The split is at ``len(tokenizer(prompt))``: the rule of HaitaoMao/LLM-self-correction@071c790
+    ``analysis/uncerntainty.py`` (``ECEError.get_logit``), which tokenizes ``input + " " + choice`` and
+    masks the labels of the first ``len(tokenizer(input))`` tokens. The context ids equal the prompt's
+    own ids unless the tokenizer merges across the boundary; the model is then fed the whole string's
+    ids, as upstream.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        prompt: the prompt text exactly as the model sees it.
+        continuation: the text appended, e.g. ``" (a)"``.
+        add_special_tokens: as the prompt was tokenized (BOS for raw transcripts; chat-templated
+            prompts carry their own markers).
+    """
+    prompt_length = len(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
+    whole = list(tokenizer(prompt + continuation, add_special_tokens=add_special_tokens)["input_ids"])
+    return whole[:prompt_length], whole[prompt_length:]
