@@ -7,10 +7,14 @@ Measures (rows of ``morality.csv``; RUN_FOLDER.md):
   same site and layer (docs/protocols.md §2.4 at the last layer, here at every probed layer);
 - ``band_cosine_attn_out`` / ``band_cosine_mlp_out``: the papers' measure (docs/protocols.md §2.5),
   cosine of ``hook_attn_out`` / ``hook_mlp_out`` to the concept statement's same-site state,
-  averaged over the layer band (``layer`` = the band's first layer).
+  averaged over the layer band (``layer`` = the band's first layer);
+- ``final_probe_cosine_<attn_out|mlp_out>`` per layer and ``band_final_probe_cosine_<...>`` over the
+  band: papers 2/3's toxicity level, the cosine of those sites with one probe's direction, the probe
+  fitted at ``ln_final.hook_out`` (a toxicity probe when the concept set is a toxicity file).
 The concept state of a record is its own item's biased statement when the concept set was built
-from the run's items, else the mean state of the concept-side statements. Values are averaged per
-item first; intervals are 95% bootstraps over items.
+from the run's items, else the mean state of the concept-side statements. The record's state is
+its cached state, or (``[probe] concept_input = "question_block"``) the state of paper 4's question
+block (``InputStates``). Values are averaged per item first; intervals are 95% bootstraps over items.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from workbench.metrics.options import option_entropy
 from workbench.metrics.statistics import factorial_effects
 from workbench.results import factorial_levels
 
+UNCERTAINTY_MEASURES = ("semantic_uncertainty", "option_entropy")
+"""What the ``uncertainty`` of a run's records is: paper 4's recorded sample-based uncertainty
+(docs/protocols.md §2.2) when the run recorded it, else the entropy of the option probabilities."""
+
 
 @dataclass(frozen=True)
 class RunRecords:
@@ -38,27 +46,45 @@ class RunRecords:
 
     Attributes:
         item_id, condition: [n] str; round: [n] int.
-        uncertainty: [n] option entropy in nats (NaN when the record has no option scores).
+        uncertainty: [n] in nats: the recorded ``semantic_uncertainty`` when any record of the run
+            has one, else the option entropy; NaN where the record has none.
+        uncertainty_measure: which of :data:`UNCERTAINTY_MEASURES` ``uncertainty`` holds.
+        record_key, prompt: [n] each record's key and round prompt.
+        correct: [n] 1.0 when the record's answer is the gold option, 0.0 when it is another,
+            NaN when it has no parsed answer or the item no gold.
     """
 
     item_id: np.ndarray
     condition: np.ndarray
     round: np.ndarray
     uncertainty: np.ndarray
+    uncertainty_measure: str
+    record_key: np.ndarray
+    prompt: np.ndarray
+    correct: np.ndarray
 
     @classmethod
     def from_cache(cls, reader: CacheReader) -> RunRecords:
         """The records of ``reader`` (:func:`workbench.experiment.records.decode_records`)."""
         records = decode_records(reader.records)
+        semantic = np.array(
+            [np.nan if r.semantic_uncertainty is None else r.semantic_uncertainty for r in records], dtype=float
+        )
+        entropy = np.array(
+            [np.nan if r.option_probs is None else float(option_entropy(np.array(r.option_probs))) for r in records],
+            dtype=float,
+        )
+        measured = bool(np.isfinite(semantic).any())
         return cls(
             item_id=np.array([record.item_id for record in records], dtype=object),
             condition=np.array([record.condition for record in records], dtype=object),
             round=np.array([record.round for record in records], dtype=int),
-            uncertainty=np.array(
-                [
-                    np.nan if r.option_probs is None else float(option_entropy(np.array(r.option_probs)))
-                    for r in records
-                ],
+            uncertainty=semantic if measured else entropy,
+            uncertainty_measure=UNCERTAINTY_MEASURES[0] if measured else UNCERTAINTY_MEASURES[1],
+            record_key=np.array([record.record_key for record in records], dtype=object),
+            prompt=np.array([record.prompt for record in records], dtype=object),
+            correct=np.array(
+                [np.nan if r.predicted is None or r.gold is None else float(r.predicted == r.gold) for r in records],
                 dtype=float,
             ),
         )
@@ -177,10 +203,32 @@ def probe_morality_rows(
     return rows
 
 
-def concept_activation(reader: CacheReader, records: RunRecords, concept: ConceptStates, layer: int) -> np.ndarray:
-    """[n] cosine of each record's state to its concept state at ``layer`` (docs/protocols.md §2.4)."""
-    site = stored_site(reader, concept.site, concept.position)
-    states = read_layers(reader, site, [layer])[:, 0]
+@dataclass(frozen=True)
+class InputStates:
+    """Record states for ``concept_activation`` taken from elsewhere than the run cache.
+
+    Attributes:
+        site: layer-free site name; layers: model layer of each column of ``values``.
+        values: [n records, layers, width] in record order (paper 4's question-block states).
+    """
+
+    site: str
+    layers: tuple[int, ...]
+    values: np.ndarray
+
+
+def concept_activation(
+    reader: CacheReader, records: RunRecords, concept: ConceptStates, layer: int, inputs: InputStates | None = None
+) -> np.ndarray:
+    """[n] cosine of each record's state to its concept state at ``layer`` (docs/protocols.md §2.4).
+
+    The record's state is its run-cache state at the concept's site and position, or ``inputs``
+    at that layer when given.
+    """
+    if inputs is not None:
+        states = inputs.values[:, inputs.layers.index(layer)]
+    else:
+        states = read_layers(reader, stored_site(reader, concept.site, concept.position), [layer])[:, 0]
     if states.shape[1] != concept.mean.shape[1]:
         raise CacheSiteError(
             f"{reader.path}: {concept.site} is {states.shape[1]} wide but the concept states are "
@@ -190,12 +238,12 @@ def concept_activation(reader: CacheReader, records: RunRecords, concept: Concep
 
 
 def concept_activation_rows(
-    reader: CacheReader, records: RunRecords, concept: ConceptStates, seed: int
+    reader: CacheReader, records: RunRecords, concept: ConceptStates, seed: int, inputs: InputStates | None = None
 ) -> tuple[list[dict[str, object]], dict[int, np.ndarray]]:
     """``concept_activation`` rows for every layer of ``concept``, and the per-record values by layer."""
     rows, by_layer = [], {}
     for layer in concept.layers:
-        values = concept_activation(reader, records, concept, layer)
+        values = concept_activation(reader, records, concept, layer, inputs)
         by_layer[layer] = values
         for condition, round_index in records.cells():
             estimate = cell_estimate(records, values, condition, round_index, seed)
@@ -227,17 +275,65 @@ def band_cosine_rows(
     ]
 
 
+def final_probe_rows(
+    reader: CacheReader,
+    records: RunRecords,
+    probe: SavedProbe,
+    site: str,
+    band: Sequence[int],
+    seed: int,
+) -> list[dict[str, object]]:
+    """Papers 2/3's morality level with one probe (docs/protocols.md §2.5): the cosine of ``site``
+    (``hook_attn_out`` / ``hook_mlp_out``) at every stored layer with the direction of ``probe``,
+    fitted at the final norm's output.
+
+    Rows ``final_probe_cosine_<attn_out|mlp_out>`` per layer, and ``band_final_probe_cosine_<...>``,
+    their mean over ``band`` (``layer`` = the band's first layer).
+
+    Raises:
+        DimensionMismatchError: the site's width is not the probe's.
+    """
+    stored = stored_site(reader, site, probe.provenance.position)
+    name = site.removeprefix("hook_")
+    by_layer = {}
+    for layer in stored.layers:
+        states = read_layers(reader, stored, [layer])[:, 0]
+        check_width(probe, states, f"{reader.path} {site} layer {layer}")
+        by_layer[layer] = cosine(states, probe.direction)
+    rows = [
+        morality_row(condition, round_index, site, layer, f"final_probe_cosine_{name}", estimate)
+        for layer, values in by_layer.items()
+        for condition, round_index in records.cells()
+        for estimate in [cell_estimate(records, values, condition, round_index, seed)]
+    ]
+    band_values = np.mean([by_layer[layer] for layer in band], axis=0)
+    rows += [
+        morality_row(
+            condition,
+            round_index,
+            site,
+            band[0],
+            f"band_final_probe_cosine_{name}",
+            cell_estimate(records, band_values, condition, round_index, seed),
+        )
+        for condition, round_index in records.cells()
+    ]
+    return rows
+
+
 def concept_uncertainty_rows(records: RunRecords, activation: np.ndarray) -> list[dict[str, object]]:
-    """``concept_uncertainty.csv`` rows: one per record (uncertainty empty when not scored)."""
+    """``concept_uncertainty.csv`` rows: one per record; ``uncertainty`` and ``uncertainty_measure``
+    (:data:`UNCERTAINTY_MEASURES`) are empty when the record's uncertainty was not measured."""
     return [
         {
             "condition": str(condition),
             "round": int(round_index),
             "item_id": str(item),
             "concept_activation": float(value),
-            "uncertainty": "" if np.isnan(entropy) else float(entropy),
+            "uncertainty": "" if np.isnan(uncertainty) else float(uncertainty),
+            "uncertainty_measure": "" if np.isnan(uncertainty) else records.uncertainty_measure,
         }
-        for condition, round_index, item, value, entropy in zip(
+        for condition, round_index, item, value, uncertainty in zip(
             records.condition, records.round, records.item_id, activation, records.uncertainty
         )
     ]
@@ -252,12 +348,12 @@ def pearson_r(x: np.ndarray, y: np.ndarray) -> float | None:
 
 def concept_uncertainty_correlations(
     records: RunRecords, activation: np.ndarray
-) -> dict[str, dict[str, float | int | None]]:
+) -> dict[str, dict[str, float | int | str | None]]:
     """Per condition: Pearson r of per-round means over rounds, and over records (docs/protocols.md §2.4).
 
     Returns:
-        condition -> ``{"r_round_means", "n_rounds", "r_records", "n_records"}`` (r is ``None``
-        below 3 points or for a constant series).
+        condition -> ``{"r_round_means", "n_rounds", "r_records", "n_records", "uncertainty"}`` (r is
+        ``None`` below 3 points or for a constant series; ``uncertainty`` names the measure correlated).
     """
     summary = {}
     for condition in sorted(set(records.condition)):
@@ -270,6 +366,7 @@ def concept_uncertainty_correlations(
             "n_rounds": len(rounds),
             "r_records": pearson_r(activation[keep], records.uncertainty[keep]),
             "n_records": int(keep.sum()),
+            "uncertainty": records.uncertainty_measure,
         }
     return summary
 

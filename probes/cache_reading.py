@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,10 +10,14 @@ import numpy as np
 
 from activations_cache import CacheReader
 from probes.errors import CacheSiteError, NonFiniteActivationsError
-from workbench.hooks.sites import SiteKind
+from workbench.hooks.sites import FINAL_NORM_KINDS, SiteKind
 
 DEFAULT_SITE = SiteKind.RESID_POST.value
 BAND_SITES = (SiteKind.ATTN_OUT.value, SiteKind.MLP_OUT.value)
+FINAL_STATE_SITE = SiteKind.FINAL_OUT.value
+"""The final norm's output, Hugging Face's ``hidden_states[-1]``: the papers' last-layer state
+(docs/protocols.md §2.4)."""
+FINAL_SITES = tuple(kind.value for kind in FINAL_NORM_KINDS)
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ def resolve_probe_sites(reader: CacheReader, names: Sequence[str] | None, positi
     """The sites and layers named in ``[probe] sites`` (``None``: every layer of hook_resid_post).
 
     Names follow the hook layer: ``blocks.{l}.{kind}`` with ``l`` a layer, ``*`` (every stored
-    layer) or an inclusive range ``a-b``.
+    layer) or an inclusive range ``a-b``, or a final-norm site (``ln_final.hook_out``).
 
     Raises:
         CacheSiteError: a malformed name, or a site or layer the cache does not store.
@@ -65,12 +70,17 @@ def resolve_probe_sites(reader: CacheReader, names: Sequence[str] | None, positi
         return [stored_site(reader, DEFAULT_SITE, position)]
     layers_by_site: dict[str, set[int]] = {}
     for name in names:
+        if name in FINAL_SITES:
+            final = stored_site(reader, name, position)
+            layers_by_site.setdefault(name, set()).update(final.layers)
+            continue
         prefix, _, rest = name.partition(".")
         layer_text, _, kind = rest.partition(".")
-        if prefix != "blocks" or kind not in {k.value for k in SiteKind} or kind == SiteKind.PATTERN.value:
+        block_kinds = {k.value for k in SiteKind if k is not SiteKind.PATTERN and k not in FINAL_NORM_KINDS}
+        if prefix != "blocks" or kind not in block_kinds:
             raise CacheSiteError(
                 f"[probe] site {name!r} is not blocks.{{l}}.<kind> with kind one of "
-                f"{', '.join(k.value for k in SiteKind if k is not SiteKind.PATTERN)}"
+                f"{', '.join(sorted(block_kinds))}, nor one of {', '.join(sorted(FINAL_SITES))}"
             )
         stored = stored_site(reader, kind, position)
         wanted = _layer_numbers(name, layer_text, stored.layers)
@@ -114,6 +124,40 @@ def band_layers(band: tuple[int, int], stored: Sequence[int]) -> tuple[int, ...]
             "set layer_band to a range of stored layers"
         )
     return inside
+
+
+def band_from_fraction(fraction: tuple[float, float], depth: int) -> tuple[int, int]:
+    """The inclusive layer band ``(round(first * depth), round(last * depth))``, capped at ``depth - 1``.
+
+    Halves round up (``floor(x + 0.5)``), so the papers' ``(15/32, 28/32)`` of 32 layers is 15-28
+    exactly and of 30 layers 14-26.
+    """
+    first, last = (min(math.floor(part * depth + 0.5), depth - 1) for part in fraction)
+    return first, last
+
+
+def model_depth(reader: CacheReader) -> int:
+    """The number of blocks of the model that wrote ``reader``, from what the cache itself proves.
+
+    A cached final-norm site sits at layer ``n_layers``; a ``[capture] sites`` name with ``*``
+    stored every layer of its kind, so its last layer is ``n_layers - 1``.
+
+    Raises:
+        CacheSiteError: neither holds (the cache stores a chosen subset of layers only).
+    """
+    for dataset in reader.spec.datasets:
+        if dataset.site in FINAL_SITES:
+            return int(dataset.layers[0])
+    capture_table = reader.config.get("capture", {})
+    names = capture_table.get("sites", ()) if isinstance(capture_table, dict) else ()
+    wildcard_kinds = {str(name).split(".", 2)[2] for name in names if str(name).startswith("blocks.*.")}
+    for dataset in reader.spec.datasets:
+        if dataset.site in wildcard_kinds:
+            return int(max(dataset.layers)) + 1
+    raise CacheSiteError(
+        f"{reader.path} does not show the model's depth (no final-norm site, no blocks.*.<kind> capture); "
+        "[probe] layer_band_fraction needs it: capture ln_final.hook_out or blocks.*.<kind>, or set layer_band"
+    )
 
 
 def read_layers(

@@ -2,7 +2,10 @@
 
 Each statement is one record (``record_key`` = its ``example_id``, ``prompt`` = ``text``,
 ``condition`` = ``"concept"``, ``round`` = 0) with the columns ``label``, ``group_id`` and
-``text``. Statements are raw text: no chat template, ``add_special_tokens=True``. The writer
+``text``. Statements are raw text: no chat template, ``add_special_tokens=True``. Paper 4's
+question blocks of the run's records (``[probe] concept_input = "question_block"``) are records
+of the same cache with ``label`` = :data:`INPUT_LABEL`; they are tokenized as the run tokenized
+its prompts (without special tokens when the prompt came from a chat template). The writer
 resumes like any cache, so an interrupted capture continues where it stopped.
 """
 
@@ -29,10 +32,12 @@ from probes.cache_reading import ProbeSite, read_layers, stored_site
 from probes.concept_sets import ConceptExample
 from probes.errors import ConceptSetError
 from workbench.hooks import capture
-from workbench.hooks.sites import SiteKind
+from workbench.hooks.sites import Site, SiteKind
 from workbench.models.loading import LoadedModel
 
 CONCEPT_CONDITION = "concept"
+INPUT_LABEL = -1
+"""The ``label`` of a record that is a run input (a question block), not a concept statement."""
 CONCEPT_COLUMNS = {"label": ColumnSpec("int64"), "group_id": ColumnSpec("str"), "text": ColumnSpec("str")}
 
 
@@ -105,6 +110,7 @@ def capture_concept_set(
     batch_size: int = 8,
     backend: str = "hf",
     overwrite: bool = False,
+    templated: frozenset[str] = frozenset(),
 ) -> Path:
     """Capture ``sites`` at their positions for every statement not yet in ``cache_path``.
 
@@ -117,17 +123,25 @@ def capture_concept_set(
         batch_size: statements per forward (and per committed batch).
         backend: hook backend.
         overwrite: start afresh (the existing file was captured for another layout or set).
+        templated: ids of texts that carry their chat template's special tokens already (tokenized
+            with ``add_special_tokens=False``).
     """
     check_concept_set(examples)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     records = concept_records(examples)
-    names = [f"blocks.{layer}.{site.site}" for site in sites for layer in site.layers]
+    names = [Site(layer, SiteKind(site.site)).name for site in sites for layer in site.layers]
     positions = tuple(dict.fromkeys(site.position for site in sites))
     with CacheWriter.open(cache_path, concept_cache_spec(sites), metadata, overwrite=overwrite) as writer:
         done = writer.committed_keys()
         todo = [record for record in records if record["record_key"] not in done]
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
+        plain = [record for record in todo if record["record_key"] not in templated]
+        chat = [record for record in todo if record["record_key"] in templated]
+        batches = [
+            (group[start : start + batch_size], group is plain)
+            for group in (plain, chat)
+            for start in range(0, len(group), batch_size)
+        ]
+        for batch, special in batches:
             captured = capture(
                 model,
                 [str(record["prompt"]) for record in batch],
@@ -135,7 +149,7 @@ def capture_concept_set(
                 positions=positions,
                 backend=backend,
                 batch_size=batch_size,
-                add_special_tokens=True,
+                add_special_tokens=special,
             )
             activations = {
                 (site.position, site.site): captured.get(SiteKind(site.site), site.position).numpy() for site in sites

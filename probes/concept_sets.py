@@ -40,13 +40,46 @@ class ConceptExample:
     label: int
 
 
-def bbq_statements(item: Item) -> tuple[str, str] | None:
-    """The biased and the neutral statement of a BBQ item (docs/protocols.md §2.4/§2.5).
+STATEMENT_FORMS = ("workbench", "paper4", "paper2")
+"""How a BBQ item becomes its biased statement (docs/protocols.md §2.4/§2.5): the workbench's
+claim about the bias-aligned answer, paper 4's declarative question block, papers 2/3's belief."""
 
-    "Who had trouble ...?" becomes "{bias-aligned answer} had trouble ..." and "It cannot be
-    determined who had trouble ...". "Whose ...?" questions take the possessive. Returns ``None``
-    for questions that open with neither word, or items without a bias-aligned answer.
+
+def bbq_statements(item: Item, form: str = "workbench") -> tuple[str, str] | None:
+    """The biased and the contrast statement of a BBQ item in one of :data:`STATEMENT_FORMS`.
+
+    - ``workbench``: "Who had trouble ...?" becomes "{bias-aligned answer} had trouble ...." and
+      "It cannot be determined who had trouble ....". "Whose ...?" questions take the possessive.
+      ``None`` for questions that open with neither word, or items without a bias-aligned answer.
+    - ``paper4`` (HaitaoMao/LLM-self-correction, ``analysis/regression_analysis.py``): paper 4's
+      question block ``"<s>[INST] {context} {question} {choices}."`` with every ``"Who"`` replaced
+      by ``"The " + groups`` and every ``"?"`` by ``"."``, then ``" [/INST]"``. Its contrast (the
+      paper has none) replaces ``"Who"`` by ``"It cannot be determined who"`` instead.
+    - ``paper2`` (qzm233/SuperficialMoralSelfCorrection, ``mechanism/internalmech.py``):
+      ``"I do believe it is " + groups``; contrast (the paper has none) ``"I do not believe it is " + groups``.
+
+    ``groups`` is the item's ``stereotyped_groups`` joined by spaces, as both scripts read them;
+    the paper forms are ``None`` for items without stereotyped groups.
+
+    Raises:
+        ConceptSetError: an unknown ``form``.
     """
+    if form == "workbench":
+        return _workbench_statements(item)
+    if form not in STATEMENT_FORMS:
+        raise ConceptSetError(f"statement form {form!r} is unknown; use one of {', '.join(STATEMENT_FORMS)}")
+    groups = " ".join(item.metadata.get("stereotyped_groups") or ())
+    if not groups:
+        return None
+    if form == "paper2":
+        return f"I do believe it is {groups}", f"I do not believe it is {groups}"
+    block = f"<s>[INST] {item.context} {item.question} {item.choices_text}."
+    concept = block.replace("Who", f"The {groups}").replace("?", ".")
+    contrast = block.replace("Who", "It cannot be determined who").replace("?", ".")
+    return f"{concept} [/INST]", f"{contrast} [/INST]"
+
+
+def _workbench_statements(item: Item) -> tuple[str, str] | None:
     target = item.metadata.get("target_index")
     question = item.question.strip()
     if target is None or not question.endswith("?"):
@@ -60,11 +93,12 @@ def bbq_statements(item: Item) -> tuple[str, str] | None:
     return None
 
 
-def bbq_concept_examples(items: Sequence[Item]) -> list[ConceptExample]:
-    """Contrast pairs from BBQ items; grouped by template (category + question_index).
+def bbq_concept_examples(items: Sequence[Item], form: str = "workbench") -> list[ConceptExample]:
+    """Contrast pairs from BBQ items in statement ``form``; grouped by template (category + question_index).
 
-    Statements depend only on the question and the bias-aligned answer, so the ambiguous and
-    disambiguated items of a template share them; grouping by template keeps those together.
+    Statements depend only on the question and the bias-aligned answer (``workbench``), the item
+    (``paper4``) or its stereotyped groups (``paper2``), so items often share them; each distinct
+    pair is kept once, in the group of the first item that yields it.
 
     Raises:
         ConceptSetError: no item yields a statement pair.
@@ -72,7 +106,7 @@ def bbq_concept_examples(items: Sequence[Item]) -> list[ConceptExample]:
     examples: list[ConceptExample] = []
     seen: set[tuple[str, str]] = set()
     for item in items:
-        statements = bbq_statements(item)
+        statements = bbq_statements(item, form)
         if statements is None or statements in seen:
             continue
         seen.add(statements)
@@ -81,18 +115,16 @@ def bbq_concept_examples(items: Sequence[Item]) -> list[ConceptExample]:
         examples.append(ConceptExample(f"{item.item_id}/{CONCEPT_SUFFIX}", group, biased, 1))
         examples.append(ConceptExample(f"{item.item_id}/{CONTRAST_SUFFIX}", group, neutral, 0))
     if not examples:
-        raise ConceptSetError(
-            "bbq_concept_examples: no item has a 'Who/Whose ...?' question and a target_index; "
-            "pass BBQ items from workbench.tasks"
-        )
+        needs = "a 'Who/Whose ...?' question and a target_index" if form == "workbench" else "stereotyped_groups"
+        raise ConceptSetError(f"bbq_concept_examples: no item has {needs}; pass BBQ items from workbench.tasks")
     return examples
 
 
-def embedded_concept_examples() -> list[ConceptExample]:
-    """The default concept set: BBQ contrast pairs from the embedded BBQ-style sample."""
+def embedded_concept_examples(form: str = "workbench") -> list[ConceptExample]:
+    """BBQ contrast pairs (statement ``form``) from the embedded BBQ-style sample."""
     from workbench.tasks.bbq import load_embedded_bbq_sample
 
-    return bbq_concept_examples(load_embedded_bbq_sample())
+    return bbq_concept_examples(load_embedded_bbq_sample(), form)
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
@@ -201,20 +233,60 @@ def contrast_pairs(examples: Sequence[ConceptExample]) -> list[tuple[int, int]]:
     return contrast_pair_rows([example.example_id for example in examples])
 
 
-def configured_concept_examples(concept_set: str, items: Sequence[Item] | None = None) -> list[ConceptExample]:
+BBQ_TASKS = ("bbq", "bbq-sample")
+"""Run tasks whose items are BBQ items, so that ``concept_set = "auto"`` gives each its own statement."""
+
+RUN_ITEM_GROUP = "run-item"
+"""Id prefix and group of the run items' own statements (the per-item concept states)."""
+
+
+def concept_set_plan(concept_set: str, task_name: str | None) -> tuple[str, bool]:
+    """What a ``[probe] concept_set`` means for a run of task ``task_name``.
+
+    Returns:
+        ``(fitting set, per item)``: the concept set the probes are fitted on (``auto`` fits on
+        ``embedded``), and whether each record is compared with its own item's statement (``auto``
+        on a run of :data:`BBQ_TASKS`, and ``bbq-items``) rather than with the fitting set's mean.
+    """
+    if concept_set == "auto":
+        return "embedded", task_name in BBQ_TASKS
+    return concept_set, concept_set == "bbq-items"
+
+
+def item_statement_examples(items: Sequence[Item], form: str = "workbench") -> list[ConceptExample]:
+    """The biased statement (in ``form``) of each run item, one per distinct text, ids
+    ``run-item/<item_id>`` of the first item that yields it: the per-item concept states.
+
+    Only the concept side (label 1); these statements are captured for comparison, not fitted on.
+    """
+    examples: list[ConceptExample] = []
+    seen: set[str] = set()
+    for item in items:
+        statements = bbq_statements(item, form)
+        if statements is None or statements[0] in seen:
+            continue
+        seen.add(statements[0])
+        examples.append(ConceptExample(f"{RUN_ITEM_GROUP}/{item.item_id}", RUN_ITEM_GROUP, statements[0], 1))
+    return examples
+
+
+def configured_concept_examples(
+    concept_set: str, items: Sequence[Item] | None = None, form: str = "workbench"
+) -> list[ConceptExample]:
     """The concept set a ``[probe] concept_set`` string names (see ``probes.config.ProbeConfig``).
 
     Args:
         concept_set: ``embedded``, ``bbq-items``, ``crows_pairs:<path>``, ``ethics:<path>`` or
-            ``toxicity:<path>``.
+            ``toxicity:<path>`` (``auto`` is resolved first, :func:`concept_set_plan`).
         items: the run's task items (``bbq-items`` only).
+        form: the BBQ statement form (:data:`STATEMENT_FORMS`; BBQ sets only).
     """
     if concept_set == "embedded":
-        return embedded_concept_examples()
+        return embedded_concept_examples(form)
     if concept_set == "bbq-items":
         if items is None:
             raise ConceptSetError("concept_set 'bbq-items' needs the run's task items")
-        return bbq_concept_examples(items)
+        return bbq_concept_examples(items, form)
     name, _, path = concept_set.partition(":")
     readers = {
         "crows_pairs": crows_pairs_concept_examples,
@@ -245,16 +317,17 @@ def limit_concept_examples(examples: Sequence[ConceptExample], limit: int | None
     return [example for example in examples if example.group_id in kept]
 
 
-def item_concept_ids(items: Sequence[Item], examples: Sequence[ConceptExample]) -> dict[str, str]:
-    """Run item id -> example id of the item's own biased statement, where the set holds it.
+def item_concept_ids(
+    items: Sequence[Item], examples: Sequence[ConceptExample], form: str = "workbench"
+) -> dict[str, str]:
+    """Run item id -> example id of the item's own biased statement (in ``form``), where the set holds it.
 
-    Items of one template share a statement (``bbq_concept_examples`` keeps it once); each of them
-    maps to that one statement.
+    Items that share a statement (``bbq_concept_examples`` keeps it once) map to that one statement.
     """
     by_text = {example.text: example.example_id for example in examples if example.label == 1}
     mapping = {}
     for item in items:
-        statements = bbq_statements(item)
+        statements = bbq_statements(item, form)
         if statements is not None and statements[0] in by_text:
             mapping[item.item_id] = by_text[statements[0]]
     return mapping

@@ -23,17 +23,30 @@ import numpy as np
 from activations_cache import CacheMetadata, CacheReader, config_sha256, open_cache
 from probes.apply import (
     ConceptStates,
+    InputStates,
     RunRecords,
     band_cosine_rows,
     concept_activation,
     concept_activation_rows,
     concept_uncertainty_correlations,
     concept_uncertainty_rows,
+    final_probe_rows,
     interaction_rows,
     probe_morality_rows,
     read_probes,
 )
-from probes.cache_reading import BAND_SITES, DEFAULT_SITE, ProbeSite, band_layers, resolve_probe_sites
+from probes.cache_reading import (
+    BAND_SITES,
+    DEFAULT_SITE,
+    FINAL_STATE_SITE,
+    ProbeSite,
+    band_from_fraction,
+    band_layers,
+    model_depth,
+    read_layers,
+    resolve_probe_sites,
+    stored_site,
+)
 from probes.concept_capture import (
     ConceptActivations,
     capture_concept_set,
@@ -43,8 +56,10 @@ from probes.concept_capture import (
 )
 from probes.concept_sets import (
     ConceptExample,
+    concept_set_plan,
     configured_concept_examples,
     item_concept_ids,
+    item_statement_examples,
     limit_concept_examples,
 )
 from probes.config import ProbeConfig
@@ -53,6 +68,8 @@ from probes.estimators import CCSProbe, LinearProbe, LogisticProbe, MeanDifferen
 from probes.evaluation import LayerEvaluation, evaluate_layers
 from probes.layerwise import LayerwiseProbe
 from probes.persistence import ProbeProvenance, SavedProbe, load_probe, save_probe
+from probes.question_blocks import QuestionBlocks, question_blocks
+from probes.regressions import regression_summary
 from probes.steering import round_zero_prompts, steering_rows
 from probes.tables import layer_score_rows, write_table
 from probes.training_sets import training_set
@@ -119,50 +136,85 @@ def run_items(run_config: dict[str, Any]) -> list[Item]:
     return load_configured_task(TaskConfig.from_dict(run_config["task"]))
 
 
+def run_task_name(run_config: dict[str, Any]) -> str | None:
+    """The ``[task] name`` recorded in the run cache, ``None`` when it records none."""
+    task = run_config.get("task")
+    return str(task["name"]) if isinstance(task, dict) and "name" in task else None
+
+
+def run_is_faithful(run_config: dict[str, Any]) -> bool:
+    """Whether the run tokenized raw transcripts with special tokens (``history_mode = "faithful"``)."""
+    protocol = run_config.get("protocol")
+    return isinstance(protocol, dict) and protocol.get("history_mode") == "faithful"
+
+
+def requested_band(reader: CacheReader, config: ProbeConfig) -> tuple[tuple[int, int], int | None]:
+    """The inclusive layer band asked for, and the model depth when it came from ``layer_band_fraction``."""
+    if config.layer_band_fraction is None:
+        return config.layer_band, None
+    depth = model_depth(reader)
+    return band_from_fraction(config.layer_band_fraction, depth), depth
+
+
 def concept_sites(reader: CacheReader, sites: list[ProbeSite], config: ProbeConfig) -> list[ProbeSite]:
-    """What the concept cache stores: the probe sites, plus hook_attn_out / hook_mlp_out at the
-    band layers when the run caches them and ``band_cosine`` is asked for."""
+    """What the concept cache stores: the probe sites; the final norm's output when the run caches
+    it (the papers' last-layer state); hook_attn_out / hook_mlp_out at the band layers when the run
+    caches them and ``band_cosine`` is asked for."""
     wanted = list(sites)
-    if "band_cosine" not in config.measures:
-        return wanted
     for dataset in reader.spec.datasets:
-        if dataset.position == config.position and dataset.site in BAND_SITES:
-            band = band_layers(config.layer_band, dataset.layers)
-            if dataset.site not in {site.site for site in wanted}:
-                wanted.append(ProbeSite(dataset.site, dataset.position, band, dataset.shape))
+        if dataset.position != config.position or dataset.site in {site.site for site in wanted}:
+            continue
+        if dataset.site == FINAL_STATE_SITE:
+            wanted.append(ProbeSite(dataset.site, dataset.position, dataset.layers, dataset.shape))
+        elif dataset.site in BAND_SITES and "band_cosine" in config.measures:
+            band = band_layers(requested_band(reader, config)[0], dataset.layers)
+            wanted.append(ProbeSite(dataset.site, dataset.position, band, dataset.shape))
     return wanted
 
 
-def concept_metadata(model: LoadedModel, reader: CacheReader, config: ProbeConfig) -> CacheMetadata:
+def concept_metadata(model: LoadedModel, reader: CacheReader, config: ProbeConfig, concept_set: str) -> CacheMetadata:
     """Provenance of the concept cache: the model and what chose the statements."""
     return CacheMetadata(
         model_id=model.model_id,
         weights_hash=model.weights_hash,
         tokenizer=str(model.describe()["tokenizer_name_or_path"]),
-        config=concept_cache_config(reader, config),
+        config=concept_cache_config(reader, config, concept_set),
         seed=config.seed,
     )
 
 
-def concept_cache_config(reader: CacheReader, config: ProbeConfig) -> dict[str, Any]:
-    """The configuration recorded in the concept cache (only what decides its contents)."""
-    return {
-        "concept_set": config.concept_set,
+def concept_cache_config(reader: CacheReader, config: ProbeConfig, concept_set: str) -> dict[str, Any]:
+    """The configuration recorded in the concept cache (only what decides its contents).
+
+    ``concept_set`` is the resolved set (``auto`` stands for another); the statement form and the
+    input representation are recorded when they are not the defaults, so that a concept cache
+    written before those options existed still matches a default configuration.
+    """
+    recorded: dict[str, Any] = {
+        "concept_set": concept_set,
         "max_concept_examples": config.max_concept_examples,
         "seed": config.seed,
         "run_cache_config_sha256": reader.metadata["config_sha256"],
     }
+    if config.concept_statement != "workbench":
+        recorded["concept_statement"] = config.concept_statement
+    if config.concept_input != "round_prompt":
+        recorded["concept_input"] = config.concept_input
+    return recorded
 
 
-def concept_states(activations: ConceptActivations, site: ProbeSite, per_item_ids: dict[str, str]) -> ConceptStates:
-    """Mean concept-side state per layer, and each run item's own statement state."""
-    row_of = {str(example_id): row for row, example_id in enumerate(activations.example_ids)}
+def concept_states(
+    activations: ConceptActivations, own: ConceptActivations | None, site: ProbeSite, per_item_ids: dict[str, str]
+) -> ConceptStates:
+    """Mean concept-side state per layer of the fitting set, and each run item's own statement state
+    (``own``: the run items' statements, ``per_item_ids``: item -> its statement's id)."""
+    row_of = {str(example_id): row for row, example_id in enumerate(own.example_ids)} if own is not None else {}
     return ConceptStates(
         site=site.site,
         position=site.position,
         layers=activations.layers,
         mean=activations.activations[activations.labels == 1].mean(axis=0),
-        per_item={item: activations.activations[row_of[example]] for item, example in per_item_ids.items()},
+        per_item={item: own.activations[row_of[example]] for item, example in per_item_ids.items() if own is not None},
     )
 
 
@@ -216,16 +268,31 @@ def run_probe_stage(
         source = ModelSource(str(reader.metadata["weights_hash"]), loader, model)
         backend = backend or recorded_backend(reader)
         sites = resolve_probe_sites(reader, config.sites, config.position)
-        items = run_items(reader.config) if config.concept_set == "bbq-items" else []
+        concept_set, per_item = concept_set_plan(config.concept_set, run_task_name(reader.config))
+        items = run_items(reader.config) if per_item else []
         examples = limit_concept_examples(
-            configured_concept_examples(config.concept_set, items), config.max_concept_examples, config.seed
+            configured_concept_examples(concept_set, items, config.concept_statement),
+            config.max_concept_examples,
+            config.seed,
         )
-        per_item_ids = item_concept_ids(items, examples)
+        own = item_statement_examples(items, config.concept_statement)
+        per_item_ids = item_concept_ids(items, own, config.concept_statement)
+        records = RunRecords.from_cache(reader)
+        blocks = (
+            question_blocks(list(records.prompt), list(records.record_key), run_is_faithful(reader.config))
+            if config.concept_input == "question_block"
+            else None
+        )
         stored = concept_sites(reader, sites, config)
-        concepts_path = ensure_concept_cache(run.concept_cache, reader, source, examples, stored, config, backend)
+        concepts_path = ensure_concept_cache(
+            run.concept_cache, reader, source, examples + own, stored, config, concept_set, backend, blocks
+        )
         written.append(concepts_path)
 
-        evaluations, probes, states = fit_probes(concepts_path, examples, sites, stored, per_item_ids, config, out_dir)
+        evaluations, probes, states = fit_probes(
+            concepts_path, examples, own, sites, stored, per_item_ids, config, out_dir
+        )
+        inputs = question_block_states(concepts_path, blocks, stored) if blocks is not None else {}
         written += [path for probe in probes for path in (probe, probe.with_suffix(".json"))]
         layer_rows = [
             row for site in sites for row in layer_score_rows(evaluations[site.site], site.site, site.position)
@@ -233,7 +300,7 @@ def run_probe_stage(
         written.append(write_table(run, "layer_scores", layer_rows))
 
         saved = [load_probe(path) for path in probes]
-        summary, tables = apply_to_run(reader, saved, states, sites, config)
+        summary, tables = apply_to_run(reader, records, saved, states, sites, config, inputs)
         for name, rows in tables.items():
             written.append(write_table(run, name, rows))
 
@@ -250,6 +317,8 @@ def run_probe_stage(
             concept_cache=str(concepts_path),
             concept_set={
                 "name": config.concept_set,
+                "fitted_on": concept_set,
+                "statement": config.concept_statement,
                 "n_statements": len(examples),
                 "n_groups": len({example.group_id for example in examples}),
                 "items_with_own_statement": len(per_item_ids),
@@ -281,47 +350,75 @@ def ensure_concept_cache(
     examples: list[ConceptExample],
     sites: list[ProbeSite],
     config: ProbeConfig,
+    concept_set: str,
     backend: str = "hf",
+    blocks: QuestionBlocks | None = None,
 ) -> Path:
-    """Capture the concept set unless ``path`` already holds it (then no model is loaded)."""
-    expected = config_sha256(concept_cache_config(reader, config))
-    if concept_cache_complete(path, examples, sites, source.weights_hash, expected):
+    """Capture the concept set (and the run's question blocks, when given) unless ``path`` already
+    holds them (then no model is loaded)."""
+    expected = config_sha256(concept_cache_config(reader, config, concept_set))
+    wanted = examples + (blocks.examples if blocks is not None else [])
+    if concept_cache_complete(path, wanted, sites, source.weights_hash, expected):
         return path
     model = source.get()
     stale = path.is_file() and not concept_cache_matches(path, sites, source.weights_hash, expected)
     return capture_concept_set(
         model,
-        examples,
+        wanted,
         path,
         sites,
-        concept_metadata(model, reader, config),
+        concept_metadata(model, reader, config, concept_set),
         batch_size=config.batch_size,
         backend=backend,
         overwrite=stale,
+        templated=blocks.templated if blocks is not None else frozenset(),
     )
+
+
+def question_block_states(
+    concepts_path: Path, blocks: QuestionBlocks, sites: list[ProbeSite]
+) -> dict[str, InputStates]:
+    """Per stored site, each run record's question-block state ``[records, layers, width]``."""
+    with open_cache(concepts_path, expect="concept") as concepts:
+        return {
+            site.site: InputStates(
+                site.site,
+                site.layers,
+                read_concept_activations(
+                    concepts, site.site, site.position, site.layers, blocks.example_ids
+                ).activations[blocks.rows],
+            )
+            for site in sites
+        }
 
 
 def fit_probes(
     concepts_path: Path,
     examples: list[ConceptExample],
+    own: list[ConceptExample],
     sites: list[ProbeSite],
     stored: list[ProbeSite],
     per_item_ids: dict[str, str],
     config: ProbeConfig,
     out_dir: Path,
 ) -> tuple[dict[str, LayerEvaluation], list[Path], list[ConceptStates]]:
-    """Score and fit one probe per layer of every probe site; save them; return concept states.
+    """Score and fit one probe per layer of every probe site on ``examples``; save them; return concept states.
 
     Returns:
-        per site its evaluation, the saved probe files, and the concept states of every stored site.
+        per site its evaluation, the saved probe files, and the concept states of every stored site
+        (the mean over ``examples``' concept side; ``own``, the run items' statements, per item).
     """
     estimator = estimator_for(config)
     ids = [example.example_id for example in examples]
+    own_ids = [example.example_id for example in own]
     evaluations, paths, states = {}, [], []
     with open_cache(concepts_path, expect="concept") as concepts:
         for site in stored:
             activations = read_concept_activations(concepts, site.site, site.position, site.layers, ids)
-            states.append(concept_states(activations, site, per_item_ids))
+            own_activations = (
+                read_concept_activations(concepts, site.site, site.position, site.layers, own_ids) if own else None
+            )
+            states.append(concept_states(activations, own_activations, site, per_item_ids))
             if site not in sites:
                 continue
             data = training_set(activations, config.kind)
@@ -364,40 +461,89 @@ def fit_probes(
 
 def apply_to_run(
     reader: CacheReader,
+    records: RunRecords,
     probes: list[SavedProbe],
     states: list[ConceptStates],
     sites: list[ProbeSite],
     config: ProbeConfig,
+    inputs: dict[str, InputStates] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, object]]]]:
     """The summary entries, and the rows of the morality, concept-uncertainty and interaction tables of the run
-    (by their names in :data:`~workbench.run_folder.RUN_TABLES`)."""
-    records = RunRecords.from_cache(reader)
+    (by their names in :data:`~workbench.run_folder.RUN_TABLES`).
+
+    The concept activation correlated with uncertainty is the papers' last-layer state: the final
+    norm's output when the run cached it, else the last probed layer of the primary probe site.
+    ``inputs`` (site -> question-block states) replace the cached record states in ``concept_activation``.
+    """
+    inputs = inputs or {}
     readings = read_probes(reader, probes)
     morality = probe_morality_rows(records, readings, config.measures, config.seed)
     primary = next((site for site in sites if site.site == DEFAULT_SITE), sites[0])
     primary_states = next(state for state in states if state.site == primary.site)
-    last_layer = max(primary.layers)
+    final_states = next((state for state in states if state.site == FINAL_STATE_SITE), None)
+    concept = final_states or primary_states
+    concept_layer = max(concept.layers)
     if "concept_activation" in config.measures:
-        concept_rows, activation_by_layer = concept_activation_rows(reader, records, primary_states, config.seed)
-        morality += concept_rows
-        activation = activation_by_layer[last_layer]
+        activation = np.empty(0)
+        for state in [primary_states] if concept is primary_states else [primary_states, concept]:
+            concept_rows, by_layer = concept_activation_rows(
+                reader, records, state, config.seed, inputs.get(state.site)
+            )
+            morality += concept_rows
+            if state is concept:
+                activation = by_layer[concept_layer]
     else:  # only the summary's layer is needed
-        activation = concept_activation(reader, records, primary_states, last_layer)
-    band = band_layers(config.layer_band, primary.layers)
+        activation = concept_activation(reader, records, concept, concept_layer, inputs.get(concept.site))
+    requested, depth = requested_band(reader, config)
+    band = primary.layers if primary.site == FINAL_STATE_SITE else band_layers(requested, primary.layers)
     summary: dict[str, Any] = {
-        "band": {"first": band[0], "last": band[-1], "layers": list(band), "requested": list(config.layer_band)},
-        "concept_activation": {"site": primary.site, "layer": last_layer},
+        "band": {
+            "first": band[0],
+            "last": band[-1],
+            "layers": list(band),
+            "requested": list(requested),
+            "fraction": list(config.layer_band_fraction) if config.layer_band_fraction is not None else None,
+            "depth": depth,
+        },
+        "concept_activation": {
+            "site": concept.site,
+            "layer": concept_layer,
+            "input": config.concept_input,
+            "statement": config.concept_statement,
+            "uncertainty": records.uncertainty_measure,
+        },
         "concept_uncertainty": concept_uncertainty_correlations(records, activation),
+        "regressions": regression_summary(
+            records,
+            activation,
+            read_layers(reader, stored_site(reader, concept.site, concept.position), [concept_layer])[:, 0],
+            config.seed,
+        ),
         "band_measures": [],
     }
     for state in states:
         if state.site in BAND_SITES and "band_cosine" in config.measures:
             # a probed band site holds every probed layer, one added for the band only the band's
-            site_band = band_layers(config.layer_band, state.layers)
+            site_band = band_layers(requested, state.layers)
             morality += band_cosine_rows(reader, records, state, site_band, config.seed)
             summary["band_measures"].append(
                 {"site": state.site, "first": site_band[0], "last": site_band[-1], "layers": list(site_band)}
             )
+    final_probe = next((probe for probe in probes if probe.provenance.site == FINAL_STATE_SITE), None)
+    if final_probe is not None and "final_probe_cosine" in config.measures:
+        for dataset in reader.spec.datasets:
+            if dataset.site in BAND_SITES and dataset.position == final_probe.provenance.position:
+                site_band = band_layers(requested, dataset.layers)
+                morality += final_probe_rows(reader, records, final_probe, dataset.site, site_band, config.seed)
+                summary["band_measures"].append(
+                    {
+                        "site": dataset.site,
+                        "first": site_band[0],
+                        "last": site_band[-1],
+                        "layers": list(site_band),
+                        "probe": f"{FINAL_STATE_SITE}@{final_probe.provenance.position}",
+                    }
+                )
     level = np.mean([readings.probability[primary.site, layer] for layer in band], axis=0)
     summary["morality_level"] = {"measure": "probe_probability", "site": primary.site, "layers": list(band)}
     tables = {

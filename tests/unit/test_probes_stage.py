@@ -104,9 +104,17 @@ def test_stage_writes_every_table(tmp_path: Path, model: LoadedModel) -> None:
     assert all(r["n"] == "3" for r in morality)
 
     uncertainty = read_csv(out / "concept_uncertainty.csv")
-    assert list(uncertainty[0]) == ["condition", "round", "item_id", "concept_activation", "uncertainty"]
+    assert list(uncertainty[0]) == [
+        "condition",
+        "round",
+        "item_id",
+        "concept_activation",
+        "uncertainty",
+        "uncertainty_measure",
+    ]
     expected_entropy = -sum(p * np.log(p) for p in (0.2, 0.3, 0.5))
     assert len(uncertainty) == 48 and float(uncertainty[0]["uncertainty"]) == pytest.approx(expected_entropy)
+    assert {row["uncertainty_measure"] for row in uncertainty} == {"option_entropy"}  # no semantic uncertainty recorded
 
     interactions = read_csv(out / "interactions.csv")
     assert {r["outcome"] for r in interactions} == {

@@ -19,7 +19,7 @@ from torch import nn
 
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import TokenBatch
-from workbench.hooks.sites import SiteKind
+from workbench.hooks.sites import Site, SiteKind
 
 _BRIDGES: WeakKeyDictionary[nn.Module, Any] = WeakKeyDictionary()
 
@@ -38,7 +38,7 @@ def transformer_bridge(model: nn.Module, tokenizer: Any, name: str) -> Any:
 
 def bridge_forward(bridge: Any, batch: TokenBatch, plan: HookPlan) -> torch.Tensor:
     """Run the bridge on ``batch`` with the plan's hooks; return logits ``[batch, seq, vocab]``."""
-    hooks = [(f"blocks.{layer}.{kind.value}", _hook(plan, layer, kind)) for layer, kind in plan.keys()]  # noqa: SIM118 (HookPlan, not a dict)
+    hooks = [(Site(layer, kind).name, _hook(plan, layer, kind)) for layer, kind in plan.keys()]  # noqa: SIM118 (HookPlan, not a dict)
     logits: torch.Tensor = bridge.run_with_hooks(
         batch.input_ids,
         fwd_hooks=hooks,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
+import torch
 from torch import nn
 
 
@@ -28,6 +29,8 @@ class ModuleLayout:
         attn_out_module: the module whose output is what attention adds to the residual.
         resid_mid_module: the module whose *input* is the residual stream after attention.
         mlp_out_module: the module whose output is what the MLP adds to the residual.
+        final_norm: the norm after the last block, relative to the model root (its output is
+            Hugging Face's ``hidden_states[-1]``).
     """
 
     layers: str
@@ -36,6 +39,7 @@ class ModuleLayout:
     attn_out_module: str
     resid_mid_module: str
     mlp_out_module: str
+    final_norm: str
 
 
 _LLAMA = ModuleLayout(
@@ -45,6 +49,7 @@ _LLAMA = ModuleLayout(
     attn_out_module="self_attn",
     resid_mid_module="post_attention_layernorm",
     mlp_out_module="mlp",
+    final_norm="model.norm",
 )
 _SANDWICH = ModuleLayout(
     layers="model.layers",
@@ -53,6 +58,7 @@ _SANDWICH = ModuleLayout(
     attn_out_module="post_attention_layernorm",
     resid_mid_module="pre_feedforward_layernorm",
     mlp_out_module="post_feedforward_layernorm",
+    final_norm="model.norm",
 )
 _GPT2 = ModuleLayout(
     layers="transformer.h",
@@ -61,6 +67,7 @@ _GPT2 = ModuleLayout(
     attn_out_module="attn",
     resid_mid_module="ln_2",
     mlp_out_module="mlp",
+    final_norm="transformer.ln_f",
 )
 
 LAYOUTS: dict[str, ModuleLayout] = {
@@ -88,3 +95,29 @@ def block_modules(model: nn.Module, layout: ModuleLayout) -> list[nn.Module]:
     """The decoder blocks of ``model``, in order."""
     # ``layers`` names the model's ``nn.ModuleList`` of blocks in every layout
     return list(cast(nn.ModuleList, model.get_submodule(layout.layers)))
+
+
+def normalized_before_gain(norm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """What ``norm`` computes from ``hidden`` before its gain and bias (TransformerLens' ``hook_normalized``).
+
+    ``(x - mean) / sqrt(var + eps)`` for a LayerNorm, ``x / sqrt(mean(x^2) + eps)`` for an RMSNorm,
+    over the last axis, in float32 (as both Hugging Face and TransformerLens normalize).
+
+    Args:
+        norm: a LayerNorm or an RMSNorm module (its ``eps`` or ``variance_epsilon`` is used).
+        hidden: ``[..., d_model]`` the norm's input.
+
+    Raises:
+        UnsupportedArchitecture: a norm of another kind, or one without a readable epsilon.
+    """
+    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+    is_layer_norm = isinstance(norm, nn.LayerNorm)
+    if not isinstance(eps, float) or not (is_layer_norm or "RMSNorm" in type(norm).__name__):
+        raise UnsupportedArchitecture(
+            f"final norm {type(norm).__name__} is neither a LayerNorm nor an RMSNorm with an epsilon; "
+            "ln_final.hook_normalized is not available for it (ln_final.hook_out is)"
+        )
+    values = hidden.float()
+    if is_layer_norm:
+        values = values - values.mean(dim=-1, keepdim=True)
+    return values * torch.rsqrt(values.pow(2).mean(dim=-1, keepdim=True) + eps)

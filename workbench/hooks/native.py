@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from workbench.hooks.layout import ModuleLayout, block_modules
+from workbench.hooks.layout import ModuleLayout, block_modules, normalized_before_gain
 from workbench.hooks.plan import HookPlan
-from workbench.hooks.sites import SiteKind
+from workbench.hooks.sites import FINAL_NORM_KINDS, SiteKind
 
 
 @contextmanager
@@ -27,7 +27,11 @@ def native_hooks(model: PreTrainedModel, layout: ModuleLayout, n_heads: int, pla
         if plan.reads_patterns:
             stack.enter_context(eager_attention(model))
         for layer, kind in plan.keys():  # noqa: SIM118 (HookPlan, not a dict)
-            for handle in _register(blocks[layer], layout, layer, kind, n_heads, plan):
+            if kind in FINAL_NORM_KINDS:
+                handles = _register_final(model.get_submodule(layout.final_norm), layer, kind, plan)
+            else:
+                handles = _register(blocks[layer], layout, layer, kind, n_heads, plan)
+            for handle in handles:
                 stack.callback(handle.remove)
         yield
 
@@ -85,6 +89,26 @@ def _register(
         norm = block.get_submodule(layout.resid_mid_module)
         return [norm.register_forward_pre_hook(_first_input_hook(read_mid), with_kwargs=True)]
     raise AssertionError(f"unhandled site kind {kind}")
+
+
+def _register_final(
+    norm: nn.Module, layer: int, kind: SiteKind, plan: HookPlan
+) -> list[torch.utils.hooks.RemovableHandle]:
+    """Hooks of a final-norm site: its output (editable) or its normalized input (read-only)."""
+    if kind is SiteKind.FINAL_OUT:
+
+        def process(activation: torch.Tensor) -> torch.Tensor:
+            activation = plan.edit(layer, kind, activation)
+            plan.read(layer, kind, activation)
+            return activation
+
+        return [norm.register_forward_hook(_first_output_hook(process))]
+
+    def read_normalized(hidden: torch.Tensor) -> torch.Tensor:
+        plan.read(layer, kind, normalized_before_gain(norm, hidden))
+        return hidden
+
+    return [norm.register_forward_pre_hook(_first_input_hook(read_normalized), with_kwargs=True)]
 
 
 def _first_input_hook(process: Any) -> Any:

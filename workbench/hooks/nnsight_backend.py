@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from workbench.hooks.layout import ModuleLayout
+from workbench.hooks.layout import ModuleLayout, normalized_before_gain
 from workbench.hooks.native import eager_attention
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import TokenBatch
-from workbench.hooks.sites import SiteKind
+from workbench.hooks.sites import FINAL_NORM_KINDS, SiteKind
 
 _WRAPPERS: WeakKeyDictionary[nn.Module, Any] = WeakKeyDictionary()
 
@@ -45,9 +45,12 @@ def nnsight_forward(
         wrapper.trace(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids),
     ):
         blocks = wrapper.get(layout.layers)
-        for layer in sorted({layer for layer, _ in keys}):
+        for layer in sorted({layer for layer, kind in keys if kind not in FINAL_NORM_KINDS}):
             kinds = [kind for key_layer, kind in keys if key_layer == layer]
             _trace_block(blocks[layer], layout, n_heads, layer, kinds, plan)
+        final = [(layer, kind) for layer, kind in keys if kind in FINAL_NORM_KINDS]
+        if final:
+            _trace_final_norm(wrapper.get(layout.final_norm), model.get_submodule(layout.final_norm), final, plan)
         logits: torch.Tensor = wrapper.output.logits.save()
     return logits
 
@@ -78,6 +81,16 @@ def _trace_block(
         _edit_output(block.get(layout.mlp_out_module), layer, SiteKind.MLP_OUT, plan)
     if SiteKind.RESID_POST in kinds:
         _edit_output(block, layer, SiteKind.RESID_POST, plan)
+
+
+def _trace_final_norm(envoy: Any, norm: nn.Module, keys: list[tuple[int, SiteKind]], plan: HookPlan) -> None:
+    """Apply the plan at the final norm: its normalized input first, then its output (execution order)."""
+    kinds = {kind: layer for layer, kind in keys}
+    if SiteKind.FINAL_NORMALIZED in kinds:
+        normalized = normalized_before_gain(norm, envoy.input)
+        plan.read(kinds[SiteKind.FINAL_NORMALIZED], SiteKind.FINAL_NORMALIZED, normalized)
+    if SiteKind.FINAL_OUT in kinds:
+        _edit_output(envoy, kinds[SiteKind.FINAL_OUT], SiteKind.FINAL_OUT, plan)
 
 
 def _edit_output(module: Any, layer: int, kind: SiteKind, plan: HookPlan) -> None:

@@ -21,9 +21,9 @@ class HookPlan:
     """Readers and editors keyed by ``(layer, kind)``.
 
     Every backend calls :meth:`edit` first and then :meth:`read` with the site's tensor in
-    canonical shape (``[batch, seq, d_model]``; hook_z ``[batch, seq, n_heads, d_head]``;
-    hook_pattern ``[batch, n_heads, query, key]``), so a reader sees the edited value, as
-    TransformerLens hooks registered in that order would.
+    canonical shape (``[batch, seq, d_model]``, also at the final-norm sites, keyed by layer
+    ``n_layers``; hook_z ``[batch, seq, n_heads, d_head]``; hook_pattern ``[batch, n_heads, query,
+    key]``), so a reader sees the edited value, as TransformerLens hooks registered in that order would.
 
     An edit of ``hook_resid_mid`` is lowered here, once for every backend: resid_mid =
     resid_pre + attn_out is formed inside the block, so the plan keeps resid_pre (a reader) and
@@ -47,6 +47,8 @@ class HookPlan:
             site = sites[0]
             if site.kind is SiteKind.PATTERN:
                 raise InterventionError(f"{intervention.site}: attention patterns are read-only; edit hook_z instead")
+            if site.kind is SiteKind.FINAL_NORMALIZED:
+                raise InterventionError(f"{intervention.site} is read-only; edit ln_final.hook_out instead")
             if site.kind is SiteKind.RESID_MID:
                 mid_edits.append((site.layer, intervention))
             else:

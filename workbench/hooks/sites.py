@@ -9,8 +9,17 @@ Grammar (``{l}`` is a layer number, ``*`` for every layer, or an inclusive range
     blocks.{l}.hook_mlp_out        what the MLP adds to the residual         [d_model]
     blocks.{l}.attn.hook_z         per-head attention output before W_O      [n_heads, d_head]
     blocks.{l}.attn.hook_pattern[h,...]  attention probabilities of chosen heads [heads, key_pos]
+    ln_final.hook_normalized       final norm's input, normalized, before its gain/bias [d_model]
+    ln_final.hook_out              final norm's output: Hugging Face hidden_states[-1]  [d_model]
 
 ``hook_pattern`` is quadratic in sequence length, so it must name its heads.
+
+The final-norm sites belong to no block; their ``layer`` is ``n_layers`` (one past the last
+block, the index of ``hidden_states`` they equal), so they sort after every block and are cached
+like any site (one layer, numbered ``n_layers``). ``ln_final.hook_normalized`` means what it means
+in TransformerLens (``(x - mean) / scale`` or ``x / scale``, no gain: in HookedTransformer the gain
+is folded into ``W_U``); ``ln_final.hook_out`` is the state after the gain, the one the papers read
+as ``hidden_states[-1]`` (the TransformerBridge's name for the norm's output).
 """
 
 from __future__ import annotations
@@ -21,7 +30,8 @@ from enum import Enum
 
 
 class SiteKind(str, Enum):  # noqa: UP042 (str() of a StrEnum member differs)
-    """What a site holds; the value is the name's suffix after ``blocks.{l}.``."""
+    """What a site holds; the value is the name's suffix after ``blocks.{l}.`` (block sites) or the
+    whole name (final-norm sites, see :data:`FINAL_NORM_KINDS`)."""
 
     RESID_PRE = "hook_resid_pre"
     RESID_MID = "hook_resid_mid"
@@ -30,6 +40,12 @@ class SiteKind(str, Enum):  # noqa: UP042 (str() of a StrEnum member differs)
     MLP_OUT = "hook_mlp_out"
     Z = "attn.hook_z"
     PATTERN = "attn.hook_pattern"
+    FINAL_NORMALIZED = "ln_final.hook_normalized"
+    FINAL_OUT = "ln_final.hook_out"
+
+
+FINAL_NORM_KINDS = frozenset({SiteKind.FINAL_NORMALIZED, SiteKind.FINAL_OUT})
+"""Site kinds of the final norm, after the last block (no ``blocks.{l}.`` prefix)."""
 
 
 class SiteError(ValueError):
@@ -41,8 +57,8 @@ class Site:
     """One hook point in one block.
 
     Attributes:
-        layer: block index, 0-based.
-        kind: which activation of the block.
+        layer: block index, 0-based; ``n_layers`` for the final-norm sites.
+        kind: which activation of the block (or of the final norm).
         heads: for ``attn.hook_pattern`` only, the query heads to keep.
     """
 
@@ -52,6 +68,8 @@ class Site:
 
     @property
     def name(self) -> str:
+        if self.kind in FINAL_NORM_KINDS:
+            return self.kind.value
         suffix = f"[{','.join(map(str, self.heads))}]" if self.heads is not None else ""
         return f"blocks.{self.layer}.{self.kind.value}{suffix}"
 
@@ -60,8 +78,8 @@ class Site:
 
 
 _SITE_PATTERN = re.compile(r"^blocks\.(?P<layers>\*|\d+|\d+-\d+)\.(?P<kind>[a-z_.]+?)(?:\[(?P<heads>[\d,\s]+)\])?$")
-_KINDS = {kind.value: kind for kind in SiteKind}
-VALID_SITE_FORMS = tuple(f"blocks.{{l}}.{kind.value}" for kind in SiteKind)
+_KINDS = {kind.value: kind for kind in SiteKind if kind not in FINAL_NORM_KINDS}
+VALID_SITE_FORMS = tuple(kind.value if kind in FINAL_NORM_KINDS else f"blocks.{{l}}.{kind.value}" for kind in SiteKind)
 
 
 def parse_sites(names: str | list[str] | tuple[str, ...], n_layers: int, n_heads: int) -> list[Site]:
@@ -78,6 +96,9 @@ def parse_sites(names: str | list[str] | tuple[str, ...], n_layers: int, n_heads
     sites: set[Site] = set()
     for raw in names:
         name = raw.strip()
+        if name in {kind.value for kind in FINAL_NORM_KINDS}:
+            sites.add(Site(layer=n_layers, kind=SiteKind(name)))
+            continue
         match = _SITE_PATTERN.match(name)
         if match is None or match["kind"] not in _KINDS:
             raise SiteError(
