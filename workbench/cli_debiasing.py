@@ -9,6 +9,11 @@ are read from the current directory.
 Bias levels of every checkpoint accumulate in ``attribution/bias_levels.csv`` under a label
 (``pretrained``, ``debiased``, ``finetuned-prosocial``, ...); ``bias``, ``debias`` and
 ``finetune`` print all of them side by side.
+
+``attribute`` and ``debias`` need a causal LM (next-token logits); ``finetune`` also takes a BERT
+or RoBERTa encoder ([CLS] head, workbench/finetune/encoders.py), and ``bias`` measures an encoder
+with ``[bias] likelihood = "masked"``. An encoder given where it cannot serve is refused in one
+line before its weights load.
 """
 
 from __future__ import annotations
@@ -53,6 +58,18 @@ class DebiasingConfigError(ValueError):
 
 class CheckpointLabelError(ValueError):
     """``--label`` values that do not match the ``--model`` values one to one."""
+
+
+class CheckpointKindError(ValueError):
+    """An encoder checkpoint given to a command (or a bias measure) that needs a causal LM."""
+
+
+ENCODER_FIXES = {
+    "attribute": "attribute a causal LM (an embedded name, a .gguf file, or a Llama/Qwen/GPT-2 folder or hub id); "
+    "for an encoder, bring selected heads from your own analysis to `workbench finetune --selected-heads CSV`",
+    "debias": "this CDA continues next-token training; debias the encoder with a masked-LM method elsewhere and "
+    "pass its folder to `workbench finetune --debiased DIR`",
+}
 
 
 def add_debiasing_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -146,7 +163,8 @@ def add_debiasing_commands(subparsers: argparse._SubParsersAction[argparse.Argum
     finetune = subparsers.add_parser(
         "finetune",
         help="fine-tune on a downstream task (plain, ProSocialTuning, PAC-tuning), then measure bias",
-        description="Fine-tune --model on the [finetune] task with a classification head, checkpointing every "
+        description="Fine-tune --model (a causal LM: last-token head; or a BERT/RoBERTa encoder: [CLS] head) on the "
+        "[finetune] task with a classification head, checkpointing every "
         "checkpoint_every steps to RUN/checkpoints/<checkpoint_name>-<mode>/ (rerunning resumes from the "
         "newest checkpoint), print the held-out accuracy, then measure the fine-tuned model with [bias] into "
         "bias_levels.csv under the label <checkpoint_name>-<mode> and print it next to the other checkpoints.",
@@ -156,7 +174,8 @@ def add_debiasing_commands(subparsers: argparse._SubParsersAction[argparse.Argum
         "--model",
         required=True,
         metavar="SPEC",
-        help="the checkpoint to fine-tune, usually the debiased one (RUN/checkpoints/debiased)",
+        help="the checkpoint to fine-tune, usually the debiased one (RUN/checkpoints/debiased); a causal LM, or a "
+        "BERT/RoBERTa encoder folder or hub id (e.g. bert-base-uncased; measure it with [bias] likelihood = 'masked')",
     )
     finetune.add_argument(
         "--mode",
@@ -286,11 +305,30 @@ def checkpoint_label(spec: str) -> str:
     return path.stem if spec.endswith(".gguf") else (path.name or spec)
 
 
-def _load(spec: str, device: str) -> LoadedModel:
+def _load(spec: str, device: str, command: str, bias_config: BiasConfig | None = None) -> LoadedModel:
+    """Load ``spec`` for ``command``: a causal LM, or (``bias``, ``finetune``) a BERT/RoBERTa encoder.
+
+    Raises:
+        CheckpointKindError: ``spec`` is an encoder and ``command`` needs a causal LM, or ``bias_config``
+            scores CrowS-Pairs with the causal likelihood (checked from the config, before any weights load).
+    """
+    from workbench.finetune.encoders import encoder_model_type, load_encoder
     from workbench.models.loading import load_model
 
+    encoder = encoder_model_type(spec)
+    if encoder is not None:
+        if command in ENCODER_FIXES:
+            raise CheckpointKindError(
+                f"{spec} is a {encoder} encoder checkpoint, but `workbench {command}` needs a causal LM (it reads "
+                f"next-token logits); {ENCODER_FIXES[command]}"
+            )
+        if bias_config is not None and bias_config.crows_pairs_path is not None and bias_config.likelihood == "causal":
+            raise CheckpointKindError(
+                f'{spec} is a {encoder} encoder checkpoint, but [bias] likelihood = "causal" scores CrowS-Pairs '
+                'by next-token likelihood; set likelihood = "masked" in the [bias] table for encoders'
+            )
     console.print(f"loading {spec}")
-    return load_model(spec, device=device)
+    return load_encoder(spec, device=device) if encoder is not None else load_model(spec, device=device)
 
 
 # --- bias levels ---------------------------------------------------------------------------
@@ -314,7 +352,9 @@ def bias_levels_table(path: Path) -> Table:
     table = Table(
         title=f"bias levels ({path})",
         caption="value [95% bootstrap CI]. crows_pairs*: share of pairs whose more stereotypical sentence is more "
-        "likely (0.5 = unbiased); seat.*: WEAT effect size d and permutation p; winogender.*: logits of the "
+        "likely (0.5 = unbiased), except crows_pairs.likelihood_diff* (mean |log-likelihood difference|, nats) "
+        "and crows_pairs.neutral (share of tied pairs); seat.*: WEAT effect size d and permutation p; "
+        "winogender.*: logits of the "
         "stereotypical pronoun minus the other (0 = unbiased). - = not measured.",
     )
     table.add_column("measure")
@@ -357,7 +397,7 @@ def run_bias_command(args: argparse.Namespace) -> int:
             raise DebiasingConfigError("measuring a --model needs --config FILE with a [bias] table")
         config = _bias_config(args.config, read_config_tables(args.config))
         for spec, label in zip(args.model, labels):
-            loaded = _load(spec, args.device)
+            loaded = _load(spec, args.device, "bias", config)
             _measure_and_record(loaded.model, loaded.tokenizer, config, run, label)
     _print_bias_levels(run)
     return 0
@@ -419,10 +459,10 @@ def run_attribute_command(args: argparse.Namespace) -> int:
             f"--model and --debiased both have the label {base_label!r}; set --label / --debiased-label apart"
         )
     debiased_name = debiased_label or "debiased"
-    base = _load(args.model, args.device)
+    base = _load(args.model, args.device, "attribute")
     debiased = None
     if args.debiased:
-        debiased = _load(args.debiased, args.device)
+        debiased = _load(args.debiased, args.device, "attribute")
         require_same_architecture(base.architecture, debiased.architecture)
     console.print(f"attributing bias to heads with {', '.join(config.methods)}")
     selected = attribute(base, config, run.root, debiased, base_label, debiased_name)
@@ -469,7 +509,7 @@ def run_debias_command(args: argparse.Namespace) -> int:
     config = stage_config(args.config, tables, "debias", DebiasConfig.from_dict)
     require_input_file(args.config, "debias", "corpus_path", config.corpus_path)
     bias_config = _bias_config(args.config, tables) if "bias" in tables else None
-    loaded = _load(args.model, args.device)
+    loaded = _load(args.model, args.device, "debias")
     console.print(f"CDA debiasing: {config.steps} steps of {config.batch_size} texts")
     try:
         checkpoint = debias(loaded.model, loaded.tokenizer, config, run.root, loaded.model_id)
@@ -587,7 +627,7 @@ def run_finetune_command(args: argparse.Namespace) -> int:
     )
     require_input_file(args.config, "finetune", "data_path", config.data_path)
     bias_config = _bias_config(args.config, tables)
-    loaded = _load(args.model, args.device)
+    loaded = _load(args.model, args.device, "finetune", bias_config)
     if "prosocial" in config.mode:
         _require_prosocial_inputs(args, config, loaded)
     folder = run.checkpoint(config.checkpoint_name)

@@ -67,7 +67,7 @@ def test_pretrained_debiased_prosocial_chain(
     assert all(label in table for label in LABELS) and "crows_pairs" in table
 
     heads = read_rows(run / "attribution" / "heads.csv")
-    assert len(heads) == 2 * 30 * 9  # two checkpoints x 30 layers x 9 heads of SmolLM2-135M
+    assert len(heads) == 2 * 2 * 30 * 9  # checkpoints x methods (patching estimate, DLA) x 30 layers x 9 heads
     selected = read_rows(run / "attribution" / "selected_heads.csv")
     assert 1 <= len(selected) <= 10
     assert all(float(row["drop"]) > 0 for row in selected)

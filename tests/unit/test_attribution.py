@@ -1,5 +1,6 @@
 """Head attribution on a tiny random Llama: patching identities, attribution patching to first
-order, mean ablation, checkpoint comparison, head selection and the CSV files."""
+order, mean ablation, checkpoint comparison, head selection and the CSV files, the default
+methods, selection by attention mediation, and direct logit attribution's refusal of post-norms."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformers import Gemma2Config, Gemma2ForCausalLM
 
 from workbench.attribution.attribute import AttributionConfig, attribute
 from workbench.attribution.contrast import (
@@ -17,7 +19,9 @@ from workbench.attribution.contrast import (
     tokenize_contrast_pairs,
     winogender_contrast_pairs,
 )
+from workbench.attribution.direct_logit import direct_logit_attribution_effects
 from workbench.attribution.head_effects import (
+    DEFAULT_METHODS,
     activation_patching_effects,
     attribution_patching_effects,
     bias_measure,
@@ -35,9 +39,10 @@ from workbench.attribution.selection import (
 )
 from workbench.hooks.capture import run_forward
 from workbench.hooks.interventions import Intervention
+from workbench.hooks.layout import UnsupportedArchitecture
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.sites import SiteKind
-from workbench.models import LoadedModel, tiny_model
+from workbench.models import LoadedModel, ModelArchitecture, tiny_model
 
 
 def tiny_loaded(seed: int = 0, n_heads: int = 4) -> LoadedModel:
@@ -164,3 +169,56 @@ def test_attribute_stage_writes_heads_and_selected_heads(tmp_path: Path) -> None
     assert all(r["n"] == "2" for r in levels)
     with pytest.raises(ValueError, match="methodz"):
         AttributionConfig.from_dict({"occupations_path": "x", "methodz": []})
+
+
+def test_default_methods_add_direct_logit_attribution_and_mediation_can_select(tmp_path: Path) -> None:
+    stats = tmp_path / "occupations-stats.tsv"
+    stats.write_text(
+        "occupation\tbergsma_pct_female\tbls_pct_female\tbls_year\nnurse\t90\t90.0\t2015\ndoctor\t30\t38.0\t2015\n",
+        encoding="utf-8",
+    )
+    default = AttributionConfig.from_dict({"occupations_path": str(stats)})
+    assert default.methods == DEFAULT_METHODS and "direct_logit_attribution" in default.methods
+    assert "attention_mediation" not in default.methods  # one forward per head: on request
+    config = AttributionConfig.from_dict(
+        {
+            "occupations_path": str(stats),
+            "methods": ["attention_mediation", "direct_logit_attribution"],
+            "selection_method": "attention_mediation",
+            "top_k": 3,
+        }
+    )
+    base, debiased = tiny_loaded(0), tiny_loaded(1)
+    rows = attribute(base, config, tmp_path, debiased=debiased)
+    heads = list(csv.DictReader((tmp_path / "attribution" / "heads.csv").open(encoding="utf-8")))
+    assert {r["method"] for r in heads} == {"attention_mediation", "direct_logit_attribution"}
+    table = {
+        (r["checkpoint"], int(r["layer"]), int(r["head"])): float(r["effect"])
+        for r in heads
+        if r["method"] == "attention_mediation"
+    }
+    before = np.array([[table["base", layer, head] for head in range(4)] for layer in range(2)])
+    after = np.array([[table["debiased", layer, head] for head in range(4)] for layer in range(2)])
+    expected = select_debiased_heads(before, after, top_k=3)
+    assert [(r.layer, r.head) for r in rows] == [(r.layer, r.head) for r in expected]
+
+
+def test_direct_logit_attribution_refuses_a_norm_after_attention() -> None:
+    config = Gemma2Config(
+        vocab_size=256,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        pad_token_id=0,
+    )
+    model = Gemma2ForCausalLM(config).eval()
+    tokenizer = tiny_loaded().tokenizer
+    loaded = LoadedModel(
+        model, tokenizer, "tiny-gemma2", "tiny-gemma2", "in-memory", "x", ModelArchitecture.from_config(config)
+    )
+    contrast = tokenize_contrast_pairs(tokenizer, pairs())
+    with pytest.raises(UnsupportedArchitecture, match="gemma2 normalises the attention output first"):
+        direct_logit_attribution_effects(loaded, contrast)

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from workbench.attribution.selection import ArchitectureMismatch
 from workbench.cli_debiasing import (
+    CheckpointKindError,
     CheckpointLabelError,
     DebiasingConfigError,
     add_debiasing_commands,
@@ -24,6 +25,7 @@ from workbench.cli_debiasing import (
 from workbench.finetune.cda import NoGenderedWordsError
 from workbench.finetune.prosocial import HeadParameterError
 from workbench.finetune.tasks import TaskDataError
+from workbench.finetune.tiny_encoder import tiny_encoder
 from workbench.models import tiny_model
 
 TASK_ROWS = [
@@ -495,3 +497,52 @@ def test_workbench_main_runs_the_commands_and_prints_errors_in_one_line(
         == 0
     )
     assert "pretrained" in capsys.readouterr().out
+
+
+def save_tiny_encoder(folder: Path, family: str = "bert", seed: int = 0) -> str:
+    loaded = tiny_encoder(family, seed=seed)
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_encoder_given_to_a_causal_only_command_is_refused_in_one_line(
+    tmp_path: Path, data: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workbench.cli import main
+
+    encoder, run = save_tiny_encoder(tmp_path / "bert"), str(tmp_path / "run")
+    common = ["--run", run, "--config", str(data["config"]), "--model", encoder]
+    with pytest.raises(CheckpointKindError, match=r"bert encoder checkpoint, but `workbench attribute` needs a causal"):
+        run_command(["attribute", *common])
+    with pytest.raises(CheckpointKindError, match=r"`workbench debias` needs a causal LM .* --debiased DIR"):
+        run_command(["debias", *common])
+    causal_crows = 'set likelihood = "masked" in the \\[bias\\] table for encoders'
+    with pytest.raises(CheckpointKindError, match=causal_crows):
+        run_command(["bias", *common])
+    with pytest.raises(CheckpointKindError, match=causal_crows):
+        run_command(["finetune", *common, "--mode", "plain"])
+    capsys.readouterr()
+    assert main(["attribute", *common]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error:") and str(tmp_path / "bert") in error and "\n" not in error
+    assert not (tmp_path / "run" / "attribution").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_finetune_and_bias_take_an_encoder_with_masked_likelihood(
+    tmp_path: Path, data: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    masked = (
+        f'crows_pairs_path = "{data["crows"]}"\nseat_paths = ["{data["seat"]}"]\nlikelihood = "masked"\n'
+        "n_resamples = 50\nn_permutations = 100\n"
+    )
+    config = write_config(tmp_path / "masked.toml", data, bias=masked)
+    encoder, run = save_tiny_encoder(tmp_path / "roberta", "roberta"), tmp_path / "run"
+    common = ["--run", str(run), "--config", str(config)]
+    assert run_command(["bias", *common, "--model", encoder, "--label", "debiased"]) == 0
+    assert run_command(["finetune", *common, "--model", encoder, "--mode", "pac"]) == 0
+    record = json.loads((run / "checkpoints" / "finetuned-pac" / "finetune_result.json").read_text(encoding="utf-8"))
+    assert record["result"]["steps"] == 3 and record["config"]["mode"] == "pac"
+    levels = read_rows(run / "attribution" / "bias_levels.csv")
+    assert [r["checkpoint"] for r in levels if r["measure"] == "crows_pairs"] == ["debiased", "finetuned-pac"]
+    assert "finetuned-pac: held-out accuracy" in capsys.readouterr().out

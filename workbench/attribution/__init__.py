@@ -1,2 +1,3 @@
 """Head attribution for bias: per-head effects on a contrast-pair bias measure (activation
-patching, attribution patching, mean ablation), checkpoint comparison and head selection."""
+patching, attribution patching, mean ablation, Vig et al.'s mediation through attention weights,
+direct logit attribution), checkpoint comparison and head selection."""

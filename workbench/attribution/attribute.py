@@ -1,5 +1,6 @@
 """The ``workbench attribute`` stage: head effects of one or two checkpoints on the Winogender
-contrast pairs, written as ``attribution/heads.csv`` (checkpoint, method, layer, head, effect)
+contrast pairs (head_effects.py: patching, mean ablation, Vig et al.'s attention mediation, direct
+logit attribution), written as ``attribution/heads.csv`` (checkpoint, method, layer, head, effect)
 and, when a debiased checkpoint is given, ``attribution/selected_heads.csv`` (layer, head,
 effect_before, effect_after, drop) from the configured method's table (RUN_FOLDER.md).
 
@@ -22,7 +23,7 @@ from workbench.attribution.contrast import (
     tokenize_contrast_pairs,
     winogender_contrast_pairs,
 )
-from workbench.attribution.head_effects import METHODS, bias_measure, head_effects, total_effect
+from workbench.attribution.head_effects import DEFAULT_METHODS, METHODS, bias_measure, head_effects, total_effect
 from workbench.attribution.selection import require_same_architecture, select_debiased_heads
 from workbench.bias.bootstrap import bootstrap_mean_interval
 from workbench.bias.levels import write_bias_levels
@@ -39,7 +40,9 @@ class AttributionConfig:
     Attributes:
         occupations_path: winogender/occupations-stats.tsv.
         template: prompt template with one ``{}`` for the occupation / group noun.
-        methods: any of activation_patching, attribution_patching, mean_ablation.
+        methods: any of activation_patching, attribution_patching, mean_ablation, attention_mediation
+            (Vig et al.'s mediation through attention weights), direct_logit_attribution; default
+            all but attention_mediation.
         selection_method: the method whose tables select the debiased heads.
         top_k / min_drop: head selection (see selection.py).
         backend: hook-layer backend for the forward passes (hf, transformer_lens, nnsight).
@@ -47,7 +50,7 @@ class AttributionConfig:
 
     occupations_path: str
     template: str = DEFAULT_TEMPLATE
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     selection_method: str = "activation_patching"
     top_k: int | None = 10
     min_drop: float | None = None

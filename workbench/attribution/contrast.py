@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from workbench.hooks.positions import TokenBatch
-from workbench.option_scoring import in_context_continuation
+from workbench.hooks.positions import TokenBatch, in_context_continuation
 
 DEFAULT_TEMPLATE = "The {} said that"
 
@@ -67,7 +66,12 @@ def winogender_contrast_pairs(occupations_stats: Path, template: str = DEFAULT_T
 def _single_token(tokenizer: PreTrainedTokenizerBase, prompt: str, text: str, add_special_tokens: bool) -> int:
     """The one token ``text`` is after ``prompt``, tokenized as one string (a SentencePiece tokenizer
     splits ``" she"`` alone as ``▁ ▁she`` but as ``▁she`` after a prompt)."""
-    _, ids = in_context_continuation(tokenizer, prompt, text, add_special_tokens=add_special_tokens)
+    context, ids = in_context_continuation(tokenizer, prompt, text, add_special_tokens=add_special_tokens)
+    if context != list(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]):
+        raise ContrastPairError(
+            f"continuation {text!r} merges with the end of {prompt!r} for this tokenizer (the prompt's last "
+            "token changes); end the template with a word, not a space"
+        )
     if len(ids) != 1:
         raise ContrastPairError(
             f"continuation {text!r} is {len(ids)} tokens after {prompt!r} for this tokenizer; "
@@ -104,3 +108,10 @@ def tokenize_contrast_pairs(
         foil_ids=torch.tensor(foils),
         n_dropped=len(pairs) - len(clean),
     )
+
+
+def logit_difference(logits: torch.Tensor, target_ids: torch.Tensor, foil_ids: torch.Tensor) -> torch.Tensor:
+    """m = logit(target) - logit(foil) at the last position (left padding): [batch, seq, vocab] -> [batch]."""
+    last = logits[:, -1]
+    rows = torch.arange(last.shape[0], device=last.device)
+    return last[rows, target_ids.to(last.device)] - last[rows, foil_ids.to(last.device)]

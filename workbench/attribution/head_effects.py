@@ -7,8 +7,13 @@ For head (l, h), with m(·) the per-pair logit difference at the last token (con
   counterfactual run for the indirect effect;
 - attribution patching (first-order estimate of the above, one forward + one backward):
   Σ_{t,d} ∂m/∂z_{l,h}[t,d] (clean) · (z_source - z_clean)[t,d], averaged over pairs;
-- mean ablation: m(clean with z_{l,h} := its mean over pairs and real tokens) - m(clean).
-The total effect is m(counterfactual) - m(clean). Effects are in logits.
+- mean ablation: m(clean with z_{l,h} := its mean over pairs and real tokens) - m(clean);
+- attention mediation (Vig et al.'s causal mediation through attention, attention_mediation.py):
+  the relative change of p(anti)/p(stereo) when the head's attention weights on the clean prompt
+  are those of the counterfactual prompt (unitless);
+- direct logit attribution (direct_logit.py): the part of m the head writes directly through the
+  final norm (scale frozen) and the unembedding, on the clean prompt.
+The total effect is m(counterfactual) - m(clean). Effects are in logits except attention mediation.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from workbench.attribution.contrast import ContrastBatch
+from workbench.attribution.attention_mediation import attention_mediation_effects
+from workbench.attribution.contrast import ContrastBatch, logit_difference
+from workbench.attribution.direct_logit import direct_logit_attribution_effects
 from workbench.hooks.capture import run_forward
 from workbench.hooks.interventions import Intervention
 from workbench.hooks.layout import layout_for
@@ -27,18 +34,19 @@ from workbench.hooks.positions import TokenBatch
 from workbench.hooks.sites import SiteKind
 from workbench.models.loading import LoadedModel
 
-METHODS = ("activation_patching", "attribution_patching", "mean_ablation")
+METHODS = (
+    "activation_patching",
+    "attribution_patching",
+    "mean_ablation",
+    "attention_mediation",
+    "direct_logit_attribution",
+)
+DEFAULT_METHODS = ("activation_patching", "attribution_patching", "mean_ablation", "direct_logit_attribution")
+"""What ``[attribution] methods`` runs when it is not set (attention mediation, one forward per head, on request)."""
 
 
 def z_site(layer: int) -> str:
     return f"blocks.{layer}.{SiteKind.Z.value}"
-
-
-def logit_difference(logits: torch.Tensor, target_ids: torch.Tensor, foil_ids: torch.Tensor) -> torch.Tensor:
-    """m = logit(target) - logit(foil) at the last position (left padding): [batch, seq, vocab] -> [batch]."""
-    last = logits[:, -1]
-    rows = torch.arange(last.shape[0], device=last.device)
-    return last[rows, target_ids.to(last.device)] - last[rows, foil_ids.to(last.device)]
 
 
 def bias_measure(
@@ -143,9 +151,12 @@ def mean_ablation_effects(model: LoadedModel, contrast: ContrastBatch, backend: 
 
 
 def head_effects(
-    model: LoadedModel, contrast: ContrastBatch, methods: Sequence[str] = METHODS, backend: str = "hf"
+    model: LoadedModel, contrast: ContrastBatch, methods: Sequence[str] = DEFAULT_METHODS, backend: str = "hf"
 ) -> dict[str, torch.Tensor]:
-    """The requested methods' [n_layers, n_heads] tables, counterfactual run as the source."""
+    """The requested methods' [n_layers, n_heads] tables, counterfactual run as the source.
+
+    ``backend`` serves activation patching and mean ablation; attribution patching, attention
+    mediation and direct logit attribution run on the Hugging Face modules themselves."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown attribution method(s) {unknown}; use {METHODS}")
@@ -158,4 +169,8 @@ def head_effects(
             tables["attribution_patching"] = attribution_patching_effects(model, contrast, source_z)
     if "mean_ablation" in methods:
         tables["mean_ablation"] = mean_ablation_effects(model, contrast, backend)
+    if "attention_mediation" in methods:
+        tables["attention_mediation"] = attention_mediation_effects(model, contrast)
+    if "direct_logit_attribution" in methods:
+        tables["direct_logit_attribution"] = direct_logit_attribution_effects(model, contrast)
     return tables

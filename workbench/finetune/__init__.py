@@ -1,2 +1,2 @@
 """Fine-tuning that keeps debiasing: CDA debiasing, downstream tasks, plain / ProSocialTuning /
-PAC-tuning training."""
+PAC-tuning training of causal LMs and BERT/RoBERTa encoders."""

@@ -4,23 +4,31 @@ The paper's formula is not public. This module implements
 
     E_tuning = λ Σ_{h ∈ selected} ω_h Σ_{M ∈ {q, k, v, o}} ‖M_h - M_h^debiased‖²_F
 
-where, for head h of layer l (head_dim d_h):
-- q: rows [h d_h, (h+1) d_h) of q_proj.weight (and of q_proj.bias when the model has one);
-- k, v: rows [g d_h, (g+1) d_h) of k_proj / v_proj (weight and bias) with g = h // (H / H_kv)
-  the head's KV group (GQA: heads of one group share these rows, so two selected heads of one
-  group each pull on them with their own weight);
-- o: columns [h d_h, (h+1) d_h) of o_proj.weight (o_proj.bias is shared by all heads: excluded);
+where, for head h of layer l (head_dim d_h, H query heads, H_kv key/value heads):
+- q: the query projection's outputs [h d_h, (h+1) d_h) (weight and bias when the model has one);
+- k, v: the outputs [g d_h, (g+1) d_h) of the key / value projections with g = h // (H / H_kv)
+  the head's KV group (GQA: heads of one group share these, so two selected heads of one group
+  each pull on them with their own weight);
+- o: the output projection's inputs [h d_h, (h+1) d_h) (its bias is shared by all heads: excluded);
 - ω_h: the head's weight (how much its bias effect fell from base to debiased checkpoint);
 - λ: ``coefficient``, default 0.01 (the value in the MABEL driver's checkpoint names).
-Parameters are found by their name suffix ``layers.{l}.self_attn.{q,k,v,o}_proj.{weight,bias}``,
-so the model may wrap the causal LM (e.g. a classifier whose backbone is the debiased LM).
+
+Where those slices live depends on the family (:data:`HEAD_LAYOUTS`, by ``config.model_type``):
+- Llama-style (Llama, Mistral, Qwen, Gemma, OLMo, Granite, SmolLM3, and the default for any other
+  model type): rows of ``layers.{l}.self_attn.{q,k,v}_proj``, columns of ``o_proj.weight``;
+- Phi-3: rows of the fused ``self_attn.qkv_proj`` (q block, then k, then v), columns of ``o_proj``;
+- GPT-2: columns of the fused ``h.{l}.attn.c_attn`` (a Conv1D, weight [d_model, 3 d_model]: q, k,
+  v blocks of d_model each, bias likewise) and rows of ``attn.c_proj.weight`` (Conv1D [in, out]);
+- BERT / RoBERTa: rows of ``encoder.layer.{l}.attention.self.{query,key,value}``, columns of
+  ``attention.output.dense.weight``.
+Parameters are found by name suffix, so the model may wrap the checkpoint (e.g. a classifier whose
+backbone is the debiased model), and the debiased state dict may carry another prefix.
 """
 
 from __future__ import annotations
 
 import csv
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -48,17 +56,18 @@ class SelectedHead:
 
 @dataclass(frozen=True)
 class AttentionGeometry:
-    """Heads per layer (H), KV heads (H_kv) and head dimension (d_h)."""
+    """Heads per layer (H), KV heads (H_kv), head dimension (d_h) and the family (``model_type``)."""
 
     n_heads: int
     n_kv_heads: int
     head_dim: int
+    model_type: str = "llama"
 
     @classmethod
     def from_config(cls, config: Any) -> AttentionGeometry:
         """From an HF config, read as the hook layer reads it (:class:`ModelArchitecture`)."""
         architecture = ModelArchitecture.from_config(config)
-        return cls(architecture.n_heads, architecture.n_kv_heads, architecture.d_head)
+        return cls(architecture.n_heads, architecture.n_kv_heads, architecture.d_head, architecture.model_type)
 
     def kv_group(self, head: int) -> int:
         """The KV head that query head ``head`` reads."""
@@ -72,32 +81,112 @@ def _find_by_suffix(named: Mapping[str, torch.Tensor], suffix: str) -> str | Non
     return matches[0] if matches else None
 
 
+Index = tuple[slice, ...]
+
+
+@dataclass(frozen=True)
+class HeadSlice:
+    """One part of a head: its projection (q, k, v or o), the parameter (by name suffix), the
+    index selecting the head in it, and whether a model of the family must have it (biases need not)."""
+
+    projection: str
+    suffix: str
+    index: Index
+    required: bool = True
+
+
+def _rows(start: int, width: int) -> Index:
+    return (slice(start, start + width),)
+
+
+def _columns(start: int, width: int) -> Index:
+    return (slice(None), slice(start, start + width))
+
+
+def _llama_style(geometry: AttentionGeometry, layer: int, head: int) -> list[HeadSlice]:
+    d, group = geometry.head_dim, geometry.kv_group(head)
+    base = f"layers.{layer}.self_attn"
+    return [
+        HeadSlice("q", f"{base}.q_proj.weight", _rows(head * d, d)),
+        HeadSlice("q", f"{base}.q_proj.bias", _rows(head * d, d), required=False),
+        *(
+            HeadSlice(name, f"{base}.{name}_proj.{kind}", _rows(group * d, d), required=kind == "weight")
+            for name in ("k", "v")
+            for kind in ("weight", "bias")
+        ),
+        HeadSlice("o", f"{base}.o_proj.weight", _columns(head * d, d)),
+    ]
+
+
+def _phi3(geometry: AttentionGeometry, layer: int, head: int) -> list[HeadSlice]:
+    d, group = geometry.head_dim, geometry.kv_group(head)
+    q_width, kv_width = geometry.n_heads * d, geometry.n_kv_heads * d
+    base = f"layers.{layer}.self_attn"
+    return [
+        HeadSlice("q", f"{base}.qkv_proj.weight", _rows(head * d, d)),
+        HeadSlice("k", f"{base}.qkv_proj.weight", _rows(q_width + group * d, d)),
+        HeadSlice("v", f"{base}.qkv_proj.weight", _rows(q_width + kv_width + group * d, d)),
+        HeadSlice("o", f"{base}.o_proj.weight", _columns(head * d, d)),
+    ]
+
+
+def _gpt2(geometry: AttentionGeometry, layer: int, head: int) -> list[HeadSlice]:
+    d, width = geometry.head_dim, geometry.n_heads * geometry.head_dim
+    base = f"h.{layer}.attn"
+    return [
+        *(
+            part
+            for block, name in enumerate(PROJECTIONS[:3])
+            for part in (
+                HeadSlice(name, f"{base}.c_attn.weight", _columns(block * width + head * d, d)),
+                HeadSlice(name, f"{base}.c_attn.bias", _rows(block * width + head * d, d)),
+            )
+        ),
+        HeadSlice("o", f"{base}.c_proj.weight", _rows(head * d, d)),
+    ]
+
+
+def _bert(geometry: AttentionGeometry, layer: int, head: int) -> list[HeadSlice]:
+    d = geometry.head_dim
+    base = f"encoder.layer.{layer}.attention"
+    return [
+        *(
+            HeadSlice(name[0], f"{base}.self.{name}.{kind}", _rows(head * d, d))
+            for name in ("query", "key", "value")
+            for kind in ("weight", "bias")
+        ),
+        HeadSlice("o", f"{base}.output.dense.weight", _columns(head * d, d)),
+    ]
+
+
+HEAD_LAYOUTS: dict[str, Callable[[AttentionGeometry, int, int], list[HeadSlice]]] = {
+    "phi3": _phi3,
+    "gpt2": _gpt2,
+    "bert": _bert,
+    "roberta": _bert,
+}
+"""Head-slice layouts by ``config.model_type``; any other type is read as Llama-style."""
+
+
 def head_slices(
     named: Mapping[str, torch.Tensor], geometry: AttentionGeometry, layer: int, head: int
-) -> list[tuple[str, tuple[slice, slice] | tuple[slice]]]:
-    """(parameter name, index) pairs selecting head ``head`` of ``layer`` in ``named``."""
+) -> list[tuple[str, HeadSlice]]:
+    """(parameter name in ``named``, its :class:`HeadSlice`) for every part of head ``head`` of ``layer``
+    that the model has (an optional bias it lacks is skipped)."""
     if not 0 <= head < geometry.n_heads:
         raise HeadParameterError(f"head {head} is outside 0..{geometry.n_heads - 1}")
-    rows_q = slice(head * geometry.head_dim, (head + 1) * geometry.head_dim)
-    group = geometry.kv_group(head)
-    rows_kv = slice(group * geometry.head_dim, (group + 1) * geometry.head_dim)
-    found: list[tuple[str, tuple[slice, slice] | tuple[slice]]] = []
-    for projection in PROJECTIONS:
-        for kind in ("weight", "bias"):
-            if projection == "o" and kind == "bias":
-                continue
-            name = _find_by_suffix(named, f"layers.{layer}.self_attn.{projection}_proj.{kind}")
-            if name is None:
-                if kind == "weight":
-                    raise HeadParameterError(
-                        f"no parameter ending in layers.{layer}.self_attn.{projection}_proj.weight; "
-                        "ProSocialTuning supports Llama/Qwen/Gemma-style attention modules"
-                    )
-                continue
-            if projection == "o":
-                found.append((name, (slice(None), rows_q)))
-            else:
-                found.append((name, (rows_q if projection == "q" else rows_kv,)))
+    layout = HEAD_LAYOUTS.get(geometry.model_type, _llama_style)
+    found: list[tuple[str, HeadSlice]] = []
+    for part in layout(geometry, layer, head):
+        name = _find_by_suffix(named, part.suffix)
+        if name is None:
+            if part.required:
+                raise HeadParameterError(
+                    f"no parameter ending in {part.suffix} (model type {geometry.model_type!r}); ProSocialTuning "
+                    f"knows {', '.join(sorted(HEAD_LAYOUTS))} and Llama-style self_attn.{{q,k,v,o}}_proj attention"
+                )
+            continue
+        found.append((name, part))
     return found
 
 
@@ -114,23 +203,22 @@ class ProSocialPenalty:
     ) -> None:
         parameters = dict(model.named_parameters())
         self.coefficient = coefficient
-        self.terms: list[tuple[nn.Parameter, tuple[slice, ...], torch.Tensor, float]] = []
+        self.terms: list[tuple[nn.Parameter, Index, torch.Tensor, float]] = []
         for head in heads:
             if head.weight < 0:
                 raise HeadParameterError(f"head L{head.layer}H{head.head} has negative weight {head.weight}")
-            for name, index in head_slices(parameters, geometry, head.layer, head.head):
-                suffix = re.sub(r"^.*?(layers\.\d+\.self_attn\.)", r"\1", name)
-                debiased_name = _find_by_suffix(debiased_state, suffix)
+            for name, part in head_slices(parameters, geometry, head.layer, head.head):
+                debiased_name = _find_by_suffix(debiased_state, part.suffix)
                 if debiased_name is None:
-                    raise HeadParameterError(f"debiased checkpoint has no parameter ending in {suffix!r}")
+                    raise HeadParameterError(f"debiased checkpoint has no parameter ending in {part.suffix!r}")
                 reference = debiased_state[debiased_name]
                 if reference.shape != parameters[name].shape:
                     raise HeadParameterError(
                         f"{name} has shape {tuple(parameters[name].shape)} but the debiased "
                         f"{debiased_name} has {tuple(reference.shape)}: different architectures"
                     )
-                target = reference[index].detach().clone().to(parameters[name].device, parameters[name].dtype)
-                self.terms.append((parameters[name], index, target, head.weight))
+                target = reference[part.index].detach().clone().to(parameters[name].device, parameters[name].dtype)
+                self.terms.append((parameters[name], part.index, target, head.weight))
 
     def __call__(self) -> torch.Tensor:
         """λ Σ ω_h ‖slice - debiased slice‖² (same dtype as the parameters)."""

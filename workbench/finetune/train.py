@@ -5,8 +5,12 @@
 - prosocial: plain + the ProSocialTuning head penalty (prosocial.py) toward the debiased
   checkpoint for the heads of selected_heads.csv;
 - pac: PAC-tuning (pac.py), K estimated on the training set before the first step;
-- pac+prosocial: PAC-tuning with the head penalty added on the clean weights.
-Embedding matrices are frozen in every mode (as PAC-tuning does), so modes stay comparable.
+- pac+prosocial: PAC-tuning with the head penalty added on the clean weights (the objective
+  L_train + L_PAC + E_tuning that summaries of the ProSocialTuning paper give).
+The model is a causal LM (last-token head) or a BERT/RoBERTa encoder ([CLS] head), see
+classifier.py. Embeddings are frozen in every mode, by PAC-tuning's rule (names containing
+``embed``, GPT-2's ``wte``/``wpe``), so modes stay comparable. ``dropout`` optionally sets every
+dropout probability of the backbone (0.0 = PAC-tuning's BERT setting).
 
 Checkpoints: ``run_dir/checkpoints/<name>/step-<NNNNNN>/`` with ``model.safetensors`` (the
 classifier's state) and ``training_state.pt`` (tensors and optimizer state only, read back with
@@ -30,7 +34,14 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from workbench.config_tables import dataclass_from_table
-from workbench.finetune.classifier import CausalLMClassifier
+from workbench.finetune.classifier import (
+    HEAD_PARAMETERS,
+    CausalLMClassifier,
+    EncoderClassifier,
+    classifier_for,
+    is_embedding_parameter,
+    set_dropout,
+)
 from workbench.finetune.pac import KCurve, PACConfig, PACTuning, estimate_k_curve
 from workbench.finetune.prosocial import AttentionGeometry, ProSocialPenalty, read_selected_heads
 from workbench.finetune.tasks import LabelledText, read_classification_task, split_held_out, subsample_to_bias_ratio
@@ -53,6 +64,9 @@ class FinetuneConfig:
         held_out_fraction: share of examples held out for accuracy; max_examples: cap (seeded).
         epochs, batch_size, max_length (tokens), learning_rate (PLM), classifier_learning_rate,
         weight_decay, seed: the loop (PAC modes take their rates from ``pac``).
+        dropout: None keeps the checkpoint's dropout; a probability in [0, 1) sets every dropout
+            of the backbone to it (0.0 as PAC-tuning's ``bert_clf``, which zeroes BERT's hidden
+            and attention dropout).
         checkpoint_every: steps between checkpoints; checkpoint_name: folder under checkpoints/.
         selected_heads_path / debiased_checkpoint / prosocial_coefficient: prosocial modes.
         pac: PAC-tuning settings (a nested table).
@@ -71,6 +85,7 @@ class FinetuneConfig:
     classifier_learning_rate: float = 1e-2
     weight_decay: float = 1e-2
     seed: int = 42
+    dropout: float | None = None
     checkpoint_every: int = 50
     checkpoint_name: str = "finetuned"
     selected_heads_path: str | None = None
@@ -83,6 +98,8 @@ class FinetuneConfig:
             raise ValueError(f"finetune.mode is {self.mode!r}; use one of {MODES}")
         if "prosocial" in self.mode:
             self.prosocial_paths()
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"finetune.dropout is {self.dropout}; use a probability in [0, 1), or leave it out")
 
     def prosocial_paths(self) -> tuple[Path, Path]:
         """``(selected_heads_path, debiased_checkpoint)``, which a prosocial mode needs.
@@ -126,7 +143,8 @@ def prepare_examples(config: FinetuneConfig) -> tuple[list[LabelledText], list[L
 
 
 class _Batches:
-    """Tokenized batches of a fixed example list, in a seeded order per epoch."""
+    """Tokenized batches of a fixed example list, in a seeded order per epoch; ``padding_side``
+    None = the tokenizer's own."""
 
     def __init__(
         self,
@@ -134,8 +152,10 @@ class _Batches:
         examples: list[LabelledText],
         config: FinetuneConfig,
         device: torch.device,
+        padding_side: str | None = None,
     ) -> None:
         self.tokenizer, self.examples, self.config, self.device = tokenizer, examples, config, device
+        self.padding_side = padding_side or tokenizer.padding_side
         self.per_epoch = math.ceil(len(examples) / config.batch_size)
 
     def encode(self, chosen: list[LabelledText]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -145,6 +165,7 @@ class _Batches:
             padding=True,
             truncation=True,
             max_length=self.config.max_length,
+            padding_side=self.padding_side,
         )
         labels = torch.tensor([e.label for e in chosen])
         return encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device), labels.to(self.device)
@@ -174,7 +195,7 @@ def _save_checkpoint(folder: Path, classifier: nn.Module, state: dict[str, Any])
 
 
 @torch.no_grad()
-def held_out_accuracy(classifier: CausalLMClassifier, batches: _Batches) -> float:
+def held_out_accuracy(classifier: CausalLMClassifier | EncoderClassifier, batches: _Batches) -> float:
     """Share of held-out examples whose argmax class equals the label."""
     classifier.eval()
     correct = sum(int((classifier(ids, mask).argmax(dim=1) == labels).sum()) for ids, mask, labels in batches.all())
@@ -182,7 +203,7 @@ def held_out_accuracy(classifier: CausalLMClassifier, batches: _Batches) -> floa
 
 
 def finetune(
-    causal_lm: PreTrainedModel,
+    model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     config: FinetuneConfig,
     run_dir: Path,
@@ -190,7 +211,8 @@ def finetune(
 ) -> FinetuneResult | None:
     """Train (resuming from the newest checkpoint of ``checkpoint_name`` if any) and evaluate.
 
-    The classifier wraps ``causal_lm.base_model``, so ``causal_lm`` is trained in place.
+    The classifier (classifier.py: last token for a causal LM, [CLS] for an encoder) wraps
+    ``model.base_model``, so ``model`` is trained in place.
 
     ``stop_after_steps`` ends the run after that many total steps, with a checkpoint and no
     evaluation (returns None): an interruption a later call resumes from.
@@ -198,14 +220,16 @@ def finetune(
     if tokenizer.pad_token_id is None:
         raise ValueError("tokenizer has no pad token; set tokenizer.pad_token (e.g. to the EOS token) first")
     train, held_out = prepare_examples(config)
-    device = next(causal_lm.parameters()).device
+    device = next(model.parameters()).device
     torch.manual_seed(config.seed)
     n_classes = max(e.label for e in train + held_out) + 1
-    classifier = CausalLMClassifier(causal_lm, n_classes).to(device)
+    classifier = classifier_for(model, n_classes).to(device)
+    if config.dropout is not None:
+        set_dropout(classifier.backbone, config.dropout)
     for name, param in classifier.named_parameters():
-        param.requires_grad_("embed" not in name)
+        param.requires_grad_(not is_embedding_parameter(name))
     trainable = [(n, p) for n, p in classifier.named_parameters() if p.requires_grad]
-    batches = _Batches(tokenizer, train, config, device)
+    batches = _Batches(tokenizer, train, config, device, classifier.padding_side)
     folder = RunFolder(Path(run_dir)).checkpoint(config.checkpoint_name)
     resume_from = _latest_checkpoint(folder)
     state: dict[str, Any] = {}
@@ -226,7 +250,7 @@ def finetune(
             classifier,
             debiased,
             read_selected_heads(selected_heads),
-            AttentionGeometry.from_config(causal_lm.config),
+            AttentionGeometry.from_config(model.config),
             config.prosocial_coefficient,
         )
 
@@ -245,10 +269,10 @@ def finetune(
                 config.pac,
                 generator,
             )
-        trainer = PACTuning(trainable, len(train), config.pac, k_curve, CausalLMClassifier.HEAD_PARAMETERS, generator)
+        trainer = PACTuning(trainable, len(train), config.pac, k_curve, HEAD_PARAMETERS, generator)
     else:
-        head = [p for n, p in trainable if n in CausalLMClassifier.HEAD_PARAMETERS]
-        body = [p for n, p in trainable if n not in CausalLMClassifier.HEAD_PARAMETERS]
+        head = [p for n, p in trainable if n in HEAD_PARAMETERS]
+        body = [p for n, p in trainable if n not in HEAD_PARAMETERS]
         trainer = torch.optim.AdamW(
             [{"params": body, "lr": config.learning_rate}, {"params": head, "lr": config.classifier_learning_rate}],
             weight_decay=config.weight_decay,
@@ -291,7 +315,7 @@ def finetune(
     result = FinetuneResult(
         step,
         loss_value,
-        held_out_accuracy(classifier, _Batches(tokenizer, held_out, config, device)),
+        held_out_accuracy(classifier, _Batches(tokenizer, held_out, config, device, classifier.padding_side)),
         len(train),
         len(held_out),
     )
