@@ -5,11 +5,15 @@ plotly.js is embedded once in the page head; every figure is a ``<div>`` written
 values, table names, figure titles) is HTML-escaped before it reaches the page. A figure whose
 values are partly undefined is followed by a table of them, each shown as
 ``undefined (<reason>)`` (the figure draws them as gaps).
+
+A live view (``workbench report --watch``) adds a banner saying how many records the page shows and
+whether the run is still writing; while it is, the page reloads itself every ``refresh_s`` seconds.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
@@ -39,11 +43,47 @@ td.value { font-family: ui-monospace, monospace; }
 .note { color: #a60; }
 .undefined td, .undefined th { color: #666; }
 section.figure { border-top: 1px solid #ddd; margin-top: 2rem; padding-top: 0.5rem; }
+.live { background: #eef5ff; border: 1px solid #9bc; padding: 0.4rem 0.8rem; }
 """
 
 
-def render_report_page(results: RunResults, figures: list[ReportFigure], plotly_js: str) -> str:
-    """The whole report page as one HTML string, with ``plotly_js`` inlined once."""
+@dataclass(frozen=True)
+class LiveView:
+    """What a live page says about the run it shows.
+
+    Attributes:
+        records: committed records the page's tables were computed from.
+        writing: whether the run is still writing its cache (the page then reloads itself).
+        refresh_s: seconds between reloads while it writes.
+        built_at: when the page was built (UTC, ``HH:MM:SS``).
+    """
+
+    records: int
+    writing: bool
+    refresh_s: int
+    built_at: str
+
+    def banner(self) -> str:
+        """The page's live-view paragraph (HTML)."""
+        shown = "1 record" if self.records == 1 else f"{self.records} records"
+        if self.writing:
+            state = (
+                f"shows the <b>{shown}</b> committed so far; the run is still writing. "
+                f"This page reloads itself every {self.refresh_s} s"
+            )
+        else:
+            state = f"shows all <b>{shown}</b>: the run has finished writing its cache. This page no longer reloads"
+        return (
+            f'<p class="live" id="live-view">Live view, built {self.built_at} UTC from the cache: it {state}. '
+            "Probe and attribution figures appear in <code>workbench report</code> once "
+            "<code>workbench probe</code> / <code>workbench attribute</code> have run.</p>"
+        )
+
+
+def render_report_page(
+    results: RunResults, figures: list[ReportFigure], plotly_js: str, live: LiveView | None = None
+) -> str:
+    """The whole report page as one HTML string, with ``plotly_js`` inlined once (``live``: a live view's)."""
     name = escape_html(results.name)
     return "\n".join(
         [
@@ -51,12 +91,14 @@ def render_report_page(results: RunResults, figures: list[ReportFigure], plotly_
             '<html lang="en">',
             "<head>",
             '<meta charset="utf-8">',
+            *([f'<meta http-equiv="refresh" content="{live.refresh_s}">'] if live is not None and live.writing else []),
             f"<title>Workbench report: {name}</title>",
             f"<style>{PAGE_STYLE}</style>",
             f'<script type="text/javascript">{plotly_js}</script>',
             "</head>",
             "<body>",
             f"<h1>Workbench report: {name}</h1>",
+            *([live.banner()] if live is not None else []),
             f"<p>Run folder: <code>{escape_html(str(results.run_dir))}</code></p>",
             _run_summary(results.config),
             _figure_index(figures),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,7 @@ class RunResults:
             for name, table in REPORT_TABLES.items()
             if folder.table(name).is_file()
         }
-        return cls(run_dir=folder.root, config=_read_config(folder.config), **tables)
+        return cls(run_dir=folder.root, config=folder.read_config(), **tables)
 
     @property
     def name(self) -> str:
@@ -84,13 +83,3 @@ class RunResults:
 REPORT_TABLES: dict[str, RunTable] = {
     name: table for name, table in RUN_TABLES.items() if name in {field.name for field in fields(RunResults)}
 }
-
-
-def _read_config(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as error:
-        raise RunFolderError(f"{path}: not valid TOML ({error}); restore the file `workbench run` wrote") from None

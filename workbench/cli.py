@@ -158,6 +158,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run", type=Path, help="a run folder or its cache.h5")
     report.add_argument("-o", "--output", type=Path, help="report folder (default: <run>/report)")
+    report.add_argument(
+        "--export",
+        nargs="?",
+        const="png,svg,pdf,summary",
+        metavar="FORMATS",
+        help="also write every figure as static files into <report>/figures/ and a one-page summary.pdf: "
+        "a comma-separated list of png, svg, pdf, summary (default when given alone: all four); needs the "
+        "kaleido package and Chrome or Chromium",
+    )
+    report.add_argument(
+        "--watch",
+        action="store_true",
+        help="live view of a run that is still writing: rebuild the page whenever records are committed "
+        "(the page says how many it shows and reloads itself) until the run closes its cache",
+    )
+    report.add_argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="with --watch: seconds between two looks at the cache and two page reloads (default: 5)",
+    )
     report.set_defaults(handler=_report)
 
     download = commands.add_parser(
@@ -179,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from workbench.config import RunConfig
     from workbench.pipeline import plan_run, probe_stage, results_stage, run_stage
+    from workbench.presets import preset_overrides
     from workbench.progress import progress_display
     from workbench.run_folder import RunFolder
     from workbench.runner import ExperimentRunner
@@ -194,6 +217,8 @@ def _run(args: argparse.Namespace) -> int:
             config.model, **{k: v for k, v in (("spec", args.model), ("backend", args.backend)) if v}
         )
     config = dataclasses.replace(config, **overrides)
+    for line in preset_overrides(config):
+        console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
     stages = [stage.strip() for stage in args.stages.split(",") if stage.strip()]
     unknown = sorted(set(stages) - {"run", "results", "probe", "report"})
     if unknown:
@@ -315,9 +340,37 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from reports import build_report
+    from reports.build import LiveBuild, build_report, export_report, watch_report
+    from reports.static_export import parse_export_choices
 
+    choices = parse_export_choices(args.export) if args.export is not None else None
+    if args.watch:
+        if choices is not None:
+            raise ValueError(
+                "--watch and --export cannot be combined: export once the run has finished "
+                f"(workbench report {args.run} --export)"
+            )
+        if not args.interval > 0:
+            raise ValueError(f"--interval {args.interval}: give a positive number of seconds")
+
+        def built(build: LiveBuild) -> None:
+            state = "the run is still writing" if build.writing else "the run has finished"
+            line = f"report: {build.page} ({build.records} records; {state})"
+            out.print(escape(line), highlight=False, soft_wrap=True)
+
+        def waiting(cache: Path) -> None:
+            console.print(escape(f"waiting for {cache} to appear (start `workbench run CONFIG`; Ctrl-C stops)"))
+
+        try:
+            watch_report(args.run, args.output, interval_s=args.interval, on_build=built, on_wait=waiting)
+        except KeyboardInterrupt:
+            console.print("stopped watching; the last page written stays in place")
+        return 0
     out.print(f"report: {build_report(args.run, args.output)}")
+    if choices is not None:
+        written = export_report(args.run, args.output, choices)
+        folders = sorted({str(path.parent) for path in written})
+        out.print(escape(f"exported: {len(written)} files into {', '.join(folders)}"), highlight=False, soft_wrap=True)
     return 0
 
 
