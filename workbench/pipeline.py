@@ -25,10 +25,12 @@ from probes import ProbeConfig, run_probe_stage
 from workbench.config import RunConfig
 from workbench.experiment.records import RECORD_COLUMNS, decode_records
 from workbench.models.loading import LoadedModel, ModelLocation, check_device, load_model, resolve_model_spec
-from workbench.protocols import Condition, factorial_conditions
+from workbench.presets import preset_lines
+from workbench.protocols import Condition, dialogue_schedule, factorial_conditions
 from workbench.results import ResultsConfig, ResultTables, compute_results, record_row, write_results
 from workbench.run_folder import RunFolder, RunFolderError
 from workbench.runner import ExperimentRunner
+from workbench.semantic_equivalence import check_nli_model, resolved_rule
 from workbench.tasks.items import Item
 from workbench.tasks.registry import load_configured_task
 
@@ -65,6 +67,7 @@ class RunPlan:
             f"task: {config.task.name}, {len(self.items)} items",
             f"conditions: {len(self.conditions)} ({', '.join(condition.name for condition in self.conditions)})",
             f"records: {self.n_records} answer rounds into {RunFolder(config.run_dir).cache}",
+            *preset_lines(config),
         ]
 
 
@@ -87,6 +90,15 @@ def plan_run(config: RunConfig, *, overwrite: bool = False) -> RunPlan:
     conditions = factorial_conditions(
         settings.instructions, settings.cot, settings.feedback, settings.rounds, settings.history_mode
     )
+    rules = {resolved_rule(settings.uncertainty_equivalence, bool(item.options)) for item in items}
+    needed = sorted(rule for rule in rules if rule is not None)
+    if settings.uncertainty_samples and needed:
+        check_nli_model(settings.nli_model, needed[0])  # config.json only; before the model loads
+    protocol = settings.protocol_config()
+    one_item_per_task = {item.task: item for item in items}.values()
+    for condition in conditions:
+        for item in one_item_per_task:
+            dialogue_schedule(item, condition, protocol)  # a cell without source templates: one line, now
     cache_path = RunFolder(run_dir).cache
     if cache_path.is_file() and not overwrite:
         wanted = config_sha256(config.to_dict())

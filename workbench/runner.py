@@ -8,6 +8,7 @@ regenerates what it needs for the transcript and writes only the records the cac
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -22,22 +23,33 @@ from workbench.config import ConfigError, ProtocolSettings, RunConfig
 from workbench.critics import Critic, ModelCritic, OpenAICompatibleCritic, OracleCritic
 from workbench.critics.openai_compatible import EndpointConfig
 from workbench.experiment.records import RECORD_COLUMNS, encode_index, encode_option_probs, record_key
-from workbench.generation import chat_prompt, check_prompt_lengths, decode_text, generate_greedy, sample_continuations
+from workbench.generation import (
+    chat_prompt,
+    check_prompt_lengths,
+    generate_greedy,
+    sample_continuations,
+    sample_text,
+)
 from workbench.hooks import parse_sites
-from workbench.hooks.positions import position_name
+from workbench.hooks.positions import in_context_continuation, position_name
 from workbench.hooks.sites import SiteKind
 from workbench.metrics.answers import parse_option
 from workbench.metrics.options import option_probabilities
-from workbench.metrics.uncertainty import anchor_clusters, same_option_equivalence, semantic_uncertainty
+from workbench.metrics.uncertainty import (
+    anchor_clusters,
+    distinct_samples,
+    semantic_uncertainty,
+    uncertainty_token_budget,
+)
 from workbench.models.loading import LoadedModel, load_model
 from workbench.option_scoring import continuation_mean_nll, option_mean_nll
 from workbench.protocols import (
     Condition,
     Dialogue,
-    ProtocolConfig,
     RoundPrompt,
     WeakEvidence,
     add_weak_evidence,
+    complete_turn,
     dialogue_complete,
     factorial_conditions,
     feedback_due,
@@ -46,9 +58,17 @@ from workbench.protocols import (
     next_prompt,
 )
 from workbench.protocols.dialogue import PendingTurn
-from workbench.protocols.history import clean_messages, faithful_history
+from workbench.protocols.history import clean_messages, faithful_history, script_reply
 from workbench.protocols.self_distinguish import bbq_stereotype_prompt, sample_output_pairs, toxicity_pair_prompt
 from workbench.protocols.templates import split_chat_turn
+from workbench.semantic_equivalence import (
+    NliClassifier,
+    equivalence_name,
+    judged_equivalence,
+    nli_rule_of,
+    option_equivalence,
+    resolved_rule,
+)
 from workbench.tasks.items import Item
 from workbench.toxicity.scorer import ToxicityScorer, score_texts
 from workbench.toxicity.scorer_config import build_toxicity_scorer
@@ -110,7 +130,7 @@ class ExperimentRunner:
         self.conditions = factorial_conditions(
             settings.instructions, settings.cot, settings.feedback, settings.rounds, settings.history_mode
         )
-        self.protocol = ProtocolConfig(family=settings.family, eos_token=settings.eos_token)
+        self.protocol = settings.protocol_config()
         self.critic = build_critic(settings, model) if any(settings.feedback) else None
         arch = model.architecture
         self.sites = parse_sites(list(config.capture.sites), arch.n_layers, arch.n_heads)
@@ -206,33 +226,39 @@ class ExperimentRunner:
     def _run_dialogues(
         self, condition: Condition, items: Sequence[Item]
     ) -> Iterator[tuple[list[dict[str, Any]], dict[tuple[str, str], np.ndarray]]]:
-        """Advance the dialogues of ``items`` in lockstep; yield records + activations per answer round."""
+        """Advance the dialogues of ``items`` in lockstep; yield records + activations per answer round.
+
+        A dialogue ended by paper 2's answer collapse (``collapse_answers``) stops after the record of
+        the answer that named no option; the others go on.
+        """
+        protocol = self.protocol
         dialogues = {item.item_id: Dialogue(item.item_id) for item in items}
         caches: dict[str, DialogueKV] = {}
         toxicity: dict[str, list[float]] = {}  # item -> toxicity of each answer round so far
         while True:
             active = [
-                item for item in items if not dialogue_complete(item, condition, dialogues[item.item_id], self.protocol)
+                item for item in items if not dialogue_complete(item, condition, dialogues[item.item_id], protocol)
             ]
             if not active:
                 return
             prompts: list[RoundPrompt] = []
             for item in active:
                 dialogue = dialogues[item.item_id]
-                target = feedback_due(item, condition, dialogue, self.protocol)
+                target = feedback_due(item, condition, dialogue, protocol)
                 if target is not None:
                     assert self.critic is not None, "feedback condition without a critic"
-                    text = self.critic.feedback(item, dialogue, target.response)
+                    text = self.critic.feedback(item, dialogue.through(target), script_reply(target.response))
                     dialogue = dialogue.append(feedback_turn(text, self.critic.name, target.round))
                     dialogues[item.item_id] = dialogue
-                prompt = next_prompt(item, condition, self._seen_by_model(dialogue), self.protocol)
+                prompt = next_prompt(item, condition, self._seen_by_model(dialogue), protocol)
                 assert prompt is not None
                 prompts.append(prompt)
             texts = [self._prompt_text(prompt) for prompt in prompts]
             faithful = condition.history_mode == "faithful"
             prompt_ids = [self.model.tokenizer(text, add_special_tokens=faithful)["input_ids"] for text in texts]
-            kind = prompts[0].turn.kind
-            budget = self.config.protocol.answer_tokens if kind == "answer" else self.config.protocol.rationale_tokens
+            kind = prompts[0].turn.kind  # dialogues of one condition advance in step: one kind and budget
+            settings = self.config.protocol
+            budget = settings.answer_tokens if prompts[0].turn.budget == "answer" else settings.rationale_tokens
             check_prompt_lengths(
                 prompt_ids,
                 budget,
@@ -248,7 +274,7 @@ class ExperimentRunner:
             else:
                 texts_out = generate_greedy(self.model, prompt_ids, budget, self.config.capture.batch_size).texts
             for item, prompt, text in zip(active, prompts, texts_out):
-                dialogues[item.item_id] = dialogues[item.item_id].append(prompt.turn.complete(text))
+                dialogues[item.item_id] = complete_turn(item, dialogues[item.item_id], prompt.turn, text)
             if kind == "answer":
                 yield self._answer_records(
                     condition,
@@ -305,27 +331,79 @@ class ExperimentRunner:
         caches.update(zip((item.item_id for item in items), answered.caches))
         return answered
 
+    @functools.cached_property
+    def _nli_classifier(self) -> NliClassifier:
+        """The ``[protocol] nli_model`` classifier, loaded onto the model's device at its first use."""
+        settings = self.config.protocol
+        rule = nli_rule_of(settings.uncertainty_equivalence)
+        assert rule is not None, "the option rule needs no NLI classifier"
+        return NliClassifier.load(settings.nli_model, rule, self.model.device)
+
     def _semantic_uncertainty(
-        self, items: Sequence[Item], prompt_ids: Sequence[list[int]], keys: Sequence[str]
-    ) -> np.ndarray:
-        """Paper 4's sample-based uncertainty of each round input (NaN when sampling is off)."""
+        self,
+        items: Sequence[Item],
+        texts: Sequence[str],
+        prompt_ids: Sequence[list[int]],
+        keys: Sequence[str],
+        *,
+        add_special_tokens: bool,
+    ) -> tuple[np.ndarray, list[str]]:
+        """Paper 4's sample-based uncertainty of each round input, and the equivalence that clustered it.
+
+        docs/protocols.md §2.2: ``uncertainty_samples`` samples per prompt (``uncertainty_sampling``,
+        the task's token budget), their texts without repeats, each scored by the mean token NLL of
+        ``texts[i] + sample`` re-tokenized (the continuation split where the prompt's own tokens end,
+        special tokens as ``add_special_tokens``), clustered by ``uncertainty_equivalence``. Returns
+        ``[n]`` nats (NaN when sampling is off or no sample has a token) and the record's
+        ``uncertainty_equivalence`` per item (``""`` where the value is NaN).
+        """
         settings = self.config.protocol
         values = np.full(len(items), np.nan)
+        names = [""] * len(items)
         if settings.uncertainty_samples == 0:
-            return values
-        seed = self.config.seed + zlib.crc32(keys[0].encode())  # same draws when a run resumes
-        samples = sample_continuations(
-            self.model, prompt_ids, settings.uncertainty_samples, settings.answer_tokens, seed
-        )
-        pairs = [(ids, sample) for ids, group in zip(prompt_ids, samples) for sample in group]
-        nll = continuation_mean_nll(self.model, pairs, self.config.capture.batch_size)
+            return values, names
+        tokenizer, batch_size = self.model.tokenizer, self.config.capture.batch_size
+        budgets = [
+            uncertainty_token_budget(item.task, settings.answer_tokens, settings.uncertainty_tokens) for item in items
+        ]
+        samples: list[list[str]] = [[] for _ in items]
+        for budget in sorted(set(budgets)):
+            members = [index for index, item_budget in enumerate(budgets) if item_budget == budget]
+            seed = self.config.seed + zlib.crc32(keys[members[0]].encode())  # same draws when a run resumes
+            drawn = sample_continuations(
+                self.model,
+                [prompt_ids[index] for index in members],
+                settings.uncertainty_samples,
+                budget,
+                seed,
+                settings.uncertainty_sampling,
+                batch_size,
+            )
+            for index, rows in zip(members, drawn):
+                samples[index] = distinct_samples([sample_text(tokenizer, row) for row in rows])
+        pairs = [
+            in_context_continuation(tokenizer, texts[index], sample, add_special_tokens=add_special_tokens)
+            for index, group in enumerate(samples)
+            for sample in group
+        ]
+        nll = continuation_mean_nll(self.model, pairs, batch_size)
+        offset = 0
         for index, (item, group) in enumerate(zip(items, samples)):
-            texts = [decode_text(self.model.tokenizer, sample) for sample in group]
-            per_sample = nll[index * len(group) : (index + 1) * len(group)]
-            kept = [position for position in range(len(group)) if np.isfinite(per_sample[position])]
-            clusters = anchor_clusters([texts[k] for k in kept], same_option_equivalence(item.options))
-            values[index] = semantic_uncertainty(per_sample[kept].tolist(), clusters)
-        return values
+            per_sample, offset = nll[offset : offset + len(group)], offset + len(group)
+            scored = np.isfinite(per_sample)
+            kept = [sample for sample, finite in zip(group, scored) if finite]
+            if not kept:
+                continue
+            rule = resolved_rule(settings.uncertainty_equivalence, bool(item.options))
+            if rule is None:
+                equivalent = option_equivalence(item.options, settings.parse_rule, gold=item.gold)
+            else:
+                classifier = self._nli_classifier
+                judgements = classifier.judgements(kept, batch_size)
+                equivalent = judged_equivalence(kept, judgements, classifier.labels, rule)
+            values[index] = semantic_uncertainty(per_sample[scored].tolist(), anchor_clusters(kept, equivalent))
+            names[index] = equivalence_name(rule, parse_rule=settings.parse_rule, nli_model=settings.nli_model)
+        return values, names
 
     def _self_distinguish(
         self, condition: Condition, items: Sequence[Item], dialogues: Sequence[Dialogue]
@@ -421,7 +499,9 @@ class ExperimentRunner:
         to ``toxicity_history`` (item -> one score per answer round)."""
         settings = self.config.protocol
         keys = [record_key(condition.name, item.item_id, prompt.turn.round) for item, prompt in zip(items, prompts)]
-        uncertainty = self._semantic_uncertainty(items, prompt_ids, keys)
+        uncertainty, uncertainty_equivalence = self._semantic_uncertainty(
+            items, texts, prompt_ids, keys, add_special_tokens=condition.history_mode == "faithful"
+        )
         distinguish = self._self_distinguish(condition, items, dialogues)
         answers, answer_ids = answered.texts, answered.answer_ids
         probabilities = {index: option_probabilities(nll) for index, nll in enumerate(answered.option_nll) if len(nll)}
@@ -437,7 +517,7 @@ class ExperimentRunner:
         records = []
         for index, (item, prompt, text, answer) in enumerate(zip(items, prompts, texts, answers)):
             probs = probabilities.get(index)
-            parsed = parse_option(answer, item.options, settings.parse_rule) if item.options else None
+            parsed = parse_option(answer, item.options, settings.parse_rule, gold=item.gold) if item.options else None
             by_logprob = int(np.argmax(probs)) if probs is not None else None
             predicted = by_logprob if settings.answer_scoring == "logprob" else parsed
             metadata = item.metadata
@@ -455,6 +535,7 @@ class ExperimentRunner:
                     "category": item.category,
                     "context_condition": str(metadata.get("context_condition", "")),
                     "question_polarity": str(metadata.get("question_polarity", "")),
+                    "label_type": str(metadata.get("label_type", "")),
                     "template_id": prompt.turn.template_id,
                     "gold": encode_index(item.gold),
                     "target_index": encode_index(metadata.get("target_index")),
@@ -466,6 +547,7 @@ class ExperimentRunner:
                     "toxicity": float(toxicity[index]),
                     "toxicity_scorer": scorer_name if index in scored_texts else "",
                     "semantic_uncertainty": float(uncertainty[index]),
+                    "uncertainty_equivalence": uncertainty_equivalence[index],
                     "distinguish_predicted": distinguish[index][0],
                     "distinguish_gold": distinguish[index][1],
                     "pairwise_distinguish_accuracy": np.nan,

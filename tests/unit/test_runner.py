@@ -165,11 +165,14 @@ def test_config_errors_are_one_line(tmp_path: Path, model_dir: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[protocol]\nrounds = 2\nround = 3\n")
     with pytest.raises(
-        ConfigError, match=r"bad.toml: \[protocol\] has unknown key\(s\) round; valid keys: instructions"
+        ConfigError, match=r"bad.toml: \[protocol\] has unknown key\(s\) round; valid keys: preset, instructions"
     ):
         RunConfig.load(path)
     path.write_text("[protocol]\nanswer_tokens = 0\n")
     with pytest.raises(ConfigError, match="answer_tokens must be at least 1, not 0"):
+        RunConfig.load(path)
+    path.write_text('[protocol]\nfamily = "paper4"\nhide_unreviewed_turns = true\n')
+    with pytest.raises(ConfigError, match=r"\[protocol\] hide_unreviewed_turns = true reproduces a rule of paper 2"):
         RunConfig.load(path)
     path.write_text(f'[capture]\nsites = ["blocks.0.hook_resid"]\n[model]\nspec = "{model_dir}"\n')
     assert main(["run", str(path), "--output-dir", str(tmp_path / "runs"), "--stages", "run"]) == 2
@@ -242,3 +245,59 @@ def test_generation_task_scores_toxicity_and_pairwise_self_distinguish(tmp_path:
         assert np.isnan(records["pairwise_distinguish_accuracy"][~last]).all()
     tables, _ = results_stage(run_dir)
     assert {"toxicity", "pairwise_distinguish_accuracy"} <= {row["metric"] for row in tables.tables["behaviour"]}
+
+
+def test_paper2_answer_collapse_ends_dialogues_without_a_label(tmp_path: Path, model_dir: Path) -> None:
+    """collapse_answers: a round-1 record exists exactly for the items whose round-0 answer names an option,
+    and its faithful transcript holds that answer as the label alone (qzm233 inference_feedback_cot.py:127-136)."""
+    config = _config(tmp_path, model_dir, history="faithful", name="collapse")
+    config = dataclasses.replace(
+        config, protocol=dataclasses.replace(config.protocol, instructions=("intrinsic",), collapse_answers=True)
+    )
+    with open_cache(run_stage(config) / "cache.h5") as reader:
+        records = reader.records
+        rows = list(zip(records["item_id"], records["round"], records["answer"], records["prompt"]))
+    first = {item: answer for item, r, answer, _ in rows if r == 0}
+    later = {item: prompt for item, r, _, prompt in rows if r == 1}
+    assert len(first) == 6
+    for item, answer in first.items():
+        label = next((label for label in ("(a)", "(b)", "(c)") if label in answer), None)
+        assert (item in later) == (label is not None), (item, answer)
+        if label is not None:
+            assert f"answer choice is {label}</s>\n" in later[item]
+
+
+def test_turn_parity_budgets_and_the_critic_reviews_rationales(tmp_path: Path, model_dir: Path) -> None:
+    config = _config(tmp_path, model_dir, name="parity")
+    protocol = dataclasses.replace(
+        config.protocol, instructions=("none",), turn_parity=True, answer_tokens=2, rationale_tokens=5
+    )
+    with open_cache(run_stage(dataclasses.replace(config, protocol=protocol)) / "cache.h5") as reader:
+        tokens = {
+            r: {int(n) for n, rr in zip(reader.records["n_answer_tokens"], reader.records["round"]) if rr == r}
+            for r in (0, 1)
+        }
+    assert max(tokens[0]) == 5 and max(tokens[1]) <= 2  # odd turns get 256 tokens upstream: rationale_tokens
+
+    reviewed: list[tuple[str, str, str]] = []
+
+    class RecordingCritic:
+        """A critic that writes down which output it was shown, and says so."""
+
+        name = "recording"
+
+        def feedback(self, item, dialogue, answer_text: str) -> str:
+            last = dialogue.model_turns[-1]
+            reviewed.append((last.kind, last.template_id, answer_text))
+            return f"feedback on {last.kind}"
+
+    def use_recording_critic(runner):
+        runner.critic = RecordingCritic()
+        return None
+
+    cot = dataclasses.replace(
+        config.protocol, instructions=("none",), cot=(True,), feedback=(True,), rationale_tokens=3
+    )
+    run_stage(dataclasses.replace(config, name="critic", protocol=cot), on_model_loaded=use_recording_critic)
+    assert reviewed and {kind for kind, _, _ in reviewed} == {"rationale"}
+    assert {template for _, template, _ in reviewed} == {"bbq.cot.rationale.v1", "bbq.feedback.rationale.v1"}
