@@ -10,6 +10,7 @@ from reports.tables import read_table
 from workbench.run_folder import RUN_TABLES, RunFolder, RunFolderError, RunTable
 from workbench.run_tables import (
     AnswerFlip,
+    BBQCategoryMetric,
     BehaviourMetric,
     BiasLevel,
     CalibrationBin,
@@ -40,6 +41,7 @@ class RunResults:
     calibration: tuple[CalibrationBin, ...] | None = None
     behaviour_interactions: tuple[InteractionEffect, ...] | None = None
     items: tuple[ItemAnswer, ...] | None = None
+    bbq_categories: tuple[BBQCategoryMetric, ...] | None = None
     layer_scores: tuple[LayerScore, ...] | None = None
     morality: tuple[MoralityLevel, ...] | None = None
     concept_uncertainty: tuple[ConceptUncertainty, ...] | None = None

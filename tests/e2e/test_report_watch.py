@@ -145,7 +145,10 @@ def watched(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> tuple[
 def test_pages_follow_the_records_as_they_commit(watched: tuple[Path, list[tuple[LiveBuild, str]]]) -> None:
     run_dir, builds = watched
     counts = [build.records for build, _ in builds]
-    assert counts == sorted(set(counts)), "every page shows more records than the one before"
+    live = [build.records for build, _ in builds if build.writing]
+    assert live == sorted(set(live)), "every page built while the run writes shows more records than the one before"
+    # the last page (the run closed its cache) may show the count of the last live page, without the refresh
+    assert counts[:-1] == live and counts[-1] >= live[-1]
     assert counts[-1] == RECORDS
     assert [build.writing for build, _ in builds] == [True] * (len(builds) - 1) + [False]
     assert any(0 < build.records < RECORDS for build, _ in builds), "no page was built while the run wrote"
