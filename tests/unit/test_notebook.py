@@ -197,6 +197,7 @@ def test_tables_are_every_csv_the_folder_holds(run_dir: Path) -> None:
                     elif isinstance(value, str):
                         assert value == cell, (name, column)
                     else:
+                        # the same CSV text parsed to float64 twice (pandas vs float()): equal up to rounding
                         assert float(value) == pytest.approx(float(cell), rel=1e-12), (name, column)
         items = run.table("items")
         assert items["item_id"].dtype == "str"  # ids stay text even where they look like numbers

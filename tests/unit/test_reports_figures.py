@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 import re
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from reports.figures import (
     reliability_figure,
     uncertainty_figure,
 )
-from reports.static_export import StaticExporterMissingError, export_figure
+from reports.static_export import export_figure
 from workbench.run_tables import (
     AnswerFlip,
     BehaviourMetric,
@@ -361,14 +360,6 @@ def test_item_answers_figure_correctness_and_escaping() -> None:
     assert HOSTILE not in text and "<b onmouseover" not in text
     assert "&lt;b onmouseover=x&gt;" in fig.data[0].hovertext[1][0]
     assert item_answers_figure(items, max_items=1).data[0].y == ("i1",)
-
-
-def test_export_figure_names_missing_exporter(tmp_path: Path) -> None:
-    if importlib.util.find_spec("kaleido") is not None:
-        pytest.skip("kaleido is installed here; the missing-exporter error cannot be raised")
-    with pytest.raises(StaticExporterMissingError, match="optional package 'kaleido'"):
-        export_figure(go.Figure(), tmp_path / "figure.png")
-    assert not (tmp_path / "figure.png").exists()
 
 
 def test_export_figure_rejects_unknown_format(tmp_path: Path) -> None:
