@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from workbench.config import RunConfig  # workbench.config imports this module
 
 PresetName = Literal["paper1", "paper2", "paper3", "paper4"]
 PRESET_SECTIONS: tuple[str, ...] = ("protocol", "results", "task")
@@ -215,12 +218,12 @@ def apply_preset(table: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def _configured(config: Any, setting: PresetSetting) -> Any:
+def _configured(config: RunConfig, setting: PresetSetting) -> Any:
     value = getattr(getattr(config, setting.section), setting.key)
     return list(value) if isinstance(value, tuple) else value
 
 
-def preset_overrides(config: Any) -> list[str]:
+def preset_overrides(config: RunConfig) -> list[str]:
     """One line per preset setting that ``config`` (a resolved ``RunConfig``) contradicts.
 
     The configuration's own value is the one that runs; the line says so.
@@ -236,7 +239,7 @@ def preset_overrides(config: Any) -> list[str]:
     return lines
 
 
-def preset_lines(config: Any) -> list[str]:
+def preset_lines(config: RunConfig) -> list[str]:
     """What the preset of ``config`` set, one line per setting, for ``workbench run --check``."""
     preset_name = config.protocol.preset
     if preset_name is None:
