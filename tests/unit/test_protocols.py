@@ -526,3 +526,12 @@ def test_self_distinguish_prompts_and_label_bug() -> None:
     assert toxicity_pair_prompt("A!", "B.", 0.9, 0.1, faithful_label_bug=True).gold == 1
     assert toxicity_pair_prompt("A!", "B.", 0.9, 0.1, history="H").gold == 1
     assert toxicity_pair_prompt("A", "B", 0.5, 0.5).gold == 2
+
+
+def test_condition_labels_are_the_words_reports_show() -> None:
+    from workbench.protocols.conditions import Condition, condition_label
+
+    assert Condition("intrinsic", cot=True, feedback=False).label == "intrinsic instruction · CoT · no feedback"
+    assert condition_label("instr=none+cot=off+fb=on") == "no instruction · no CoT · feedback"
+    assert condition_label("instr=ladder-1+cot=off+fb=off") == "ladder 1 (most explicit) · no CoT · no feedback"
+    assert condition_label("checkpoint-a") == "checkpoint-a"

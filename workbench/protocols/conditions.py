@@ -84,6 +84,11 @@ class Condition:
         """Stable name used in every table, e.g. ``"instr=intrinsic+cot=off+fb=off"``."""
         return f"instr={self.instruction}+cot={_switch(self.cot)}+fb={_switch(self.feedback)}"
 
+    @property
+    def label(self) -> str:
+        """Human label for figures and tables, e.g. ``"intrinsic instruction · no CoT · no feedback"``."""
+        return condition_label(self.name)
+
 
 def parse_condition_name(name: str) -> dict[str, str]:
     """Factor levels from a condition name: ``{"instruction": ..., "cot": "on"|"off", "feedback": ...}``.
@@ -100,6 +105,33 @@ def parse_condition_name(name: str) -> dict[str, str]:
     if set(levels) != set(keys.values()):
         raise ConditionError(f"condition name {name!r} lacks one of instr=, cot=, fb=")
     return levels
+
+
+_INSTRUCTION_LABELS = {
+    "none": "no instruction",
+    "intrinsic": "intrinsic instruction",
+    "ladder-1": "ladder 1 (most explicit)",
+    "ladder-2": "ladder 2",
+    "ladder-3": "ladder 3 (review prompt)",
+    "ladder-4": "ladder 4 (CoT opening)",
+    "negated": "negated instruction",
+}
+
+
+def condition_label(name: str) -> str:
+    """Human label of a condition name, the words every report and figure shows.
+
+    ``"instr=intrinsic+cot=on+fb=off"`` -> ``"intrinsic instruction · CoT · no feedback"``. A name
+    that is not a condition name (a custom arm of a comparison, say) is returned unchanged.
+    """
+    try:
+        levels = parse_condition_name(name)
+    except ConditionError:
+        return name
+    instruction = _INSTRUCTION_LABELS.get(levels["instruction"], levels["instruction"])
+    cot = "CoT" if levels["cot"] == "on" else "no CoT"
+    feedback = "feedback" if levels["feedback"] == "on" else "no feedback"
+    return f"{instruction} · {cot} · {feedback}"
 
 
 def factorial_conditions(
