@@ -33,7 +33,7 @@ from probes.persistence import SavedProbe, check_width
 from workbench.experiment.records import decode_records
 from workbench.metrics.options import option_entropy
 from workbench.metrics.statistics import factorial_effects
-from workbench.results import factorial_levels
+from workbench.metrics.tables import factorial_levels
 
 UNCERTAINTY_MEASURES = ("semantic_uncertainty", "option_entropy")
 """What the ``uncertainty`` of a run's records is: paper 4's recorded sample-based uncertainty

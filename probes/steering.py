@@ -1,7 +1,7 @@
 """Steering check: add ``alpha`` x the unit probe direction at one layer and watch the options move.
 
 For each alpha the run's round-0 prompts are scored by option log-probability
-(``workbench.option_scoring.option_mean_nll`` -> ``option_probabilities``) while
+(``workbench.inference.option_scoring.option_mean_nll`` -> ``option_probabilities``) while
 ``workbench.hooks.intervene`` adds the vector at every position of ``blocks.{layer}.{site}``. The
 control arm adds a seeded random unit direction times the same alpha (the same norm). A probe
 direction that moves the answers more than a random one is evidence that the model uses it.
@@ -20,7 +20,7 @@ from probes.errors import ProbeInputError
 from workbench.hooks import Intervention, intervene
 from workbench.metrics.options import option_probabilities
 from workbench.models.loading import LoadedModel
-from workbench.option_scoring import option_mean_nll
+from workbench.inference.option_scoring import option_mean_nll
 from workbench.tasks.items import OPTION_LETTERS
 
 STEERABLE_SITES = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")

@@ -209,7 +209,7 @@ def _gone_writer(cache: Path) -> str | None:
 def _live_build(folder: RunFolder, out_dir: Path | None, writing: bool, interval_s: float) -> LiveBuild:
     """Compute the behavioural tables from the committed records and write the live page."""
     from workbench.pipeline import record_rows, run_config
-    from workbench.results import compute_results, write_results
+    from workbench.metrics.tables import compute_results, write_results
 
     rows = record_rows(folder.cache)
     tables = compute_results(rows, run_config(folder.root).results)

@@ -9,7 +9,7 @@ A run is one TOML file::
     [protocol]  instructions, cot, feedback, rounds, history_mode, family, critic, token budgets
     [capture]   sites, positions, batch_size
     [cache]     dtype, compression, queue_size
-    [results]   see workbench.results.ResultsConfig
+    [results]   see workbench.metrics.tables.ResultsConfig
     [toxicity]  see workbench.toxicity.ToxicityScorerConfig (scores generation tasks' answers)
     [probe]     see probes.ProbeConfig (optional stage)
 
@@ -29,15 +29,15 @@ import tomli_w
 from probes.config import ProbeConfig
 from probes.errors import ProbeConfigError
 from workbench.config_tables import ConfigTableError, check_field_types, dataclass_from_table, dataclass_to_table
-from workbench.generation import SamplingMethod
+from workbench.inference.generation import SamplingMethod
 from workbench.hooks.positions import TOKEN_POSITIONS, VECTOR_POSITIONS
 from workbench.metrics.answers import ParseRule
 from workbench.presets import PresetError, PresetName, apply_preset
 from workbench.protocols.conditions import INSTRUCTIONS
 from workbench.protocols.options import ProtocolConfig, ProtocolConfigError
 from workbench.protocols.schedule import TemplateFamily
-from workbench.results import ResultsConfig
-from workbench.semantic_equivalence import DEFAULT_NLI_MODEL, EquivalenceRule
+from workbench.metrics.tables import ResultsConfig
+from workbench.inference.semantic_equivalence import DEFAULT_NLI_MODEL, EquivalenceRule
 from workbench.tasks.registry import TaskConfig
 from workbench.toxicity.scorer_config import ToxicityScorerConfig
 

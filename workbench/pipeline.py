@@ -27,10 +27,10 @@ from workbench.experiment.records import RECORD_COLUMNS, decode_records
 from workbench.models.loading import LoadedModel, ModelLocation, check_device, load_model, resolve_model_spec
 from workbench.presets import preset_lines
 from workbench.protocols import Condition, dialogue_schedule, factorial_conditions
-from workbench.results import ResultsConfig, ResultTables, compute_results, record_row, write_results
+from workbench.metrics.tables import ResultsConfig, ResultTables, compute_results, record_row, write_results
 from workbench.run_folder import RunFolder, RunFolderError
-from workbench.runner import ExperimentRunner
-from workbench.semantic_equivalence import check_nli_model, resolved_rule
+from workbench.experiment.runner import ExperimentRunner
+from workbench.inference.semantic_equivalence import check_nli_model, resolved_rule
 from workbench.tasks.items import Item
 from workbench.tasks.registry import load_configured_task
 
@@ -227,7 +227,7 @@ def probe_stage(run: Path, probe: ProbeConfig | None = None, model: LoadedModel 
 
 
 def record_rows(cache_path: Path) -> list[dict[str, Any]]:
-    """The cache's records as the row dicts :func:`workbench.results.compute_results` takes.
+    """The cache's records as the row dicts :func:`workbench.metrics.tables.compute_results` takes.
 
     Raises:
         RunFolderError: the cache lacks record columns a run writes (the behavioural tables would

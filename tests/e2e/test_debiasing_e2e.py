@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.cli import main
+from workbench.cli.main import main
 from workbench.models import EMBEDDED_MODELS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

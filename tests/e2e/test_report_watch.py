@@ -74,7 +74,7 @@ def submit_and_pause(self, *args, **kwargs):
 
 writer.CacheWriter.open = classmethod(open_committing_often)
 writer.CacheWriter.submit = submit_and_pause
-from workbench.cli import main
+from workbench.cli.main import main
 sys.exit(main(["run", config, "--stages", "run"]))
 """
 
@@ -184,7 +184,7 @@ def test_cli_watch_of_a_finished_run_builds_once_and_returns(
         [
             sys.executable,
             "-m",
-            "workbench.cli",
+            "workbench.cli.main",
             "report",
             str(run_dir),
             "--watch",
@@ -260,7 +260,7 @@ def test_a_crashed_writer_is_one_line_while_watching_and_when_watching_starts(tm
     assert all(build.writing for build in builds)
 
     done = subprocess.run(
-        [sys.executable, "-m", "workbench.cli", "report", str(run_dir), "--watch", "--interval", "0.2"],
+        [sys.executable, "-m", "workbench.cli.main", "report", str(run_dir), "--watch", "--interval", "0.2"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -97,7 +97,7 @@ def case_path(out: Path, seed: int) -> Path:
 
 
 def _cli(argv: list[str]) -> tuple[int, str, str]:
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -179,7 +179,7 @@ def test_random_damage_is_answered_in_bounded_time_without_traceback(caches: Pat
     )
     commands = {
         seed: subprocess.Popen(
-            [sys.executable, "-m", "workbench.cli", "cache", "info", str(case_path(caches, seed))],
+            [sys.executable, "-m", "workbench.cli.main", "cache", "info", str(case_path(caches, seed))],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -341,7 +341,7 @@ def test_repair_refuses_an_unreadable_file_and_a_running_writer(tmp_path: Path) 
 def test_cli_repair_answers_in_one_or_two_lines(
     caches: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     run = tmp_path / "run"
     run.mkdir()

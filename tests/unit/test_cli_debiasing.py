@@ -14,14 +14,12 @@ import pytest
 from rich.console import Console
 
 from workbench.attribution.selection import ArchitectureMismatch
-from workbench.cli_debiasing import (
-    CheckpointKindError,
-    CheckpointLabelError,
-    DebiasingConfigError,
+from workbench.cli.debiasing import (
     add_debiasing_commands,
     bias_levels_table,
     checkpoint_label,
 )
+from workbench.cli.errors import CheckpointKindError, CheckpointLabelError, DebiasingConfigError
 from workbench.finetune.cda import NoGenderedWordsError
 from workbench.finetune.prosocial import HeadParameterError
 from workbench.finetune.tasks import TaskDataError
@@ -474,7 +472,7 @@ def test_finetune_pac_mode_reads_the_nested_pac_table(tmp_path: Path, data: dict
 def test_workbench_main_runs_the_commands_and_prints_errors_in_one_line(
     tmp_path: Path, data: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     run = str(tmp_path / "run")
     assert main(["bias", "--run", run]) == 2
@@ -509,7 +507,7 @@ def save_tiny_encoder(folder: Path, family: str = "bert", seed: int = 0) -> str:
 def test_encoder_given_to_a_causal_only_command_is_refused_in_one_line(
     tmp_path: Path, data: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     encoder, run = save_tiny_encoder(tmp_path / "bert"), str(tmp_path / "run")
     common = ["--run", run, "--config", str(data["config"]), "--model", encoder]

@@ -28,7 +28,7 @@ from workbench.hooks.positions import in_context_continuation
 from workbench.metrics.options import option_probabilities
 from workbench.models import LoadedModel
 from workbench.protocols.self_distinguish import bbq_stereotype_prompt, toxicity_pair_prompt
-from workbench.runner import ExperimentRunner
+from workbench.experiment.runner import ExperimentRunner
 from workbench.tasks.registry import load_task
 
 TinyFor = Callable[[PreTrainedTokenizerBase], LoadedModel]

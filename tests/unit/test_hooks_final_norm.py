@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.answering import answer_batch
+from workbench.inference.answering import answer_batch
 from workbench.hooks import Intervention, InterventionError, Site, SiteError, SiteKind, capture, parse_sites
 from workbench.hooks.capture import run_forward
 from workbench.hooks.layout import UnsupportedArchitecture, normalized_before_gain

@@ -13,7 +13,7 @@ from workbench.metrics.uncertainty import (
     semantic_uncertainty,
     uncertainty_token_budget,
 )
-from workbench.semantic_equivalence import option_equivalence
+from workbench.inference.semantic_equivalence import option_equivalence
 
 
 def test_anchor_clustering_with_exact_match() -> None:

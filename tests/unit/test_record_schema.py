@@ -24,8 +24,8 @@ from workbench.experiment.records import (
 )
 from workbench.models import tiny_model
 from workbench.protocols.self_distinguish import bbq_stereotype_prompt
-from workbench.results import RECORD_KEYS
-from workbench.runner import ExperimentRunner
+from workbench.metrics.tables import RECORD_KEYS
+from workbench.experiment.runner import ExperimentRunner
 from workbench.tasks.registry import load_configured_task
 
 ROOT = Path(__file__).resolve().parents[2]

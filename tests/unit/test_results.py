@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from workbench.protocols import factorial_conditions
-from workbench.results import (
+from workbench.metrics.tables import (
     CSV_COLUMNS,
     RecordError,
     ResultsConfig,

@@ -27,7 +27,7 @@ from workbench.attribution.selection import select_debiased_heads
 from workbench.bias.levels import write_bias_levels
 from workbench.models import LoadedModel, tiny_model
 from workbench.protocols import factorial_conditions
-from workbench.results import ResultsConfig, compute_results, write_results
+from workbench.metrics.tables import ResultsConfig, compute_results, write_results
 from workbench.run_folder import (
     ATTRIBUTE_STAGE,
     BIAS_STAGE,

@@ -19,10 +19,10 @@ import torch
 from rich.console import Console
 
 from activations_cache import config_sha256
-from workbench.cli import main
+from workbench.cli.main import main
 from workbench.config import ConfigError, RunConfig
 from workbench.models import tiny_model
-from workbench.progress import LogProgress
+from workbench.cli.progress import LogProgress
 
 BASE = """
 name = "pre"
@@ -226,7 +226,7 @@ def test_run_under_a_scheduler_prints_plain_progress(
 
 
 def test_an_unexpected_error_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import workbench.cli as cli
+    import workbench.cli.main as cli
 
     def broken(args: object) -> int:
         raise RuntimeError("disk quota exceeded\nwhile writing")

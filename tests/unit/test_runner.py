@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import workbench.runner as runner_module
+import workbench.experiment.runner as runner_module
 from activations_cache import open_cache, verify_cache
-from workbench.cli import main
+from workbench.cli.main import main
 from workbench.config import ConfigError, RunConfig
 from workbench.models import tiny_model
 from workbench.pipeline import results_stage, run_stage

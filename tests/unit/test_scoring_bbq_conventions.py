@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import pytest
 
 from workbench.metrics import bbq
-from workbench.results import ResultsConfig, compute_results
+from workbench.metrics.tables import ResultsConfig, compute_results
 
 U = 2  # the unknown option of every item below
 # (predicted, gold, target) per item. Ambiguous items (gold = unknown):

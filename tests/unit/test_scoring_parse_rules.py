@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from workbench.metrics.answers import PARSE_RULES, ParseRuleError, parse_option
-from workbench.results import ResultsConfig, ResultsConfigError, compute_results, write_results
+from workbench.metrics.tables import ResultsConfig, ResultsConfigError, compute_results, write_results
 from workbench.run_folder import RUN_TABLES
 
 OPTIONS = ("The grandfather", "The grandson", "Can't be determined")

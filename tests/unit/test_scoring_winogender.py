@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from workbench.metrics import winogender
-from workbench.results import ResultsConfig, compute_results
+from workbench.metrics.tables import ResultsConfig, compute_results
 
 
 @pytest.mark.parametrize(

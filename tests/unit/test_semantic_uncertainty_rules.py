@@ -12,7 +12,7 @@ import pytest
 
 from workbench.config import ConfigError, ProtocolSettings, RunConfig
 from workbench.metrics.uncertainty import anchor_clusters, distinct_samples, semantic_uncertainty
-from workbench.semantic_equivalence import (
+from workbench.inference.semantic_equivalence import (
     DEFAULT_NLI_MODEL,
     NliLabels,
     equivalence_name,

@@ -24,11 +24,11 @@ import torch
 from activations_cache import open_cache
 from workbench.config import RunConfig
 from workbench.experiment.records import decode_records
-from workbench.generation import sample_continuations, sampling_config, strip_at_eos
+from workbench.inference.generation import sample_continuations, sampling_config, strip_at_eos
 from workbench.metrics.answers import parse_option
 from workbench.models import tiny_model
 from workbench.models.loading import LoadedModel
-from workbench.runner import ExperimentRunner
+from workbench.experiment.runner import ExperimentRunner
 from workbench.tasks.registry import load_configured_task
 
 CONFIG = """
@@ -151,7 +151,7 @@ def test_multinomial_sampling_is_unchanged(model: LoadedModel) -> None:
 
 
 def test_sample_text_is_stripped_with_newlines_as_spaces(model: LoadedModel) -> None:
-    from workbench.generation import sample_text
+    from workbench.inference.generation import sample_text
 
     vocab = model.tokenizer.get_vocab()
     ids = [vocab[word] for word in ("\n", "the", "man", "\n", "is")] + [model.tokenizer.eos_token_id]

@@ -33,7 +33,7 @@ from reports.static_export import (
     plain_title,
     summary_figure,
 )
-from workbench.cli import main
+from workbench.cli.main import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SVG = "{http://www.w3.org/2000/svg}"

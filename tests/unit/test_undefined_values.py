@@ -19,7 +19,7 @@ from reports.run_results import RunResults
 from reports.sections import report_figures
 from reports.tables import read_table
 from workbench.metrics import undefined
-from workbench.results import ResultsConfig, compute_results, write_results
+from workbench.metrics.tables import ResultsConfig, compute_results, write_results
 from workbench.run_tables import BehaviourMetric
 
 CONFIG = ResultsConfig(n_boot=50, seed=0, n_permutations=200)

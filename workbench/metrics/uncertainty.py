@@ -1,7 +1,7 @@
 """Semantic uncertainty of sampled answers (paper 4, docs/protocols.md §2.2) and Kuhn-style entropy.
 
 Given the k sampled continuations of one round input, their mean-token NLLs (nats, prompt masked)
-and an equivalence relation ``equivalent(a, b) -> bool`` (:mod:`workbench.semantic_equivalence`):
+and an equivalence relation ``equivalent(a, b) -> bool`` (:mod:`workbench.inference.semantic_equivalence`):
 
 1. Duplicates are removed (:func:`distinct_samples`; paper 4 clusters ``set(samples)``).
 2. Greedy anchor clustering (:func:`anchor_clusters`): each sample, in order, joins the first

@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from workbench.cli.errors import CheckpointKindError, CheckpointLabelError, DebiasingConfigError
 from workbench.run_folder import RunFolder, RunFolderError
 
 if TYPE_CHECKING:
@@ -50,18 +51,6 @@ EXAMPLE_CONFIG = "workbench/configs/debiasing.toml"
 PATCHING_METHODS = ("activation_patching", "attribution_patching")
 AGREEMENT_TOP_K = 10
 StageConfig = TypeVar("StageConfig")
-
-
-class DebiasingConfigError(ValueError):
-    """A debiasing TOML file that is missing, unreadable, or wrong for the command."""
-
-
-class CheckpointLabelError(ValueError):
-    """``--label`` values that do not match the ``--model`` values one to one."""
-
-
-class CheckpointKindError(ValueError):
-    """An encoder checkpoint given to a command (or a bias measure) that needs a causal LM."""
 
 
 ENCODER_FIXES = {

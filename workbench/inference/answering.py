@@ -7,7 +7,7 @@ only): it yields the first answer token, every option's log-probabilities and, t
 hooks, the prompt's activations. The tree's cache columns are then dropped and ``generate``
 decodes the rest of the answer from the prompt's cache. Values equal the separate passes up to
 float noise (``tests/unit/test_answering.py`` checks them against
-:func:`workbench.option_scoring.option_mean_nll`, :func:`workbench.generation.generate_greedy` and
+:func:`workbench.inference.option_scoring.option_mean_nll`, :func:`workbench.inference.generation.generate_greedy` and
 :func:`workbench.hooks.capture_tokens`). Positions that need the answer (``last``,
 ``answer_mean``) fall back to a clean capture forward over prompt + answer.
 
@@ -17,7 +17,7 @@ answer, and only the tokens after that prefix are encoded. Rows of a batch keep 
 lengths; the batch lays each row out as ``[pad | cached | pad | new]`` with an attention mask over
 the real tokens and positions counted on real tokens, so values equal a fresh encoding up to float
 noise (``tests/unit/test_answering.py``; ``tests/benchmarks/bench_kv_reuse.py`` for the speed-up).
-The batch cache is preallocated (:func:`workbench.generation.preallocated_cache`), so decoding
+The batch cache is preallocated (:func:`workbench.inference.generation.preallocated_cache`), so decoding
 writes in place instead of copying the cache at every step.
 """
 
@@ -32,7 +32,6 @@ import torch
 from transformers import Cache, GenerationConfig
 from transformers.cache_utils import CacheLayerMixin, DynamicLayer, StaticLayer
 
-from workbench.generation import decode_text, eos_token_ids, generate_ids, preallocated_cache, strip_at_eos
 from workbench.hooks import Capture, capture_tokens
 from workbench.hooks.capture import site_reader
 from workbench.hooks.layout import layout_for
@@ -40,8 +39,9 @@ from workbench.hooks.native import native_hooks
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import TokenBatch, in_context_continuation, position_name
 from workbench.hooks.sites import Site, SiteKind
+from workbench.inference.generation import decode_text, eos_token_ids, generate_ids, preallocated_cache, strip_at_eos
+from workbench.inference.option_scoring import continuation_mean_nll
 from workbench.models.loading import LoadedModel
-from workbench.option_scoring import continuation_mean_nll
 
 PREFILL_POSITIONS = ("last_prompt",)
 

@@ -18,12 +18,12 @@ from typing import Any, cast
 import numpy as np
 
 from activations_cache import CacheMetadata, CacheSpec, CacheWriter, DatasetSpec
-from workbench.answering import AnsweredBatch, DialogueKV, answer_batch
+from workbench.inference.answering import AnsweredBatch, DialogueKV, answer_batch
 from workbench.config import ConfigError, ProtocolSettings, RunConfig
 from workbench.critics import Critic, ModelCritic, OpenAICompatibleCritic, OracleCritic
 from workbench.critics.openai_compatible import EndpointConfig
 from workbench.experiment.records import RECORD_COLUMNS, encode_index, encode_option_probs, record_key
-from workbench.generation import (
+from workbench.inference.generation import (
     chat_prompt,
     check_prompt_lengths,
     generate_greedy,
@@ -42,7 +42,7 @@ from workbench.metrics.uncertainty import (
     uncertainty_token_budget,
 )
 from workbench.models.loading import LoadedModel, load_model
-from workbench.option_scoring import continuation_mean_nll, option_mean_nll
+from workbench.inference.option_scoring import continuation_mean_nll, option_mean_nll
 from workbench.protocols import (
     Condition,
     Dialogue,
@@ -61,7 +61,7 @@ from workbench.protocols.dialogue import PendingTurn
 from workbench.protocols.history import clean_messages, faithful_history, script_reply
 from workbench.protocols.self_distinguish import bbq_stereotype_prompt, sample_output_pairs, toxicity_pair_prompt
 from workbench.protocols.templates import split_chat_turn
-from workbench.semantic_equivalence import (
+from workbench.inference.semantic_equivalence import (
     NliClassifier,
     equivalence_name,
     judged_equivalence,

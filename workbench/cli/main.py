@@ -1,17 +1,12 @@
 """The ``workbench`` command line. ``workbench COMMAND --help`` explains every option.
 
-Errors that are the user's to fix (bad configuration, unknown model, wrong site name, a cache
-of another run, ...) print one line naming the culprit and the fix, and exit with status 2. An
-unexpected error prints one line too, and exits with status 1; ``WORKBENCH_DEBUG=1`` shows its
-traceback.
+Errors print one line and set the exit status as :mod:`workbench.cli.errors` says.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from workbench.cli.errors import exit_status
 
 console = Console(stderr=True)
 out = Console()
@@ -33,33 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
-    try:
-        return int(args.handler(args) or 0)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: rerun the same command to resume; finished records are kept")
-        return 130
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, ImportError) as error:
-        console.print(f"[red]error:[/] {escape(_one_line(error))}", highlight=False, soft_wrap=True)
-        return 2
-    except Exception as error:  # a defect or an environment failure (disk full, ...): still one line
-        if os.environ.get(DEBUG_ENV):
-            raise
-        console.print(
-            f"[red]unexpected error:[/] {escape(type(error).__name__)}: {escape(_one_line(error))} "
-            f"(rerun with {DEBUG_ENV}=1 for the traceback, and report it; finished records are kept)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return 1
-
-
-DEBUG_ENV = "WORKBENCH_DEBUG"
-
-
-def _one_line(error: BaseException) -> str:
-    """The error's message on one line (a KeyError's repr quotes are dropped)."""
-    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    return " ".join(text.split()) or type(error).__name__
+    return exit_status(args.handler, args, console)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -192,19 +163,19 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--base-url", help="mirror to download from instead of the upstream repository")
     download.set_defaults(handler=_download)
 
-    from workbench.cli_debiasing import add_debiasing_commands
+    from workbench.cli.debiasing import add_debiasing_commands
 
     add_debiasing_commands(commands)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
+    from workbench.cli.progress import progress_display
     from workbench.config import RunConfig
+    from workbench.experiment.runner import ExperimentRunner
     from workbench.pipeline import plan_run, probe_stage, results_stage, run_stage
     from workbench.presets import preset_overrides
-    from workbench.progress import progress_display
     from workbench.run_folder import RunFolder
-    from workbench.runner import ExperimentRunner
 
     config = RunConfig.load(args.config)
     overrides = {}
@@ -255,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_results(behaviour: list[dict[str, Any]], metric: str) -> None:
-    from workbench.results import format_results_table
+    from workbench.metrics.tables import format_results_table
 
     out.print(format_results_table(behaviour, metric=metric))
 
@@ -382,7 +353,3 @@ def _download(args: argparse.Namespace) -> int:
     result = fetch(args.dest, **kwargs)
     out.print(f"downloaded into {args.dest}: {result}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
