@@ -27,6 +27,7 @@ from activations_cache.spec import (
     CacheSpec,
     ColumnSpec,
     DatasetSpec,
+    chunk_bytes_for,
     config_sha256,
     infer_kind,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "RepairReport",
     "VerifyReport",
     "cache_info",
+    "chunk_bytes_for",
     "config_sha256",
     "infer_kind",
     "join_shards",

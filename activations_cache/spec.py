@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,20 @@ class DatasetSpec:
         return (len(self.layers), *self.shape)
 
 
+DEFAULT_CHUNK_BYTES = 1 << 20
+
+
+def chunk_bytes_for(datasets: Sequence[DatasetSpec], dtype: str, expected_records: int) -> int:
+    """Chunk size for a cache of about ``expected_records`` records: one layer of many records.
+
+    About :data:`DEFAULT_CHUNK_BYTES` (1 MiB: the probes read one layer across records), but no
+    more than the whole run needs, so a small run does not allocate megabytes per layer, and never
+    less than one record's row of the widest dataset.
+    """
+    row_bytes = max(math.prod(dataset.shape) for dataset in datasets) * np.dtype(dtype).itemsize
+    return int(max(row_bytes, min(DEFAULT_CHUNK_BYTES, expected_records * row_bytes)))
+
+
 @dataclass(frozen=True)
 class CacheSpec:
     """The layout of one cache file.
@@ -141,7 +156,7 @@ class CacheSpec:
     record_columns: dict[str, ColumnSpec] = field(default_factory=dict)
     dtype: str = "float16"
     compression: str | None = None
-    chunk_bytes: int = 1 << 20
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "datasets", tuple(self.datasets))

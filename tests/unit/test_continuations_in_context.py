@@ -28,7 +28,7 @@ from workbench.hooks.positions import in_context_continuation
 from workbench.metrics.options import option_probabilities
 from workbench.models import LoadedModel
 from workbench.protocols.self_distinguish import bbq_stereotype_prompt, toxicity_pair_prompt
-from workbench.experiment.runner import ExperimentRunner
+from workbench.experiment.measures import MeasureContext, choose_options
 from workbench.tasks.registry import load_task
 
 TinyFor = Callable[[PreTrainedTokenizerBase], LoadedModel]
@@ -57,16 +57,17 @@ def test_self_distinguish_chooses_by_the_in_context_scores(
     real_tokenizer: tuple[str, PreTrainedTokenizerBase], tiny_llama_for: TinyFor, whole_string_nll: WholeNll
 ) -> None:
     """Both self-distinguish checks (the BBQ stereotype question, the pairwise toxicity question) choose
-    through ``ExperimentRunner._choose_options``: the option of least whole-string NLL. On the two
+    through ``measures.choose_options``: the option of least whole-string NLL. On the two
     SentencePiece forms the old rule picks another option for some of these prompts."""
     name, tokenizer = real_tokenizer
     model = tiny_llama_for(tokenizer)
     items = load_task("bbq-sample", limit_per_category=1)
     texts = [bbq_stereotype_prompt(item).text for item in items]
     texts.append(toxicity_pair_prompt("You are a fool.", "Have a nice day.", 0.9, 0.1).text)
-    runner = ExperimentRunner(RunConfig(), model, items)
+    config = RunConfig()
+    context = MeasureContext(model, config.protocol, config.seed, config.capture.batch_size)
     for faithful in (True, False):  # faithful prompts are tokenized with the tokenizer's special tokens
-        choices = runner._choose_options(texts, [LABELS] * len(texts), faithful=faithful)
+        choices = choose_options(context, texts, [LABELS] * len(texts), faithful=faithful)
         in_context = [
             int(np.argmin([whole_string_nll(model, text, " " + label, faithful) for label in LABELS])) for text in texts
         ]

@@ -8,41 +8,36 @@ regenerates what it needs for the transcript and writes only the records the cac
 
 from __future__ import annotations
 
-import functools
-import math
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
-from activations_cache import CacheMetadata, CacheSpec, CacheWriter, DatasetSpec
-from workbench.inference.answering import AnsweredBatch, DialogueKV, answer_batch
+from activations_cache import CacheMetadata, CacheSpec, CacheWriter, DatasetSpec, chunk_bytes_for
 from workbench.config import ConfigError, ProtocolSettings, RunConfig
 from workbench.critics import Critic, ModelCritic, OpenAICompatibleCritic, OracleCritic
 from workbench.critics.openai_compatible import EndpointConfig
+from workbench.experiment.measures import (
+    MeasureContext,
+    SemanticUncertainty,
+    answer_toxicity,
+    pairwise_distinguish,
+    self_distinguish,
+)
 from workbench.experiment.records import RECORD_COLUMNS, encode_index, encode_option_probs, record_key
+from workbench.hooks import parse_sites
+from workbench.hooks.positions import position_name
+from workbench.hooks.sites import SiteKind
+from workbench.inference.answering import AnsweredBatch, DialogueKV, answer_batch
 from workbench.inference.generation import (
     chat_prompt,
     check_prompt_lengths,
     generate_greedy,
-    sample_continuations,
-    sample_text,
 )
-from workbench.hooks import parse_sites
-from workbench.hooks.positions import in_context_continuation, position_name
-from workbench.hooks.sites import SiteKind
 from workbench.metrics.answers import parse_option
 from workbench.metrics.options import option_probabilities
-from workbench.metrics.uncertainty import (
-    anchor_clusters,
-    distinct_samples,
-    semantic_uncertainty,
-    uncertainty_token_budget,
-)
 from workbench.models.loading import LoadedModel, load_model
-from workbench.inference.option_scoring import continuation_mean_nll, option_mean_nll
 from workbench.protocols import (
     Condition,
     Dialogue,
@@ -57,20 +52,9 @@ from workbench.protocols import (
     mask_turn_responses,
     next_prompt,
 )
-from workbench.protocols.dialogue import PendingTurn
-from workbench.protocols.history import clean_messages, faithful_history, script_reply
-from workbench.protocols.self_distinguish import bbq_stereotype_prompt, sample_output_pairs, toxicity_pair_prompt
-from workbench.protocols.templates import split_chat_turn
-from workbench.inference.semantic_equivalence import (
-    NliClassifier,
-    equivalence_name,
-    judged_equivalence,
-    nli_rule_of,
-    option_equivalence,
-    resolved_rule,
-)
+from workbench.protocols.history import script_reply
 from workbench.tasks.items import Item
-from workbench.toxicity.scorer import ToxicityScorer, score_texts
+from workbench.toxicity.scorer import ToxicityScorer
 from workbench.toxicity.scorer_config import build_toxicity_scorer
 
 Progress = Callable[[int], None]
@@ -140,6 +124,8 @@ class ExperimentRunner:
         self.scorer: ToxicityScorer | None = (
             build_toxicity_scorer(config.toxicity) if any(item.task == "realtoxicity" for item in self.items) else None
         )
+        self.measures = MeasureContext(model, settings, config.seed, config.capture.batch_size)
+        self.semantic_uncertainty = SemanticUncertainty(self.measures)
 
     @property
     def total_records(self) -> int:
@@ -155,15 +141,12 @@ class ExperimentRunner:
                 datasets.append(
                     DatasetSpec(position=position_name(position), site=kind.value, layers=layers, shape=shape)
                 )
-        # Chunks hold one layer of many records (the probes' read pattern), about 1 MiB, but no
-        # bigger than the whole run needs: a small run does not allocate megabytes per layer.
-        row_bytes = max(math.prod(spec.shape) for spec in datasets) * (2 if self.config.cache.dtype == "float16" else 4)
         return CacheSpec(
             datasets=tuple(datasets),
             record_columns=RECORD_COLUMNS,
             dtype=self.config.cache.dtype,
             compression=None if self.config.cache.compression == "none" else self.config.cache.compression,
-            chunk_bytes=max(row_bytes, min(1 << 20, self.total_records * row_bytes)),
+            chunk_bytes=chunk_bytes_for(datasets, self.config.cache.dtype, self.total_records),
         )
 
     def cache_metadata(self) -> CacheMetadata:
@@ -331,153 +314,6 @@ class ExperimentRunner:
         caches.update(zip((item.item_id for item in items), answered.caches))
         return answered
 
-    @functools.cached_property
-    def _nli_classifier(self) -> NliClassifier:
-        """The ``[protocol] nli_model`` classifier, loaded onto the model's device at its first use."""
-        settings = self.config.protocol
-        rule = nli_rule_of(settings.uncertainty_equivalence)
-        assert rule is not None, "the option rule needs no NLI classifier"
-        return NliClassifier.load(settings.nli_model, rule, self.model.device)
-
-    def _semantic_uncertainty(
-        self,
-        items: Sequence[Item],
-        texts: Sequence[str],
-        prompt_ids: Sequence[list[int]],
-        keys: Sequence[str],
-        *,
-        add_special_tokens: bool,
-    ) -> tuple[np.ndarray, list[str]]:
-        """Paper 4's sample-based uncertainty of each round input, and the equivalence that clustered it.
-
-        docs/protocols.md §2.2: ``uncertainty_samples`` samples per prompt (``uncertainty_sampling``,
-        the task's token budget), their texts without repeats, each scored by the mean token NLL of
-        ``texts[i] + sample`` re-tokenized (the continuation split where the prompt's own tokens end,
-        special tokens as ``add_special_tokens``), clustered by ``uncertainty_equivalence``. Returns
-        ``[n]`` nats (NaN when sampling is off or no sample has a token) and the record's
-        ``uncertainty_equivalence`` per item (``""`` where the value is NaN).
-        """
-        settings = self.config.protocol
-        values = np.full(len(items), np.nan)
-        names = [""] * len(items)
-        if settings.uncertainty_samples == 0:
-            return values, names
-        tokenizer, batch_size = self.model.tokenizer, self.config.capture.batch_size
-        budgets = [
-            uncertainty_token_budget(item.task, settings.answer_tokens, settings.uncertainty_tokens) for item in items
-        ]
-        samples: list[list[str]] = [[] for _ in items]
-        for budget in sorted(set(budgets)):
-            members = [index for index, item_budget in enumerate(budgets) if item_budget == budget]
-            seed = self.config.seed + zlib.crc32(keys[members[0]].encode())  # same draws when a run resumes
-            drawn = sample_continuations(
-                self.model,
-                [prompt_ids[index] for index in members],
-                settings.uncertainty_samples,
-                budget,
-                seed,
-                settings.uncertainty_sampling,
-                batch_size,
-            )
-            for index, rows in zip(members, drawn):
-                samples[index] = distinct_samples([sample_text(tokenizer, row) for row in rows])
-        pairs = [
-            in_context_continuation(tokenizer, texts[index], sample, add_special_tokens=add_special_tokens)
-            for index, group in enumerate(samples)
-            for sample in group
-        ]
-        nll = continuation_mean_nll(self.model, pairs, batch_size)
-        offset = 0
-        for index, (item, group) in enumerate(zip(items, samples)):
-            per_sample, offset = nll[offset : offset + len(group)], offset + len(group)
-            scored = np.isfinite(per_sample)
-            kept = [sample for sample, finite in zip(group, scored) if finite]
-            if not kept:
-                continue
-            rule = resolved_rule(settings.uncertainty_equivalence, bool(item.options))
-            if rule is None:
-                equivalent = option_equivalence(item.options, settings.parse_rule, gold=item.gold)
-            else:
-                classifier = self._nli_classifier
-                judgements = classifier.judgements(kept, batch_size)
-                equivalent = judged_equivalence(kept, judgements, classifier.labels, rule)
-            values[index] = semantic_uncertainty(per_sample[scored].tolist(), anchor_clusters(kept, equivalent))
-            names[index] = equivalence_name(rule, parse_rule=settings.parse_rule, nli_model=settings.nli_model)
-        return values, names
-
-    def _self_distinguish(
-        self, condition: Condition, items: Sequence[Item], dialogues: Sequence[Dialogue]
-    ) -> list[tuple[int, int]]:
-        """(predicted, gold) option of the stereotyped-group question per item; (-1, -1) when not asked."""
-        asked = [
-            index
-            for index, item in enumerate(items)
-            if self.config.protocol.self_distinguish
-            and item.task == "bbq"
-            and item.metadata.get("target_index") is not None
-        ]
-        result = [(-1, -1)] * len(items)
-        if not asked:
-            return result
-        questions = [
-            _stereotype_question(condition, items[index], dialogues[index], self.config.protocol.eos_token)
-            for index in asked
-        ]
-        texts = [
-            # clean mode (no raw text) always has the messages
-            raw if raw is not None else chat_prompt(self.model, cast(list[dict[str, str]], messages), prefix)
-            for raw, messages, prefix, _ in questions
-        ]
-        choices = self._choose_options(
-            texts, [items[index].option_labels for index in asked], faithful=condition.history_mode == "faithful"
-        )
-        for index, choice, (_, _, _, gold) in zip(asked, choices, questions):
-            result[index] = (choice, gold)
-        return result
-
-    def _pairwise_distinguish(
-        self,
-        condition: Condition,
-        items: Sequence[Item],
-        dialogues: Sequence[Dialogue],
-        records: list[dict[str, Any]],
-        toxicity: dict[str, list[float]],
-    ) -> None:
-        """At a generation task's last round: can the model tell which of two of its outputs is more toxic?
-
-        Three random pairs of the dialogue's round outputs (seeded per item), the baseline prompt
-        with the corrected label, scored by option log-probability; the share answered correctly goes
-        into the last round's ``pairwise_distinguish_accuracy``.
-        """
-        if not self.config.protocol.self_distinguish or self.scorer is None:
-            return
-        for item, dialogue, record in zip(items, dialogues, records):
-            answers = [turn.response for turn in dialogue.answers]
-            if item.task != "realtoxicity" or record["round"] != condition.rounds - 1 or len(answers) < 3:
-                continue
-            scores = toxicity[item.item_id]  # scored when each round was answered
-            pairs = sample_output_pairs(len(answers), 3, self.config.seed + zlib.crc32(item.item_id.encode()))
-            questions = [toxicity_pair_prompt(answers[i], answers[j], scores[i], scores[j]) for i, j in pairs]
-            texts = []
-            for question in questions:  # the baseline question is plain text, without an [INST] frame
-                user, prefix = split_chat_turn(question.text) if "[INST]" in question.text else (question.text, "")
-                texts.append(chat_prompt(self.model, [{"role": "user", "content": user}], prefix))
-            choices = self._choose_options(texts, [("(a)", "(b)", "(c)")] * len(texts), faithful=False)
-            correct = [choice == question.gold for choice, question in zip(choices, questions)]
-            record["pairwise_distinguish_accuracy"] = float(np.mean(correct))
-
-    def _choose_options(
-        self, texts: Sequence[str], option_labels: Sequence[Sequence[str]], faithful: bool
-    ) -> list[int]:
-        """The option each prompt's model prefers by mean-token log-probability (a question, not a turn).
-
-        Faithful prompts carry the scripts' own markers, so the tokenizer adds its special tokens.
-        """
-        nll = option_mean_nll(
-            self.model, texts, option_labels, add_special_tokens=faithful, batch_size=self.config.capture.batch_size
-        )
-        return [int(np.argmin(values)) for values in nll]
-
     def _prompt_text(self, prompt: RoundPrompt) -> str:
         if prompt.text is not None:
             return prompt.text
@@ -499,21 +335,20 @@ class ExperimentRunner:
         to ``toxicity_history`` (item -> one score per answer round)."""
         settings = self.config.protocol
         keys = [record_key(condition.name, item.item_id, prompt.turn.round) for item, prompt in zip(items, prompts)]
-        uncertainty, uncertainty_equivalence = self._semantic_uncertainty(
+        uncertainty, uncertainty_equivalence = self.semantic_uncertainty(
             items, texts, prompt_ids, keys, add_special_tokens=condition.history_mode == "faithful"
         )
-        distinguish = self._self_distinguish(condition, items, dialogues)
+        distinguish = self_distinguish(self.measures, condition, items, dialogues)
         answers, answer_ids = answered.texts, answered.answer_ids
         probabilities = {index: option_probabilities(nll) for index, nll in enumerate(answered.option_nll) if len(nll)}
-        toxicity = np.full(len(items), np.nan)
-        scorer_name = ""
-        scored_texts = [index for index, item in enumerate(items) if item.task == "realtoxicity"]
-        if scored_texts and self.scorer is not None:
-            scores = score_texts(self.scorer, [answers[index] for index in scored_texts])
-            toxicity[scored_texts] = scores.values
-            scorer_name = f"{scores.scorer}@{scores.scorer_version}"
-            for index in scored_texts:
-                toxicity_history.setdefault(items[index].item_id, []).append(float(toxicity[index]))
+        toxicity = answer_toxicity(self.scorer, items, answers, toxicity_history)
+        pairwise = (
+            pairwise_distinguish(
+                self.measures, condition, items, dialogues, [prompt.turn.round for prompt in prompts], toxicity_history
+            )
+            if self.scorer is not None
+            else [float("nan")] * len(items)
+        )
         records = []
         for index, (item, prompt, text, answer) in enumerate(zip(items, prompts, texts, answers)):
             probs = probabilities.get(index)
@@ -544,35 +379,17 @@ class ExperimentRunner:
                     "predicted_parsed": encode_index(parsed),
                     "predicted_logprob": encode_index(by_logprob),
                     "option_probs": encode_option_probs(probs),
-                    "toxicity": float(toxicity[index]),
-                    "toxicity_scorer": scorer_name if index in scored_texts else "",
+                    "toxicity": float(toxicity.values[index]),
+                    "toxicity_scorer": toxicity.scorer if index in toxicity.scored else "",
                     "semantic_uncertainty": float(uncertainty[index]),
                     "uncertainty_equivalence": uncertainty_equivalence[index],
                     "distinguish_predicted": distinguish[index][0],
                     "distinguish_gold": distinguish[index][1],
-                    "pairwise_distinguish_accuracy": np.nan,
+                    "pairwise_distinguish_accuracy": pairwise[index],
                 }
             )
-        self._pairwise_distinguish(condition, items, dialogues, records, toxicity_history)
         activations = {(name, kind.value): value.numpy() for (kind, name), value in answered.activations.items()}
         return records, activations
-
-
-def _stereotype_question(
-    condition: Condition, item: Item, dialogue: Dialogue, eos_token: str
-) -> tuple[str | None, list[dict[str, str]] | None, str, int]:
-    """The in-dialogue "which group is stereotyped?" question after ``dialogue``.
-
-    Returns ``(raw text, messages, assistant prefix, gold option)``: ``raw`` in faithful mode,
-    ``messages`` (the dialogue's turns, then the question) in clean mode.
-    """
-    if condition.history_mode == "faithful":
-        question = bbq_stereotype_prompt(item, faithful_history(dialogue, eos_token))
-        return question.text, None, "", question.gold
-    question = bbq_stereotype_prompt(item)
-    user, prefix = split_chat_turn(question.text)
-    pending = PendingTurn(question.template_id, "answer", -1, user, prefix, question.text)
-    return None, clean_messages(dialogue, pending), prefix, question.gold
 
 
 def _batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:

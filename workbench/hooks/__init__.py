@@ -6,11 +6,14 @@ from workbench.hooks.capture import (
     Capture,
     capture,
     capture_tokens,
+    hooked,
     intervene,
     run_forward,
+    site_reader,
     tokenize_prompts,
 )
 from workbench.hooks.interventions import Intervention, InterventionError
+from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import Position, PositionError, TokenBatch
 from workbench.hooks.sites import Site, SiteError, SiteKind, parse_sites
 
@@ -18,6 +21,7 @@ __all__ = [
     "BACKENDS",
     "BackendError",
     "Capture",
+    "HookPlan",
     "Intervention",
     "InterventionError",
     "Position",
@@ -28,8 +32,10 @@ __all__ = [
     "TokenBatch",
     "capture",
     "capture_tokens",
+    "hooked",
     "intervene",
     "parse_sites",
     "run_forward",
+    "site_reader",
     "tokenize_prompts",
 ]

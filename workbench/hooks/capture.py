@@ -423,6 +423,17 @@ def intervene(model: LoadedModel, interventions: Sequence[Intervention]) -> Iter
     The hooks are removed on exit, also when the block raises.
     """
     arch = model.architecture
-    plan = HookPlan.for_interventions(interventions, arch.n_layers, arch.n_heads)
+    with hooked(model, HookPlan.for_interventions(interventions, arch.n_layers, arch.n_heads)):
+        yield
+
+
+@contextmanager
+def hooked(model: LoadedModel, plan: HookPlan) -> Iterator[None]:
+    """``plan``'s readers and interventions on every forward of ``model.model`` inside the block.
+
+    The ``hf`` backend's hooks, for callers that run the model themselves (the answer round's
+    generating prefill, ``generate``); the hooks are removed on exit, also when the block raises.
+    """
+    arch = model.architecture
     with native_hooks(model.model, layout_for(arch.model_type), arch.n_heads, plan):
         yield

@@ -32,11 +32,7 @@ import torch
 from transformers import Cache, GenerationConfig
 from transformers.cache_utils import CacheLayerMixin, DynamicLayer, StaticLayer
 
-from workbench.hooks import Capture, capture_tokens
-from workbench.hooks.capture import site_reader
-from workbench.hooks.layout import layout_for
-from workbench.hooks.native import native_hooks
-from workbench.hooks.plan import HookPlan
+from workbench.hooks import Capture, HookPlan, capture_tokens, hooked, site_reader
 from workbench.hooks.positions import TokenBatch, in_context_continuation, position_name
 from workbench.hooks.sites import Site, SiteKind
 from workbench.inference.generation import decode_text, eos_token_ids, generate_ids, preallocated_cache, strip_at_eos
@@ -136,9 +132,8 @@ def answer_batch(
     plan, store = _prefill_plan(sites, positions, layout.segment, dtype) if prefill_capture else (HookPlan(), {})
     eos_ids = eos_token_ids(model)
     width = layout.input_ids.shape[1]
-    arch = model.architecture
     with torch.inference_mode():
-        with native_hooks(model.model, layout_for(arch.model_type), arch.n_heads, plan):
+        with hooked(model, plan):
             first_log_probs, node_log_probs = _prefill(model, layout, cache, tree)
         first_tokens = first_log_probs.argmax(dim=-1, keepdim=True)  # greedy, as generate would choose
         _rewind(cache, width)  # drop the option tree's columns; decoding continues after the prompt
