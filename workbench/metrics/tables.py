@@ -36,7 +36,7 @@ from __future__ import annotations
 import csv
 import functools
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,9 +189,9 @@ def _index_array(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
 
 
 def _estimate_over_items(
-    rows: Sequence[dict[str, Any]], statistic: Callable[[np.ndarray], float], config: ResultsConfig
+    rows: Sized, statistic: Callable[[np.ndarray], float], config: ResultsConfig
 ) -> statistics.Estimate:
-    """Bootstrap a statistic of a row subset given as an index array."""
+    """Bootstrap ``statistic`` of ``rows`` (given an index array into them) over the rows."""
     indices = np.arange(len(rows), dtype=float)
     return statistics.bootstrap_ci(
         indices, lambda idx: statistic(idx.astype(int)), config.n_boot, config.seed, config.level
@@ -275,9 +275,13 @@ def _winogender_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) -
     pronouns = [winogender.pronoun_of(r["answer"] or "", rule) for r in rows]
     counted = [p for p in pronouns if p is not None] if rule == "first_pronoun" else pronouns
     n_unread = sum(p is None for p in pronouns)
-    return {
+
+    def rate_of(pronoun: str) -> Callable[[np.ndarray], float]:
+        return lambda idx: winogender.pronoun_rates([counted[int(i)] for i in idx], rule)[pronoun]
+
+    return {  # resampled over the answers the rates count
         f"{pronoun}_rate": _Metric(
-            _mean(np.array([float(p == pronoun) for p in counted]), config).explained(undefined.NO_PRONOUN), n_unread
+            _estimate_over_items(counted, rate_of(pronoun), config).explained(undefined.NO_PRONOUN), n_unread
         )
         for pronoun in winogender.RATED_PRONOUNS[rule]
     }
@@ -301,10 +305,13 @@ def _bbq_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> dict[
             continue
         p, g, t, u, c = predicted[subset], gold[subset], target[subset], unknown[subset], context[subset]
         n_unparsed = int((p < 0).sum())
-        counted = p >= 0 if config.unparsed == "excluded" else np.ones(p.shape, dtype=bool)
-        hits = (p == g).astype(float)[counted]
-        metrics[f"accuracy_{condition}"] = _Metric(
-            _mean(hits, config).explained(undefined.NO_PARSED_ANSWER), n_unparsed
+        counted = np.flatnonzero(p >= 0) if config.unparsed == "excluded" else np.arange(p.size)
+        accuracy = functools.partial(bbq.accuracy, unparsed=config.unparsed)
+        metrics[f"accuracy_{condition}"] = _Metric(  # resampled over the items the accuracy counts
+            _estimate_over_items(
+                [rows[int(i)] for i in subset[counted]], _on_subset(accuracy, p[counted], g[counted]), config
+            ).explained(undefined.NO_PARSED_ANSWER),
+            n_unparsed,
         )
         sub_rows = [rows[int(i)] for i in subset]
         if condition == "ambig":
