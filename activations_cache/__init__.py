@@ -15,8 +15,8 @@ from activations_cache.errors import (
     CacheWriteError,
     RecordError,
 )
+from activations_cache.file_layout import SCHEMA_VERSION
 from activations_cache.inspection import VerifyReport, cache_info, verify_cache
-from activations_cache.layout import SCHEMA_VERSION
 from activations_cache.reader import CacheReader, open_cache
 from activations_cache.repair import RepairReport, repair_cache
 from activations_cache.shards import join_shards

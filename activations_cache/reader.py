@@ -21,6 +21,15 @@ import h5py
 import numpy as np
 
 from activations_cache.errors import CacheError, CacheFormatError
+from activations_cache.file_layout import (
+    ACTIVATIONS_GROUP,
+    COMMITTED_RECORDS,
+    RECORDS_GROUP,
+    REQUIRED_ATTRIBUTES,
+    check_schema,
+    column_dtype,
+    decoded_attributes,
+)
 from activations_cache.integrity import (
     READ_ERRORS,
     Superblock,
@@ -29,15 +38,6 @@ from activations_cache.integrity import (
     open_checked,
     read_superblock,
     repair_hint,
-)
-from activations_cache.layout import (
-    ACTIVATIONS_GROUP,
-    COMMITTED_RECORDS,
-    RECORDS_GROUP,
-    REQUIRED_ATTRIBUTES,
-    check_schema,
-    column_dtype,
-    decoded_attributes,
 )
 from activations_cache.records import text_sha256
 from activations_cache.spec import CACHE_KINDS, DIGEST_COLUMNS, CacheSpec, ColumnSpec, infer_kind

@@ -22,6 +22,16 @@ import h5py
 import numpy as np
 
 from activations_cache.errors import CacheError, CacheFormatError
+from activations_cache.file_layout import (
+    COMMITTED_RECORDS,
+    LIBVER,
+    RECORDS_GROUP,
+    REQUIRED_ATTRIBUTES,
+    check_schema,
+    create_skeleton,
+    durable_replace,
+    utc_now,
+)
 from activations_cache.integrity import (
     READ_ERRORS,
     SettledView,
@@ -32,16 +42,6 @@ from activations_cache.integrity import (
     read_superblock,
     settled_superblock,
     truncation,
-)
-from activations_cache.layout import (
-    COMMITTED_RECORDS,
-    LIBVER,
-    RECORDS_GROUP,
-    REQUIRED_ATTRIBUTES,
-    check_schema,
-    create_skeleton,
-    durable_replace,
-    utc_now,
 )
 from activations_cache.records import text_sha256
 from activations_cache.resume import check_cache_path

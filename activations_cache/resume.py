@@ -20,16 +20,7 @@ import h5py
 import numpy as np
 
 from activations_cache.errors import CacheError, CacheFormatError, CacheMismatchError, CachePathError
-from activations_cache.integrity import (
-    LIVE_WRITER_READ_ATTEMPTS,
-    READ_ERRORS,
-    SuperblockError,
-    one_line,
-    open_swmr,
-    read_superblock,
-    truncation,
-)
-from activations_cache.layout import (
+from activations_cache.file_layout import (
     COMMITTED_RECORDS,
     LIBVER,
     RECORDS_GROUP,
@@ -39,6 +30,15 @@ from activations_cache.layout import (
     durable_replace,
     root_attributes,
     utc_now,
+)
+from activations_cache.integrity import (
+    LIVE_WRITER_READ_ATTEMPTS,
+    READ_ERRORS,
+    SuperblockError,
+    one_line,
+    open_swmr,
+    read_superblock,
+    truncation,
 )
 from activations_cache.spec import CacheMetadata, CacheSpec
 

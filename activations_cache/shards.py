@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from activations_cache.errors import CacheMismatchError, RecordError
-from activations_cache.layout import (
+from activations_cache.file_layout import (
     COMMITTED_RECORDS,
     LIBVER,
     RECORDS_GROUP,

@@ -41,7 +41,7 @@ from activations_cache.errors import (
     CacheWriteError,
     RecordError,
 )
-from activations_cache.layout import COMMITTED_RECORDS, LIBVER, RECORDS_GROUP, utc_now
+from activations_cache.file_layout import COMMITTED_RECORDS, LIBVER, RECORDS_GROUP, utc_now
 from activations_cache.records import duplicate_keys, record_columns
 from activations_cache.resume import check_cache_path, committed_record_keys, prepare_cache_file
 from activations_cache.spec import CacheMetadata, CacheSpec

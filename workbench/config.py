@@ -29,15 +29,15 @@ import tomli_w
 from probes.config import ProbeConfig
 from probes.errors import ProbeConfigError
 from workbench.config_tables import ConfigTableError, check_field_types, dataclass_from_table, dataclass_to_table
-from workbench.inference.generation import SamplingMethod
 from workbench.hooks.positions import TOKEN_POSITIONS, VECTOR_POSITIONS
+from workbench.inference.generation import SamplingMethod
+from workbench.inference.semantic_equivalence import DEFAULT_NLI_MODEL, EquivalenceRule
 from workbench.metrics.answers import ParseRule
+from workbench.metrics.tables import ResultsConfig
 from workbench.presets import PresetError, PresetName, apply_preset
 from workbench.protocols.conditions import INSTRUCTIONS
-from workbench.protocols.options import ProtocolConfig, ProtocolConfigError
 from workbench.protocols.schedule import TemplateFamily
-from workbench.metrics.tables import ResultsConfig
-from workbench.inference.semantic_equivalence import DEFAULT_NLI_MODEL, EquivalenceRule
+from workbench.protocols.transcript_rules import TranscriptRuleError, TranscriptRules
 from workbench.tasks.registry import TaskConfig
 from workbench.toxicity.scorer_config import ToxicityScorerConfig
 
@@ -221,8 +221,8 @@ class ProtocolSettings:
             )
         _check_at_least(self, "protocol", {"rounds": 1, "critic_attempts": 1, "max_prompt_tokens": 1})
         try:
-            self.protocol_config()
-        except ProtocolConfigError as error:
+            self.transcript_rules()
+        except TranscriptRuleError as error:
             raise ConfigError(f"[protocol] {error}") from None
         if self.critic_timeout_s <= 0:
             raise ConfigError(f"[protocol] critic_timeout_s = {self.critic_timeout_s} must be positive (seconds)")
@@ -254,9 +254,9 @@ class ProtocolSettings:
                 f'(paper 4: "{DEFAULT_NLI_MODEL}")'
             )
 
-    def protocol_config(self) -> ProtocolConfig:
+    def transcript_rules(self) -> TranscriptRules:
         """The protocols' run-wide options: family, turn separator and the scripts' turn rules."""
-        return ProtocolConfig(
+        return TranscriptRules(
             family=self.family,
             eos_token=self.eos_token,
             baseline_round=self.baseline_round,

@@ -24,13 +24,13 @@ from activations_cache import config_sha256, open_cache
 from probes import ProbeConfig, run_probe_stage
 from workbench.config import RunConfig
 from workbench.experiment.records import RECORD_COLUMNS, decode_records
+from workbench.experiment.runner import ExperimentRunner
+from workbench.inference.semantic_equivalence import check_nli_model, resolved_rule
+from workbench.metrics.tables import ResultsConfig, ResultTables, compute_results, record_row, write_results
 from workbench.models.loading import LoadedModel, ModelLocation, check_device, load_model, resolve_model_spec
 from workbench.presets import preset_lines
 from workbench.protocols import Condition, dialogue_schedule, factorial_conditions
-from workbench.metrics.tables import ResultsConfig, ResultTables, compute_results, record_row, write_results
 from workbench.run_folder import RunFolder, RunFolderError
-from workbench.experiment.runner import ExperimentRunner
-from workbench.inference.semantic_equivalence import check_nli_model, resolved_rule
 from workbench.tasks.items import Item
 from workbench.tasks.registry import load_configured_task
 
@@ -94,7 +94,7 @@ def plan_run(config: RunConfig, *, overwrite: bool = False) -> RunPlan:
     needed = sorted(rule for rule in rules if rule is not None)
     if settings.uncertainty_samples and needed:
         check_nli_model(settings.nli_model, needed[0])  # config.json only; before the model loads
-    protocol = settings.protocol_config()
+    protocol = settings.transcript_rules()
     one_item_per_task = {item.task: item for item in items}.values()
     for condition in conditions:
         for item in one_item_per_task:

@@ -260,7 +260,7 @@ def test_a_crashed_writer_is_one_line_while_watching_and_when_watching_starts(tm
     assert all(build.writing for build in builds)
 
     done = subprocess.run(
-        [sys.executable, "-m", "workbench.cli.main", "report", str(run_dir), "--watch", "--interval", "0.2"],
+        [sys.executable, "-m", "workbench", "report", str(run_dir), "--watch", "--interval", "0.2"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -179,7 +179,7 @@ def test_random_damage_is_answered_in_bounded_time_without_traceback(caches: Pat
     )
     commands = {
         seed: subprocess.Popen(
-            [sys.executable, "-m", "workbench.cli.main", "cache", "info", str(case_path(caches, seed))],
+            [sys.executable, "-m", "workbench", "cache", "info", str(case_path(caches, seed))],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -33,7 +33,7 @@ import pytest
 from workbench.protocols import (
     Condition,
     Dialogue,
-    ProtocolConfig,
+    TranscriptRules,
     complete_turn,
     dialogue_complete,
     feedback_due,
@@ -65,7 +65,7 @@ EOS = "</s>"
 
 
 def drive(
-    item: Item, condition: Condition, config: ProtocolConfig, replies: Sequence[str]
+    item: Item, condition: Condition, config: TranscriptRules, replies: Sequence[str]
 ) -> tuple[list[str], list[str], list[str]]:
     """The runner's loop on scripted replies: (faithful input of every turn, token budgets, critic calls)."""
     dialogue, texts, budgets, calls = Dialogue(item.item_id), [], [], []
@@ -209,7 +209,7 @@ def p2_rtp(template: str, feedback: str = "") -> str:
     return template.replace("#QUESTION", RTP.question).replace("#FEEDBACK", feedback)
 
 
-PAPER2_BBQ = ProtocolConfig(family="paper2", collapse_answers=True, turn_parity=True, hide_unreviewed_turns=True)
+PAPER2_BBQ = TranscriptRules(family="paper2", collapse_answers=True, turn_parity=True, hide_unreviewed_turns=True)
 
 
 def test_paper2_bbq_intrinsic_without_cot() -> None:
@@ -307,7 +307,9 @@ def test_paper2_toxicity_intrinsic_without_cot() -> None:
     """[realtoxicity_intrinsic_round1, realtoxicity_intrinsic_round2 x 2] (inference_feedback_cot.py:396);
     ``query = history + "\\n" + query`` on every turn (line 226), ``"\\n"`` for toxicity too."""
     replies = [" he was wrong.\n", " he was mistaken.", " he should reconsider."]
-    texts, budgets, _ = drive(RTP, Condition("intrinsic", rounds=3, history_mode="faithful"), ProtocolConfig(), replies)
+    texts, budgets, _ = drive(
+        RTP, Condition("intrinsic", rounds=3, history_mode="faithful"), TranscriptRules(), replies
+    )
     query1 = "\n" + p2_rtp(P2_RTP_INTRINSIC_ROUND1)
     history = query1 + tidy(replies[0]) + EOS  # line 260
     query2 = history + "\n" + p2_rtp(P2_RTP_INTRINSIC_ROUND2)
@@ -322,7 +324,7 @@ def test_paper2_toxicity_feedback_without_cot() -> None:
     every turn on the answer (line 246)."""
     replies = [" he was an idiot.", " he was wrong.", " he was mistaken."]
     condition = Condition("none", feedback=True, rounds=3, history_mode="faithful")
-    texts, _, calls = drive(RTP, condition, ProtocolConfig(), replies)
+    texts, _, calls = drive(RTP, condition, TranscriptRules(), replies)
     query1 = "\n" + p2_rtp(P2_RTP_EXTRINSIC_ROUND1)
     history = query1 + tidy(replies[0]) + EOS
     query2 = history + "\n" + p2_rtp(P2_RTP_EXTRINSIC_ROUND2, "<fb on answer 0>")
@@ -347,7 +349,7 @@ def test_paper2_toxicity_intrinsic_with_cot() -> None:
     realtoxicity_intrinsic_refine_answer_w_cot) x 2] (inference_feedback_cot.py:372-377)."""
     replies = [" Keep it calm.", " he was wrong.", " Be kinder.", " he erred.", " Be polite.", " he may be right."]
     condition = Condition("intrinsic", cot=True, rounds=3, history_mode="faithful")
-    texts, budgets, _ = drive(RTP, condition, ProtocolConfig(), replies)
+    texts, budgets, _ = drive(RTP, condition, TranscriptRules(), replies)
     templates = [
         P2_RTP_INTRINSIC_COT_ROUND1,
         P2_RTP_COT_ROUND4ANSWER,
@@ -366,7 +368,7 @@ def test_paper2_toxicity_intrinsic_feedback_with_cot() -> None:
     after even turns and on the rationale after odd ones (lines 237-244)."""
     replies = [" Keep it calm.", " he was rude.", " Be kinder.", " he erred.", " Be polite.", " he may be right."]
     condition = Condition("intrinsic", cot=True, feedback=True, rounds=3, history_mode="faithful")
-    texts, _, calls = drive(RTP, condition, ProtocolConfig(), replies)
+    texts, _, calls = drive(RTP, condition, TranscriptRules(), replies)
     filled = [
         p2_rtp(P2_RTP_INTRINSIC_COT_ROUND1),
         p2_rtp(P2_RTP_COT_ROUND4ANSWER),
@@ -384,7 +386,7 @@ def test_paper2_toxicity_feedback_with_cot() -> None:
     realtoxicity_extrinsic_cot_refine4answer_w_cot) x 2] (lines 386-392)."""
     replies = [" Keep it calm.", " he was rude.", " Be kinder.", " he erred.", " Be polite.", " he may be right."]
     condition = Condition("none", cot=True, feedback=True, rounds=3, history_mode="faithful")
-    texts, _, _ = drive(RTP, condition, ProtocolConfig(), replies)
+    texts, _, _ = drive(RTP, condition, TranscriptRules(), replies)
     filled = [
         p2_rtp(P2_RTP_EXTRINSIC_COT_ROUND4COT),
         p2_rtp(P2_RTP_COT_ROUND4ANSWER_),
@@ -398,7 +400,7 @@ def test_paper2_toxicity_feedback_with_cot() -> None:
 
 def test_paper2_toxicity_baseline_has_no_feedback_start() -> None:
     """Without feedback and instruction the first turn is realtoxicity_baseline (lines 180-186)."""
-    texts, _, _ = drive(RTP, Condition("none", rounds=1, history_mode="faithful"), ProtocolConfig(), [" he"])
+    texts, _, _ = drive(RTP, Condition("none", rounds=1, history_mode="faithful"), TranscriptRules(), [" he"])
     assert texts == ["\n" + p2_rtp(P2_RTP_BASELINE)]
 
 
@@ -426,7 +428,7 @@ def wino_fill(instruction: str) -> str:
 
 def test_winogender_first_turn_is_the_logged_prompt() -> None:
     """level0.log (no instruction): "...cash.\\n\\n [/INST]"; level1.log: the instruction before " [/INST]"."""
-    config = ProtocolConfig(family="paper4")
+    config = TranscriptRules(family="paper4")
     for instruction, sentence in (("none", ""), ("intrinsic", WINO_INSTRUCTION)):
         texts, _, _ = drive(WINO, Condition(instruction, rounds=1, history_mode="faithful"), config, [" they."])
         assert texts == [wino_fill(sentence)]
@@ -436,7 +438,7 @@ def test_winogender_paper4_transcript() -> None:
     """Three rounds under paper 4's BBQ rule (prompt_bias.py:81-104), the workbench's reading for Winogender."""
     replies = [" they.\n\nThe sentence should read: ...", " they", " they."]
     condition = Condition("intrinsic", rounds=3, history_mode="faithful")
-    texts, _, _ = drive(WINO, condition, ProtocolConfig(family="paper4"), replies)
+    texts, _, _ = drive(WINO, condition, TranscriptRules(family="paper4"), replies)
     input1 = wino_fill(WINO_INSTRUCTION)
     history = "" + input1.strip() + " " + tidy(replies[0]) + EOS
     input2 = history + "\n" + WINO_REVIEW
@@ -448,7 +450,7 @@ def test_winogender_paper4_transcript() -> None:
 def test_winogender_paper2_transcript() -> None:
     """Three rounds under paper 2's rule (inference_feedback_cot.py:120, 163)."""
     replies = [" they.", " they", " They."]
-    texts, _, _ = drive(WINO, Condition("intrinsic", rounds=3, history_mode="faithful"), ProtocolConfig(), replies)
+    texts, _, _ = drive(WINO, Condition("intrinsic", rounds=3, history_mode="faithful"), TranscriptRules(), replies)
     assert texts == _chain([wino_fill(WINO_INSTRUCTION), WINO_REVIEW, WINO_REVIEW], replies)
 
 
@@ -498,7 +500,7 @@ def test_paper4_bbq_duplicates_earlier_turns() -> None:
     ``history = history + inputs.strip() + " " + single_answer + end_session``."""
     replies = [" (c) Can't be determined.\n", "  (c)", " (c) Can't be determined"]
     texts, budgets, _ = drive(
-        BBQ, Condition("intrinsic", rounds=3, history_mode="faithful"), ProtocolConfig(family="paper4"), replies
+        BBQ, Condition("intrinsic", rounds=3, history_mode="faithful"), TranscriptRules(family="paper4"), replies
     )
     inputs1 = p4_bbq(P4_BBQ1)
     history = "" + inputs1.strip() + " " + tidy(replies[0]) + EOS
@@ -514,7 +516,7 @@ def test_paper4_bbq_duplicates_earlier_turns() -> None:
 def test_paper4_bbq_single_round_runs(instruction: str, template: str) -> None:
     """The baseline and negation runs are one round each (prompt_bias.py:144-151)."""
     texts, _, _ = drive(
-        BBQ, Condition(instruction, rounds=1, history_mode="faithful"), ProtocolConfig(family="paper4"), [" (c)"]
+        BBQ, Condition(instruction, rounds=1, history_mode="faithful"), TranscriptRules(family="paper4"), [" (c)"]
     )
     assert texts == [p4_bbq(template)]
 
@@ -525,7 +527,7 @@ def test_paper4_toxicity_appends_the_template_alone() -> None:
     not the whole input: no duplication)."""
     replies = [" So I told him that he was wrong.\n", " So I told him that he erred.", " So I told him."]
     texts, _, _ = drive(
-        RTP, Condition("intrinsic", rounds=3, history_mode="faithful"), ProtocolConfig(family="paper4"), replies
+        RTP, Condition("intrinsic", rounds=3, history_mode="faithful"), TranscriptRules(family="paper4"), replies
     )
     input1 = P4_TOXICITY1.replace("#QUESTION", RTP.question)
     input2 = P4_TOXICITY2.replace("#QUESTION", RTP.question)
@@ -537,7 +539,7 @@ def test_paper4_toxicity_appends_the_template_alone() -> None:
 
 def test_paper4_toxicity_negation() -> None:
     texts, _, _ = drive(
-        RTP, Condition("negated", rounds=1, history_mode="faithful"), ProtocolConfig(family="paper4"), [" x"]
+        RTP, Condition("negated", rounds=1, history_mode="faithful"), TranscriptRules(family="paper4"), [" x"]
     )
     assert texts == [P4_TOXICITY_NEGATIVE.replace("#QUESTION", RTP.question)]
 
@@ -566,11 +568,11 @@ UNBIASED = "Please ensure that your answer is unbiased and does not rely on ster
 
 def test_ladder_3_is_the_second_turn_after_an_uninstructed_answer() -> None:
     replies = [" (a) The grandfather", " (c)", " (c)"]
-    texts, _, _ = drive(BBQ, Condition("ladder-3", rounds=3, history_mode="faithful"), ProtocolConfig(), replies)
+    texts, _, _ = drive(BBQ, Condition("ladder-3", rounds=3, history_mode="faithful"), TranscriptRules(), replies)
     ladder_turn = "\n[INST]\n" + LADDER_3 + " [/INST]\n\n" + LADDER_3_OPENING + " "
     assert texts == _chain([p2_bbq(P2_BBQ_BASELINE), ladder_turn, p2_bbq(P2_BBQ_INTRINSIC)], replies)
     p4_texts, _, _ = drive(
-        BBQ, Condition("ladder-3", rounds=2, history_mode="faithful"), ProtocolConfig(family="paper4"), replies
+        BBQ, Condition("ladder-3", rounds=2, history_mode="faithful"), TranscriptRules(family="paper4"), replies
     )
     assert p4_texts[0] == p4_bbq(P4_BBQ_BASELINE)
     assert p4_texts[1].endswith(
@@ -586,7 +588,7 @@ def test_ladder_4_opens_the_assistants_rationale() -> None:
     assert prompt.messages[-1]["content"].endswith("(c) Can't be determined.\n\n" + UNBIASED)
     assert prompt.assistant_prefix == LADDER_4_OPENING
     texts, _, _ = drive(
-        BBQ, Condition("ladder-4", cot=True, rounds=1, history_mode="faithful"), ProtocolConfig(), [" x", " (c)"]
+        BBQ, Condition("ladder-4", cot=True, rounds=1, history_mode="faithful"), TranscriptRules(), [" x", " (c)"]
     )
     rationale = "\n[INST]\n" + P2_QUESTION + "\n\n" + UNBIASED + " [/INST]\n\n" + LADDER_4_OPENING + " "
     assert texts == _chain([rationale, p2_bbq(P2_BBQ_COT_ROUND2)], [" x", " (c)"])
@@ -602,7 +604,7 @@ def test_mechanism_chain_keeps_the_baseline_out_of_the_transcript() -> None:
     mechanism scripts read mechanism/promptsLib.py, whose wording differs slightly; the workbench keeps its
     paper-2 family, so the templates here are promptCluster.py's.)"""
     replies = [" (a) The grandfather", " (c) Can't be determined.\n", " (c)"]
-    config = ProtocolConfig(baseline_round=True)
+    config = TranscriptRules(baseline_round=True)
     texts, _, _ = drive(BBQ, Condition("intrinsic", rounds=3, history_mode="faithful"), config, replies)
     query0 = p2_bbq(P2_BBQ_BASELINE)
     query1 = p2_bbq(P2_BBQ_SELFCORRECT1)
@@ -616,7 +618,7 @@ def test_mechanism_chain_toxicity() -> None:
     [realtoxicity_baseline, realtoxicity_selfcorrect1, realtoxicity_selfcorrect_intrinsic, ...], named in
     promptsLib.py; the workbench's paper-2 templates stand in for them)."""
     replies = [" he is bad.", " he was wrong.", " he erred."]
-    config = ProtocolConfig(baseline_round=True)
+    config = TranscriptRules(baseline_round=True)
     texts, _, _ = drive(RTP, Condition("intrinsic", rounds=3, history_mode="faithful"), config, replies)
     query1 = p2_rtp(P2_RTP_INTRINSIC_ROUND1)
     assert texts == [

@@ -114,7 +114,7 @@ class ExperimentRunner:
         self.conditions = factorial_conditions(
             settings.instructions, settings.cot, settings.feedback, settings.rounds, settings.history_mode
         )
-        self.protocol = settings.protocol_config()
+        self.protocol = settings.transcript_rules()
         self.critic = build_critic(settings, model) if any(settings.feedback) else None
         arch = model.architecture
         self.sites = parse_sites(list(config.capture.sites), arch.n_layers, arch.n_heads)

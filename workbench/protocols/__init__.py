@@ -10,14 +10,13 @@ from workbench.protocols.conditions import (
     parse_condition_name,
 )
 from workbench.protocols.dialogue import Dialogue, PendingTurn, Turn, feedback_turn
-from workbench.protocols.interventions import (
+from workbench.protocols.dialogue_interventions import (
     MASKING_FRACTIONS,
     WeakEvidence,
     add_weak_evidence,
     mask_turn_responses,
     mask_words,
 )
-from workbench.protocols.options import ProtocolConfig, ProtocolConfigError
 from workbench.protocols.prompts import (
     RoundPrompt,
     complete_turn,
@@ -29,6 +28,7 @@ from workbench.protocols.prompts import (
 )
 from workbench.protocols.schedule import UnsupportedConditionError, dialogue_schedule
 from workbench.protocols.templates import TEMPLATES, PromptTemplate, fill_template, get_template
+from workbench.protocols.transcript_rules import TranscriptRuleError, TranscriptRules
 
 __all__ = [
     "INSTRUCTIONS",
@@ -39,9 +39,9 @@ __all__ = [
     "Dialogue",
     "PendingTurn",
     "PromptTemplate",
-    "ProtocolConfig",
-    "ProtocolConfigError",
     "RoundPrompt",
+    "TranscriptRuleError",
+    "TranscriptRules",
     "Turn",
     "UnsupportedConditionError",
     "WeakEvidence",

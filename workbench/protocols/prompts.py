@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from workbench.protocols.conditions import Condition
 from workbench.protocols.dialogue import Dialogue, PendingTurn, Turn
 from workbench.protocols.history import ChatMessage, TranscriptRule, clean_messages, faithful_prompt
-from workbench.protocols.options import DEFAULT_PROTOCOL, ProtocolConfig
 from workbench.protocols.schedule import UNINSTRUCTED_FIRST, dialogue_schedule, next_scheduled_turn
 from workbench.protocols.templates import fill_template, split_chat_turn
+from workbench.protocols.transcript_rules import DEFAULT_PROTOCOL, TranscriptRules
 from workbench.tasks.items import Item
 
 
@@ -65,7 +65,7 @@ def item_slots(item: Item, choices_on_lines: bool = False) -> dict[str, str]:
     }
 
 
-def transcript_rule(item: Item, condition: Condition, config: ProtocolConfig = DEFAULT_PROTOCOL) -> TranscriptRule:
+def transcript_rule(item: Item, condition: Condition, config: TranscriptRules = DEFAULT_PROTOCOL) -> TranscriptRule:
     """The faithful transcript rule of ``item`` under the run's family (``history`` module docstring)."""
     if config.family == "paper4":
         return "paper4-toxicity" if item.task == "realtoxicity" else "paper4"
@@ -75,13 +75,13 @@ def transcript_rule(item: Item, condition: Condition, config: ProtocolConfig = D
 
 
 def dialogue_complete(
-    item: Item, condition: Condition, dialogue: Dialogue, config: ProtocolConfig = DEFAULT_PROTOCOL
+    item: Item, condition: Condition, dialogue: Dialogue, config: TranscriptRules = DEFAULT_PROTOCOL
 ) -> bool:
     """Whether every turn of the condition has been generated, or the dialogue was ended."""
     return next_scheduled_turn(item, condition, dialogue, config) is None
 
 
-def _review_index(item: Item, condition: Condition, dialogue: Dialogue, config: ProtocolConfig) -> int | None:
+def _review_index(item: Item, condition: Condition, dialogue: Dialogue, config: TranscriptRules) -> int | None:
     """Index (into the model turns) of the turn whose review the next turn carries, or ``None``."""
     scheduled = next_scheduled_turn(item, condition, dialogue, config)
     if scheduled is None or not scheduled.needs_feedback:
@@ -97,7 +97,7 @@ def _review_index(item: Item, condition: Condition, dialogue: Dialogue, config: 
 
 
 def feedback_due(
-    item: Item, condition: Condition, dialogue: Dialogue, config: ProtocolConfig = DEFAULT_PROTOCOL
+    item: Item, condition: Condition, dialogue: Dialogue, config: TranscriptRules = DEFAULT_PROTOCOL
 ) -> Turn | None:
     """The model turn a critic must review before the next turn can be built, or ``None``.
 
@@ -112,7 +112,7 @@ def feedback_due(
     return dialogue.model_turns[index]
 
 
-def _transcript(item: Item, condition: Condition, dialogue: Dialogue, config: ProtocolConfig) -> Dialogue:
+def _transcript(item: Item, condition: Condition, dialogue: Dialogue, config: TranscriptRules) -> Dialogue:
     """The dialogue as the next turn sees it: the model turns its schedule keeps in the transcript."""
     schedule = dialogue_schedule(item, condition, config)
     shown = tuple(turn for turn, scheduled in zip(dialogue.model_turns, schedule) if scheduled.in_transcript)
@@ -123,7 +123,7 @@ def next_prompt(
     item: Item,
     condition: Condition,
     dialogue: Dialogue,
-    config: ProtocolConfig = DEFAULT_PROTOCOL,
+    config: TranscriptRules = DEFAULT_PROTOCOL,
     feedback: str | None = None,
 ) -> RoundPrompt | None:
     """The prompt of the dialogue's next model turn, or ``None`` when the dialogue is complete.

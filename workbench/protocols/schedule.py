@@ -31,7 +31,7 @@ Winogender has only the Llama-2-era fill-in prompt and a review turn (any family
 rounds >= 1 without feedback always use the "less toxic" review: the sources have no neutral one,
 so for toxicity the instruction ``none`` differs from ``intrinsic`` only in round 0.
 
-The turn rules of :class:`~workbench.protocols.options.ProtocolConfig` (baseline round, answer
+The turn rules of :class:`~workbench.protocols.transcript_rules.TranscriptRules` (baseline round, answer
 collapse, turn parity, hidden turns) are resolved here too, into the flags of :class:`ScheduledTurn`.
 """
 
@@ -41,9 +41,9 @@ from dataclasses import dataclass
 
 from workbench.protocols.conditions import Condition
 from workbench.protocols.dialogue import Budget, Dialogue, TurnKind
-from workbench.protocols.options import DEFAULT_PROTOCOL, ProtocolConfig
-from workbench.protocols.options import TemplateFamily as TemplateFamily  # re-exported: workbench.config
 from workbench.protocols.templates import get_template
+from workbench.protocols.transcript_rules import DEFAULT_PROTOCOL, TranscriptRules
+from workbench.protocols.transcript_rules import TemplateFamily as TemplateFamily  # re-exported: workbench.config
 from workbench.tasks.items import Item
 
 TASKS: tuple[str, ...] = ("bbq", "winogender", "realtoxicity")
@@ -209,7 +209,7 @@ def _reviewed(task: str, condition: Condition, kind: TurnKind, number: int, pari
 
 
 def dialogue_schedule(
-    item: Item, condition: Condition, config: ProtocolConfig = DEFAULT_PROTOCOL
+    item: Item, condition: Condition, config: TranscriptRules = DEFAULT_PROTOCOL
 ) -> tuple[ScheduledTurn, ...]:
     """Every model turn of ``item``'s dialogue under ``condition``, in order.
 
@@ -251,7 +251,7 @@ def dialogue_schedule(
 
 
 def next_scheduled_turn(
-    item: Item, condition: Condition, dialogue: Dialogue, config: ProtocolConfig = DEFAULT_PROTOCOL
+    item: Item, condition: Condition, dialogue: Dialogue, config: TranscriptRules = DEFAULT_PROTOCOL
 ) -> ScheduledTurn | None:
     """The next model turn of ``dialogue`` under ``condition``, or ``None`` when it is complete or ended."""
     schedule = dialogue_schedule(item, condition, config)

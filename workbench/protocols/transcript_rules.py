@@ -29,12 +29,12 @@ TemplateFamily = Literal["paper2", "paper4"]
 TEMPLATE_FAMILIES: tuple[str, ...] = ("paper2", "paper4")
 
 
-class ProtocolConfigError(ValueError):
+class TranscriptRuleError(ValueError):
     """A protocol option that does not exist, or options that do not go together."""
 
 
 @dataclass(frozen=True)
-class ProtocolConfig:
+class TranscriptRules:
     """Settings shared by every condition of a run.
 
     Attributes:
@@ -57,14 +57,14 @@ class ProtocolConfig:
 
     def __post_init__(self) -> None:
         if self.family not in TEMPLATE_FAMILIES:
-            raise ProtocolConfigError(f"family = {self.family!r} is unknown; choose paper2 or paper4")
+            raise TranscriptRuleError(f"family = {self.family!r} is unknown; choose paper2 or paper4")
         for name in ("turn_parity", "hide_unreviewed_turns"):
             if getattr(self, name) and self.family != "paper2":
-                raise ProtocolConfigError(
+                raise TranscriptRuleError(
                     f"{name} = true reproduces a rule of paper 2's script (family paper2); "
                     f"family = {self.family!r} has no such rule"
                 )
 
 
-DEFAULT_PROTOCOL = ProtocolConfig()
+DEFAULT_PROTOCOL = TranscriptRules()
 """The defaults: family paper2, ``"</s>"``, no script rule switched on."""
