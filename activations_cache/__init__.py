@@ -32,6 +32,7 @@ from activations_cache.spec import (
     infer_kind,
 )
 from activations_cache.writer import CacheWriter
+from activations_cache.writer_lock import gone_writer, lock_path
 
 __all__ = [
     "BUILTIN_COLUMNS",
@@ -56,8 +57,10 @@ __all__ = [
     "cache_info",
     "chunk_bytes_for",
     "config_sha256",
+    "gone_writer",
     "infer_kind",
     "join_shards",
+    "lock_path",
     "open_cache",
     "repair_cache",
     "verify_cache",

@@ -31,6 +31,7 @@ import numpy as np
 from h5py import h5f, h5p
 
 from activations_cache.errors import CacheFormatError
+from activations_cache.writer_lock import lock_path
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 SUPERBLOCK_BYTES = 96
@@ -208,7 +209,7 @@ def check_complete(path: Path) -> Superblock:
     missing = truncation(path, superblock)
     deadline = time.monotonic() + LIVE_WRITER_WAIT_S
     pause = 0.01
-    lock = path.with_name(path.name + ".lock")
+    lock = lock_path(path)
     while missing is not None and superblock.open_for_write and lock.exists() and time.monotonic() < deadline:
         time.sleep(pause)
         pause = min(2 * pause, 0.1)

@@ -41,6 +41,7 @@ from activations_cache.integrity import (
 )
 from activations_cache.records import text_sha256
 from activations_cache.spec import CACHE_KINDS, DIGEST_COLUMNS, CacheSpec, ColumnSpec, infer_kind
+from activations_cache.writer_lock import lock_path
 
 LIVE_WRITER_RECHECKS = 3
 """Times a string column of a file marked open for write is checked again before it is called damaged."""
@@ -423,7 +424,7 @@ def _held_by_live_writer(path: Path) -> bool:
         marked = read_superblock(path).open_for_write
     except CacheFormatError:
         return False
-    return marked and path.with_name(path.name + ".lock").exists()
+    return marked and lock_path(path).exists()
 
 
 def _stores(dtype: np.dtype, column: ColumnSpec) -> bool:

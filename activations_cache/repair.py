@@ -46,7 +46,7 @@ from activations_cache.integrity import (
 from activations_cache.records import text_sha256
 from activations_cache.resume import check_cache_path
 from activations_cache.spec import DIGEST_COLUMNS, CacheSpec
-from activations_cache.writer import _WriterLock
+from activations_cache.writer_lock import WriterLock
 
 COPY_BLOCK_ROWS = 1 << 12
 """Rows per read when copying a record column (activation datasets copy 4 chunk-rows at a time)."""
@@ -302,7 +302,7 @@ def repair_cache(path: str | os.PathLike[str]) -> RepairReport:
     if not cache_path.is_file():
         raise CacheFormatError(f"cache {cache_path} does not exist; check the path")
     check_cache_path(cache_path)
-    lock = _WriterLock(cache_path)
+    lock = WriterLock(cache_path)
     staging = cache_path.with_name(cache_path.name + ".repairing")
     try:
         staging.unlink(missing_ok=True)

@@ -19,11 +19,8 @@ all is on disk.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -37,94 +34,17 @@ import numpy as np
 from activations_cache.chunk_rows import ChunkRowAssembler, ChunkRowJob, write_chunk_row
 from activations_cache.errors import (
     ActivationShapeError,
-    CachePathError,
     CacheWriteError,
     RecordError,
 )
-from activations_cache.file_layout import COMMITTED_RECORDS, LIBVER, RECORDS_GROUP, utc_now
+from activations_cache.file_layout import COMMITTED_RECORDS, LIBVER, RECORDS_GROUP
 from activations_cache.records import duplicate_keys, record_columns
 from activations_cache.resume import check_cache_path, committed_record_keys, prepare_cache_file
 from activations_cache.spec import CacheMetadata, CacheSpec
+from activations_cache.writer_lock import WriterLock
 
 _CLOSE = object()
 _POLL_SECONDS = 0.1
-
-
-LOCK_ATTEMPTS = 20
-"""Times ``_WriterLock`` retries after locking a lock file that its previous holder had just removed."""
-
-
-def _same_file(descriptor: int, path: Path) -> bool:
-    """Whether ``path`` still names the file open as ``descriptor``."""
-    try:
-        named = os.stat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(descriptor)
-    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
-
-
-def _holder(descriptor: int) -> str:
-    """Who holds the lock, as written in the lock file by :meth:`_WriterLock._record_holder`."""
-    try:
-        written = json.loads(os.pread(descriptor, 4096, 0).decode("utf-8"))
-        return f"pid {int(written['pid'])} on host {written['host']}, since {written['started_at']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "holder unknown: its lock file names none yet"
-
-
-class _WriterLock:
-    """An exclusive ``flock`` on ``<cache>.lock``: one writer per cache; released by the OS on death.
-
-    The holder writes ``{"pid", "host", "started_at"}`` (JSON; UTC ISO 8601) into the lock file,
-    which a refused writer quotes. ``release`` removes the file while still holding the lock, and a
-    new holder checks after locking that the path still names the file it locked (retrying when
-    not): so a waiter that locks a removed file never counts as a second writer.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path.with_name(path.name + ".lock")
-        for _ in range(LOCK_ATTEMPTS):
-            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _holder(descriptor)
-                os.close(descriptor)
-                raise CachePathError(
-                    f"cache {path} is being written by another process ({holder}; lock {self.path}); "
-                    "wait for it to finish or use another run name"
-                ) from None
-            except BaseException:
-                os.close(descriptor)
-                raise
-            if _same_file(descriptor, self.path):
-                self.descriptor = descriptor
-                self._record_holder()
-                return
-            os.close(descriptor)  # locked a file its holder removed on release: lock the one at the path now
-        raise CachePathError(
-            f"cache {path}: lock {self.path} kept being replaced while locking it ({LOCK_ATTEMPTS} attempts); "
-            "another process is starting and stopping writers on it: wait for it to finish"
-        )
-
-    def _record_holder(self) -> None:
-        """Write who holds the lock into the lock file (best effort: a full disk still locks)."""
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": utc_now()}
-        text = json.dumps(holder, sort_keys=True).encode("utf-8")
-        try:
-            os.ftruncate(self.descriptor, 0)
-            os.pwrite(self.descriptor, text, 0)
-        except OSError:
-            pass
-
-    def release(self) -> None:
-        """Remove the lock file (if it is still this lock's), then unlock by closing it."""
-        try:
-            if _same_file(self.descriptor, self.path):
-                self.path.unlink(missing_ok=True)
-        finally:
-            os.close(self.descriptor)
 
 
 class _Syncer:
@@ -227,7 +147,7 @@ class CacheWriter:
         path: Path,
         spec: CacheSpec,
         file: h5py.File,
-        lock: _WriterLock,
+        lock: WriterLock,
         queue_size: int,
         commit_interval_s: float | None,
     ) -> None:
@@ -293,7 +213,7 @@ class CacheWriter:
             raise ValueError(f"queue_size={queue_size} must be >= 2")
         cache_path = Path(path)
         check_cache_path(cache_path)
-        lock = _WriterLock(cache_path)
+        lock = WriterLock(cache_path)
         try:
             prepare_cache_file(cache_path, spec, meta, overwrite)
             file = h5py.File(cache_path, "r+", libver=LIBVER)

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Collection
@@ -27,7 +25,7 @@ from pathlib import Path
 
 import plotly.offline
 
-from activations_cache import CacheFormatError, open_cache
+from activations_cache import CacheFormatError, gone_writer, open_cache
 from reports.html_page import DATA_TABLES, MODEL_TABLES, LiveView, render_report_page
 from reports.run_results import RunResults
 from reports.sections import ReportFigure, report_figures
@@ -144,11 +142,11 @@ def watch_report(
             time.sleep(interval_s)
             continue
         records, writing = _cache_state(folder.cache)
-        gone = _gone_writer(folder.cache) if writing else None
+        gone = gone_writer(folder.cache) if writing else None
         if gone is not None:
             time.sleep(WRITER_GRACE_S)  # it may have closed the file, or a resuming writer taken the lock, just now
             records, writing = _cache_state(folder.cache)
-            gone = _gone_writer(folder.cache) if writing else None
+            gone = gone_writer(folder.cache) if writing else None
             if gone is not None:
                 raise RunFolderError(
                     f"{folder.cache} is marked as being written but {gone}: the run crashed or was killed "
@@ -181,38 +179,14 @@ def _cache_state(cache: Path) -> tuple[int, bool]:
         return reader.n_records, reader.superblock.open_for_write
 
 
-def _gone_writer(cache: Path) -> str | None:
-    """Why no live process writes ``cache`` (which is marked open for write), or ``None`` when one may.
-
-    The writer's lock file (activations_cache/FORMAT.md, "The writer lock") names its pid and host. A
-    writer on another host cannot be checked from here and counts as alive.
-    """
-    lock = cache.with_name(cache.name + ".lock")
-    try:
-        holder = json.loads(lock.read_text(encoding="utf-8"))
-        pid, host, since = int(holder["pid"]), str(holder["host"]), str(holder["started_at"])
-    except FileNotFoundError:
-        return f"no process holds its writer lock ({lock.name} is absent)"
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # a writer that has just taken the lock and not yet written who it is
-    if host != socket.gethostname():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return f"its writer (pid {pid} on host {host}, since {since}) is no longer running"
-    except PermissionError:
-        return None  # alive, another user's
-    return None
-
-
 def _live_build(folder: RunFolder, out_dir: Path | None, writing: bool, interval_s: float) -> LiveBuild:
     """Compute the behavioural tables from the committed records and write the live page."""
-    from workbench.pipeline import record_rows, run_config
-    from workbench.metrics.tables import compute_results, write_results
+    from workbench.config import RunConfig
+    from workbench.experiment.records import read_run_records
+    from workbench.metrics.tables import compute_results, record_row, write_results
 
-    rows = record_rows(folder.cache)
-    tables = compute_results(rows, run_config(folder.root).results)
+    rows = [record_row(record) for record in read_run_records(folder.cache)]
+    tables = compute_results(rows, RunConfig.of_run(folder.root).results)
     with tempfile.TemporaryDirectory(prefix="workbench-live-") as scratch:
         live_folder = RunFolder(Path(scratch))
         write_results(tables, live_folder.results)

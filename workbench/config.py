@@ -38,6 +38,7 @@ from workbench.presets import PresetError, PresetName, apply_preset
 from workbench.protocols.conditions import INSTRUCTIONS
 from workbench.protocols.schedule import TemplateFamily
 from workbench.protocols.transcript_rules import TranscriptRuleError, TranscriptRules
+from workbench.run_folder import RunFolder
 from workbench.tasks.registry import TaskConfig
 from workbench.toxicity.scorer_config import ToxicityScorerConfig
 
@@ -381,6 +382,12 @@ class RunConfig:
             return cls.from_dict(table)
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from None
+
+    @classmethod
+    def of_run(cls, run_dir: Path) -> RunConfig:
+        """The configuration a run folder recorded (``config.toml``; defaults when it has none)."""
+        path = RunFolder(run_dir).config
+        return cls.load(path) if path.is_file() else cls()
 
     def to_dict(self) -> dict[str, Any]:
         table = dataclass_to_table(self)

@@ -16,14 +16,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from activations_cache import config_sha256, open_cache
 from probes import ProbeConfig, run_probe_stage
 from workbench.config import RunConfig
-from workbench.experiment.records import RECORD_COLUMNS, decode_records
+from workbench.experiment.records import read_run_records
 from workbench.experiment.runner import ExperimentRunner
 from workbench.inference.semantic_equivalence import check_nli_model, resolved_rule
 from workbench.metrics.tables import ResultsConfig, ResultTables, compute_results, record_row, write_results
@@ -202,7 +201,7 @@ def probe_stage(run: Path, probe: ProbeConfig | None = None, model: LoadedModel 
         RunFolderError: the cache names another model than ``config.toml``.
     """
     folder = RunFolder.with_cache(run)
-    user = run_config(folder.root)
+    user = RunConfig.of_run(folder.root)
     with open_cache(folder.cache, expect="run") as reader:
         recorded_model = reader.config.get("model")
     recorded_spec = recorded_model.get("spec") if isinstance(recorded_model, dict) else None
@@ -226,33 +225,10 @@ def probe_stage(run: Path, probe: ProbeConfig | None = None, model: LoadedModel 
     return run_probe_stage(folder.root, probe or user.probe, model, loader=load_users_model, backend=user.model.backend)
 
 
-def record_rows(cache_path: Path) -> list[dict[str, Any]]:
-    """The cache's records as the row dicts :func:`workbench.metrics.tables.compute_results` takes.
-
-    Raises:
-        RunFolderError: the cache lacks record columns a run writes (the behavioural tables would
-            silently lose the metrics that read them).
-    """
-    with open_cache(cache_path, expect="run") as reader:
-        missing = [name for name in RECORD_COLUMNS if name not in reader.spec.columns]
-        if missing:
-            raise RunFolderError(
-                f"{cache_path} lacks the run record column(s) {', '.join(missing)}; it was not written by "
-                "`workbench run` (or by an older version): rerun the capture"
-            )
-        return [record_row(record) for record in decode_records(reader.records)]
-
-
 def results_stage(run: Path, config: ResultsConfig | None = None) -> tuple[ResultTables, list[Path]]:
     """Compute the behavioural tables of a run and write them to ``results/``."""
     folder = RunFolder.with_cache(run)
     if config is None:
-        config = run_config(folder.root).results
-    tables = compute_results(record_rows(folder.cache), config)
+        config = RunConfig.of_run(folder.root).results
+    tables = compute_results([record_row(record) for record in read_run_records(folder.cache)], config)
     return tables, write_results(tables, folder.results)
-
-
-def run_config(run_dir: Path) -> RunConfig:
-    """The configuration a run folder recorded (defaults when it has no config.toml)."""
-    path = RunFolder(run_dir).config
-    return RunConfig.load(path) if path.is_file() else RunConfig()

@@ -184,7 +184,7 @@ def test_cli_watch_of_a_finished_run_builds_once_and_returns(
         [
             sys.executable,
             "-m",
-            "workbench.cli.main",
+            "workbench",
             "report",
             str(run_dir),
             "--watch",

@@ -36,7 +36,7 @@ from activations_cache import (
     open_cache,
 )
 from activations_cache.chunk_rows import ChunkRowAssembler, ChunkRowJob, write_chunk_row
-from activations_cache.writer import _WriterLock
+from activations_cache.writer_lock import WriterLock
 
 RESID = ("last_prompt", "hook_resid_post")
 HEADS = ("last_prompt", "attn.hook_z")
@@ -402,7 +402,7 @@ def _contend_for_the_lock(path: str, parent: Any) -> None:
     fcntl.flock = flock_after_the_parent_says_go  # what activations_cache.writer calls
     assert parent.recv() == "start"  # forked before the parent locked: no inherited lock descriptor
     try:
-        lock = _WriterLock(Path(path))
+        lock = WriterLock(Path(path))
     except CachePathError as error:
         parent.send(f"refused: {error}")
         return
@@ -421,12 +421,12 @@ def test_a_waiter_on_a_released_lock_file_never_makes_a_second_writer(tmp_path: 
     child = context.Process(target=_contend_for_the_lock, args=(str(path), child_end))
     child.start()
     try:
-        first = _WriterLock(path)
+        first = WriterLock(path)
         to_child.send("start")
         assert to_child.poll(30) and to_child.recv() == "opened the lock file"
         first.release()
         if order == "third_locks_before_the_waiter":
-            third = _WriterLock(path)
+            third = WriterLock(path)
             to_child.send("go")
             assert to_child.poll(30)
             answer = to_child.recv()
@@ -436,7 +436,7 @@ def test_a_waiter_on_a_released_lock_file_never_makes_a_second_writer(tmp_path: 
             to_child.send("go")
             assert to_child.poll(30) and to_child.recv() == "acquired"
             with pytest.raises(CachePathError, match=rf"being written by another process \(pid {child.pid} on host "):
-                _WriterLock(path)
+                WriterLock(path)
             to_child.send("release")
     finally:
         child.join(30)
@@ -479,3 +479,25 @@ def test_a_second_writer_process_is_refused_naming_the_first(tmp_path: Path) -> 
         child.stdin.flush()
         assert child.wait(timeout=30) == 0
     assert not (tmp_path / "cache.h5.lock").exists()
+
+
+def test_gone_writer_tells_a_dead_or_absent_writer_from_a_live_one(tmp_path: Path) -> None:
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from activations_cache import gone_writer, lock_path
+
+    cache = tmp_path / "cache.h5"
+    assert gone_writer(cache) == "no process holds its writer lock (cache.h5.lock is absent)"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    holder = {"pid": int(dead.stdout), "host": socket.gethostname(), "started_at": "2026-01-01T00:00:00Z"}
+    lock_path(cache).write_text(json.dumps(holder))
+    assert gone_writer(cache) == (
+        f"its writer (pid {holder['pid']} on host {holder['host']}, since 2026-01-01T00:00:00Z) is no longer running"
+    )
+    lock_path(cache).write_text(json.dumps({**holder, "pid": os.getpid()}))
+    assert gone_writer(cache) is None
+    lock_path(cache).write_text(json.dumps({**holder, "host": "another-host"}))
+    assert gone_writer(cache) is None  # cannot be checked from here: counts as alive

@@ -291,16 +291,16 @@ def _results(args: argparse.Namespace) -> int:
 
 def _probe(args: argparse.Namespace) -> int:
     from probes import ProbeConfig, ProbeConfigError
-    from workbench.config import ConfigError, read_toml_file
+    from workbench.config import ConfigError, RunConfig, read_toml_file
     from workbench.config_tables import dataclass_to_table
-    from workbench.pipeline import probe_stage, run_config
+    from workbench.pipeline import probe_stage
     from workbench.run_folder import RunFolder
 
     run = RunFolder.with_cache(args.run)
     probe = None
     if args.config:
         override = read_toml_file(args.config).get("probe", {})
-        base = dataclass_to_table(run_config(run.root).probe)
+        base = dataclass_to_table(RunConfig.of_run(run.root).probe)
         try:
             probe = ProbeConfig.from_dict({**base, **override} if isinstance(override, dict) else override)
         except ProbeConfigError as error:

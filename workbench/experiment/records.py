@@ -22,11 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from activations_cache import BUILTIN_COLUMNS, ColumnSpec
+from activations_cache import BUILTIN_COLUMNS, ColumnSpec, open_cache
+from workbench.run_folder import RunFolderError
 
 MAX_OPTIONS = 3
 """Width of the ``option_probs`` column: BBQ-style tasks have three options."""
@@ -144,6 +146,23 @@ class RunRecord:
         if self.distinguish_gold is None:
             return None
         return float(self.distinguish_predicted == self.distinguish_gold)
+
+
+def read_run_records(cache_path: Path) -> list[RunRecord]:
+    """Every record of the run cache at ``cache_path``, decoded, in table order.
+
+    Raises:
+        RunFolderError: the cache lacks record columns a run writes (the behavioural tables would
+            silently lose the metrics that read them).
+    """
+    with open_cache(cache_path, expect="run") as reader:
+        missing = [name for name in RECORD_COLUMNS if name not in reader.spec.columns]
+        if missing:
+            raise RunFolderError(
+                f"{cache_path} lacks the run record column(s) {', '.join(missing)}; it was not written by "
+                "`workbench run` (or by an older version): rerun the capture"
+            )
+        return decode_records(reader.records)
 
 
 def decode_records(table: Mapping[str, np.ndarray]) -> list[RunRecord]:
