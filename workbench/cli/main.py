@@ -164,8 +164,12 @@ def _parser() -> argparse.ArgumentParser:
     download.set_defaults(handler=_download)
 
     from workbench.cli.debiasing import add_debiasing_commands
+    from workbench.pactrain import command as pactrain_command
 
     add_debiasing_commands(commands)
+    pactrain = commands.add_parser("pactrain", help=pactrain_command.HELP, description=pactrain_command.HELP)
+    pactrain_command.add_arguments(pactrain)
+    pactrain.set_defaults(handler=pactrain_command.run_command)
     return parser
 
 
