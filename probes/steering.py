@@ -18,9 +18,9 @@ import torch
 from activations_cache import CacheReader
 from probes.errors import ProbeInputError
 from workbench.hooks import Intervention, intervene
+from workbench.inference.option_scoring import option_mean_nll
 from workbench.metrics.options import option_probabilities
 from workbench.models.loading import LoadedModel
-from workbench.inference.option_scoring import option_mean_nll
 from workbench.tasks.items import OPTION_LETTERS
 
 STEERABLE_SITES = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")

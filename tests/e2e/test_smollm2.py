@@ -10,8 +10,8 @@ import pytest
 
 from activations_cache import open_cache, verify_cache
 from workbench.config import RunConfig
-from workbench.inference.generation import chat_prompt, generate_greedy
 from workbench.hooks import capture
+from workbench.inference.generation import chat_prompt, generate_greedy
 from workbench.models import load_model
 from workbench.pipeline import results_stage, run_stage
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from transformers import DynamicCache, StaticCache
 
+from workbench.hooks import capture_tokens, parse_sites
 from workbench.inference.answering import answer_batch
 from workbench.inference.generation import PromptTooLong, generate_greedy, preallocated_cache
-from workbench.hooks import capture_tokens, parse_sites
-from workbench.models import tiny_model
 from workbench.inference.option_scoring import option_mean_nll
+from workbench.models import tiny_model
 
 PROMPTS = ["the man said who can not be determined", "a b c", "the old person was the one who"]
 LABELS = ("(a)", "(b)", "(c)")

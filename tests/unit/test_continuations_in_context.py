@@ -23,12 +23,12 @@ from workbench.attribution.head_effects import bias_measure
 from workbench.bias.crows_pairs import CrowsPair, score_crows_pairs
 from workbench.bias.sentence_likelihood import causal_sentence_log_likelihoods
 from workbench.config import RunConfig
+from workbench.experiment.measures import MeasureContext, choose_options
 from workbench.hooks import Intervention, intervene, tokenize_prompts
 from workbench.hooks.positions import in_context_continuation
 from workbench.metrics.options import option_probabilities
 from workbench.models import LoadedModel
 from workbench.protocols.self_distinguish import bbq_stereotype_prompt, toxicity_pair_prompt
-from workbench.experiment.measures import MeasureContext, choose_options
 from workbench.tasks.registry import load_task
 
 TinyFor = Callable[[PreTrainedTokenizerBase], LoadedModel]

@@ -22,8 +22,8 @@ from workbench.inference.option_scoring import option_mean_nll
 from workbench.models import tiny_model
 from workbench.protocols import Condition, Dialogue
 from workbench.protocols.dialogue import Turn
-from workbench.tasks.registry import load_task
 from workbench.tasks.items import Item
+from workbench.tasks.registry import load_task
 from workbench.toxicity.lexicon import LexiconScorer
 
 

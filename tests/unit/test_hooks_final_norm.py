@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.inference.answering import answer_batch
 from workbench.hooks import Intervention, InterventionError, Site, SiteError, SiteKind, capture, parse_sites
 from workbench.hooks.capture import run_forward
 from workbench.hooks.layout import UnsupportedArchitecture, normalized_before_gain
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import TokenBatch
+from workbench.inference.answering import answer_batch
 from workbench.models import tiny_model
 
 PROMPTS = ["the man said", "who can not be determined the old person was", "a"]

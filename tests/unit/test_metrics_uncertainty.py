@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from workbench.inference.semantic_equivalence import option_equivalence
 from workbench.metrics.uncertainty import (
     anchor_clusters,
     exact_match_equivalence,
@@ -13,7 +14,6 @@ from workbench.metrics.uncertainty import (
     semantic_uncertainty,
     uncertainty_token_budget,
 )
-from workbench.inference.semantic_equivalence import option_equivalence
 
 
 def test_anchor_clustering_with_exact_match() -> None:

@@ -22,10 +22,10 @@ from workbench.experiment.records import (
     encode_option_probs,
     record_key,
 )
+from workbench.experiment.runner import ExperimentRunner
+from workbench.metrics.tables import RECORD_KEYS
 from workbench.models import tiny_model
 from workbench.protocols.self_distinguish import bbq_stereotype_prompt
-from workbench.metrics.tables import RECORD_KEYS
-from workbench.experiment.runner import ExperimentRunner
 from workbench.tasks.registry import load_configured_task
 
 ROOT = Path(__file__).resolve().parents[2]

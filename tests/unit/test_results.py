@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from workbench.protocols import factorial_conditions
 from workbench.metrics.tables import (
     CSV_COLUMNS,
     RecordError,
@@ -19,6 +18,7 @@ from workbench.metrics.tables import (
     format_results_table,
     write_results,
 )
+from workbench.protocols import factorial_conditions
 
 CONFIG = ResultsConfig(n_boot=50, seed=0, n_permutations=200)
 

@@ -25,9 +25,9 @@ from reports.tables import read_table
 from workbench.attribution.attribute import write_head_effects, write_selected_heads
 from workbench.attribution.selection import select_debiased_heads
 from workbench.bias.levels import write_bias_levels
+from workbench.metrics.tables import ResultsConfig, compute_results, write_results
 from workbench.models import LoadedModel, tiny_model
 from workbench.protocols import factorial_conditions
-from workbench.metrics.tables import ResultsConfig, compute_results, write_results
 from workbench.run_folder import (
     ATTRIBUTE_STAGE,
     BIAS_STAGE,

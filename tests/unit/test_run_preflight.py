@@ -20,9 +20,9 @@ from rich.console import Console
 
 from activations_cache import config_sha256
 from workbench.cli.main import main
+from workbench.cli.progress import LogProgress
 from workbench.config import ConfigError, RunConfig
 from workbench.models import tiny_model
-from workbench.cli.progress import LogProgress
 
 BASE = """
 name = "pre"

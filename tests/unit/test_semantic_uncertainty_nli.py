@@ -35,13 +35,13 @@ import workbench.metrics.uncertainty as uncertainty_metrics
 from activations_cache import open_cache
 from workbench.config import RunConfig
 from workbench.experiment.records import decode_records
+from workbench.experiment.runner import ExperimentRunner
 from workbench.inference.generation import sample_continuations
+from workbench.inference.semantic_equivalence import NliClassifier, NliModelError, check_nli_model, judged_equivalence
 from workbench.metrics.uncertainty import anchor_clusters
 from workbench.models import tiny_model
 from workbench.models.loading import LoadedModel
 from workbench.models.tiny import tiny_tokenizer
-from workbench.experiment.runner import ExperimentRunner
-from workbench.inference.semantic_equivalence import NliClassifier, NliModelError, check_nli_model, judged_equivalence
 from workbench.tasks.items import Item
 
 ID2LABEL = {0: "NEUTRAL", 1: "entailment", 2: "Contradiction"}

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from workbench.config import ConfigError, ProtocolSettings, RunConfig
-from workbench.metrics.uncertainty import anchor_clusters, distinct_samples, semantic_uncertainty
 from workbench.inference.semantic_equivalence import (
     DEFAULT_NLI_MODEL,
     NliLabels,
@@ -22,6 +21,7 @@ from workbench.inference.semantic_equivalence import (
     option_equivalence,
     resolved_rule,
 )
+from workbench.metrics.uncertainty import anchor_clusters, distinct_samples, semantic_uncertainty
 
 # microsoft/deberta-large-mnli's config.id2label: 0 CONTRADICTION, 1 NEUTRAL, 2 ENTAILMENT
 C, N, E = 0, 1, 2

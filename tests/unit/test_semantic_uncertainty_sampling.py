@@ -24,11 +24,11 @@ import torch
 from activations_cache import open_cache
 from workbench.config import RunConfig
 from workbench.experiment.records import decode_records
+from workbench.experiment.runner import ExperimentRunner
 from workbench.inference.generation import sample_continuations, sampling_config, strip_at_eos
 from workbench.metrics.answers import parse_option
 from workbench.models import tiny_model
 from workbench.models.loading import LoadedModel
-from workbench.experiment.runner import ExperimentRunner
 from workbench.tasks.registry import load_configured_task
 
 CONFIG = """
