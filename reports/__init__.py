@@ -1,6 +1,7 @@
-"""Interactive plotly reports of a run folder: convergence, uncertainty, morality, interactions.
+"""Interactive plotly reports of a run folder: a summary of findings, then convergence, uncertainty, morality, ...
 
-``build_report(run_dir)`` writes ``report/index.html``; the figure functions of
+``build_report(run_dir)`` writes ``report/index.html`` (docs/report.md); :mod:`reports.summary` computes
+its opening summary from the typed tables; the figure functions of
 :mod:`reports.figures` take the typed tables of :class:`RunResults` and return plotly figures;
 ``export_figure`` writes one of them as PNG/SVG when the optional ``kaleido`` is installed.
 """

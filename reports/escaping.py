@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 
+from workbench.protocols.conditions import condition_label
 from workbench.run_tables import ItemAnswer
 
 PROMPT_EXCERPT_CHARS = 160
@@ -46,12 +47,15 @@ def plotly_text(text: str, max_chars: int | None = None) -> str:
 
 
 def item_hover_text(item: ItemAnswer) -> str:
-    """Plotly hover text of one item's answer: item id, condition, round, prompt excerpt and answer."""
+    """Plotly hover text of one item's answer: item id, condition (human label and raw name), round, prompt
+    excerpt and answer."""
     correctness = {True: "correct", False: "wrong", None: "no gold answer"}[item.correct]
     return "<br>".join(
         (
             f"item {plotly_text(item.item_id)}",
-            f"{plotly_text(item.condition)}, round {item.round}",
+            f"{plotly_text(condition_label(item.condition))} ({plotly_text(item.condition)}), round {item.round}"
+            if condition_label(item.condition) != item.condition
+            else f"{plotly_text(item.condition)}, round {item.round}",
             f"prompt: {plotly_text(item.prompt_excerpt, PROMPT_EXCERPT_CHARS)}",
             f"answer: {plotly_text(item.answer, ANSWER_CHARS)}",
             f"predicted ({plotly_text(item.predicted)}), {correctness}",

@@ -1,4 +1,4 @@
-"""The report's single self-contained HTML page: run summary, figure index and figures.
+"""The report's single self-contained HTML page: summary of findings, figures, then the run's details folded.
 
 plotly.js is embedded once in the page head; every figure is a ``<div>`` written by
 ``Figure.to_html(full_html=False, include_plotlyjs=False)``. Every string from the run (config
@@ -21,6 +21,9 @@ import plotly.graph_objects as go
 from reports.escaping import escape_html
 from reports.run_results import REPORT_TABLES, RunResults
 from reports.sections import ReportFigure
+from reports.summary import summarise
+from reports.summary_section import SUMMARY_ANCHOR, render_summary, toc_entries
+from workbench.protocols.conditions import condition_label
 from workbench.run_tables import BehaviourMetric
 
 # Undefined values listed under a figure; the rest are counted and left to results/behaviour.csv.
@@ -31,19 +34,42 @@ MODEL_TABLES = ("model",)
 DATA_TABLES = ("data", "task", "tasks", "dataset")
 
 PAGE_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1400px; padding: 0 1rem;
-       color: #222; }
-h1 { margin-bottom: 0.2rem; }
+body { font-family: system-ui, sans-serif; margin: 0; color: #222; }
+.page { display: grid; grid-template-columns: 240px minmax(0, 1fr); gap: 1.5rem; max-width: 1560px;
+        margin: 0 auto; padding: 0 1rem; }
+nav.toc { position: sticky; top: 0; align-self: start; max-height: 100vh; overflow-y: auto;
+          padding: 1rem 0.2rem 1rem 0; font-size: 0.85rem; border-right: 1px solid #e4e4e4; }
+nav.toc .toc-title { font-weight: 600; margin: 0 0 0.3rem; }
+nav.toc ol { list-style: none; padding-left: 0.7rem; margin: 0.1rem 0 0.4rem; }
+nav.toc > ol { padding-left: 0; }
+nav.toc li { margin: 0.12rem 0; }
+nav.toc a { text-decoration: none; color: #1a4f8b; }
+nav.toc a:hover { text-decoration: underline; }
+nav.toc .not-drawn, nav.toc .not-drawn a { color: #999; }
+main { min-width: 0; padding: 1rem 0 3rem; }
+h1 { margin: 0.2rem 0; }
+h2, h3 { scroll-margin-top: 0.5rem; }
+.facts { color: #444; margin: 0.2rem 0 0.8rem; }
 table { border-collapse: collapse; margin: 0.5rem 0 1rem; }
-td, th { border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: left; vertical-align: top;
-         font-size: 0.9rem; }
+td, th { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: left; vertical-align: top;
+         font-size: 0.85rem; }
+th { background: #f4f4f4; }
 td.value { font-family: ui-monospace, monospace; }
+.summary { background: #fbfbfd; border: 1px solid #dde; padding: 0.4rem 1rem 0.6rem; }
+.summary { overflow-x: auto; }
+.summary p { max-width: 75rem; }
+.n { color: #666; font-size: 0.85em; white-space: nowrap; }
+.reading { color: #555; font-style: italic; }
 .guide { color: #444; margin: 0.2rem 0 0.6rem; }
 .omitted { color: #a33; }
 .note { color: #a60; }
 .undefined td, .undefined th { color: #666; }
-section.figure { border-top: 1px solid #ddd; margin-top: 2rem; padding-top: 0.5rem; }
+section.figure { border-top: 1px solid #ddd; margin-top: 1.5rem; padding-top: 0.3rem; scroll-margin-top: 0.3rem; }
+details { margin: 0.4rem 0; }
+details > summary { cursor: pointer; font-weight: 600; }
 .live { background: #eef5ff; border: 1px solid #9bc; padding: 0.4rem 0.8rem; }
+@media (max-width: 900px) { .page { grid-template-columns: 1fr; }
+  nav.toc { position: static; max-height: none; border-right: none; } }
 """
 
 
@@ -83,8 +109,16 @@ class LiveView:
 def render_report_page(
     results: RunResults, figures: list[ReportFigure], plotly_js: str, live: LiveView | None = None
 ) -> str:
-    """The whole report page as one HTML string, with ``plotly_js`` inlined once (``live``: a live view's)."""
+    """The whole report page as one HTML string, with ``plotly_js`` inlined once (``live``: a live view's).
+
+    Reading order: the run's name and facts, the summary of findings (:mod:`reports.summary`), the
+    drawn figures, the figures that could not be drawn and why, then the run's details folded
+    (model and data, the status of every table, the configuration). A sticky table of contents
+    beside the page links to each of them.
+    """
     name = escape_html(results.name)
+    drawn = [entry for entry in figures if entry.figure is not None]
+    anchors = {entry.anchor for entry in drawn}
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -97,29 +131,115 @@ def render_report_page(
             f'<script type="text/javascript">{plotly_js}</script>',
             "</head>",
             "<body>",
+            '<div class="page">',
+            _table_of_contents(figures),
+            "<main>",
             f"<h1>Workbench report: {name}</h1>",
             *([live.banner()] if live is not None else []),
-            f"<p>Run folder: <code>{escape_html(str(results.run_dir))}</code></p>",
-            _run_summary(results.config),
-            _figure_index(figures),
-            _table_status(results),
-            _configuration(results.config),
-            *(_figure_section(entry, entry.figure) for entry in figures if entry.figure is not None),
+            _run_facts(results),
+            render_summary(summarise(results), anchors, _site_anchors(drawn)),
+            f'<h2 id="{FIGURES_ANCHOR}">Figures</h2>',
+            *(_figure_section(entry, entry.figure) for entry in drawn),
+            _figures_not_drawn(figures),
+            _run_details(results),
+            "</main>",
+            "</div>",
             "</body>",
             "</html>",
         ]
     )
 
 
+FIGURES_ANCHOR = "figures"
+NOT_DRAWN_ANCHOR = "figures-not-drawn"
+DETAILS_ANCHOR = "run-details"
+
+
+def _site_anchors(drawn: list[ReportFigure]) -> dict[str, str]:
+    """The anchor that shows each morality site: its layer profile when drawn, else its heatmap."""
+    anchors: dict[str, str] = {}
+    for prefix in ("layer-profile-", "morality-"):
+        for entry in drawn:
+            if entry.anchor.startswith(prefix) and entry.subject is not None:
+                anchors.setdefault(entry.subject, entry.anchor)
+    return anchors
+
+
+def _table_of_contents(figures: list[ReportFigure]) -> str:
+    """The sticky table of contents: the summary's parts, every figure (greyed when not drawn), the details."""
+    summary = "".join(f'<li><a href="#{anchor}">{title}</a></li>' for anchor, title in toc_entries())
+    entries = []
+    for entry in figures:
+        if entry.figure is not None:
+            entries.append(f'<li><a href="#{entry.anchor}">{entry.title}</a></li>')
+        else:
+            entries.append(
+                f'<li class="not-drawn" title="{entry.omitted_because}">'
+                f'<a href="#{NOT_DRAWN_ANCHOR}">{entry.title}</a> (not drawn)</li>'
+            )
+    return (
+        '<nav class="toc" id="contents"><p class="toc-title">Contents</p><ol>'
+        f'<li><a href="#{SUMMARY_ANCHOR}">Summary of findings</a><ol>{summary}</ol></li>'
+        f'<li><a href="#{FIGURES_ANCHOR}">Figures</a><ol>{"".join(entries)}</ol></li>'
+        f'<li><a href="#{DETAILS_ANCHOR}">Run details</a></li>'
+        "</ol></nav>"
+    )
+
+
+def _run_facts(results: RunResults) -> str:
+    """One line under the title: the run folder, model, task, conditions and rounds."""
+    facts = [f"Run folder: <code>{escape_html(str(results.run_dir))}</code>"]
+    config = results.config or {}
+    model = _first_table(config, MODEL_TABLES)
+    if model is not None:
+        facts.append("model " + escape_html(str(model.get("spec", model.get("name", "?")))))
+    data = _first_table(config, DATA_TABLES)
+    if data is not None:
+        facts.append("task " + escape_html(str(data.get("name", data.get("task", "?")))))
+    if results.conditions:
+        facts.append(f"{len(results.conditions)} condition{'s' if len(results.conditions) != 1 else ''}")
+    rounds = sorted({row.round for row in results.behaviour or ()})
+    if rounds:
+        facts.append(f"rounds {rounds[0]}–{rounds[-1]}" if len(rounds) > 1 else f"round {rounds[0]}")
+    if results.items:
+        facts.append(f"{len(results.items)} answers")
+    return f'<p class="facts">{" · ".join(facts)}</p>'
+
+
+def _first_table(config: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | None:
+    for name in names:
+        table = config.get(name)
+        if isinstance(table, dict):
+            return table
+    return None
+
+
+def _figures_not_drawn(figures: list[ReportFigure]) -> str:
+    missing = [entry for entry in figures if entry.figure is None]
+    if not missing:
+        return ""
+    lines = "".join(
+        f'<li>{entry.title}: <span class="omitted">omitted, {entry.omitted_because}</span></li>' for entry in missing
+    )
+    return f'<section id="{NOT_DRAWN_ANCHOR}"><h2>Figures not drawn</h2><ul>{lines}</ul></section>'
+
+
+def _run_details(results: RunResults) -> str:
+    """Model and data, table status and configuration, each folded (``<details>``)."""
+    return (
+        f'<section id="{DETAILS_ANCHOR}"><h2>Run details</h2>'
+        f"<details><summary>Model and data</summary>{_run_summary(results.config)}</details>"
+        f"<details><summary>Tables of the run (file status)</summary>{_table_status(results)}</details>"
+        f"<details><summary>Configuration (config.toml)</summary>{_configuration(results.config)}</details>"
+        "</section>"
+    )
+
+
 def _run_summary(config: dict[str, Any] | None) -> str:
     if config is None:
-        return (
-            '<h2>Model and data</h2><p class="omitted">config.toml not found in the run folder, '
-            "so the model and data are unknown.</p>"
-        )
+        return '<p class="omitted">config.toml not found in the run folder, so the model and data are unknown.</p>'
     return "\n".join(
-        ["<h2>Model and data</h2>"]
-        + [
+        [
             _config_table_summary(config, label, names)
             for label, names in (("Model", MODEL_TABLES), ("Data", DATA_TABLES))
         ]
@@ -134,33 +254,19 @@ def _config_table_summary(config: dict[str, Any], label: str, names: tuple[str, 
     return f'<h3>{label}</h3><p class="omitted">config.toml has no {wanted} table.</p>'
 
 
-def _figure_index(figures: list[ReportFigure]) -> str:
-    lines = ["<h2>Figures</h2>", "<ul>"]
-    for entry in figures:
-        if entry.figure is not None:
-            lines.append(f'<li><a href="#{entry.anchor}">{entry.title}</a>: {entry.reading_guide}</li>')
-        else:
-            lines.append(f'<li>{entry.title}: <span class="omitted">omitted, {entry.omitted_because}</span></li>')
-    lines.append("</ul>")
-    return "\n".join(lines)
-
-
 def _table_status(results: RunResults) -> str:
     rows = []
     for name, table in REPORT_TABLES.items():
         values = getattr(results, name)
         status = "not found" if values is None else f"{len(values)} rows"
         rows.append(f"<tr><td>{table.path}</td><td>{status}</td><td>{table.stage}</td></tr>")
-    return (
-        "<h2>Tables of the run</h2><table><tr><th>file</th><th>status</th>"
-        "<th>written by</th></tr>" + "".join(rows) + "</table>"
-    )
+    return "<table><tr><th>file</th><th>status</th><th>written by</th></tr>" + "".join(rows) + "</table>"
 
 
 def _configuration(config: dict[str, Any] | None) -> str:
     if config is None:
-        return '<h2>Configuration</h2><p class="omitted">config.toml not found.</p>'
-    return "<h2>Configuration <small>(config.toml)</small></h2>" + _key_value_table(_flatten(config, prefix=""))
+        return '<p class="omitted">config.toml not found.</p>'
+    return _key_value_table(_flatten(config, prefix=""))
 
 
 def _flatten(table: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
@@ -192,7 +298,8 @@ def _undefined_values(rows: tuple[BehaviourMetric, ...]) -> str:
         return ""
     shown = rows[:MAX_UNDEFINED_ROWS]
     lines = "".join(
-        f"<tr><td>{escape_html(row.condition)}</td><td>{row.round}</td><td>{escape_html(row.metric)}</td>"
+        f'<tr><td title="{escape_html(row.condition)}">{escape_html(condition_label(row.condition))}</td>'
+        f"<td>{row.round}</td><td>{escape_html(row.metric)}</td>"
         f'<td class="value">{escape_html(row.value_text())}</td><td>{row.n}</td></tr>'
         for row in shown
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from reports.figures.layout import condition_order
 from reports.tables import read_table
 from workbench.run_folder import RUN_TABLES, RunFolder, RunFolderError, RunTable
 from workbench.run_tables import (
@@ -16,11 +17,14 @@ from workbench.run_tables import (
     CalibrationBin,
     ConceptUncertainty,
     ConvergenceRound,
+    DebiasedHead,
     HeadEffect,
     InteractionEffect,
     ItemAnswer,
     LayerScore,
     MoralityLevel,
+    PairedTest,
+    SteeringEffect,
 )
 
 
@@ -39,15 +43,18 @@ class RunResults:
     convergence: tuple[ConvergenceRound, ...] | None = None
     flips: tuple[AnswerFlip, ...] | None = None
     calibration: tuple[CalibrationBin, ...] | None = None
+    paired_tests: tuple[PairedTest, ...] | None = None
     behaviour_interactions: tuple[InteractionEffect, ...] | None = None
     items: tuple[ItemAnswer, ...] | None = None
     bbq_categories: tuple[BBQCategoryMetric, ...] | None = None
     layer_scores: tuple[LayerScore, ...] | None = None
     morality: tuple[MoralityLevel, ...] | None = None
     concept_uncertainty: tuple[ConceptUncertainty, ...] | None = None
+    steering: tuple[SteeringEffect, ...] | None = None
     probe_interactions: tuple[InteractionEffect, ...] | None = None
     heads: tuple[HeadEffect, ...] | None = None
     bias_levels: tuple[BiasLevel, ...] | None = None
+    selected_heads: tuple[DebiasedHead, ...] | None = None
 
     @classmethod
     def load(cls, run: Path) -> RunResults:
@@ -79,6 +86,43 @@ class RunResults:
     def name(self) -> str:
         """The run's name: its folder's name."""
         return self.run_dir.resolve().name
+
+    def absence(self, name: str) -> str | None:
+        """Why the table ``name`` of :data:`REPORT_TABLES` cannot be drawn, or ``None`` if it has rows.
+
+        An absent table's reason names the command that writes it.
+        """
+        table = REPORT_TABLES[name]
+        rows = getattr(self, name)
+        if rows is None:
+            return f"{table.path} not found (run `{table.stage}` on this run first)"
+        if not rows:
+            return f"{table.path} has no rows"
+        return None
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """The run's condition list: every condition named in any of its tables, in design order.
+
+        Design order (:func:`reports.figures.layout.condition_order`): no instruction first, then
+        the other instructions in ``workbench.protocols.conditions.INSTRUCTIONS`` order, CoT off
+        before on, feedback off before on. Every figure colours the ``i``-th of them alike.
+        """
+        names: set[str] = set()
+        for table in (
+            self.behaviour,
+            self.convergence,
+            self.flips,
+            self.calibration,
+            self.items,
+            self.bbq_categories,
+            self.morality,
+            self.concept_uncertainty,
+        ):
+            names.update(row.condition for row in table or ())
+        for test in self.paired_tests or ():
+            names.update((test.condition_a, test.condition_b))
+        return tuple(condition_order(names))
 
 
 # The tables the report reads: those RunResults has a field for, in the order of RUN_TABLES.

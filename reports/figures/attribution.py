@@ -1,4 +1,4 @@
-"""Head attribution: effect per layer and head, and bias levels across checkpoints."""
+"""Head attribution: effect per layer and head, the heads selected for debiasing, and bias levels across checkpoints."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from reports.escaping import plotly_text
-from reports.figures.layout import category_colour, integer_dtick, panel_grid
+from reports.figures.layout import category_colour, export_height, integer_dtick, panel_grid
 from reports.figures.round_series import interval_error_bars, interval_text, number_text
-from workbench.run_tables import BiasLevel, HeadEffect
+from workbench.run_tables import BiasLevel, DebiasedHead, HeadEffect
 
 
 def head_attribution_figure(heads: Sequence[HeadEffect]) -> go.Figure:
@@ -97,5 +97,61 @@ def bias_levels_figure(levels: Sequence[BiasLevel]) -> go.Figure:
         yaxis_title="value",
         height=420,
         title="Bias level across checkpoints",
+    )
+    return fig
+
+
+MAX_SELECTED_HEADS = 40
+"""Most selected heads drawn (those with the largest drop); ``attribution/selected_heads.csv`` has them all."""
+
+
+def selected_heads_figure(heads: Sequence[DebiasedHead], max_heads: int = MAX_SELECTED_HEADS) -> go.Figure:
+    """The heads selected for ProSocialTuning: effect before and after debiasing, one row per head.
+
+    Rows of ``attribution/selected_heads.csv``, largest ``drop`` (= |before| - |after|, the head's
+    penalty weight) on top, at most ``max_heads`` of them. A grey segment joins each head's effect
+    in the base checkpoint (filled marker) to its effect in the debiased one (open marker), in logits.
+    """
+    if not heads:
+        raise ValueError("selected_heads table has no rows")
+    ranked = sorted(heads, key=lambda h: -h.drop)[:max_heads]
+    labels = [f"layer {h.layer}, head {h.head}" for h in ranked]
+    fig = go.Figure()
+    segment_x: list[float | None] = []
+    segment_y: list[str | None] = []
+    for head, label in zip(ranked, labels):
+        segment_x += [head.effect_before, head.effect_after, None]
+        segment_y += [label, label, None]
+    fig.add_trace(
+        go.Scatter(
+            x=segment_x, y=segment_y, mode="lines", line={"color": "#bbbbbb"}, hoverinfo="skip", showlegend=False
+        )
+    )
+    for name, values, symbol, colour in (
+        ("effect before (base)", [h.effect_before for h in ranked], "circle", category_colour(0)),
+        ("effect after (debiased)", [h.effect_after for h in ranked], "circle-open", category_colour(1)),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=values,
+                y=labels,
+                mode="markers",
+                marker={"symbol": symbol, "size": 9, "color": colour, "line": {"width": 2, "color": colour}},
+                name=name,
+                hovertext=[
+                    f"{label}: before {h.effect_before:.3g}, after {h.effect_after:.3g}, drop {h.drop:.3g}"
+                    for h, label in zip(ranked, labels)
+                ],
+                hoverinfo="text",
+            )
+        )
+    fig.add_vline(x=0, line={"dash": "dot", "color": "grey"})
+    shown = f"the {len(ranked)} of {len(heads)} with the largest drop" if len(ranked) < len(heads) else f"{len(heads)}"
+    fig.update_layout(
+        height=export_height(max(300, 24 * len(ranked) + 160)),
+        title=f"Heads selected for debiasing ({shown})",
+        xaxis_title="attribution effect (logits)",
+        yaxis={"autorange": "reversed"},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0.0},
     )
     return fig

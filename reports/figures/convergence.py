@@ -7,53 +7,93 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from reports.escaping import plotly_text
-from reports.figures.layout import category_colour, metric_rows
+from reports.figures.layout import (
+    LEGEND_MARGIN_PX,
+    ConditionStyle,
+    export_height,
+    grid_position,
+    legend_above,
+    metric_panels,
+    subplot_grid,
+    top_title,
+)
 from reports.figures.round_series import add_round_series
 from reports.figures.uncertainty import UNCERTAINTY_METRICS
 from workbench.run_tables import AnswerFlip, BehaviourMetric, ConvergenceRound
 
-SANKEY_HEIGHT = 320
+SANKEY_HEIGHT = 300
+SANKEY_COLUMNS = 2
+
+HEADLINE_METRICS = ("accuracy", "bias_score_ambiguous", "bias_score_disambiguated", "toxicity")
+"""The metrics the research questions ask about, drawn (and summarised) first."""
+
+DIAGNOSTIC_METRICS = ("unparsed_rate", "flip_rate")
+"""Metrics that describe the answers rather than the behaviour, drawn last."""
+
+NO_CONVERGENCE_MARK = ("unparsed_rate",)
+"""Metrics whose convergence round means nothing (a rate of answers that did not parse): never starred."""
+
+
+def _metric_rank(metric: str) -> int:
+    name = metric.rpartition("/")[2]
+    if name in HEADLINE_METRICS:
+        return HEADLINE_METRICS.index(name)
+    return len(HEADLINE_METRICS) + 1 if name in DIAGNOSTIC_METRICS else len(HEADLINE_METRICS)
 
 
 def behaviour_metrics_of(behaviour: Sequence[BehaviourMetric]) -> list[str]:
-    """Metrics of ``behaviour`` that are not uncertainty metrics, in order of first appearance."""
-    metrics = dict.fromkeys(row.metric for row in behaviour)
-    return [metric for metric in metrics if metric not in UNCERTAINTY_METRICS]
+    """Metrics of ``behaviour`` that are not uncertainty metrics: :data:`HEADLINE_METRICS` first, then
+    the others in order of first appearance, :data:`DIAGNOSTIC_METRICS` last."""
+    metrics = [metric for metric in dict.fromkeys(row.metric for row in behaviour) if metric not in UNCERTAINTY_METRICS]
+    return sorted(metrics, key=_metric_rank)  # stable: first appearance within a rank
 
 
-def convergence_figure(behaviour: Sequence[BehaviourMetric], convergence: Sequence[ConvergenceRound] = ()) -> go.Figure:
-    """Behaviour per round: one subplot row per metric, one line (with band) per condition.
+def marks_convergence(metric: str, convergence_round: int | None) -> bool:
+    """Whether the figure stars this convergence round: a round after the first, of a metric where it means something.
+
+    Round 0 means the metric never changed by more than the tolerance (said in hover text and the
+    summary, not starred); :data:`NO_CONVERGENCE_MARK` metrics are never starred.
+    """
+    return (
+        convergence_round is not None and convergence_round > 0 and metric.rpartition("/")[2] not in NO_CONVERGENCE_MARK
+    )
+
+
+def convergence_figure(
+    behaviour: Sequence[BehaviourMetric],
+    convergence: Sequence[ConvergenceRound] = (),
+    *,
+    conditions: Sequence[str] | None = None,
+) -> go.Figure:
+    """Behaviour per round: compact small multiples, one panel per metric, one line (with band) per condition.
 
     ``behaviour`` holds the rows of ``results/behaviour.csv`` (accuracy, bias score, toxicity,
-    ...; uncertainty metrics are left to :func:`uncertainty_figure`). A star marks the
-    convergence round of each condition and metric listed in ``convergence``
-    (``results/convergence.csv``), drawn at that round's value. An undefined value is a gap in
-    its line (never a zero) and gets no star.
+    ...; uncertainty metrics are left to :func:`uncertainty_figure`), panels in
+    :func:`behaviour_metrics_of` order, three to a row. ``conditions`` is the run's condition list
+    (colours; default: those of ``behaviour``). A star marks the convergence round of each condition
+    and metric listed in ``convergence`` (``results/convergence.csv``) where
+    :func:`marks_convergence` says it means something, drawn at that round's value. An undefined
+    value is a gap in its line (never a zero) and gets no star.
     """
     metrics = behaviour_metrics_of(behaviour)
     if not metrics:
         raise ValueError("behaviour table holds no behaviour metric (only uncertainty metrics)")
-    conditions = list(dict.fromkeys(row.condition for row in behaviour))
+    style = ConditionStyle.of((row.condition for row in behaviour), conditions)
+    present = style.ordered(row.condition for row in behaviour)
     converged = {(c.condition, c.metric): c.convergence_round for c in convergence}
-    fig = metric_rows(metrics)
+    grid = metric_panels(metrics)
+    fig = grid.figure
     star_in_legend = True
-    for metric_index, metric in enumerate(metrics, start=1):
-        for condition_index, condition in enumerate(conditions):
+    for metric_index, metric in enumerate(metrics):
+        row, col = grid.position(metric_index)
+        for condition in present:
             points = [r for r in behaviour if r.metric == metric and r.condition == condition]
             if not points:
                 continue
-            colour = category_colour(condition_index)
-            add_round_series(
-                fig,
-                points,
-                colour=colour,
-                row=metric_index,
-                col=1,
-                showlegend=metric_index == 1,
-            )
+            add_round_series(fig, points, style=style, row=row, col=col, showlegend=metric_index == 0)
             round_ = converged.get((condition, metric))
             at_round = [p for p in points if p.round == round_ and p.value is not None]
-            if at_round:
+            if at_round and marks_convergence(metric, round_):
                 fig.add_trace(
                     go.Scatter(
                         x=[round_],
@@ -61,72 +101,96 @@ def convergence_figure(behaviour: Sequence[BehaviourMetric], convergence: Sequen
                         mode="markers",
                         marker={
                             "symbol": "star",
-                            "size": 16,
-                            "color": colour,
+                            "size": 13,
+                            "color": style.colour(condition),
                             "line": {"color": "black", "width": 1},
                         },
                         name="convergence round",
                         legendgroup="convergence round",
                         showlegend=star_in_legend,
-                        hovertext=[f"{plotly_text(condition)}: {plotly_text(metric)} converged at round {round_}"],
+                        hovertext=[
+                            f"{style.hover(condition)}<br>{plotly_text(metric)} stops changing from round {round_}"
+                        ],
                         hoverinfo="text",
                     ),
-                    row=metric_index,
-                    col=1,
+                    row=row,
+                    col=col,
                 )
                 star_in_legend = False
-        fig.update_yaxes(title_text=plotly_text(metric), row=metric_index, col=1)
-    fig.update_xaxes(title_text="round", dtick=1, row=len(metrics), col=1)
-    fig.update_layout(height=280 * len(metrics) + 120, title="Behaviour per round")
+        fig.update_xaxes(dtick=1, row=row, col=col)
+        if grid.is_bottom(metric_index, len(metrics)):
+            fig.update_xaxes(title_text="round", row=row, col=col)
+    fig.update_layout(
+        height=grid.height,
+        title=top_title("Behaviour per round", grid.height),
+        legend=legend_above(grid.height),
+        margin=LEGEND_MARGIN_PX,
+    )
     return fig
 
 
-def answer_flips_figure(flips: Sequence[AnswerFlip]) -> go.Figure:
-    """Answer flips between rounds: one Sankey diagram per condition, stacked vertically.
+def answer_flips_figure(flips: Sequence[AnswerFlip], *, conditions: Sequence[str] | None = None) -> go.Figure:
+    """Answer flips between rounds: one Sankey diagram per condition, two to a row.
 
     Nodes are (round, answer) pairs of ``results/flips.csv``; a link's width is the number of
     items that moved from one answer at ``round_from`` to another (or the same) at ``round_to``.
+    Diagrams are titled by the condition's human label, in the order of ``conditions`` (the run's
+    condition list; default: those of ``flips``).
     """
     if not flips:
         raise ValueError("flips table has no rows")
-    conditions = list(dict.fromkeys(flip.condition for flip in flips))
+    style = ConditionStyle.of((flip.condition for flip in flips), conditions)
+    present = style.ordered(flip.condition for flip in flips)
+    rows, columns = subplot_grid(len(present), SANKEY_COLUMNS)
     fig = go.Figure()
-    band = 1 / len(conditions)
-    for index, condition in enumerate(conditions):
+    band = 1 / rows
+    for index, condition in enumerate(present):
+        row, col = grid_position(index, columns)
         links = [flip for flip in flips if flip.condition == condition]
         sources = {(f.round_from, f.answer_from) for f in links}
         nodes = sorted(sources | {(f.round_to, f.answer_to) for f in links})
         node_index = {node: i for i, node in enumerate(nodes)}
         node_x, node_y = _node_positions(nodes)
-        top = 1 - index * band
+        top = 1 - (row - 1) * band
+        left, width = (col - 1) / columns, 1 / columns
         fig.add_trace(
             go.Sankey(
-                domain={"x": [0, 1], "y": [top - band + 0.02 * band, top - 0.14 * band]},
+                domain={
+                    "x": [left + 0.02 * width, left + 0.98 * width],
+                    "y": [top - band + 0.02 * band, top - 0.2 * band],
+                },
                 arrangement="fixed",
                 node={
                     "label": [f"round {r}: {plotly_text(answer)}" for r, answer in nodes],
                     "x": node_x,
                     "y": node_y,
-                    "pad": 12,
+                    "pad": 10,
+                    "color": style.colour(condition),
                 },
                 link={
                     "source": [node_index[(f.round_from, f.answer_from)] for f in links],
                     "target": [node_index[(f.round_to, f.answer_to)] for f in links],
                     "value": [f.count for f in links],
                 },
-                name=plotly_text(condition),
+                name=style.label(condition),
             )
         )
         fig.add_annotation(
-            text=plotly_text(condition),
-            x=0.5,
-            y=top - 0.12 * band,
+            text=style.label(condition),
+            hovertext=plotly_text(condition),
+            x=left + width / 2,
+            y=top - 0.17 * band,
             xref="paper",
             yref="paper",
             showarrow=False,
+            xanchor="center",
             yanchor="bottom",
         )
-    fig.update_layout(height=SANKEY_HEIGHT * len(conditions) + 80, title="Answer flips between rounds")
+    fig.update_layout(
+        height=export_height(SANKEY_HEIGHT * rows + 80),
+        title="Answer flips between rounds",
+        margin={"t": 60, "b": 20, "l": 20, "r": 20},
+    )
     return fig
 
 

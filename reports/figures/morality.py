@@ -9,7 +9,18 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from reports.escaping import plotly_text
-from reports.figures.layout import category_colour, integer_dtick
+from reports.figures.layout import (
+    LEGEND_MARGIN_PX,
+    ConditionStyle,
+    category_colour,
+    export_height,
+    integer_dtick,
+    legend_above,
+    metric_label,
+    panel_grid,
+    round_colours,
+    top_title,
+)
 from reports.figures.round_series import interval_error_bars, interval_text, number_text
 from workbench.run_tables import LayerScore, MoralityLevel
 
@@ -21,21 +32,14 @@ def morality_sites_of(morality: Sequence[MoralityLevel]) -> list[str]:
     return list(dict.fromkeys(row.site for row in morality))
 
 
-def morality_figure(
-    morality: Sequence[MoralityLevel],
-    layer_scores: Sequence[LayerScore] = (),
-    *,
-    site: str | None = None,
-    measure: str = "probe_probability",
-) -> go.Figure:
-    """Morality level per layer and round at one site, with probe accuracy per layer beside it.
+def site_measure(
+    morality: Sequence[MoralityLevel], site: str | None, measure: str
+) -> tuple[str, str, list[MoralityLevel]]:
+    """``(site, measure, rows)``: the rows of ``morality`` at ``site`` (default: the first site) for
+    ``measure`` (falling back to the site's first measure when it has no ``measure`` rows).
 
-    One heatmap per condition (x: round, y: layer, colour: ``measure`` of ``probes/morality.csv``,
-    one colour scale shared by all); a last panel on the same layer axis draws the accuracy of the
-    probe and of its controls (``shuffled_labels``, ``random_direction``) from
-    ``probes/layer_scores.csv``, with 95% intervals, when ``layer_scores`` has rows for the site.
-    ``site`` defaults to the first site of ``morality``; ``measure`` falls back to the first
-    measure present when the asked one is absent.
+    Raises:
+        ValueError: ``morality`` is empty or has no row at ``site``.
     """
     if not morality:
         raise ValueError("morality table has no rows")
@@ -45,15 +49,37 @@ def morality_figure(
         raise ValueError(f"morality table has no rows for site {site!r}")
     measures = list(dict.fromkeys(row.measure for row in at_site))
     measure = measure if measure in measures else measures[0]
-    levels = [row for row in at_site if row.measure == measure]
-    conditions = list(dict.fromkeys(row.condition for row in levels))
+    return site, measure, [row for row in at_site if row.measure == measure]
+
+
+def morality_figure(
+    morality: Sequence[MoralityLevel],
+    layer_scores: Sequence[LayerScore] = (),
+    *,
+    site: str | None = None,
+    measure: str = "probe_probability",
+    conditions: Sequence[str] | None = None,
+) -> go.Figure:
+    """Morality level per layer and round at one site, with probe accuracy per layer beside it.
+
+    One heatmap per condition (x: round, y: layer, colour: ``measure`` of ``probes/morality.csv``,
+    one colour scale shared by all; panels titled by the condition's human label, in the order of
+    ``conditions``, the run's condition list); a last panel on the same layer axis draws the accuracy
+    of the probe and of its controls (``shuffled_labels``, ``random_direction``) from
+    ``probes/layer_scores.csv``, with 95% intervals, when ``layer_scores`` has rows for the site.
+    ``site`` defaults to the first site of ``morality``; ``measure`` falls back to the first
+    measure present when the asked one is absent.
+    """
+    site, measure, levels = site_measure(morality, site, measure)
+    style = ConditionStyle.of((row.condition for row in levels), conditions)
+    present = style.ordered(row.condition for row in levels)
     rounds = sorted({row.round for row in levels})
     layers = sorted({row.layer for row in levels})
     accuracy = [s for s in layer_scores if s.site == site and s.metric == "accuracy"]
-    n_panels = len(conditions) + (1 if accuracy else 0)
-    titles = [plotly_text(condition) for condition in conditions]
+    n_panels = len(present) + (1 if accuracy else 0)
+    titles = [style.panel_title(condition) for condition in present]
     if accuracy:
-        titles.append("probe accuracy and controls")
+        titles.append("probe accuracy<br>and controls")
     fig = make_subplots(
         rows=1,
         cols=n_panels,
@@ -62,7 +88,7 @@ def morality_figure(
         subplot_titles=titles,
     )
     values = [row.value for row in levels if math.isfinite(row.value)] or [0.0]  # nan: a blank cell
-    for col, condition in enumerate(conditions, start=1):
+    for col, condition in enumerate(present, start=1):
         cell = {(r.layer, r.round): r for r in levels if r.condition == condition}
         fig.add_trace(
             go.Heatmap(
@@ -72,7 +98,7 @@ def morality_figure(
                 hovertext=[[_level_hover(cell.get((layer, r)), layer, r) for r in rounds] for layer in layers],
                 hoverinfo="text",
                 coloraxis="coloraxis",
-                name=plotly_text(condition),
+                name=style.label(condition),
             ),
             row=1,
             col=col,
@@ -86,13 +112,110 @@ def morality_figure(
             "colorscale": "RdBu_r",
             "cmin": min(values),
             "cmax": max(values),
-            "colorbar": {"title": {"text": plotly_text(measure)}, "x": 1.02},
+            "colorbar": {"title": {"text": plotly_text(metric_label(measure))}, "x": 1.02},
         },
-        height=max(420, 18 * len(layers) + 200),
-        title=f"Morality level ({plotly_text(measure)}) at {plotly_text(site)}",
+        height=export_height(max(420, 16 * len(layers) + 220)),
+        title=f"Morality level ({plotly_text(metric_label(measure))}) at {plotly_text(site)}",
         legend={"orientation": "h", "y": -0.2},
+        margin={"t": 110},
     )
     return fig
+
+
+def layer_profile_figure(
+    morality: Sequence[MoralityLevel],
+    *,
+    site: str | None = None,
+    measure: str = "probe_probability",
+    conditions: Sequence[str] | None = None,
+) -> go.Figure:
+    """The papers' layer profile: morality (y) per layer (x), one line per round, one panel per condition.
+
+    Rows of ``probes/morality.csv`` at ``site`` for ``measure`` (defaults and fallbacks as in
+    :func:`morality_figure`); every panel shares the y axis. Lines are coloured by round (Viridis,
+    round 0 darkest); the first and the last round carry their 95% band where the table has
+    intervals (every round's interval is in the hover text). Panels are titled by the condition's
+    human label, in the order of ``conditions`` (the run's condition list).
+    """
+    site, measure, levels = site_measure(morality, site, measure)
+    style = ConditionStyle.of((row.condition for row in levels), conditions)
+    present = style.ordered(row.condition for row in levels)
+    rounds = sorted({row.round for row in levels})
+    banded = {rounds[0], rounds[-1]}
+    colours = dict(zip(rounds, round_colours(len(rounds))))
+    grid = panel_grid(
+        [style.panel_title(condition) for condition in present],
+        max_columns=4,
+        panel_height=240,
+        horizontal_spacing=0.04,
+        gap_px=90,
+        margin_px=LEGEND_MARGIN_PX["t"] + LEGEND_MARGIN_PX["b"],
+        shared_yaxes=True,
+    )
+    fig = grid.figure
+    for index, condition in enumerate(present):
+        row, col = grid.position(index)
+        for round_ in rounds:
+            line = sorted((r for r in levels if r.condition == condition and r.round == round_), key=lambda r: r.layer)
+            if not line:
+                continue
+            colour = colours[round_]
+            if round_ in banded:
+                _add_layer_band(fig, line, colour, row=row, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=[r.layer for r in line],
+                    y=[r.value if math.isfinite(r.value) else None for r in line],
+                    mode="lines",
+                    line={"color": colour, "width": 2},
+                    name=f"round {round_}",
+                    legendgroup=f"round {round_}",
+                    showlegend=index == 0,
+                    hovertext=[_level_hover(r, r.layer, r.round) for r in line],
+                    hoverinfo="text",
+                ),
+                row=row,
+                col=col,
+            )
+        if grid.is_bottom(index, len(present)):
+            fig.update_xaxes(title_text="layer", row=row, col=col)
+        if col == 1:
+            fig.update_yaxes(title_text=plotly_text(metric_label(measure)), row=row, col=col)
+    fig.update_layout(
+        height=grid.height,
+        title=top_title(f"Layer profile of {plotly_text(metric_label(measure))} at {plotly_text(site)}", grid.height),
+        legend=legend_above(grid.height),
+        margin=LEGEND_MARGIN_PX,
+    )
+    return fig
+
+
+def _add_layer_band(fig: go.Figure, line: Sequence[MoralityLevel], colour: str, *, row: int, col: int) -> None:
+    """The 95% band of one round's layer profile (layers with both bounds), or nothing when it has none."""
+    known = [r for r in line if r.ci_low is not None and r.ci_high is not None]
+    if not known:
+        return
+    fig.add_trace(
+        go.Scatter(
+            x=[r.layer for r in known] + [r.layer for r in reversed(known)],
+            y=[r.ci_high for r in known] + [r.ci_low for r in reversed(known)],
+            mode="lines",
+            fill="toself",
+            fillcolor=_translucent_rgb(colour),
+            line={"width": 0},
+            hoverinfo="skip",
+            showlegend=False,
+            legendgroup=f"round {line[0].round}",
+            name=f"round {line[0].round} 95% interval",
+        ),
+        row=row,
+        col=col,
+    )
+
+
+def _translucent_rgb(colour: str, alpha: float = 0.15) -> str:
+    """An ``rgb(r, g, b)`` colour (what Viridis samples are) as ``rgba(r, g, b, alpha)``."""
+    return colour.replace("rgb(", "rgba(").replace(")", f", {alpha})")
 
 
 def _value(level: MoralityLevel | None) -> float | None:
@@ -103,8 +226,8 @@ def _level_hover(level: MoralityLevel | None, layer: int, round_: int) -> str:
     if level is None:
         return f"layer {layer}, round {round_}: no value"
     return (
-        f"{plotly_text(level.condition)}<br>layer {layer}, round {round_}: "
-        f"{number_text(level.value, '.3f')}{interval_text(level.ci_low, level.ci_high)}, n = {level.n}"
+        f"{ConditionStyle.hover(level.condition)}<br>layer {layer}, round {round_}: "
+        f"{number_text(level.value)}{interval_text(level.ci_low, level.ci_high)}, n = {level.n}"
     )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from reports.escaping import plotly_text
-from reports.figures.layout import translucent
+from reports.figures.layout import ConditionStyle, translucent
 from workbench.run_tables import BehaviourMetric
 
 
@@ -16,21 +16,24 @@ def add_round_series(
     fig: go.Figure,
     points: Sequence[BehaviourMetric],
     *,
-    colour: str,
+    style: ConditionStyle,
     row: int,
     col: int,
     showlegend: bool,
 ) -> None:
     """Add the line of ``points`` (one metric, one condition) to subplot ``(row, col)``.
 
-    A translucent band spans ``ci_low``..``ci_high`` over each run of consecutive rounds where both
-    are known (no band when none is). An undefined value (``value`` ``None``) is a gap in the line
-    and in the band, never a zero; it is listed with its reason under the figure (see
-    :mod:`reports.sections`). The line's legend group is the condition, so one legend entry
-    toggles the condition in every subplot.
+    The line takes the condition's colour and human label from ``style``; its hover text names the
+    condition (label and raw name), the round, the value with its interval and ``n``. A translucent
+    band spans ``ci_low``..``ci_high`` over each run of consecutive rounds where both are known (no
+    band when none is). An undefined value (``value`` ``None``) is a gap in the line and in the band,
+    never a zero; it is listed with its reason under the figure (see :mod:`reports.sections`). The
+    line's legend group is the condition, so one legend entry toggles the condition in every subplot.
     """
     ordered = sorted(points, key=lambda point: point.round)
-    condition = plotly_text(ordered[0].condition)
+    name = ordered[0].condition
+    condition = plotly_text(name)
+    colour = style.colour(name)
     metric = plotly_text(ordered[0].metric)
     band_x, band_y = band_polygons(ordered)
     if band_x:
@@ -55,13 +58,14 @@ def add_round_series(
             x=[p.round for p in ordered],
             y=[p.value for p in ordered],
             mode="lines+markers",
-            line={"color": colour},
+            line={"color": colour, "width": 2},
+            marker={"size": 5},
             connectgaps=False,
-            name=condition,
+            name=style.label(name),
             legendgroup=condition,
             showlegend=showlegend,
             hovertext=[
-                f"{condition}<br>round {p.round}: {metric} = {plotly_text(p.value_text())}"
+                f"{style.hover(name)}<br>round {p.round}: {metric} = {plotly_text(p.value_text())}"
                 f"{interval_text(p.ci_low, p.ci_high)}<br>n = {p.n}"
                 for p in ordered
             ],

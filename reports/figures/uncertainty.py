@@ -6,8 +6,15 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from reports.escaping import plotly_text
-from reports.figures.layout import category_colour, metric_rows, panel_grid, round_colours
+from reports.figures.layout import (
+    LEGEND_MARGIN_PX,
+    ConditionStyle,
+    legend_above,
+    metric_panels,
+    panel_grid,
+    round_colours,
+    top_title,
+)
 from reports.figures.round_series import add_round_series
 from workbench.run_tables import BehaviourMetric, CalibrationBin
 
@@ -22,52 +29,61 @@ def uncertainty_metrics_of(behaviour: Sequence[BehaviourMetric]) -> list[str]:
     return [metric for metric in UNCERTAINTY_METRICS if metric in present]
 
 
-def uncertainty_figure(behaviour: Sequence[BehaviourMetric]) -> go.Figure:
-    """Uncertainty metrics per round: one subplot row per metric, one line per condition.
+def uncertainty_figure(behaviour: Sequence[BehaviourMetric], *, conditions: Sequence[str] | None = None) -> go.Figure:
+    """Uncertainty metrics per round: small multiples, one panel per metric, one line per condition.
 
     ``behaviour`` holds the rows of ``results/behaviour.csv``; only the metrics of
-    :data:`UNCERTAINTY_METRICS` are drawn (at least one must be present). An undefined value is a
-    gap in its line, never a zero.
+    :data:`UNCERTAINTY_METRICS` are drawn (at least one must be present). ``conditions`` is the
+    run's condition list (colours). An undefined value is a gap in its line, never a zero.
     """
     metrics = uncertainty_metrics_of(behaviour)
     if not metrics:
         raise ValueError("behaviour table holds none of the uncertainty metrics " + ", ".join(UNCERTAINTY_METRICS))
-    conditions = list(dict.fromkeys(row.condition for row in behaviour))
-    fig = metric_rows(metrics)
-    for metric_index, metric in enumerate(metrics, start=1):
-        for condition_index, condition in enumerate(conditions):
+    style = ConditionStyle.of((row.condition for row in behaviour), conditions)
+    present = style.ordered(row.condition for row in behaviour if row.metric in metrics)
+    grid = metric_panels(metrics)
+    fig = grid.figure
+    for metric_index, metric in enumerate(metrics):
+        row, col = grid.position(metric_index)
+        for condition in present:
             points = [r for r in behaviour if r.metric == metric and r.condition == condition]
             if points:
-                add_round_series(
-                    fig,
-                    points,
-                    colour=category_colour(condition_index),
-                    row=metric_index,
-                    col=1,
-                    showlegend=metric_index == 1,
-                )
-        fig.update_yaxes(title_text=plotly_text(metric), row=metric_index, col=1)
-    fig.update_xaxes(title_text="round", dtick=1, row=len(metrics), col=1)
-    fig.update_layout(height=280 * len(metrics) + 120, title="Uncertainty per round")
+                add_round_series(fig, points, style=style, row=row, col=col, showlegend=metric_index == 0)
+        fig.update_xaxes(dtick=1, row=row, col=col)
+        if grid.is_bottom(metric_index, len(metrics)):
+            fig.update_xaxes(title_text="round", row=row, col=col)
+    fig.update_layout(
+        height=grid.height,
+        title=top_title("Uncertainty per round", grid.height),
+        legend=legend_above(grid.height),
+        margin=LEGEND_MARGIN_PX,
+    )
     return fig
 
 
-def reliability_figure(calibration: Sequence[CalibrationBin]) -> go.Figure:
-    """Reliability diagrams: one panel per condition, one line per round.
+def reliability_figure(calibration: Sequence[CalibrationBin], *, conditions: Sequence[str] | None = None) -> go.Figure:
+    """Reliability diagrams: one panel per condition (titled by its human label), one line per round.
 
     Each point is one confidence bin of ``results/calibration.csv``: mean confidence (x) against
-    accuracy (y), both in [0, 1]; the dashed diagonal is perfect calibration.
+    accuracy (y), both in [0, 1]; the dashed diagonal is perfect calibration. Panels follow
+    ``conditions`` (the run's condition list; default: those of ``calibration``).
     """
     if not calibration:
         raise ValueError("calibration table has no rows")
-    conditions = list(dict.fromkeys(row.condition for row in calibration))
+    style = ConditionStyle.of((row.condition for row in calibration), conditions)
+    present = style.ordered(row.condition for row in calibration)
     rounds = sorted({row.round for row in calibration})
     colours = dict(zip(rounds, round_colours(len(rounds))))
     grid = panel_grid(
-        [plotly_text(condition) for condition in conditions], max_columns=3, panel_height=360, horizontal_spacing=0.06
+        [style.panel_title(condition) for condition in present],
+        max_columns=4,
+        panel_height=260,
+        horizontal_spacing=0.05,
+        gap_px=90,
+        margin_px=LEGEND_MARGIN_PX["t"] + LEGEND_MARGIN_PX["b"],
     )
     fig, height = grid.figure, grid.height
-    for index, condition in enumerate(conditions):
+    for index, condition in enumerate(present):
         row, col = grid.position(index)
         fig.add_trace(
             go.Scatter(
@@ -96,11 +112,12 @@ def reliability_figure(calibration: Sequence[CalibrationBin]) -> go.Figure:
                     y=[b.accuracy for b in bins],
                     mode="lines+markers",
                     line={"color": colours[round_]},
+                    marker={"size": 5},
                     name=f"round {round_}",
                     legendgroup=f"round {round_}",
                     showlegend=index == 0,
                     hovertext=[
-                        f"{plotly_text(condition)}, round {round_}<br>"
+                        f"{style.hover(condition)}<br>round {round_}, "
                         f"bin [{b.bin_low:.2f}, {b.bin_high:.2f}): confidence "
                         f"{b.mean_confidence:.3f}, accuracy {b.accuracy:.3f}, {b.count} items"
                         for b in bins
@@ -110,7 +127,16 @@ def reliability_figure(calibration: Sequence[CalibrationBin]) -> go.Figure:
                 row=row,
                 col=col,
             )
-        fig.update_xaxes(title_text="mean confidence", range=[0, 1], row=row, col=col)
-        fig.update_yaxes(title_text="accuracy", range=[0, 1], row=row, col=col)
-    fig.update_layout(height=height, title="Reliability diagrams")
+        fig.update_xaxes(range=[0, 1], row=row, col=col)
+        fig.update_yaxes(range=[0, 1], row=row, col=col)
+        if grid.is_bottom(index, len(present)):
+            fig.update_xaxes(title_text="mean confidence", row=row, col=col)
+        if col == 1:
+            fig.update_yaxes(title_text="accuracy", row=row, col=col)
+    fig.update_layout(
+        height=height,
+        title=top_title("Reliability diagrams", height),
+        legend=legend_above(height),
+        margin=LEGEND_MARGIN_PX,
+    )
     return fig

@@ -26,13 +26,18 @@ BROWSER_TIMEOUT_S = 120
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DRAWN_FIGURES = (
     "convergence",
+    "paired-tests",
+    "bbq-categories",
     "flips",
     "uncertainty",
     "reliability",
+    "layer-profile-0",
     "morality-0",
     "interactions",
     "concept",
+    "steering",
     "heads",
+    "selected-heads",
     "bias-levels",
     "answers",
 )

@@ -28,21 +28,29 @@ def full_report(tmp_path_factory: pytest.TempPathFactory) -> str:
     return path.read_text(encoding="utf-8")
 
 
+ALL_FIGURES = [
+    "convergence",
+    "paired-tests",
+    "bbq-categories",
+    "flips",
+    "uncertainty",
+    "reliability",
+    "layer-profile-0",
+    "morality-0",
+    "interactions",
+    "concept",
+    "steering",
+    "heads",
+    "selected-heads",
+    "bias-levels",
+    "answers",
+]
+
+
 def test_every_figure_is_drawn_once(full_report: str) -> None:
-    assert figure_anchors(full_report) == [
-        "convergence",
-        "flips",
-        "uncertainty",
-        "reliability",
-        "morality-0",
-        "interactions",
-        "concept",
-        "heads",
-        "bias-levels",
-        "answers",
-    ]
-    assert full_report.count(FIGURE_DIV) == 10
-    assert 'class="omitted"' not in full_report
+    assert figure_anchors(full_report) == ALL_FIGURES
+    assert full_report.count(FIGURE_DIV) == len(ALL_FIGURES)
+    assert "omitted, " not in full_report and 'id="figures-not-drawn"' not in full_report
 
 
 def test_plotly_js_is_embedded_once_and_nothing_is_fetched(full_report: str) -> None:
@@ -60,13 +68,24 @@ def test_hostile_dataset_text_never_reaches_the_page_raw(full_report: str) -> No
     assert "prompt: &lt;script&gt;alert(1)&lt;\\u002fscript&gt;" in full_report
 
 
-def test_index_lists_configuration_model_data_and_reading_guides(full_report: str) -> None:
-    assert '<th>name</th><td class="value">smollm2-135m-instruct</td>' in full_report
-    assert '<th>task</th><td class="value">bbq</td>' in full_report
-    assert '<th>protocol.rounds</th><td class="value">3</td>' in full_report
-    link = '<a href="#convergence">Behaviour per round and convergence</a>: Each line'
-    assert link in full_report
-    assert "<td>probes/morality.csv</td><td>24 rows</td>" in full_report
+def test_page_opens_with_the_summary_and_folds_configuration_and_file_status_at_the_end(full_report: str) -> None:
+    body = full_report[full_report.index("<body>") :]
+    contents = body[body.index('<nav class="toc" id="contents">') : body.index("</nav>")]
+    assert '<a href="#summary">Summary of findings</a>' in contents
+    assert [f'<a href="#{anchor}">' in contents for anchor in ALL_FIGURES] == [True] * len(ALL_FIGURES)
+    assert '<a href="#convergence">Behaviour per round and convergence</a>' in contents
+    main = body[body.index("<main>") :]
+    summary, first_figure, details = (
+        main.index(text) for text in ('id="summary"', 'id="convergence"', 'id="run-details"')
+    )
+    assert summary < first_figure < details
+    folded = main[details:]
+    assert folded.count("<details><summary>") == 3
+    assert '<th>name</th><td class="value">smollm2-135m-instruct</td>' in folded
+    assert '<th>task</th><td class="value">bbq</td>' in folded
+    assert '<th>protocol.rounds</th><td class="value">3</td>' in folded
+    assert "<td>probes/morality.csv</td><td>24 rows</td>" in folded
+    assert '<p class="guide">One panel per metric' in main  # each figure's reading guide stays beside it
 
 
 def test_run_without_probes_says_why_figures_are_omitted(tmp_path: Path) -> None:
@@ -74,11 +93,14 @@ def test_run_without_probes_says_why_figures_are_omitted(tmp_path: Path) -> None
     page = build_report(run_dir).read_text(encoding="utf-8")
     assert figure_anchors(page) == [
         "convergence",
+        "paired-tests",
+        "bbq-categories",
         "flips",
         "uncertainty",
         "reliability",
         "interactions",
         "heads",
+        "selected-heads",
         "bias-levels",
         "answers",
     ]
@@ -109,7 +131,7 @@ def test_cache_only_run_builds_with_every_figure_omitted(tmp_path: Path) -> None
     (run_dir / "cache.h5").write_bytes(b"")
     page = build_report(run_dir / "cache.h5").read_text(encoding="utf-8")
     assert figure_anchors(page) == []
-    assert page.count('<span class="omitted">omitted, ') == 10
+    assert page.count('<span class="omitted">omitted, ') == 15
     assert "results/behaviour.csv not found (run `workbench results` on this run first)" in page
 
 
@@ -136,7 +158,8 @@ def test_missing_run_folder_is_one_line_error(tmp_path: Path) -> None:
 def test_full_report_lists_undefined_values_with_their_reason(full_report: str) -> None:
     assert "1 value is undefined and drawn as gaps" in full_report
     row = (
-        "<tr><td>instr=intrinsic+cot=on+fb=off</td><td>1</td><td>bias_score_ambiguous</td>"
+        '<tr><td title="instr=intrinsic+cot=on+fb=off">intrinsic instruction · CoT · no feedback</td>'
+        "<td>1</td><td>bias_score_ambiguous</td>"
         '<td class="value">undefined (no non-unknown answer)</td><td>4</td></tr>'
     )
     assert row in full_report
@@ -153,7 +176,7 @@ def test_page_text_is_html_escaped_and_figure_text_plotly_escaped(tmp_path: Path
     html_escaped = (
         "say &quot;hi&quot; &amp; &#x27;bye&#x27; &lt;b&gt;bold&lt;/b&gt; &lt;script&gt;alert(4)&lt;/script&gt;"
     )
-    assert f"<tr><td>{html_escaped}</td><td>1</td><td>accuracy</td>" in page  # the undefined-values table
+    assert f'<tr><td title="{html_escaped}">{html_escaped}</td><td>1</td><td>accuracy</td>' in page  # undefined values
     figure = page[page.index('<div id="figure-convergence"') :]
     figure = figure[: figure.index("</script>")]
     # plotly's JSON writer turns " into \" and / into \u002f; only & < > are entities

@@ -71,15 +71,20 @@ def test_convergence_figure_lines_bands_and_star() -> None:
     fig = convergence_figure(BEHAVIOUR, convergence)
     # accuracy: 2 bands + 2 lines + 1 star; bias score (no intervals): 2 lines; uncertainty left out
     assert len(fig.data) == 7
-    assert fig.layout.yaxis.title.text == "accuracy"
-    assert fig.layout.yaxis2.title.text == "bias_score_ambiguous"
-    assert fig.layout.xaxis2.title.text == "round"
+    # compact small multiples: one titled panel per metric, side by side, each with its round axis
+    assert [a.text for a in fig.layout.annotations] == ["accuracy", "bias score (ambiguous)"]
+    assert fig.layout.xaxis.title.text == "round" and fig.layout.xaxis2.title.text == "round"
+    assert (
+        fig.layout.xaxis.domain[1] < fig.layout.xaxis2.domain[0] and fig.layout.yaxis.domain == fig.layout.yaxis2.domain
+    )
     band = fig.data[0]
     assert band.fill == "toself"
     assert list(band.x) == [0, 1, 1, 0] and list(band.y) == [0.60, 0.80, 0.60, 0.40]
     stars = [t for t in fig.data if t.name == "convergence round"]
     assert len(stars) == 1 and list(stars[0].x) == [1] and list(stars[0].y) == [0.70]
-    assert [t.name for t in fig.data if t.mode == "lines+markers"] == [A, B, A, B]
+    label_a, label_b = "intrinsic instruction · no CoT · no feedback", "intrinsic instruction · CoT · no feedback"
+    assert [t.name for t in fig.data if t.mode == "lines+markers"] == [label_a, label_b, label_a, label_b]
+    assert A in fig.data[1].hovertext[0]  # the raw condition name stays in the hover text
 
 
 def test_convergence_figure_one_round_one_condition() -> None:
@@ -212,15 +217,18 @@ def test_answer_flips_figure_one_sankey_per_condition() -> None:
     # one column per round; answers stacked within a round's column
     assert list(first.node.x) == pytest.approx([0.01, 0.01, 0.99])
     assert list(first.node.y) == pytest.approx([0.255, 0.745, 0.5])
-    assert [a.text for a in fig.layout.annotations] == [A, B]
+    assert [a.text for a in fig.layout.annotations] == [
+        "intrinsic instruction · no CoT · no feedback",
+        "intrinsic instruction · CoT · no feedback",
+    ]
+    assert [a.hovertext for a in fig.layout.annotations] == [A, B]
 
 
 def test_uncertainty_figure_draws_only_uncertainty_metrics() -> None:
     fig = uncertainty_figure(BEHAVIOUR)
     # uncertainty: band + line; ece (no intervals): line
     assert len(fig.data) == 3
-    assert fig.layout.yaxis.title.text == "uncertainty"
-    assert fig.layout.yaxis2.title.text == "ece"
+    assert [a.text for a in fig.layout.annotations] == ["uncertainty (nats)", "expected calibration error"]
     with pytest.raises(ValueError, match="none of the uncertainty metrics"):
         uncertainty_figure(BEHAVIOUR[:4])
 
@@ -272,7 +280,7 @@ def test_morality_figure_heatmap_per_condition_and_probe_panel() -> None:
 def test_morality_figure_without_layer_scores_has_only_heatmaps() -> None:
     levels = (MoralityLevel(A, 0, "s", 0, "cosine", 0.3, None, None, 2),)
     fig = morality_figure(levels)
-    assert len(fig.data) == 1 and fig.layout.coloraxis.colorbar.title.text == "cosine"
+    assert len(fig.data) == 1 and fig.layout.coloraxis.colorbar.title.text == "cosine to the probe direction"
 
 
 def test_interactions_figure_orders_effects_and_draws_intervals() -> None:
@@ -359,7 +367,11 @@ def test_item_answers_figure_correctness_and_escaping() -> None:
     text = plain_json(fig)
     assert HOSTILE not in text and "<b onmouseover" not in text
     assert "&lt;b onmouseover=x&gt;" in fig.data[0].hovertext[1][0]
-    assert item_answers_figure(items, max_items=1).data[0].y == ("i1",)
+    assert fig.layout.title.text == "Answers per item (all 2 items)"
+    sampled = item_answers_figure(items, max_items=1)
+    assert sampled.data[0].y in (("i1",), ("i2",))
+    assert sampled.layout.title.text == "Answers per item (a random sample of 1 of 2 items, seed 0)"
+    assert item_answers_figure(items, max_items=1).data[0].y == sampled.data[0].y  # the same sample every build
 
 
 def test_export_figure_rejects_unknown_format(tmp_path: Path) -> None:

@@ -46,14 +46,20 @@ HEADERS = {
     "results/convergence.csv": "condition,metric,convergence_round",
     "results/flips.csv": "condition,round_from,round_to,answer_from,answer_to,count",
     "results/calibration.csv": "condition,round,bin_low,bin_high,mean_confidence,accuracy,count",
+    "results/paired_tests.csv": "metric,round,condition_a,condition_b,difference,ci_low,ci_high,p_value,n,n_unparsed",
+    "results/bbq_categories.csv": (
+        "condition,round,category,metric,unparsed,convention,value,ci_low,ci_high,n,undefined_reason,n_unparsed"
+    ),
     "results/interactions.csv": "outcome,effect,estimate,ci_low,ci_high",
     "results/items.csv": "item_id,condition,round,prompt_excerpt,answer,predicted,correct",
     "probes/layer_scores.csv": "site,position,layer,arm,metric,value,ci_low,ci_high",
     "probes/morality.csv": "condition,round,site,layer,measure,value,ci_low,ci_high,n",
     "probes/concept_uncertainty.csv": "condition,round,item_id,concept_activation,uncertainty",
     "probes/interactions.csv": "outcome,effect,estimate,ci_low,ci_high",
+    "probes/steering.csv": "site,layer,direction,alpha,metric,value",
     "attribution/heads.csv": "checkpoint,method,layer,head,effect",
     "attribution/bias_levels.csv": "checkpoint,measure,value,ci_low,ci_high,n",
+    "attribution/selected_heads.csv": "layer,head,effect_before,effect_after,drop",
 }
 SITE = "blocks.{l}.hook_resid_post"
 UNDEFINED_REASON = "no non-unknown answer"
@@ -71,6 +77,9 @@ def write_csv(run_dir: Path, table: str, rows: Sequence[tuple[object, ...]]) -> 
 
 def write_synthetic_run(run_dir: Path, *, with_probes: bool = True) -> Path:
     """A complete run folder: 2 conditions x 3 rounds x 4 items, 4 layers, 2 checkpoints.
+
+    Every table of the report is written (the probe tables only ``with_probes``): paired tests of the
+    two conditions, BBQ bias scores of two categories, steering at one layer, two selected heads.
 
     Item ``bbq/Age/1`` carries :data:`HOSTILE_PROMPT` and :data:`HOSTILE_ANSWER`. The bias score of
     the second condition at round 1 is undefined (:data:`UNDEFINED_REASON`), as when every answer
@@ -136,6 +145,16 @@ def write_synthetic_run(run_dir: Path, *, with_probes: bool = True) -> Path:
                     )
                 )
     write_csv(run_dir, "results/items.csv", items)
+    paired = [("accuracy", r, CONDITIONS[0], CONDITIONS[1], -0.05, -0.3, 0.2, 1.0, 4, 0) for r in ROUNDS]
+    write_csv(run_dir, "results/paired_tests.csv", paired)
+    categories = [
+        (condition, r, category, metric, "excluded", "r_script", 0.1 * (c + 1) - 0.05 * r, -0.4, 0.6, 2, None, 0)
+        for c, condition in enumerate(CONDITIONS)
+        for r in ROUNDS
+        for category in ("all", "Age", "Age (names)")
+        for metric in ("bias_score_ambiguous", "bias_score_disambiguated")
+    ]
+    write_csv(run_dir, "results/bbq_categories.csv", categories)
     if with_probes:
         _write_probe_tables(run_dir)
     heads = [
@@ -150,6 +169,7 @@ def write_synthetic_run(run_dir: Path, *, with_probes: bool = True) -> Path:
         ("debiased", "bias_score_ambiguous", 0.1, None, None, 4),
     ]
     write_csv(run_dir, "attribution/bias_levels.csv", bias_levels)
+    write_csv(run_dir, "attribution/selected_heads.csv", [(1, 0, 0.4, 0.1, 0.3), (2, 2, -0.3, -0.2, 0.1)])
     return run_dir
 
 
@@ -187,6 +207,13 @@ def _write_probe_tables(run_dir: Path) -> None:
         ("probe_probability", "cot", -0.02, None, None),
     ]
     write_csv(run_dir, "probes/interactions.csv", hidden_effects)
+    steering = [
+        ("hook_resid_post", 2, direction, alpha, metric, 0.3 + (0.02 * alpha if direction == "probe" else 0.0))
+        for direction in ("probe", "random")
+        for alpha in (-4.0, 0.0, 4.0)
+        for metric in ("unknown_rate", "mean_prob_target")
+    ]
+    write_csv(run_dir, "probes/steering.csv", steering)
 
 
 def test_load_parses_numbers_empty_intervals_and_booleans(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]
 def test_every_drawn_figure_is_written_in_every_format(exported: tuple[Path, list[Path]]) -> None:
     run_dir, paths = exported
     figures = [entry for entry in report_figures(RunResults.load(run_dir)) if entry.figure is not None]
-    assert len(figures) == 10
+    assert len(figures) == 15
     expected = [
         run_dir / "report" / "figures" / f"{entry.anchor}.{name}" for entry in figures for name in ("png", "svg", "pdf")
     ]
@@ -119,7 +119,7 @@ def test_summary_page_shows_the_headline_figures_and_says_what_is_missing(tmp_pa
     drawn = [StaticFigure(e.anchor, plain_title(e.title), e.figure) for e in figures if e.figure is not None]
     page = summary_page(results, figures, drawn, run_dir / "report", EXPORT_CHOICES)
     # morality-0 is not drawn without probes: the free panel goes to the first other drawn figure
-    assert [entry.anchor for entry in page.figures] == ["convergence", "flips", "interactions", "bias-levels"]
+    assert [entry.anchor for entry in page.figures] == ["convergence", "paired-tests", "interactions", "bias-levels"]
     assert set(SUMMARY_PRIORITY) - {entry.anchor for entry in page.figures} == {"morality-0"}
     assert page.title == "Workbench report: run"
     assert any(fact.startswith("[model] name = smollm2-135m-instruct") for fact in page.facts)
@@ -132,7 +132,7 @@ def test_summary_page_shows_the_headline_figures_and_says_what_is_missing(tmp_pa
     assert len(figure.layout.images) == 4
     assert all(image.source.startswith("data:image/svg+xml;base64,") for image in figure.layout.images)
     annotations = " ".join(annotation.text for annotation in figure.layout.annotations)
-    assert "<b>Workbench report: run</b>" in annotations and "Not drawn: Morality level" in annotations
+    assert "<b>Workbench report: run</b>" in annotations and "Not drawn: Layer profile of hidden-state morality" in annotations
 
 
 def test_summary_text_from_the_run_is_escaped_for_plotly(tmp_path: Path) -> None:

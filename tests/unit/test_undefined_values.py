@@ -116,7 +116,7 @@ def test_report_builds_and_shows_the_undefined_value_as_a_gap(run_dir: Path) -> 
     (bias_line,) = [
         t
         for t in convergence.figure.data
-        if t.mode == "lines+markers" and t.name == ALL_UNKNOWN and "bias_score_ambiguous =" in t.hovertext[0]
+        if t.mode == "lines+markers" and t.legendgroup == ALL_UNKNOWN and "bias_score_ambiguous =" in t.hovertext[0]
     ]
     assert bias_line.y[0] is None and bias_line.y[1] == pytest.approx(0.25, abs=1e-12)  # a gap, not a zero
     assert "undefined (no non-unknown answer)" in bias_line.hovertext[0]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from workbench.metrics import undefined
 
@@ -148,6 +149,58 @@ def sign_flip_p_value(
     signs = rng.choice((1.0, -1.0), size=(n_permutations, n))
     extreme = int(np.sum(np.abs(signs @ d / n) >= observed))
     return (1 + extreme) / (1 + n_permutations)
+
+
+@dataclass(frozen=True)
+class PairedChange:
+    """The mean of a paired difference over ``n`` items with its interval and two-sided p-value.
+
+    ``ci_low``/``ci_high`` are ``None`` for fewer than two items.
+    """
+
+    difference: float
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float
+    n: int
+
+
+def paired_change(differences: np.ndarray, *, level: float, n_boot: int, seed: int) -> PairedChange:
+    """Mean of per-item differences in {-1, 0, +1} (a 0/1 outcome at two rounds) with interval and p-value.
+
+    The interval is the percentile bootstrap over items: a resample of ``n`` items is a draw of the
+    counts of -1, 0 and +1 differences from a multinomial with the observed proportions, which is the
+    same distribution as resampling the items themselves (``n_boot`` draws, ``seed``). The p-value is
+    the exact two-sided sign-flip test: flipping the signs of the ``m`` non-zero differences makes the
+    count of +1s Binomial(m, 1/2), so ``p = min(1, 2 P(X <= min(k, m - k)))`` for ``k`` observed +1s
+    (McNemar's exact test); 1 when every difference is 0.
+
+    Args:
+        differences: [n] values in {-1, 0, 1}, n >= 1.
+
+    Raises:
+        ValueError: an empty array or a value outside {-1, 0, 1}.
+    """
+    d = np.asarray(differences, dtype=float)
+    if d.size == 0:
+        raise ValueError("a paired change needs at least one item")
+    if not np.isin(d, (-1.0, 0.0, 1.0)).all():
+        raise ValueError("paired differences of 0/1 outcomes must be -1, 0 or +1")
+    n = int(d.size)
+    counts = np.array([np.sum(d == -1.0), np.sum(d == 0.0), np.sum(d == 1.0)])
+    difference = float(d.mean())
+    low: float | None = None
+    high: float | None = None
+    if n >= 2:
+        draws = np.random.default_rng(seed).multinomial(n, counts / n, size=n_boot)
+        means = (draws[:, 2] - draws[:, 0]) / n
+        tail = (1.0 - level) / 2.0 * 100.0
+        low, high = (float(bound) for bound in np.percentile(means, [tail, 100.0 - tail]))
+    discordant = int(counts[0] + counts[2])
+    p_value = 1.0
+    if discordant:
+        p_value = min(1.0, 2.0 * float(scipy_stats.binom.cdf(min(counts[2], counts[0]), discordant, 0.5)))
+    return PairedChange(difference, low, high, p_value, n)
 
 
 def _effect_contrasts() -> dict[str, np.ndarray]:
