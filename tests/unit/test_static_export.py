@@ -132,7 +132,10 @@ def test_summary_page_shows_the_headline_figures_and_says_what_is_missing(tmp_pa
     assert len(figure.layout.images) == 4
     assert all(image.source.startswith("data:image/svg+xml;base64,") for image in figure.layout.images)
     annotations = " ".join(annotation.text for annotation in figure.layout.annotations)
-    assert "<b>Workbench report: run</b>" in annotations and "Not drawn: Layer profile of hidden-state morality" in annotations
+    assert (
+        "<b>Workbench report: run</b>" in annotations
+        and "Not drawn: Layer profile of hidden-state morality" in annotations
+    )
 
 
 def test_summary_text_from_the_run_is_escaped_for_plotly(tmp_path: Path) -> None:
