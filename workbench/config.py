@@ -4,7 +4,7 @@ A run is one TOML file::
 
     name = "demo"
     seed = 0
-    [model]     spec, device, dtype, backend, attn_implementation, trust_remote_code
+    [model]     spec, device, dtype, backend, attn_implementation, trust_remote_code, device_map
     [task]      see workbench.tasks.TaskConfig
     [protocol]  instructions, cot, feedback, rounds, history_mode, family, critic, token budgets
     [capture]   sites, positions, batch_size
@@ -90,6 +90,9 @@ class ModelConfig:
         backend: hook backend for captures: ``"hf"``, ``"transformer_lens"`` or ``"nnsight"``.
         attn_implementation: transformers' attention kernel (``None`` = its default, sdpa).
         trust_remote_code: allow a hub model's own code; off unless you trust the repository.
+        device_map: place one model over the process's GPUs (accelerate): ``"auto"``, ``"balanced"``,
+            ``"balanced_low_0"`` or ``"sequential"``; ``device`` then stays ``"auto"``. ``None`` (the
+            default): the whole model on ``device``. See docs/models.md.
     """
 
     spec: str = "smollm2-135m-instruct"
@@ -98,9 +101,23 @@ class ModelConfig:
     backend: Backend = "hf"
     attn_implementation: str | None = None
     trust_remote_code: bool = False
+    device_map: str | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self, "model", ConfigError)
+        if self.device_map is not None:
+            from workbench.models.placement import DEVICE_MAP_STRATEGIES
+
+            if self.device_map not in DEVICE_MAP_STRATEGIES:
+                raise ConfigError(
+                    f'[model] device_map = "{self.device_map}" is not a strategy; use one of '
+                    f"{', '.join(DEVICE_MAP_STRATEGIES)}, or leave it out to load the model on [model] device"
+                )
+            if self.device != "auto":
+                raise ConfigError(
+                    f'[model] device_map = "{self.device_map}" places the model itself; leave [model] device = '
+                    f'"auto" (not "{self.device}") or remove device_map'
+                )
         if not self.spec.strip():
             raise ConfigError('[model] spec = "" is empty; name a model (`workbench models` lists the embedded ones)')
         if self.device != "auto":

@@ -135,10 +135,11 @@ def run_stage(
     previous_config = config_path.read_bytes() if config_path.is_file() else None
     model = load_model(
         config.model.spec,
-        device=plan.device,
+        device=plan.device if config.model.device_map is None else "auto",
         dtype=config.model.dtype,
         attn_implementation=config.model.attn_implementation,
         trust_remote_code=config.model.trust_remote_code,
+        device_map=config.model.device_map,
     )
     runner = ExperimentRunner(config, model, plan.items)
     progress = on_model_loaded(runner) if on_model_loaded is not None else None
@@ -220,6 +221,7 @@ def probe_stage(run: Path, probe: ProbeConfig | None = None, model: LoadedModel 
             attn_implementation=user.model.attn_implementation,
             trust_remote_code=user.model.trust_remote_code,
             expected_weights_hash=expected_weights_hash,
+            device_map=user.model.device_map,
         )
 
     return run_probe_stage(folder.root, probe or user.probe, model, loader=load_users_model, backend=user.model.backend)

@@ -26,22 +26,42 @@ _BRIDGES: WeakKeyDictionary[nn.Module, Any] = WeakKeyDictionary()
 
 def transformer_bridge(model: nn.Module, tokenizer: Any, name: str) -> Any:
     """The TransformerBridge around a private copy of ``model`` (the bridge rewires the module it
-    wraps), booted once per model object."""
+    wraps), booted once per model object.
+
+    TransformerLens picks its adapter from ``config.architectures``; a model built from a config
+    in memory has none (only a saved checkpoint's config.json names it), so the copy's config is
+    given the model's own class name, as ``save_pretrained`` would write it.
+    """
     if model not in _BRIDGES:
         from transformer_lens.model_bridge import TransformerBridge
 
+        private: Any = copy.deepcopy(model)  # a PreTrainedModel (its config is read)
+        if not getattr(private.config, "architectures", None):
+            private.config.architectures = [type(private).__name__]
         _BRIDGES[model] = TransformerBridge.boot_transformers(
-            name, hf_model=copy.deepcopy(model), tokenizer=tokenizer, device=str(next(model.parameters()).device)
+            name, hf_model=private, tokenizer=tokenizer, device=str(next(model.parameters()).device)
         )
     return _BRIDGES[model]
 
 
 def bridge_forward(bridge: Any, batch: TokenBatch, plan: HookPlan) -> torch.Tensor:
-    """Run the bridge on ``batch`` with the plan's hooks; return logits ``[batch, seq, vocab]``."""
-    hooks = [(Site(layer, kind).name, _hook(plan, layer, kind)) for layer, kind in plan.keys()]  # noqa: SIM118 (HookPlan, not a dict)
+    """Run the bridge on ``batch`` with the plan's hooks; return logits ``[batch, seq, vocab]``.
+
+    TransformerLens has no ``hook_resid_mid`` on a parallel block (``ParallelBlockBridge``: attention
+    and MLP both read ``resid_pre``); there it is formed as ``resid_pre + attn_out``, both as edited,
+    by hooks added after all others (hooks of one hook point run in the order they were added).
+    """
+    from transformer_lens.model_bridge.generalized_components import ParallelBlockBridge
+
+    hooks, formed = [], []
+    for layer, kind in plan.keys():  # noqa: SIM118 (HookPlan, not a dict)
+        if kind is SiteKind.RESID_MID and isinstance(bridge.blocks[layer], ParallelBlockBridge):
+            formed.extend(_parallel_mid_hooks(plan, layer))
+        else:
+            hooks.append((Site(layer, kind).name, _hook(plan, layer, kind)))
     logits: torch.Tensor = bridge.run_with_hooks(
         batch.input_ids,
-        fwd_hooks=hooks,
+        fwd_hooks=hooks + formed,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         return_type="logits",
@@ -58,3 +78,21 @@ def _hook(plan: HookPlan, layer: int, kind: SiteKind) -> Callable[[torch.Tensor,
         return activation
 
     return hook
+
+
+def _parallel_mid_hooks(plan: HookPlan, layer: int) -> list[tuple[str, Callable[[torch.Tensor, Any], torch.Tensor]]]:
+    """Hooks reading ``resid_mid = resid_pre + attn_out`` of the parallel block ``layer`` (read-only)."""
+    kept: dict[str, torch.Tensor] = {}
+
+    def keep_pre(activation: torch.Tensor, hook: Any) -> torch.Tensor:
+        kept["resid_pre"] = activation
+        return activation
+
+    def read_mid(activation: torch.Tensor, hook: Any) -> torch.Tensor:
+        plan.read(layer, SiteKind.RESID_MID, kept.pop("resid_pre") + activation)
+        return activation
+
+    return [
+        (Site(layer, SiteKind.RESID_PRE).name, keep_pre),
+        (Site(layer, SiteKind.ATTN_OUT).name, read_mid),
+    ]

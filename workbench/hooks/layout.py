@@ -1,8 +1,12 @@
 """Where each site lives inside a Hugging Face model: module paths per architecture family.
 
 A site is read from a module's input or output. Families with "sandwich" norms (Gemma 2/3)
-add a norm after attention and after the MLP; the site is then that norm's output, because
-that is what enters the residual stream.
+add a norm after attention and after the MLP, and OLMo 2 has only those (no norm before
+attention or the MLP); the site is then that norm's output, because that is what enters the
+residual stream. In a parallel block (GPT-NeoX with ``use_parallel_residual``, the Pythia models)
+attention and MLP both read ``resid_pre`` and no module ever sees ``resid_pre + attn_out``: the
+backends then form ``hook_resid_mid`` as that sum (read-only; TransformerLens has no such hook on
+parallel blocks, see :func:`is_parallel`).
 """
 
 from __future__ import annotations
@@ -27,10 +31,14 @@ class ModuleLayout:
         attention: the attention module (its output's first element is the attention output).
         z_module: the module whose *input* is the concatenation of per-head outputs (W_O).
         attn_out_module: the module whose output is what attention adds to the residual.
-        resid_mid_module: the module whose *input* is the residual stream after attention.
+        resid_mid_module: the module whose *input* is the residual stream after attention
+            (in a sequential block; a parallel block has none, see ``parallel_flag``).
         mlp_out_module: the module whose output is what the MLP adds to the residual.
         final_norm: the norm after the last block, relative to the model root (its output is
             Hugging Face's ``hidden_states[-1]``).
+        parallel_flag: the block attribute that is true when the block runs attention and MLP in
+            parallel on ``resid_pre`` (GPT-NeoX's ``use_parallel_residual``, read from each block
+            as its own forward does); ``None`` for families whose blocks are always sequential.
     """
 
     layers: str
@@ -40,6 +48,7 @@ class ModuleLayout:
     resid_mid_module: str
     mlp_out_module: str
     final_norm: str
+    parallel_flag: str | None = None
 
 
 _LLAMA = ModuleLayout(
@@ -70,18 +79,41 @@ _GPT2 = ModuleLayout(
     final_norm="transformer.ln_f",
 )
 
+_OLMO2 = ModuleLayout(
+    layers="model.layers",
+    attention="self_attn",
+    z_module="self_attn.o_proj",
+    attn_out_module="post_attention_layernorm",
+    resid_mid_module="mlp",
+    mlp_out_module="post_feedforward_layernorm",
+    final_norm="model.norm",
+)
+_GPT_NEOX = ModuleLayout(
+    layers="gpt_neox.layers",
+    attention="attention",
+    z_module="attention.dense",
+    attn_out_module="attention",
+    resid_mid_module="post_attention_layernorm",
+    mlp_out_module="mlp",
+    final_norm="gpt_neox.final_layer_norm",
+    parallel_flag="use_parallel_residual",
+)
+
 LAYOUTS: dict[str, ModuleLayout] = {
-    **dict.fromkeys(
-        ("llama", "mistral", "qwen2", "qwen3", "phi3", "olmo", "olmo2", "gemma", "smollm3", "granite"),
-        _LLAMA,
-    ),
+    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "phi3", "olmo", "gemma", "smollm3"), _LLAMA),
     **dict.fromkeys(("gemma2", "gemma3_text", "gemma3"), _SANDWICH),
+    "olmo2": _OLMO2,
     "gpt2": _GPT2,
+    "gpt_neox": _GPT_NEOX,
 }
 
 
 def layout_for(model_type: str) -> ModuleLayout:
-    """The layout of a ``config.model_type``; a clear error for families not mapped yet."""
+    """The layout of a ``config.model_type``; one line naming the type and the known ones otherwise.
+
+    Raises:
+        UnsupportedArchitecture: a model type without a layout.
+    """
     try:
         return LAYOUTS[model_type]
     except KeyError:
@@ -89,6 +121,11 @@ def layout_for(model_type: str) -> ModuleLayout:
             f"model type {model_type!r} has no module layout; supported: {', '.join(sorted(LAYOUTS))}. "
             "Add a ModuleLayout in workbench/hooks/layout.py"
         ) from None
+
+
+def is_parallel(block: nn.Module, layout: ModuleLayout) -> bool:
+    """Whether ``block`` runs attention and MLP in parallel on ``resid_pre`` (its own flag, see ``parallel_flag``)."""
+    return layout.parallel_flag is not None and bool(getattr(block, layout.parallel_flag))
 
 
 def block_modules(model: nn.Module, layout: ModuleLayout) -> list[nn.Module]:

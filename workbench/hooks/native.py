@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from workbench.hooks.layout import ModuleLayout, block_modules, normalized_before_gain
+from workbench.hooks.layout import ModuleLayout, block_modules, is_parallel, normalized_before_gain
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.sites import FINAL_NORM_KINDS, SiteKind
 
@@ -23,10 +23,16 @@ from workbench.hooks.sites import FINAL_NORM_KINDS, SiteKind
 def native_hooks(model: PreTrainedModel, layout: ModuleLayout, n_heads: int, plan: HookPlan) -> Iterator[None]:
     """Register the plan's readers and editors on ``model`` for the duration of the block."""
     blocks = block_modules(model, layout)
+
+    def formed_last(key: tuple[int, SiteKind]) -> bool:
+        """A parallel block's resid_mid is formed from the edited attn_out: its hook runs after attn_out's."""
+        layer, kind = key
+        return kind is SiteKind.RESID_MID and layer < len(blocks) and is_parallel(blocks[layer], layout)
+
     with ExitStack() as stack:
         if plan.reads_patterns:
             stack.enter_context(eager_attention(model))
-        for layer, kind in plan.keys():  # noqa: SIM118 (HookPlan, not a dict)
+        for layer, kind in sorted(plan.keys(), key=formed_last):  # stable: the plan's order otherwise
             if kind in FINAL_NORM_KINDS:
                 handles = _register_final(model.get_submodule(layout.final_norm), layer, kind, plan)
             else:
@@ -80,6 +86,8 @@ def _register(
             plan.read(layer, kind, output[1])
 
         return [block.get_submodule(layout.attention).register_forward_hook(read_pattern)]
+    if kind is SiteKind.RESID_MID and is_parallel(block, layout):
+        return _register_parallel_mid(block, layout, layer, plan)
     if kind is SiteKind.RESID_MID:  # read-only: the plan turns resid_mid edits into attn_out edits
 
         def read_mid(resid_mid: torch.Tensor) -> torch.Tensor:
@@ -89,6 +97,30 @@ def _register(
         norm = block.get_submodule(layout.resid_mid_module)
         return [norm.register_forward_pre_hook(_first_input_hook(read_mid), with_kwargs=True)]
     raise AssertionError(f"unhandled site kind {kind}")
+
+
+def _register_parallel_mid(
+    block: nn.Module, layout: ModuleLayout, layer: int, plan: HookPlan
+) -> list[torch.utils.hooks.RemovableHandle]:
+    """Read-only ``resid_mid = resid_pre + attn_out`` of a parallel block, both as edited by the plan.
+
+    Registered after the block's other hooks, so the block input seen here is after any resid_pre
+    edit and the attention output after any attn_out edit (hooks run in registration order).
+    """
+    kept: dict[str, torch.Tensor] = {}
+
+    def keep_pre(resid_pre: torch.Tensor) -> torch.Tensor:
+        kept["resid_pre"] = resid_pre
+        return resid_pre
+
+    def read_mid(attn_out: torch.Tensor) -> torch.Tensor:
+        plan.read(layer, SiteKind.RESID_MID, kept.pop("resid_pre") + attn_out)
+        return attn_out
+
+    return [
+        block.register_forward_pre_hook(_first_input_hook(keep_pre), with_kwargs=True),
+        block.get_submodule(layout.attn_out_module).register_forward_hook(_first_output_hook(read_mid)),
+    ]
 
 
 def _register_final(

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from workbench.hooks.layout import ModuleLayout, normalized_before_gain
+from workbench.hooks.layout import ModuleLayout, block_modules, is_parallel, normalized_before_gain
 from workbench.hooks.native import eager_attention
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import TokenBatch
@@ -45,9 +45,10 @@ def nnsight_forward(
         wrapper.trace(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids),
     ):
         blocks = wrapper.get(layout.layers)
+        modules = block_modules(model, layout)
         for layer in sorted({layer for layer, kind in keys if kind not in FINAL_NORM_KINDS}):
             kinds = [kind for key_layer, kind in keys if key_layer == layer]
-            _trace_block(blocks[layer], layout, n_heads, layer, kinds, plan)
+            _trace_block(blocks[layer], layout, is_parallel(modules[layer], layout), n_heads, layer, kinds, plan)
         final = [(layer, kind) for layer, kind in keys if kind in FINAL_NORM_KINDS]
         if final:
             _trace_final_norm(wrapper.get(layout.final_norm), model.get_submodule(layout.final_norm), final, plan)
@@ -56,14 +57,20 @@ def nnsight_forward(
 
 
 def _trace_block(
-    block: Any, layout: ModuleLayout, n_heads: int, layer: int, kinds: list[SiteKind], plan: HookPlan
+    block: Any, layout: ModuleLayout, parallel: bool, n_heads: int, layer: int, kinds: list[SiteKind], plan: HookPlan
 ) -> None:
-    """Apply the plan at one block, touching its modules in execution order."""
-    if SiteKind.RESID_PRE in kinds:
+    """Apply the plan at one block, touching its modules in execution order.
+
+    In a ``parallel`` block, ``resid_mid`` is formed as ``resid_pre + attn_out`` (both as edited).
+    """
+    parallel_mid = parallel and SiteKind.RESID_MID in kinds
+    resid_pre = None
+    if SiteKind.RESID_PRE in kinds or parallel_mid:
         resid_pre = plan.edit(layer, SiteKind.RESID_PRE, block.input)
         if plan.has_editors(layer, SiteKind.RESID_PRE):
             block.input = resid_pre
-        plan.read(layer, SiteKind.RESID_PRE, resid_pre)
+        if SiteKind.RESID_PRE in kinds:
+            plan.read(layer, SiteKind.RESID_PRE, resid_pre)
     if SiteKind.Z in kinds:
         module = block.get(layout.z_module)
         merged = module.input
@@ -73,9 +80,11 @@ def _trace_block(
         plan.read(layer, SiteKind.Z, value)
     if SiteKind.PATTERN in kinds:
         plan.read(layer, SiteKind.PATTERN, block.get(layout.attention).output[1])
-    if SiteKind.ATTN_OUT in kinds:
-        _edit_output(block.get(layout.attn_out_module), layer, SiteKind.ATTN_OUT, plan)
-    if SiteKind.RESID_MID in kinds:  # read-only: the plan turns resid_mid edits into attn_out edits
+    if SiteKind.ATTN_OUT in kinds or parallel_mid:
+        attn_out = _edit_output(block.get(layout.attn_out_module), layer, SiteKind.ATTN_OUT, plan)
+        if parallel_mid:
+            plan.read(layer, SiteKind.RESID_MID, resid_pre + attn_out)
+    if SiteKind.RESID_MID in kinds and not parallel:  # read-only: the plan turns resid_mid edits into attn_out edits
         plan.read(layer, SiteKind.RESID_MID, block.get(layout.resid_mid_module).input)
     if SiteKind.MLP_OUT in kinds:
         _edit_output(block.get(layout.mlp_out_module), layer, SiteKind.MLP_OUT, plan)
@@ -93,10 +102,12 @@ def _trace_final_norm(envoy: Any, norm: nn.Module, keys: list[tuple[int, SiteKin
         _edit_output(envoy, kinds[SiteKind.FINAL_OUT], SiteKind.FINAL_OUT, plan)
 
 
-def _edit_output(module: Any, layer: int, kind: SiteKind, plan: HookPlan) -> None:
+def _edit_output(module: Any, layer: int, kind: SiteKind, plan: HookPlan) -> Any:
+    """Apply the plan's edits and readers of ``kind`` to ``module``'s output; return the edited value."""
     output = module.output
     first = output[0] if isinstance(output, tuple) else output
     value = plan.edit(layer, kind, first)
     if plan.has_editors(layer, kind):
         module.output = (value, *output[1:]) if isinstance(output, tuple) else value
     plan.read(layer, kind, value)
+    return value

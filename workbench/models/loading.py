@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from workbench.models.architecture import ModelArchitecture
 from workbench.models.embedded import EMBEDDED_MODELS, file_sha256
+from workbench.models.placement import DeviceMap, DeviceMapError, plan_device_map
 
 MODEL_CACHE_ENV = "WORKBENCH_MODEL_CACHE"
 PROVENANCE_FILE = "workbench-provenance.json"
@@ -82,6 +83,8 @@ class LoadedModel:
         source: ``"embedded"``, ``"gguf"``, ``"local"``, ``"hub"`` or ``"in-memory"``.
         weights_hash: a content hash of the weights (``sha256:...``) or the hub revision.
         architecture: layer/head/width facts.
+        device_map: module -> device of a model placed by a device map (accelerate moves each
+            module's inputs to its device); ``None`` when the whole model sits on ``device``.
     """
 
     model: PreTrainedModel
@@ -91,10 +94,16 @@ class LoadedModel:
     source: str
     weights_hash: str
     architecture: ModelArchitecture
+    device_map: dict[str, int | str] | None = None
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the device of the first parameter (the token embedding) that is not offloaded
+        (accelerate leaves an offloaded module's parameters on the meta device between forwards)."""
+        return next(
+            (parameter.device for parameter in self.model.parameters() if parameter.device.type != "meta"),
+            torch.device("cpu"),
+        )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -111,6 +120,7 @@ class LoadedModel:
             "tokenizer_name_or_path": str(self.tokenizer.name_or_path),
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
+            **({"device_map": json.dumps(self.device_map)} if self.device_map is not None else {}),
         }
 
 
@@ -234,6 +244,8 @@ def load_model(
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
     expected_weights_hash: str | None = None,
+    device_map: DeviceMap | None = None,
+    max_memory: dict[int | str, int | str] | None = None,
 ) -> LoadedModel:
     """Load a causal LM by spec.
 
@@ -246,12 +258,22 @@ def load_model(
         trust_remote_code: passed to transformers; off unless the user asks.
         expected_weights_hash: refuse weights with another hash; for files (embedded, GGUF,
             local directory) this is checked before anything is loaded, for a hub id after.
+        device_map: place the model over several devices (:mod:`workbench.models.placement`):
+            ``"auto"``, ``"balanced"``, ``"balanced_low_0"``, ``"sequential"`` or module -> device;
+            ``device`` must then stay ``"auto"``. ``None``: the whole model on ``device``.
+        max_memory: device -> bytes (or ``"20GiB"``) a device-map strategy may use; ``None`` = what is free.
 
     Raises:
         ModelSpecError: when the spec names nothing loadable (the message says what was tried),
             or the weights are not ``expected_weights_hash``.
         DeviceError: a device this machine does not have.
+        DeviceMapError: a device map that is unknown, incomplete or does not fit (before weights are read).
     """
+    if device_map is not None and device not in (None, "auto"):
+        raise DeviceMapError(
+            f'[model] device_map places the model itself; leave [model] device = "auto" (not "{device}") '
+            "or remove device_map"
+        )
     resolved_device = check_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     found = resolve_model_spec(spec)
@@ -266,12 +288,20 @@ def load_model(
 
     location = str(directory) if directory is not None else spec
     try:
+        placement = (
+            plan_device_map(
+                location, device_map, resolved_dtype, max_memory=max_memory, trust_remote_code=trust_remote_code
+            )
+            if device_map is not None
+            else None
+        )
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             location,
             dtype=resolved_dtype,
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
+            device_map=placement,
         )
     except OSError as error:
         if source != "hub":
@@ -282,8 +312,10 @@ def load_model(
             f"directory, and the hub could not provide it ({type(error).__name__}); check the name "
             f"or run `workbench models`"
         ) from None
-    # PreTrainedModel.to is wrapped with functools.wraps, whose type hides the bound ``self`` from mypy
-    model.to(resolved_device).eval()  # type: ignore[arg-type]
+    if placement is None:
+        # PreTrainedModel.to is wrapped with functools.wraps, whose type hides the bound ``self`` from mypy
+        model.to(resolved_device)  # type: ignore[arg-type]
+    model.eval()  # type: ignore[no-untyped-call, unused-ignore]  # untyped in transformers
     prepare_tokenizer(tokenizer)
     weights_hash = _weights_hash(directory, model)
     if expected_weights_hash is not None:
@@ -296,6 +328,7 @@ def load_model(
         source=source,
         weights_hash=weights_hash,
         architecture=ModelArchitecture.from_config(model.config),
+        device_map=placement,
     )
 
 

@@ -8,19 +8,34 @@ milliseconds.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 from workbench.models.architecture import ModelArchitecture
@@ -137,6 +152,38 @@ def tiny_tokenizer(vocab_size: int = 256) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+_SLIDING_WINDOW = 256
+"""Sliding attention window of the tiny Mistral and Gemma models, in tokens (longer than any test prompt)."""
+
+
+def _gemma3(shape: dict[str, Any], d_head: int) -> PreTrainedModel:
+    """Gemma 3 (text only) alternating sliding and global attention layers, the first one sliding."""
+    n_layers = shape["num_hidden_layers"]
+    layer_types = [("sliding_attention", "full_attention")[layer % 2] for layer in range(n_layers)]
+    config = Gemma3TextConfig(**shape, head_dim=d_head, sliding_window=_SLIDING_WINDOW, layer_types=layer_types)
+    return Gemma3ForCausalLM(config)
+
+
+_LLAMA_STYLE: dict[str, Callable[[dict[str, Any], int], PreTrainedModel]] = {
+    # family -> (Llama-style config keywords, d_head) -> model; each comment names what the family adds
+    "llama": lambda shape, d_head: LlamaForCausalLM(LlamaConfig(**shape)),
+    "mistral": lambda shape, d_head: MistralForCausalLM(MistralConfig(**shape, sliding_window=_SLIDING_WINDOW)),
+    "qwen2": lambda shape, d_head: Qwen2ForCausalLM(Qwen2Config(**shape)),  # q/k/v biases
+    "qwen3": lambda shape, d_head: Qwen3ForCausalLM(Qwen3Config(**shape, head_dim=d_head)),  # per-head q/k norms
+    # scaled embeddings, norms before and after attention and MLP, attention and final logit soft-capping
+    "gemma2": lambda shape, d_head: Gemma2ForCausalLM(
+        Gemma2Config(**shape, head_dim=d_head, sliding_window=_SLIDING_WINDOW)
+    ),
+    "gemma3": _gemma3,  # Gemma 2's sandwich norms, q/k norms instead of soft-capping
+    "phi3": lambda shape, d_head: Phi3ForCausalLM(Phi3Config(**shape)),  # fused qkv_proj and gate_up_proj
+    # no norm before attention or MLP, one after each; q/k norms over all heads together
+    "olmo2": lambda shape, d_head: Olmo2ForCausalLM(Olmo2Config(**shape)),
+}
+
+TINY_FAMILIES = (*_LLAMA_STYLE, "gpt2", "gpt_neox")
+"""The families :func:`tiny_model` builds: one per major decoder architecture the hook layout knows."""
+
+
 def tiny_model(
     family: str = "llama",
     *,
@@ -147,28 +194,22 @@ def tiny_model(
     vocab_size: int = 256,
     seed: int = 0,
 ) -> LoadedModel:
-    """A randomly initialised model, float32, CPU: ``llama`` (grouped-query attention), ``mistral``
-    (the same with a 256-token sliding attention window) or ``gpt2``."""
+    """A randomly initialised model of one of :data:`TINY_FAMILIES`, float32, CPU.
+
+    Every family gets the same shape: ``n_layers`` blocks of width ``d_model``, ``n_heads`` query
+    heads of ``d_model // n_heads`` each, ``n_kv_heads`` key/value heads where the family has
+    grouped-query attention (GPT-2 and GPT-NeoX have none), an MLP of ``2 * d_model`` (GPT-2:
+    ``4 * d_model``), 512 positions. ``mistral`` and the Gemmas have a 256-token sliding window;
+    ``gpt_neox`` has the parallel attention + MLP residual of the Pythia models.
+
+    Raises:
+        ValueError: a family not in :data:`TINY_FAMILIES`.
+    """
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"unknown tiny model family {family!r}; use one of {', '.join(TINY_FAMILIES)}")
     torch.manual_seed(seed)
     model: PreTrainedModel
-    if family in ("llama", "mistral"):
-        shape: dict[str, Any] = {  # the configs' keyword arguments, shared by both families
-            "vocab_size": vocab_size,
-            "hidden_size": d_model,
-            "intermediate_size": 2 * d_model,
-            "num_hidden_layers": n_layers,
-            "num_attention_heads": n_heads,
-            "num_key_value_heads": n_kv_heads,
-            "max_position_embeddings": 512,
-            "bos_token_id": 1,
-            "eos_token_id": 2,
-            "pad_token_id": 0,
-        }
-        if family == "llama":
-            model = LlamaForCausalLM(LlamaConfig(**shape))
-        else:
-            model = MistralForCausalLM(MistralConfig(**shape, sliding_window=256))
-    elif family == "gpt2":
+    if family == "gpt2":
         config = GPT2Config(
             vocab_size=vocab_size,
             n_embd=d_model,
@@ -180,8 +221,34 @@ def tiny_model(
             pad_token_id=0,
         )
         model = GPT2LMHeadModel(config)
+    elif family == "gpt_neox":
+        neox = GPTNeoXConfig(
+            vocab_size=vocab_size,
+            hidden_size=d_model,
+            intermediate_size=2 * d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            max_position_embeddings=512,
+            use_parallel_residual=True,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+        model = GPTNeoXForCausalLM(neox)
     else:
-        raise ValueError(f"unknown tiny model family {family!r}; use 'llama', 'mistral' or 'gpt2'")
+        shape: dict[str, Any] = {  # the configs' keyword arguments, shared by the Llama-style families
+            "vocab_size": vocab_size,
+            "hidden_size": d_model,
+            "intermediate_size": 2 * d_model,
+            "num_hidden_layers": n_layers,
+            "num_attention_heads": n_heads,
+            "num_key_value_heads": n_kv_heads,
+            "max_position_embeddings": 512,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "pad_token_id": 0,
+        }
+        model = _LLAMA_STYLE[family](shape, d_model // n_heads)
     model.eval()  # type: ignore[no-untyped-call, unused-ignore]  # untyped in transformers
     model.generation_config.pad_token_id = 0
     tokenizer = tiny_tokenizer(vocab_size)
