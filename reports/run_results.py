@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from reports.figures.layout import condition_order
+from reports.figures.style import condition_order
 from reports.tables import read_table
 from workbench.run_folder import RUN_TABLES, RunFolder, RunFolderError, RunTable
 from workbench.run_tables import (
@@ -104,7 +104,7 @@ class RunResults:
     def conditions(self) -> tuple[str, ...]:
         """The run's condition list: every condition named in any of its tables, in design order.
 
-        Design order (:func:`reports.figures.layout.condition_order`): no instruction first, then
+        Design order (:func:`reports.figures.style.condition_order`): no instruction first, then
         the other instructions in ``workbench.protocols.conditions.INSTRUCTIONS`` order, CoT off
         before on, feedback off before on. Every figure colours the ``i``-th of them alike.
         """

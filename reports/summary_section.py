@@ -11,7 +11,7 @@ import math
 from collections.abc import Collection, Sequence
 
 from reports.escaping import escape_html
-from reports.figures.layout import metric_label
+from reports.figures.style import metric_label
 from reports.summary import (
     CategoryBias,
     MoralityChange,

@@ -8,8 +8,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from reports.escaping import item_hover_text, plotly_text
-from reports.figures.layout import ConditionStyle, export_height
 from reports.figures.sampling import SAMPLE_SEED, sample_rows
+from reports.figures.style import ConditionStyle, export_height
 from workbench.run_tables import ItemAnswer
 
 MAX_ITEMS = 60

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from reports.escaping import plotly_text
-from reports.figures.layout import category_colour, export_height, integer_dtick, panel_grid
 from reports.figures.round_series import interval_error_bars, interval_text, number_text
+from reports.figures.style import category_colour, export_height, integer_dtick, panel_grid
 from workbench.run_tables import BiasLevel, DebiasedHead, HeadEffect
 
 

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from reports.escaping import plotly_text
-from reports.figures.layout import (
+from reports.figures.round_series import interval_error_bars, interval_text
+from reports.figures.style import (
     LEGEND_MARGIN_PX,
     LEGEND_OFFSET_PX,
     ConditionStyle,
@@ -16,7 +17,6 @@ from reports.figures.layout import (
     panel_grid,
     top_title,
 )
-from reports.figures.round_series import interval_error_bars, interval_text
 from workbench.run_tables import BBQCategoryMetric
 
 BIAS_METRICS = ("bias_score_ambiguous", "bias_score_disambiguated")

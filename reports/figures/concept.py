@@ -8,7 +8,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from reports.escaping import item_hover_text, plotly_text
-from reports.figures.layout import (
+from reports.figures.sampling import SAMPLE_SEED, sample_rows
+from reports.figures.style import (
     LEGEND_MARGIN_PX,
     ConditionStyle,
     legend_above,
@@ -16,7 +17,6 @@ from reports.figures.layout import (
     round_colours,
     top_title,
 )
-from reports.figures.sampling import SAMPLE_SEED, sample_rows
 from workbench.run_tables import ConceptUncertainty, ItemAnswer
 
 MAX_POINTS = 2000

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from reports.escaping import plotly_text
-from reports.figures.layout import (
+from reports.figures.round_series import add_round_series
+from reports.figures.style import (
     LEGEND_MARGIN_PX,
     ConditionStyle,
     export_height,
@@ -17,7 +18,6 @@ from reports.figures.layout import (
     subplot_grid,
     top_title,
 )
-from reports.figures.round_series import add_round_series
 from reports.figures.uncertainty import UNCERTAINTY_METRICS
 from workbench.run_tables import AnswerFlip, BehaviourMetric, ConvergenceRound
 

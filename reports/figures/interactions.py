@@ -8,8 +8,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from reports.escaping import plotly_text
-from reports.figures.layout import row_spacing
 from reports.figures.round_series import interval_error_bars, interval_text
+from reports.figures.style import row_spacing
 from workbench.metrics.statistics import EFFECTS  # main effects first, then interaction contrasts
 from workbench.run_tables import InteractionEffect
 

@@ -9,7 +9,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from reports.escaping import plotly_text
-from reports.figures.layout import (
+from reports.figures.round_series import interval_error_bars, interval_text, number_text
+from reports.figures.style import (
     LEGEND_MARGIN_PX,
     ConditionStyle,
     category_colour,
@@ -21,7 +22,6 @@ from reports.figures.layout import (
     round_colours,
     top_title,
 )
-from reports.figures.round_series import interval_error_bars, interval_text, number_text
 from workbench.run_tables import LayerScore, MoralityLevel
 
 PROBE_ARMS = ("probe", "shuffled_labels", "random_direction")

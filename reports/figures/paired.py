@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from reports.escaping import plotly_text
-from reports.figures.layout import (
+from reports.figures.round_series import interval_error_bars, interval_text, number_text
+from reports.figures.style import (
     LABEL_SEPARATOR,
     LEGEND_MARGIN_PX,
     ConditionStyle,
@@ -17,7 +18,6 @@ from reports.figures.layout import (
     round_colours,
     top_title,
 )
-from reports.figures.round_series import interval_error_bars, interval_text, number_text
 from workbench.protocols.conditions import ConditionError, condition_label, parse_condition_name
 from workbench.run_tables import PairedTest
 

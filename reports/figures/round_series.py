@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from reports.escaping import plotly_text
-from reports.figures.layout import ConditionStyle, translucent
+from reports.figures.style import ConditionStyle, translucent
 from workbench.run_tables import BehaviourMetric
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from reports.escaping import plotly_text
-from reports.figures.layout import LEGEND_MARGIN_PX, category_colour, legend_above, panel_grid, top_title
+from reports.figures.style import LEGEND_MARGIN_PX, category_colour, legend_above, panel_grid, top_title
 from workbench.run_tables import SteeringEffect
 
 DIRECTIONS = ("probe", "random")

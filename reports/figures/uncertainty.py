@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from reports.figures.layout import (
+from reports.figures.round_series import add_round_series
+from reports.figures.style import (
     LEGEND_MARGIN_PX,
     ConditionStyle,
     legend_above,
@@ -15,7 +16,6 @@ from reports.figures.layout import (
     round_colours,
     top_title,
 )
-from reports.figures.round_series import add_round_series
 from workbench.run_tables import BehaviourMetric, CalibrationBin
 
 # Metric names of results/behaviour.csv that measure the model's uncertainty rather than its

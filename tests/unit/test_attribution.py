@@ -39,7 +39,7 @@ from workbench.attribution.selection import (
 )
 from workbench.hooks.capture import run_forward
 from workbench.hooks.interventions import Intervention
-from workbench.hooks.layout import UnsupportedArchitecture
+from workbench.hooks.module_paths import UnsupportedArchitecture
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.sites import SiteKind
 from workbench.models import LoadedModel, ModelArchitecture, tiny_model

@@ -18,7 +18,7 @@ from workbench.hooks import (
     parse_sites,
 )
 from workbench.hooks.capture import run_forward
-from workbench.hooks.layout import layout_for
+from workbench.hooks.module_paths import layout_for
 from workbench.hooks.native import native_hooks
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import TokenBatch

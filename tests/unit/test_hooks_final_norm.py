@@ -12,7 +12,7 @@ import torch
 
 from workbench.hooks import Intervention, InterventionError, Site, SiteError, SiteKind, capture, parse_sites
 from workbench.hooks.capture import run_forward
-from workbench.hooks.layout import UnsupportedArchitecture, normalized_before_gain
+from workbench.hooks.module_paths import UnsupportedArchitecture, normalized_before_gain
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import TokenBatch
 from workbench.inference.answering import answer_batch

@@ -34,7 +34,7 @@ from workbench.attribution.head_effects import (
 )
 from workbench.hooks import BACKENDS, Intervention, capture, capture_tokens, parse_sites
 from workbench.hooks.capture import Capture, run_forward
-from workbench.hooks.layout import UnsupportedArchitecture
+from workbench.hooks.module_paths import UnsupportedArchitecture
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import TokenBatch
 from workbench.hooks.sites import SiteKind
@@ -441,7 +441,7 @@ def test_a_family_without_a_layout_fails_in_one_line(
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"model type {model_type!r} has no module layout; supported: gemma, gemma2, ")
-    assert message.endswith("Add a ModuleLayout in workbench/hooks/layout.py")
+    assert message.endswith("Add a ModuleLayout in workbench/hooks/module_paths.py")
 
 
 def test_tiny_families_have_the_shape_asked_for() -> None:

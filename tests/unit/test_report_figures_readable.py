@@ -18,9 +18,9 @@ from reports.figures import (
     uncertainty_figure,
 )
 from reports.figures.convergence import behaviour_metrics_of, marks_convergence
-from reports.figures.layout import CONDITION_COLOURS, ConditionStyle, condition_order, metric_label
 from reports.figures.paired import pair_label
 from reports.figures.sampling import sample_rows
+from reports.figures.style import CONDITION_COLOURS, ConditionStyle, condition_order, metric_label
 from workbench.run_tables import (
     BBQCategoryMetric,
     BehaviourMetric,

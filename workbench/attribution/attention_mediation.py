@@ -33,7 +33,7 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, eager_mask
 
 from workbench.attribution.contrast import ContrastBatch, logit_difference
-from workbench.hooks.layout import block_modules, layout_for
+from workbench.hooks.module_paths import block_modules, layout_for
 from workbench.hooks.positions import TokenBatch
 from workbench.models.loading import LoadedModel
 

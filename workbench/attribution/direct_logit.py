@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from workbench.attribution.contrast import ContrastBatch
-from workbench.hooks.layout import UnsupportedArchitecture, block_modules, layout_for
+from workbench.hooks.module_paths import UnsupportedArchitecture, block_modules, layout_for
 from workbench.hooks.native import native_hooks
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.sites import SiteKind

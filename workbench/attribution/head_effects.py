@@ -27,7 +27,7 @@ from workbench.attribution.contrast import ContrastBatch, logit_difference
 from workbench.attribution.direct_logit import direct_logit_attribution_effects
 from workbench.hooks.capture import run_forward
 from workbench.hooks.interventions import Intervention
-from workbench.hooks.layout import layout_for
+from workbench.hooks.module_paths import layout_for
 from workbench.hooks.native import native_hooks
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import TokenBatch

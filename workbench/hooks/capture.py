@@ -20,7 +20,7 @@ import torch
 
 from workbench.hooks.bridge import bridge_forward, transformer_bridge
 from workbench.hooks.interventions import Intervention
-from workbench.hooks.layout import layout_for
+from workbench.hooks.module_paths import layout_for
 from workbench.hooks.native import native_hooks
 from workbench.hooks.nnsight_backend import nnsight_forward, nnsight_model
 from workbench.hooks.plan import HookPlan

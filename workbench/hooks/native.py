@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from workbench.hooks.layout import ModuleLayout, block_modules, is_parallel, normalized_before_gain
+from workbench.hooks.module_paths import ModuleLayout, block_modules, is_parallel, normalized_before_gain
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.sites import FINAL_NORM_KINDS, SiteKind
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from workbench.hooks.layout import ModuleLayout, block_modules, is_parallel, normalized_before_gain
+from workbench.hooks.module_paths import ModuleLayout, block_modules, is_parallel, normalized_before_gain
 from workbench.hooks.native import eager_attention
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import TokenBatch

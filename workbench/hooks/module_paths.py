@@ -119,7 +119,7 @@ def layout_for(model_type: str) -> ModuleLayout:
     except KeyError:
         raise UnsupportedArchitecture(
             f"model type {model_type!r} has no module layout; supported: {', '.join(sorted(LAYOUTS))}. "
-            "Add a ModuleLayout in workbench/hooks/layout.py"
+            "Add a ModuleLayout in workbench/hooks/module_paths.py"
         ) from None
 
 
