@@ -35,7 +35,7 @@ from workbench.inference.semantic_equivalence import DEFAULT_NLI_MODEL, Equivale
 from workbench.metrics.answers import ParseRule
 from workbench.metrics.tables import ResultsConfig
 from workbench.presets import PresetError, PresetName, apply_preset
-from workbench.protocols.conditions import INSTRUCTIONS
+from workbench.protocols.conditions import INSTRUCTIONS, Condition, factorial_conditions
 from workbench.protocols.schedule import TemplateFamily
 from workbench.protocols.transcript_rules import TranscriptRuleError, TranscriptRules
 from workbench.run_folder import RunFolder
@@ -271,6 +271,10 @@ class ProtocolSettings:
                 f'"{self.uncertainty_equivalence}" clusters free text with it; name an NLI classifier '
                 f'(paper 4: "{DEFAULT_NLI_MODEL}")'
             )
+
+    def conditions(self) -> list[Condition]:
+        """The design's cells in run order: instruction x CoT x feedback, each run for ``rounds``."""
+        return factorial_conditions(self.instructions, self.cot, self.feedback, self.rounds, self.history_mode)
 
     def transcript_rules(self) -> TranscriptRules:
         """The protocols' run-wide options: family, turn separator and the scripts' turn rules."""

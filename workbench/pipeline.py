@@ -28,7 +28,7 @@ from workbench.inference.semantic_equivalence import check_nli_model, resolved_r
 from workbench.metrics.tables import ResultsConfig, ResultTables, compute_results, record_row, write_results
 from workbench.models.loading import LoadedModel, ModelLocation, check_device, load_model, resolve_model_spec
 from workbench.presets import preset_lines
-from workbench.protocols import Condition, dialogue_schedule, factorial_conditions
+from workbench.protocols import Condition, dialogue_schedule
 from workbench.run_folder import RunFolder, RunFolderError
 from workbench.tasks.items import Item
 from workbench.tasks.registry import load_configured_task
@@ -86,9 +86,7 @@ def plan_run(config: RunConfig, *, overwrite: bool = False) -> RunPlan:
     if not items:
         raise RunFolderError(f"[task] {config.task.name} selects no items; widen its filters or check its path")
     settings = config.protocol
-    conditions = factorial_conditions(
-        settings.instructions, settings.cot, settings.feedback, settings.rounds, settings.history_mode
-    )
+    conditions = settings.conditions()
     rules = {resolved_rule(settings.uncertainty_equivalence, bool(item.options)) for item in items}
     needed = sorted(rule for rule in rules if rule is not None)
     if settings.uncertainty_samples and needed:

@@ -46,7 +46,6 @@ from workbench.protocols import (
     add_weak_evidence,
     complete_turn,
     dialogue_complete,
-    factorial_conditions,
     feedback_due,
     feedback_turn,
     mask_turn_responses,
@@ -111,9 +110,7 @@ class ExperimentRunner:
             evidence = WeakEvidence(points_to=settings.weak_evidence)
             items = [add_weak_evidence(item, evidence) for item in items]
         self.items = list(items)
-        self.conditions = factorial_conditions(
-            settings.instructions, settings.cot, settings.feedback, settings.rounds, settings.history_mode
-        )
+        self.conditions = settings.conditions()
         self.protocol = settings.transcript_rules()
         self.critic = build_critic(settings, model) if any(settings.feedback) else None
         arch = model.architecture
