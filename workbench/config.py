@@ -4,7 +4,7 @@ A run is one TOML file::
 
     name = "demo"
     seed = 0
-    [model]     spec, device, dtype, backend, attn_implementation, trust_remote_code, device_map
+    [model]     spec, device, dtype, backend, attn_implementation, trust_remote_code, device_map, remote
     [task]      see workbench.tasks.TaskConfig
     [protocol]  instructions, cot, feedback, rounds, history_mode, family, critic, token budgets
     [capture]   sites, positions, batch_size
@@ -93,6 +93,9 @@ class ModelConfig:
         device_map: place one model over the process's GPUs (accelerate): ``"auto"``, ``"balanced"``,
             ``"balanced_low_0"`` or ``"sequential"``; ``device`` then stays ``"auto"``. ``None`` (the
             default): the whole model on ``device``. See docs/models.md.
+        remote: the nnsight backend's captures as one nnsight session per capture call: ``true`` sends
+            each to NDIF (needs ``NDIF_API_KEY`` and a hub id spec), ``"local"`` simulates that session
+            here (nnsight's dry run of the remote path), ``false`` (the default): in-process traces.
     """
 
     spec: str = "smollm2-135m-instruct"
@@ -102,9 +105,15 @@ class ModelConfig:
     attn_implementation: str | None = None
     trust_remote_code: bool = False
     device_map: str | None = None
+    remote: bool | Literal["local"] = False
 
     def __post_init__(self) -> None:
         check_field_types(self, "model", ConfigError)
+        if self.remote is not False and self.backend != "nnsight":
+            raise ConfigError(
+                f"[model] remote = {str(self.remote).lower() if self.remote is True else repr(self.remote)} runs "
+                f'the nnsight backend\'s traces remotely; set [model] backend = "nnsight" (not "{self.backend}")'
+            )
         if self.device_map is not None:
             from workbench.models.placement import DEVICE_MAP_STRATEGIES
 

@@ -22,7 +22,8 @@ from workbench.hooks.bridge import bridge_forward, transformer_bridge
 from workbench.hooks.interventions import Intervention
 from workbench.hooks.module_paths import layout_for
 from workbench.hooks.native import native_hooks
-from workbench.hooks.nnsight_backend import nnsight_forward, nnsight_model
+from workbench.hooks.nnsight_backend import nnsight_forward, nnsight_model, nnsight_session_forwards
+from workbench.hooks.nnsight_remote import RemoteMode, check_remote_ready, remotable_model, ship_workbench_by_value
 from workbench.hooks.plan import HookPlan
 from workbench.hooks.positions import (
     TOKEN_POSITIONS,
@@ -238,6 +239,7 @@ def capture(
     add_special_tokens: bool = True,
     interventions: Sequence[Intervention] = (),
     dtype: torch.dtype = torch.float32,
+    remote: RemoteMode = False,
 ) -> Capture:
     """Capture ``sites`` at ``positions`` for each prompt (and its answer, when given).
 
@@ -255,6 +257,8 @@ def capture(
         add_special_tokens: let the tokenizer add BOS etc. to the prompt.
         interventions: edits applied during the forward (readers see edited values).
         dtype: dtype of the returned tensors (they are moved to the CPU).
+        remote: nnsight backend only: ``True`` runs the call's forwards as one NDIF session,
+            ``"local"`` simulates that session here (:mod:`workbench.hooks.nnsight_remote`).
     """
     sequences, prompt_lengths = tokenize_prompts(model, prompts, answers, add_special_tokens)
     return capture_tokens(
@@ -268,6 +272,7 @@ def capture(
         padding_side=padding_side,
         interventions=interventions,
         dtype=dtype,
+        remote=remote,
     )
 
 
@@ -283,8 +288,14 @@ def capture_tokens(
     padding_side: str = "left",
     interventions: Sequence[Intervention] = (),
     dtype: torch.dtype = torch.float32,
+    remote: RemoteMode = False,
 ) -> Capture:
     """:func:`capture` on token ids: ``sequences[i]`` is prompt then answer, split at ``prompt_lengths[i]``."""
+    if remote and backend != "nnsight":
+        raise BackendError(
+            f'remote = {remote!r} runs on the nnsight backend only, not {backend!r}; use backend "nnsight"'
+        )
+    check_remote_ready(remote, model.model_id, model.source)
     arch = model.architecture
     parsed = parse_sites(list(sites) if not isinstance(sites, str) else sites, arch.n_layers, arch.n_heads)
     names = [position_name(position) for position in positions]
@@ -303,34 +314,40 @@ def capture_tokens(
     pattern_parts: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
     mask_parts: dict[str, list[torch.Tensor]] = defaultdict(list)
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    batches: list[_BatchReads] = []
     for start in range(0, len(sequences), batch_size):
         batch = TokenBatch.from_sequences(
             sequences[start : start + batch_size], prompt_lengths[start : start + batch_size], pad_id, padding_side
         ).to(model.device)
-        per_layer: dict[tuple[SiteKind, str], dict[int, torch.Tensor]] = defaultdict(dict)
-        patterns: dict[tuple[str, str], torch.Tensor] = {}
-        plan = HookPlan.for_interventions(interventions, arch.n_layers, arch.n_heads)
+        reads = _BatchReads(batch, HookPlan.for_interventions(interventions, arch.n_layers, arch.n_heads))
         for site in parsed:
             for position, name in zip(positions, names):
                 if site.kind is not SiteKind.PATTERN:
-                    plan.add_reader(
-                        site.layer, site.kind, site_reader(site, position, batch, per_layer[(site.kind, name)], dtype)
-                    )
-                elif not is_token_level(position):  # patterns are kept at one-token positions only
-                    plan.add_reader(
+                    reads.plan.add_reader(
                         site.layer,
                         site.kind,
-                        _pattern_reader(site, position, batch, patterns, (site.name, name), dtype),
+                        site_reader(site, position, batch, reads.per_layer[(site.kind, name)], dtype),
                     )
-        run_forward(model, batch, plan, backend)
-        for (kind, name), by_layer in per_layer.items():
+                elif not is_token_level(position):  # patterns are kept at one-token positions only
+                    reads.plan.add_reader(
+                        site.layer,
+                        site.kind,
+                        _pattern_reader(site, position, batch, reads.patterns, (site.name, name), dtype),
+                    )
+        batches.append(reads)
+        if not remote:  # in-process: one forward per batch, as soon as it is built
+            run_forward(model, batch, reads.plan, backend)
+    if remote:
+        run_remote_forwards(model, [(reads.batch, reads.plan) for reads in batches], remote)
+    for reads in batches:
+        for (kind, name), by_layer in reads.per_layer.items():
             stacked = torch.stack([by_layer[layer] for layer in layers[kind]], dim=1)
             value_parts[(kind, name)].append(stacked.transpose(1, 2) if name in TOKEN_POSITIONS else stacked)
-        for key, pattern in patterns.items():
+        for key, pattern in reads.patterns.items():
             pattern_parts[key].append(pattern)
         for position, name in zip(positions, names):
             if is_token_level(position):
-                _, mask = select_position(batch.input_ids.unsqueeze(-1), batch, position)
+                _, mask = select_position(reads.batch.input_ids.unsqueeze(-1), reads.batch, position)
                 assert mask is not None  # token-level positions always come with a mask
                 mask_parts[name].append(mask.cpu())
     for (kind, name), parts in value_parts.items():
@@ -340,6 +357,16 @@ def capture_tokens(
     for name, parts in mask_parts.items():
         result.masks[name] = _concat(parts, 1)
     return result
+
+
+@dataclass
+class _BatchReads:
+    """One batch of a capture call, its plan and where the plan's readers put the values."""
+
+    batch: TokenBatch
+    plan: HookPlan
+    per_layer: dict[tuple[SiteKind, str], dict[int, torch.Tensor]] = field(default_factory=lambda: defaultdict(dict))
+    patterns: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
 
 
 def site_reader(
@@ -409,6 +436,19 @@ def run_forward(model: LoadedModel, batch: TokenBatch, plan: HookPlan, backend: 
         if backend == "nnsight":
             return nnsight_forward(nnsight_model(model.model), model.model, layout, n_heads, batch, plan)
     raise BackendError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+
+
+def run_remote_forwards(
+    model: LoadedModel, work: Sequence[tuple[TokenBatch, HookPlan]], remote: RemoteMode
+) -> list[torch.Tensor]:
+    """The forwards of ``work`` as one nnsight session (``remote``: ``True`` for NDIF, ``"local"`` simulated);
+    the plans' readers run after the session, on its saved values; logits ``[batch, seq, vocab]`` per batch."""
+    check_remote_ready(remote, model.model_id, model.source)
+    ship_workbench_by_value()
+    wrapper = remotable_model(model.model, model.tokenizer)
+    layout = layout_for(model.architecture.model_type)
+    with torch.inference_mode():
+        return nnsight_session_forwards(wrapper, model.model, layout, model.architecture.n_heads, work, remote)
 
 
 @contextmanager

@@ -26,9 +26,11 @@ class HookPlan:
     key]``), so a reader sees the edited value, as TransformerLens hooks registered in that order would.
 
     An edit of ``hook_resid_mid`` is lowered here, once for every backend: resid_mid =
-    resid_pre + attn_out is formed inside the block, so the plan keeps resid_pre (a reader) and
-    edits the attention output as ``attn_out' = f(resid_pre + attn_out) - resid_pre``, after any
-    edit of attn_out itself. Backends therefore only ever read resid_mid.
+    resid_pre + attn_out is formed inside the block, so the plan keeps resid_pre (an editor that
+    returns its input, after the site's other editors) and edits the attention output as
+    ``attn_out' = f(resid_pre + attn_out) - resid_pre``, after any edit of attn_out itself.
+    Backends therefore only ever read resid_mid, and readers only observe: no edit depends on a
+    reader, so a backend may call the readers after the forward (the remote-ready nnsight session).
     """
 
     readers: dict[SiteKey, list[Reader]] = field(default_factory=lambda: defaultdict(list))
@@ -60,14 +62,15 @@ class HookPlan:
     def _add_resid_mid_edit(self, layer: int, intervention: Intervention) -> None:
         kept: dict[str, torch.Tensor] = {}
 
-        def keep_resid_pre(resid_pre: torch.Tensor) -> None:
+        def keep_resid_pre(resid_pre: torch.Tensor) -> torch.Tensor:
             kept["resid_pre"] = resid_pre
+            return resid_pre
 
         def edit_through_attn_out(attn_out: torch.Tensor) -> torch.Tensor:
             resid_pre = kept["resid_pre"]
             return intervention.apply(resid_pre + attn_out) - resid_pre
 
-        self.readers[(layer, SiteKind.RESID_PRE)].insert(0, keep_resid_pre)
+        self.editors[(layer, SiteKind.RESID_PRE)].append(keep_resid_pre)  # after the site's own edits
         self.editors[(layer, SiteKind.ATTN_OUT)].append(edit_through_attn_out)
 
     def add_reader(self, layer: int, kind: SiteKind, reader: Reader) -> None:
