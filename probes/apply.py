@@ -15,6 +15,9 @@ The concept state of a record is its own item's biased statement when the concep
 from the run's items, else the mean state of the concept-side statements. The record's state is
 its cached state, or (``[probe] concept_input = "question_block"``) the state of paper 4's question
 block (``InputStates``). Values are averaged per item first; intervals are 95% bootstraps over items.
+
+Every reading of the run cache streams it (``probes.streaming.StreamedActivations.map_layers``):
+one pass per site over the layers a measure needs, a chunk-row at a time, whatever the cache's size.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from activations_cache import CacheReader
-from probes.cache_reading import read_layers, stored_site
+from probes.cache_reading import stored_site
 from probes.errors import CacheSiteError
-from probes.metrics import Estimate, bootstrap_mean
-from probes.persistence import SavedProbe, check_width
+from probes.metrics import bootstrap_mean, estimate_cells
+from probes.persistence import SavedProbe, check_probe_width
+from probes.streaming import RecordMeasure, StreamedActivations
 from workbench.experiment.records import decode_records
 from workbench.metrics.options import option_entropy
-from workbench.metrics.statistics import factorial_effects
+from workbench.metrics.statistics import Estimate, factorial_effects
 from workbench.metrics.tables import factorial_levels
 
 UNCERTAINTY_MEASURES = ("semantic_uncertainty", "option_entropy")
@@ -145,7 +149,7 @@ def morality_row(
         "site": site,
         "layer": layer,
         "measure": measure,
-        **estimate.csv_cells(),
+        **estimate_cells(estimate),
         "n": estimate.n,
     }
 
@@ -164,27 +168,44 @@ class ProbeReadings:
 
 
 def read_probes(reader: CacheReader, probes: Sequence[SavedProbe]) -> ProbeReadings:
-    """Apply every probe to its site and layer of the run cache.
+    """Apply every probe to its site and layer of the run cache (one streamed pass per site).
 
     Raises:
         CacheSiteError: the cache lacks a probe's site, position or layer.
         DimensionMismatchError: a probe fitted on another model's width.
         NonFiniteActivationsError: NaN or inf in the cache.
     """
-    probability, cosines = {}, {}
+    by_site: dict[tuple[str, str], list[SavedProbe]] = {}
     for probe in probes:
-        origin = probe.provenance
-        site = stored_site(reader, origin.site, origin.position)
-        if origin.layer not in site.layers:
-            raise CacheSiteError(
-                f"{reader.path} stores no layer {origin.layer} of {origin.site}@{origin.position} for the "
-                f"probe fitted there (stored: {list(site.layers)}); apply probes to a cache of the same sites"
-            )
-        states = read_layers(reader, site, [origin.layer])[:, 0]
-        check_width(probe, states, str(reader.path))
-        probability[origin.site, origin.layer] = probe.probability(states, str(reader.path))
-        cosines[origin.site, origin.layer] = cosine(states, probe.direction)
+        by_site.setdefault((probe.provenance.site, probe.provenance.position), []).append(probe)
+    probability: dict[tuple[str, int], np.ndarray] = {}
+    cosines: dict[tuple[str, int], np.ndarray] = {}
+    for (name, position), group in by_site.items():
+        site = stored_site(reader, name, position)
+        measures: dict[tuple[str, int], tuple[int, RecordMeasure]] = {}
+        for probe in group:
+            origin = probe.provenance
+            if origin.layer not in site.layers:
+                raise CacheSiteError(
+                    f"{reader.path} stores no layer {origin.layer} of {origin.site}@{origin.position} for the "
+                    f"probe fitted there (stored: {list(site.layers)}); apply probes to a cache of the same sites"
+                )
+            check_probe_width(probe, site.width, str(reader.path))
+            measures["probability", origin.layer] = (origin.layer, _probability_of(probe, str(reader.path)))
+            measures["cosine", origin.layer] = (origin.layer, _cosine_to(probe.direction))
+        layers = sorted({probe.provenance.layer for probe in group})
+        values = StreamedActivations(reader, site, layers).map_layers(measures)
+        for (measure, layer), per_record in values.items():
+            (probability if measure == "probability" else cosines)[name, layer] = per_record
     return ProbeReadings(probability, cosines)
+
+
+def _probability_of(probe: SavedProbe, source: str) -> RecordMeasure:
+    return lambda states, _: probe.probability(states, source)
+
+
+def _cosine_to(direction: np.ndarray) -> RecordMeasure:
+    return lambda states, _: cosine(states, direction)
 
 
 def probe_morality_rows(
@@ -217,43 +238,65 @@ class InputStates:
     values: np.ndarray
 
 
+def concept_activations(
+    reader: CacheReader,
+    records: RunRecords,
+    concept: ConceptStates,
+    layers: Sequence[int],
+    inputs: InputStates | None = None,
+) -> dict[int, np.ndarray]:
+    """Per layer, [n] cosine of each record's state to its concept state (docs/protocols.md §2.4).
+
+    The record's state is its run-cache state at the concept's site and position (all layers read
+    in one streamed pass), or ``inputs`` at that layer when given.
+
+    Raises:
+        CacheSiteError: the cache's site is not as wide as the concept states.
+    """
+    if inputs is not None:
+        return {
+            layer: cosine(inputs.values[:, inputs.layers.index(layer)], concept.for_records(records.item_id, layer))
+            for layer in layers
+        }
+    site = stored_site(reader, concept.site, concept.position)
+    if site.width != concept.mean.shape[1]:
+        raise CacheSiteError(
+            f"{reader.path}: {concept.site} is {site.width} wide but the concept states are "
+            f"{concept.mean.shape[1]} wide (another model?); capture the concept set with this run's model"
+        )
+    measures = {layer: (layer, _concept_cosine(records, concept, layer)) for layer in layers}
+    return StreamedActivations(reader, site, sorted(set(layers))).map_layers(measures)
+
+
+def _concept_cosine(records: RunRecords, concept: ConceptStates, layer: int) -> RecordMeasure:
+    return lambda states, positions: cosine(states, concept.for_records(records.item_id[positions], layer))
+
+
 def concept_activation(
     reader: CacheReader, records: RunRecords, concept: ConceptStates, layer: int, inputs: InputStates | None = None
 ) -> np.ndarray:
-    """[n] cosine of each record's state to its concept state at ``layer`` (docs/protocols.md §2.4).
-
-    The record's state is its run-cache state at the concept's site and position, or ``inputs``
-    at that layer when given.
-    """
-    if inputs is not None:
-        states = inputs.values[:, inputs.layers.index(layer)]
-    else:
-        states = read_layers(reader, stored_site(reader, concept.site, concept.position), [layer])[:, 0]
-    if states.shape[1] != concept.mean.shape[1]:
-        raise CacheSiteError(
-            f"{reader.path}: {concept.site} is {states.shape[1]} wide but the concept states are "
-            f"{concept.mean.shape[1]} wide (another model?); capture the concept set with this run's model"
-        )
-    return cosine(states, concept.for_records(records.item_id, layer))
+    """[n] cosine of each record's state to its concept state at ``layer`` (see :func:`concept_activations`)."""
+    return concept_activations(reader, records, concept, [layer], inputs)[layer]
 
 
 def concept_activation_rows(
     reader: CacheReader, records: RunRecords, concept: ConceptStates, seed: int, inputs: InputStates | None = None
 ) -> tuple[list[dict[str, object]], dict[int, np.ndarray]]:
     """``concept_activation`` rows for every layer of ``concept``, and the per-record values by layer."""
-    rows, by_layer = [], {}
-    for layer in concept.layers:
-        values = concept_activation(reader, records, concept, layer, inputs)
-        by_layer[layer] = values
-        for condition, round_index in records.cells():
-            estimate = cell_estimate(records, values, condition, round_index, seed)
-            rows.append(morality_row(condition, round_index, concept.site, layer, "concept_activation", estimate))
-    return rows, by_layer
+    by_layer = concept_activations(reader, records, concept, concept.layers, inputs)
+    rows = [
+        morality_row(condition, round_index, concept.site, layer, "concept_activation", estimate)
+        for layer in concept.layers
+        for condition, round_index in records.cells()
+        for estimate in [cell_estimate(records, by_layer[layer], condition, round_index, seed)]
+    ]
+    return rows, {layer: by_layer[layer] for layer in concept.layers}
 
 
 def band_cosine(reader: CacheReader, records: RunRecords, concept: ConceptStates, band: Sequence[int]) -> np.ndarray:
     """[n] mean over ``band`` layers of the cosine to the concept state (docs/protocols.md §2.5)."""
-    return np.mean([concept_activation(reader, records, concept, layer) for layer in band], axis=0)
+    by_layer = concept_activations(reader, records, concept, band)
+    return np.mean([by_layer[layer] for layer in band], axis=0)
 
 
 def band_cosine_rows(
@@ -295,11 +338,9 @@ def final_probe_rows(
     """
     stored = stored_site(reader, site, probe.provenance.position)
     name = site.removeprefix("hook_")
-    by_layer = {}
-    for layer in stored.layers:
-        states = read_layers(reader, stored, [layer])[:, 0]
-        check_width(probe, states, f"{reader.path} {site} layer {layer}")
-        by_layer[layer] = cosine(states, probe.direction)
+    check_probe_width(probe, stored.width, f"{reader.path} {site} layer {stored.layers[0]}")
+    measures = {layer: (layer, _cosine_to(probe.direction)) for layer in stored.layers}
+    by_layer = StreamedActivations(reader, stored).map_layers(measures)
     rows = [
         morality_row(condition, round_index, site, layer, f"final_probe_cosine_{name}", estimate)
         for layer, values in by_layer.items()

@@ -164,8 +164,18 @@ def calibrate_projections(features: torch.Tensor, directions: torch.Tensor, labe
     Returns:
         Readouts whose coef is a (possibly negative) multiple of each direction.
     """
-    projections = torch.einsum("lnd,ld->ln", features, directions)[:, :, None]
-    scaling = fit_logistic_layers(projections, labels, C=1.0, max_iter=100, tol=1e-5)
+    return platt_scale(torch.einsum("lnd,ld->ln", features, directions), directions, labels)
+
+
+def platt_scale(projections: torch.Tensor, directions: torch.Tensor, labels: torch.Tensor) -> LayerReadouts:
+    """Platt scaling from the projections themselves: the 1-D logistic fit of :func:`calibrate_projections`.
+
+    Args:
+        projections: [layers, n] ``x @ direction`` of each record and layer.
+        directions: [layers, d] the directions projected on.
+        labels: [n] or [layers, n] in {0, 1}.
+    """
+    scaling = fit_logistic_layers(projections[:, :, None], labels, C=1.0, max_iter=100, tol=1e-5)
     return LayerReadouts(coef=scaling.coef[:, :1] * directions, intercept=scaling.intercept, n_iter=scaling.n_iter)
 
 

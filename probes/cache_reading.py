@@ -179,9 +179,14 @@ def read_layers(
         values = reader.read(site.site, layer, site.position, rows=rows)
         values = values.reshape(values.shape[0], -1)
         if not np.isfinite(values).all():
-            raise NonFiniteActivationsError(
-                f"{reader.path}: {site.site}@{site.position} layer {layer} holds NaN or inf in "
-                f"{int((~np.isfinite(values).all(axis=1)).sum())} record(s); recapture those records"
-            )
+            raise non_finite_error(reader, site, layer, int((~np.isfinite(values).all(axis=1)).sum()))
         stacked.append(values)
     return np.stack(stacked, axis=1)
+
+
+def non_finite_error(reader: CacheReader, site: ProbeSite, layer: int, records: int) -> NonFiniteActivationsError:
+    """The one-line error for ``records`` records holding NaN or inf at ``layer`` of ``site``."""
+    return NonFiniteActivationsError(
+        f"{reader.path}: {site.site}@{site.position} layer {layer} holds NaN or inf in {records} record(s); "
+        "recapture those records"
+    )

@@ -15,7 +15,15 @@ CONCEPT_SET_FORMS = ("auto", "embedded", "bbq-items", "crows_pairs:<path>", "eth
 FILE_CONCEPT_SETS = ("crows_pairs", "ethics", "toxicity")
 CONCEPT_INPUTS = ("round_prompt", "question_block")
 MEASURES = ("probe_probability", "cosine", "concept_activation", "band_cosine", "final_probe_cosine")
-MINIMUMS = {"n_folds": 2, "n_repeats": 1, "batch_size": 1, "max_steering_prompts": 1}
+MEMORY_MODES = ("auto", "in-memory", "streaming")
+MINIMUMS = {
+    "n_folds": 2,
+    "n_repeats": 1,
+    "batch_size": 1,
+    "max_steering_prompts": 1,
+    "streaming_epochs": 1,
+    "streaming_batch_size": 1,
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,16 @@ class ProbeConfig:
         max_concept_examples: concept statements kept at most (whole groups, seeded choice);
             ``None`` keeps all.
         batch_size: sequences per forward in concept capture and steering.
+        memory: how probes are fitted on a site's concept activations (docs/probes.md,
+            "Out-of-core fitting"): ``"in-memory"`` (read whole, Newton / closed-form fits),
+            ``"streaming"`` (read chunk-row by chunk-row: class moments for ``mean_difference``,
+            preconditioned mini-batch steps for ``logistic``; ``ccs`` has no streamed fit) or
+            ``"auto"`` (streaming when the site's activations, float32, exceed
+            ``memory_budget_mb``). Applying probes to the run cache always streams.
+        memory_budget_mb: MiB: above it ``"auto"`` streams; a streamed fit holds at most about this
+            much (it fits the layers in groups that fit in it).
+        streaming_epochs: passes of mini-batch steps of a streamed logistic fit (after its moments pass).
+        streaming_batch_size: records per mini-batch step of a streamed logistic fit.
     """
 
     concept_set: str = "auto"
@@ -85,6 +103,10 @@ class ProbeConfig:
     max_steering_prompts: int = 64
     max_concept_examples: int | None = 2000
     batch_size: int = 8
+    memory: str = "auto"
+    memory_budget_mb: float = 512.0
+    streaming_epochs: int = 10
+    streaming_batch_size: int = 256
 
     def __post_init__(self) -> None:
         name = self.concept_set.partition(":")[0]
@@ -130,6 +152,21 @@ class ProbeConfig:
             )
         if self.C <= 0:
             raise ProbeConfigError(f"[probe] C={self.C} must be positive")
+        if not self.memory_budget_mb > 0:
+            raise ProbeConfigError(f"[probe] memory_budget_mb={self.memory_budget_mb} must be positive")
+        if self.memory not in MEMORY_MODES:
+            raise ProbeConfigError(f"[probe] memory {self.memory!r} is unknown; use one of {', '.join(MEMORY_MODES)}")
+        if self.memory == "streaming" and self.kind == "ccs":
+            raise ProbeConfigError(
+                '[probe] memory = "streaming" cannot fit kind "ccs" (contrast pairs are fitted in memory); '
+                'use memory = "auto" or "in-memory", or kind "logistic" or "mean_difference"'
+            )
+
+    def streams(self, activation_bytes: int) -> bool:
+        """Whether a site whose activations take ``activation_bytes`` (float32) is fitted streaming."""
+        if self.memory == "auto":
+            return activation_bytes > self.memory_budget_mb * 2**20
+        return self.memory == "streaming"
 
     @classmethod
     def from_dict(cls, table: dict[str, Any]) -> ProbeConfig:

@@ -3,7 +3,9 @@
 Each probe is a linear readout ``decision(x) = x @ coef_ + intercept_`` (logits) of one layer's
 activations ``x`` [n, d]. Every probe kind has one fitting path, ``_fit_layers``, which fits all
 layers at once with the batched torch solvers (``probes.batched_solvers``); ``fit`` runs it on one
-layer and ``probes.layerwise.LayerwiseProbe`` on all of them. Labels may be any two values;
+layer and ``probes.layerwise.LayerwiseProbe`` on all of them. The logistic and mean-difference
+kinds also fit from a cache streamed chunk-row by chunk-row (``_fit_streamed``:
+``probes.streamed_solvers``), for caches larger than memory. Labels may be any two values;
 ``classes_[1]`` is the positive class (the concept: stereotyped, immoral, toxic) whose probability
 is reported. Hyperparameters are checked at fit against ``_parameter_constraints``
 (scikit-learn's ``InvalidParameterError``, a ``ValueError`` naming the parameter).
@@ -30,6 +32,15 @@ from probes.batched_solvers import (
     resolve_device,
 )
 from probes.errors import ProbeInputError, SingleClassError
+from probes.streamed_solvers import (
+    FitTargets,
+    FixedDirections,
+    StreamingSettings,
+    StreamReadouts,
+    fit_logistic_stream,
+    fit_mean_difference_stream,
+)
+from probes.streaming import StreamedActivations
 
 
 def encode_binary_labels(y: np.ndarray, estimator_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -82,12 +93,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     A probe kind implements ``_fit_layers``, its one fitting path over [layers, n, d], and names
     the fitted attributes that returns in ``_layer_attributes``; ``fit`` runs it on one layer.
-    ``_fit_dtype`` is the torch dtype a single-layer fit solves in.
+    ``_fit_dtype`` is the torch dtype a single-layer fit solves in. A kind that reads single
+    activations (``_streamable``) also implements ``_fit_streamed``, its fit from a streamed cache.
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"device": [str, None]}
     _layer_attributes: ClassVar[tuple[str, ...]] = ("coef_", "intercept_")
     _fit_dtype: ClassVar[torch.dtype] = torch.float64
+    _streamable: ClassVar[bool] = True
     device: str | None
 
     def __sklearn_tags__(self) -> Tags:
@@ -125,6 +138,29 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             leading layers axis: ``coef_`` [layers, d], ``intercept_`` [layers], ...
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement _fit_layers")
+
+    def _fit_streamed(
+        self,
+        view: StreamedActivations,
+        targets: FitTargets,
+        settings: StreamingSettings,
+        device: torch.device,
+        fixed: FixedDirections | None = None,
+    ) -> StreamReadouts:
+        """Fit ``targets.models`` probes of every layer of ``view`` from passes over its chunk-rows,
+        and Platt-scale ``fixed`` directions on the record sample (their readouts follow).
+
+        Raises:
+            ProbeInputError: the kind has no streamed fit.
+        """
+        raise ProbeInputError(
+            f'{type(self).__name__} has no streamed fit; fit it in memory ([probe] memory = "in-memory")'
+        )
+
+    @classmethod
+    def _streamed_attributes(cls, readouts: StreamReadouts, model: int) -> dict[str, np.ndarray]:
+        """The fitted attributes (``_layer_attributes``, with a leading layers axis) of one model of ``readouts``."""
+        return {"coef_": readouts.coef[model], "intercept_": readouts.intercept[model]}
 
     @classmethod
     def _layer_probability(cls, X: np.ndarray, fitted: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -191,6 +227,25 @@ class LogisticProbe(LinearProbe):
             "n_iter_": np.full(features.shape[0], readouts.n_iter),
         }
 
+    def _fit_streamed(
+        self,
+        view: StreamedActivations,
+        targets: FitTargets,
+        settings: StreamingSettings,
+        device: torch.device,
+        fixed: FixedDirections | None = None,
+    ) -> StreamReadouts:
+        """Mini-batch steps on the same objective (``probes.streamed_solvers.fit_logistic_stream``);
+        ``max_iter`` and ``tol`` are unused, ``settings.epochs`` passes are run."""
+        return fit_logistic_stream(view, targets, C=self.C, settings=settings, device=device, fixed=fixed)
+
+    @classmethod
+    def _streamed_attributes(cls, readouts: StreamReadouts, model: int) -> dict[str, np.ndarray]:
+        return {
+            **super()._streamed_attributes(readouts, model),
+            "n_iter_": np.full(readouts.coef.shape[1], readouts.passes),
+        }
+
 
 class MeanDifferenceProbe(LinearProbe):
     """Direction ``mean(x | positive) - mean(x | negative)``, Platt-scaled to probabilities.
@@ -205,6 +260,18 @@ class MeanDifferenceProbe(LinearProbe):
     def _fit_layers(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
         readouts = fit_mean_difference_layers(features, labels)
         return {"coef_": readouts.coef.double().cpu().numpy(), "intercept_": readouts.intercept.double().cpu().numpy()}
+
+    def _fit_streamed(
+        self,
+        view: StreamedActivations,
+        targets: FitTargets,
+        settings: StreamingSettings,
+        device: torch.device,
+        fixed: FixedDirections | None = None,
+    ) -> StreamReadouts:
+        """Class moments in one pass, Platt scaling on the record sample
+        (``probes.streamed_solvers.fit_mean_difference_stream``)."""
+        return fit_mean_difference_stream(view, targets, settings, device, fixed)
 
 
 class CCSProbe(LinearProbe):
@@ -240,6 +307,7 @@ class CCSProbe(LinearProbe):
     }
     _layer_attributes: ClassVar[tuple[str, ...]] = ("coef_", "intercept_", "pair_means_", "centred_intercept_")
     _fit_dtype: ClassVar[torch.dtype] = torch.float32
+    _streamable: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -1,32 +1,25 @@
-"""Scores of probabilistic predictions and their intervals: accuracy, AUC, ECE, CIs."""
+"""Scores of a probe's probabilistic predictions and their intervals: accuracy, AUC, ECE, CIs.
+
+The value-with-interval type is the package's :class:`workbench.metrics.statistics.Estimate`
+(bounds nan when not computable) and the calibration error is
+:func:`workbench.metrics.calibration.expected_calibration_error`; this module adapts them to a
+probe's positive-class probabilities and to the probe tables' cells.
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from workbench.metrics.statistics import bootstrap_ci
+from workbench.metrics.calibration import expected_calibration_error
+from workbench.metrics.statistics import Estimate, bootstrap_ci
 
-
-@dataclass(frozen=True)
-class Estimate:
-    """A value with a 95% interval; the bounds are ``None`` when not computable (n = 1)."""
-
-    value: float
-    ci_low: float | None
-    ci_high: float | None
-    n: int
-
-    def csv_cells(self) -> dict[str, object]:
-        """``value``, ``ci_low``, ``ci_high`` as tidy-CSV cells (an empty cell for a missing bound)."""
-        return {
-            "value": self.value,
-            "ci_low": "" if self.ci_low is None else self.ci_low,
-            "ci_high": "" if self.ci_high is None else self.ci_high,
-        }
+BOOTSTRAP_RESAMPLES = 2000
+"""Resamples of the per-item bootstrap of ``morality.csv``."""
+CALIBRATION_BINS = 20
+"""Equal-width bins over [0, 1] of the calibration error: a predicted class's confidence lies in
+[0.5, 1], so it falls in the upper 10 bins, each 0.05 wide."""
 
 
 def accuracy(labels: np.ndarray, probability: np.ndarray) -> float:
@@ -41,44 +34,45 @@ def auc(labels: np.ndarray, probability: np.ndarray) -> float:
     return float(roc_auc_score(labels, probability))
 
 
-def expected_calibration_error(labels: np.ndarray, probability: np.ndarray, n_bins: int = 10) -> float:
-    """ECE of the predicted class: ``sum_b (n_b / N) * |accuracy_b - confidence_b|``.
+def predicted_class_ece(labels: np.ndarray, probability: np.ndarray) -> float:
+    """ECE of the predicted class, ``sum_b (n_b / N) * |accuracy_b - confidence_b|``.
 
-    Confidence is ``max(p, 1 - p)``; bins are equal-width over [0.5, 1], the last one closed,
-    so every row counts (unlike the papers' [min, max] binning, docs/protocols.md §2.3).
+    The prediction is ``probability > 0.5`` and its confidence ``max(p, 1 - p)``, binned into 10
+    equal-width bins over [0.5, 1] (:data:`CALIBRATION_BINS` uniform bins over [0, 1], the last one
+    closed), so every row counts (unlike the papers' [min, max] binning, docs/protocols.md §2.3).
+
+    Args:
+        labels: [n] in {0, 1}; probability: [n] positive-class probabilities.
     """
     confidence = np.maximum(probability, 1.0 - probability)
     correct = (probability > 0.5) == labels.astype(bool)
-    edges = np.linspace(0.5, 1.0, n_bins + 1)
-    bins = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, n_bins - 1)
-    error = 0.0
-    for b in np.unique(bins):
-        members = bins == b
-        error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(error)
+    return expected_calibration_error(confidence, correct, n_bins=CALIBRATION_BINS, binning="uniform")
 
 
 def interval_over_splits(values: np.ndarray) -> Estimate:
-    """Mean of per-split scores with a 95% Student-t interval over splits (NaNs dropped)."""
+    """Mean of per-split scores with a 95% Student-t interval over splits (NaNs dropped; bounds nan
+    for fewer than two splits, undefined for none)."""
     values = values[~np.isnan(values)]
     if values.size == 0:
-        return Estimate(float("nan"), None, None, 0)
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
     mean = float(values.mean())
     if values.size < 2:
-        return Estimate(mean, None, None, int(values.size))
+        return Estimate(mean, float("nan"), float("nan"), int(values.size))
     half_width = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
     return Estimate(mean, mean - float(half_width), mean + float(half_width), int(values.size))
 
 
-def bootstrap_mean(values: np.ndarray, *, n_resamples: int = 2000, seed: int = 0) -> Estimate:
-    """Mean of per-item values with a 95% percentile bootstrap interval over items.
+def bootstrap_mean(values: np.ndarray, *, seed: int = 0) -> Estimate:
+    """Mean of per-item values [n_items] (an item's records averaged first) with a 95% percentile
+    bootstrap interval over items (:data:`BOOTSTRAP_RESAMPLES` resamples)."""
+    return bootstrap_ci(values, np.mean, BOOTSTRAP_RESAMPLES, seed)
 
-    Args:
-        values: [n_items] one value per item (average an item's records first).
-    """
-    if values.size == 0:
-        return Estimate(float("nan"), None, None, 0)
-    result = bootstrap_ci(values, np.mean, n_resamples, seed)
-    if values.size < 2:
-        return Estimate(result.estimate, None, None, 1)
-    return Estimate(result.estimate, result.ci_low, result.ci_high, int(values.size))
+
+def estimate_cells(estimate: Estimate) -> dict[str, object]:
+    """``value``, ``ci_low``, ``ci_high`` cells of the probe tables (RUN_FOLDER.md): the value as
+    computed (``nan`` when undefined), an empty cell for a bound that is not computable."""
+    return {
+        "value": estimate.estimate,
+        "ci_low": estimate.ci_low if np.isfinite(estimate.ci_low) else "",
+        "ci_high": estimate.ci_high if np.isfinite(estimate.ci_high) else "",
+    }

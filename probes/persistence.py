@@ -82,9 +82,14 @@ class SavedProbe:
 
 def check_width(probe: SavedProbe, activations: np.ndarray, source: str) -> None:
     """Raise ``DimensionMismatchError`` when activations [n, d] do not match the probe's d."""
-    if activations.shape[-1] != probe.coef.shape[0]:
+    check_probe_width(probe, activations.shape[-1], source)
+
+
+def check_probe_width(probe: SavedProbe, width: int, source: str) -> None:
+    """Raise ``DimensionMismatchError`` when activations ``width`` wide do not match the probe's d."""
+    if width != probe.coef.shape[0]:
         raise DimensionMismatchError(
-            f"{source}: activations are {activations.shape[-1]} wide but the probe "
+            f"{source}: activations are {width} wide but the probe "
             f"{probe.provenance.site}.{probe.provenance.position}.L{probe.provenance.layer} was "
             f"fitted on {probe.coef.shape[0]} (a different model?); fit a probe on this cache"
         )

@@ -71,8 +71,10 @@ from probes.persistence import ProbeProvenance, SavedProbe, load_probe, save_pro
 from probes.question_blocks import QuestionBlocks, question_blocks
 from probes.regressions import regression_summary
 from probes.steering import round_zero_prompts, steering_rows
+from probes.streamed_solvers import StreamingSettings, class_mean
+from probes.streaming import StreamedActivations
 from probes.tables import layer_score_rows, write_table
-from probes.training_sets import training_set
+from probes.training_sets import TrainingSet, concept_rows, streamed_training_set, training_set, two_class_labels
 from workbench.models.loading import LoadedModel
 from workbench.run_folder import RunFolder
 from workbench.tasks.items import Item
@@ -204,16 +206,17 @@ def concept_cache_config(reader: CacheReader, config: ProbeConfig, concept_set: 
 
 
 def concept_states(
-    activations: ConceptActivations, own: ConceptActivations | None, site: ProbeSite, per_item_ids: dict[str, str]
+    mean: np.ndarray, own: ConceptActivations | None, site: ProbeSite, per_item_ids: dict[str, str]
 ) -> ConceptStates:
-    """Mean concept-side state per layer of the fitting set, and each run item's own statement state
-    (``own``: the run items' statements, ``per_item_ids``: item -> its statement's id)."""
+    """The concept states of ``site``: ``mean`` [layers, width], the fitting set's mean concept-side
+    state per layer, and each run item's own statement state (``own``: the run items' statements,
+    ``per_item_ids``: item -> its statement's id)."""
     row_of = {str(example_id): row for row, example_id in enumerate(own.example_ids)} if own is not None else {}
     return ConceptStates(
         site=site.site,
         position=site.position,
-        layers=activations.layers,
-        mean=activations.activations[activations.labels == 1].mean(axis=0),
+        layers=site.layers,
+        mean=mean,
         per_item={item: own.activations[row_of[example]] for item, example in per_item_ids.items() if own is not None},
     )
 
@@ -231,7 +234,7 @@ def json_ready(value: Any) -> Any:
 
 def best_layer(evaluation: LayerEvaluation, layers: tuple[int, ...]) -> int:
     """The layer with the highest probe accuracy (the lowest layer on ties)."""
-    return max(layers, key=lambda layer: (evaluation.score(layer, "probe", "accuracy").value, -layer))
+    return max(layers, key=lambda layer: (evaluation.score(layer, "probe", "accuracy").estimate, -layer))
 
 
 def run_probe_stage(
@@ -289,7 +292,7 @@ def run_probe_stage(
         )
         written.append(concepts_path)
 
-        evaluations, probes, states = fit_probes(
+        evaluations, probes, states, streamed = fit_probes(
             concepts_path, examples, own, sites, stored, per_item_ids, config, out_dir
         )
         inputs = question_block_states(concepts_path, blocks, stored) if blocks is not None else {}
@@ -323,7 +326,15 @@ def run_probe_stage(
                 "n_groups": len({example.group_id for example in examples}),
                 "items_with_own_statement": len(per_item_ids),
             },
-            probe_sites=[{"site": s.site, "position": s.position, "layers": list(s.layers)} for s in sites],
+            probe_sites=[
+                {
+                    "site": s.site,
+                    "position": s.position,
+                    "layers": list(s.layers),
+                    "fit": "streamed" if streamed[s.site] else "in-memory",
+                }
+                for s in sites
+            ],
         )
         summary_path = run.probe_summary
         summary_path.write_text(json.dumps(json_ready(summary), indent=2) + "\n", encoding="utf-8")
@@ -392,6 +403,31 @@ def question_block_states(
         }
 
 
+def streaming_settings(config: ProbeConfig) -> StreamingSettings:
+    """The streamed fits' settings from ``[probe]`` (the record sample and mini-batch order use ``seed``)."""
+    return StreamingSettings(
+        memory_budget_mb=config.memory_budget_mb,
+        epochs=config.streaming_epochs,
+        batch_size=config.streaming_batch_size,
+        seed=config.seed,
+    )
+
+
+def fitting_set(
+    concepts: CacheReader, site: ProbeSite, ids: list[str], config: ProbeConfig, probed: bool
+) -> tuple[TrainingSet | None, np.ndarray, bool]:
+    """The statements ``ids`` at ``site``: their training set (when ``probed``), their mean concept-side
+    state [layers, width], and whether they stream (:meth:`ProbeConfig.streams`) rather than being read whole."""
+    if config.streams(len(ids) * len(site.layers) * site.width * 4):
+        view = StreamedActivations(concepts, site, rows=concept_rows(concepts, ids))
+        labels = two_class_labels(concepts.records["label"][view.rows])
+        data = streamed_training_set(concepts, site, ids, config.kind) if probed else None
+        return data, class_mean(view, labels, streaming_settings(config)), True
+    activations = read_concept_activations(concepts, site.site, site.position, site.layers, ids)
+    data = training_set(activations, config.kind) if probed else None
+    return data, activations.activations[activations.labels == 1].mean(axis=0), False
+
+
 def fit_probes(
     concepts_path: Path,
     examples: list[ConceptExample],
@@ -401,27 +437,32 @@ def fit_probes(
     per_item_ids: dict[str, str],
     config: ProbeConfig,
     out_dir: Path,
-) -> tuple[dict[str, LayerEvaluation], list[Path], list[ConceptStates]]:
+) -> tuple[dict[str, LayerEvaluation], list[Path], list[ConceptStates], dict[str, bool]]:
     """Score and fit one probe per layer of every probe site on ``examples``; save them; return concept states.
 
+    A site's statements are read whole or streamed as ``config.memory`` decides
+    (:meth:`ProbeConfig.streams`); either way the same functions score and fit them.
+
     Returns:
-        per site its evaluation, the saved probe files, and the concept states of every stored site
-        (the mean over ``examples``' concept side; ``own``, the run items' statements, per item).
+        per site its evaluation, the saved probe files, the concept states of every stored site
+        (the mean over ``examples``' concept side; ``own``, the run items' statements, per item),
+        and per probed site whether it was streamed.
     """
     estimator = estimator_for(config)
+    settings = streaming_settings(config)
     ids = [example.example_id for example in examples]
     own_ids = [example.example_id for example in own]
-    evaluations, paths, states = {}, [], []
+    evaluations, paths, states, streamed = {}, [], [], {}
     with open_cache(concepts_path, expect="concept") as concepts:
         for site in stored:
-            activations = read_concept_activations(concepts, site.site, site.position, site.layers, ids)
+            data, mean, streams = fitting_set(concepts, site, ids, config, site in sites)
             own_activations = (
                 read_concept_activations(concepts, site.site, site.position, site.layers, own_ids) if own else None
             )
-            states.append(concept_states(activations, own_activations, site, per_item_ids))
-            if site not in sites:
+            states.append(concept_states(mean, own_activations, site, per_item_ids))
+            if data is None:
                 continue
-            data = training_set(activations, config.kind)
+            streamed[site.site] = streams
             evaluation = evaluate_layers(
                 data.features,
                 data.labels,
@@ -431,9 +472,10 @@ def fit_probes(
                 n_folds=config.n_folds,
                 n_repeats=config.n_repeats,
                 seed=config.seed,
+                streaming=settings,
             )
             evaluations[site.site] = evaluation
-            fitted = LayerwiseProbe(estimator).fit(data.features, data.labels)
+            fitted = LayerwiseProbe(estimator, settings).fit(data.features, data.labels)
             for index, layer in enumerate(site.layers):
                 provenance = ProbeProvenance(
                     kind=config.kind,
@@ -446,17 +488,17 @@ def fit_probes(
                     hyperparameters=estimator.get_params(),
                     classes=[int(label) for label in fitted.classes_],
                     scores={
-                        "accuracy": evaluation.score(layer, "probe", "accuracy").value,
-                        "auc": evaluation.score(layer, "probe", "auc").value,
-                        "selectivity_shuffled_labels": evaluation.selectivity[layer, "shuffled_labels"].value,
-                        "selectivity_random_direction": evaluation.selectivity[layer, "random_direction"].value,
+                        "accuracy": evaluation.score(layer, "probe", "accuracy").estimate,
+                        "auc": evaluation.score(layer, "probe", "auc").estimate,
+                        "selectivity_shuffled_labels": evaluation.selectivity[layer, "shuffled_labels"].estimate,
+                        "selectivity_random_direction": evaluation.selectivity[layer, "random_direction"].estimate,
                     },
                 )
                 pair_means = fitted.pair_means_[index] if config.kind == "ccs" else None
                 paths.append(
                     save_probe(out_dir, fitted.coef_[index], float(fitted.intercept_[index]), provenance, pair_means)
                 )
-    return evaluations, paths, states
+    return evaluations, paths, states, streamed
 
 
 def apply_to_run(

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from probes.evaluation import LayerEvaluation
-from probes.metrics import Estimate
+from probes.metrics import estimate_cells
+from workbench.metrics.statistics import Estimate
 from workbench.run_folder import RUN_TABLES, RunFolder
 
 
@@ -49,5 +50,5 @@ def _row(site: str, position: str, layer: int, arm: str, metric: str, estimate: 
         "layer": layer,
         "arm": arm,
         "metric": metric,
-        **estimate.csv_cells(),
+        **estimate_cells(estimate),
     }

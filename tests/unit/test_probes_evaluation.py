@@ -12,7 +12,7 @@ from activations_cache import config_sha256
 from probes.errors import DimensionMismatchError, ProbeInputError
 from probes.estimators import LogisticProbe, MeanDifferenceProbe
 from probes.evaluation import evaluate_layers
-from probes.metrics import accuracy, bootstrap_mean, expected_calibration_error, interval_over_splits
+from probes.metrics import accuracy, bootstrap_mean, estimate_cells, interval_over_splits, predicted_class_ece
 from probes.persistence import ProbeProvenance, load_probe, save_probe
 from probes.splits import grouped_splits
 
@@ -40,11 +40,16 @@ def test_metrics_on_hand_computed_values() -> None:
     probability = np.array([0.9, 0.2, 0.4, 0.7])
     assert accuracy(labels, probability) == 0.5
     # confidences 0.9, 0.8, 0.6, 0.7 (correct, correct, wrong, wrong), one per bin of width 0.05
-    assert expected_calibration_error(labels, probability) == pytest.approx((0.1 + 0.2 + 0.6 + 0.7) / 4)
+    assert predicted_class_ece(labels, probability) == pytest.approx((0.1 + 0.2 + 0.6 + 0.7) / 4)
+    # confidences 0.62 (correct) and 0.68 (wrong) lie in two bins of width 0.05, not in one of width 0.1 (0.15)
+    assert predicted_class_ece(np.array([1, 0]), np.array([0.62, 0.68])) == pytest.approx((0.38 + 0.68) / 2)
     estimate = interval_over_splits(np.array([1.0, 3.0]))
-    assert estimate.value == 2.0
+    assert estimate.estimate == 2.0
     assert estimate.ci_high == pytest.approx(2.0 + 12.7062047 * np.sqrt(2) / np.sqrt(2))
-    assert bootstrap_mean(np.array([4.0])).ci_low is None
+    assert estimate_cells(bootstrap_mean(np.array([4.0]))) == {"value": 4.0, "ci_low": "", "ci_high": ""}
+    undefined = interval_over_splits(np.array([np.nan, np.nan]))
+    assert undefined.n == 0 and not undefined.defined
+    assert str(estimate_cells(undefined)["value"]) == "nan" and estimate_cells(undefined)["ci_low"] == ""
 
 
 def test_probe_beats_its_controls_on_a_planted_layer() -> None:
@@ -57,11 +62,11 @@ def test_probe_beats_its_controls_on_a_planted_layer() -> None:
     evaluation = evaluate_layers(
         activations, labels, groups, MeanDifferenceProbe(), layers=[10, 11], n_folds=3, n_repeats=2
     )
-    assert evaluation.score(11, "probe", "accuracy").value > 0.9
-    assert evaluation.score(11, "shuffled_labels", "accuracy").value < 0.7
-    assert evaluation.score(11, "random_direction", "accuracy").value < 0.75
-    assert evaluation.score(10, "probe", "accuracy").value < 0.65
-    assert evaluation.selectivity[11, "shuffled_labels"].value > 0.25
+    assert evaluation.score(11, "probe", "accuracy").estimate > 0.9
+    assert evaluation.score(11, "shuffled_labels", "accuracy").estimate < 0.7
+    assert evaluation.score(11, "random_direction", "accuracy").estimate < 0.75
+    assert evaluation.score(10, "probe", "accuracy").estimate < 0.65
+    assert evaluation.selectivity[11, "shuffled_labels"].estimate > 0.25
     assert evaluation.score(11, "probe", "auc").n == 6
 
 
