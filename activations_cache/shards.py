@@ -1,10 +1,11 @@
 """Joining per-rank caches of a data-parallel (``torchrun``) run into one virtual cache.
 
-Each rank writes its own cache (``cache.rank0.h5``, ...). ``join_shards`` writes a small file
-whose activation datasets are HDF5 virtual datasets (VDS) over the committed rows of every shard,
-in the order given, and whose records table is the shards' tables concatenated (records are
-small, so they are copied). ``open_cache`` reads the joined file like any other cache; the shard
-files must stay where they are (paths are stored relative to the joined file's folder).
+Each rank writes its own cache (the workbench names them ``shards/cache.rank0-of-2.h5``, ...).
+``join_shards`` writes a small file whose activation datasets are HDF5 virtual datasets (VDS) over
+the committed rows of every shard, in the order given, and whose records table is the shards'
+tables concatenated (records are small, so they are copied). ``open_cache`` reads the joined file
+like any other cache; the shard files must stay where they are (paths are stored relative to the
+joined file's folder).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ its own; none re-runs the model unless asked.
 Before a model loads, :func:`plan_run` checks everything that can be checked without it (the model
 spec, the device, the task's items, the conditions, an existing cache's configuration), so that a
 bad run is refused in seconds and leaves the run folder as it was.
+
+Under a launcher (``torchrun``, ``accelerate launch``, ``srun``) the ``run`` stage is data-parallel:
+each rank writes its share into its own shard, and rank 0 joins the shards into ``cache.h5`` after
+the barrier (:mod:`workbench.experiment.data_parallel`, docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -19,9 +23,18 @@ from pathlib import Path
 
 import torch
 
-from activations_cache import config_sha256, open_cache
+from activations_cache import config_sha256, join_shards, open_cache
 from probes import ProbeConfig, run_probe_stage
 from workbench.config import RunConfig
+from workbench.experiment.data_parallel import (
+    SINGLE_PROCESS,
+    World,
+    check_device_map,
+    check_resumable,
+    discarded_by_overwrite,
+    process_group,
+    rank_device,
+)
 from workbench.experiment.records import read_run_records
 from workbench.experiment.runner import ExperimentRunner
 from workbench.inference.semantic_equivalence import check_nli_model, resolved_rule
@@ -42,8 +55,9 @@ class RunPlan:
         config: the configuration.
         model: where the model's weights are (not loaded).
         device: the device the model will run on.
-        items: the task's items, loaded and checked.
+        items: the task's items, loaded and checked (all of them, whatever this rank's share).
         conditions: the protocol conditions, in run order.
+        world: this process's place among the ranks of a data-parallel run.
     """
 
     config: RunConfig
@@ -51,6 +65,7 @@ class RunPlan:
     device: torch.device
     items: Sequence[Item]
     conditions: Sequence[Condition]
+    world: World = SINGLE_PROCESS
 
     @property
     def n_records(self) -> int:
@@ -66,25 +81,48 @@ class RunPlan:
             f"task: {config.task.name}, {len(self.items)} items",
             f"conditions: {len(self.conditions)} ({', '.join(condition.name for condition in self.conditions)})",
             f"records: {self.n_records} answer rounds into {RunFolder(config.run_dir).cache}",
+            *self._rank_lines(),
             *preset_lines(config),
         ]
 
+    def _rank_lines(self) -> list[str]:
+        world = self.world
+        if not world.data_parallel:
+            return []
+        share = len(world.share(self.items))
+        folder = RunFolder(self.config.run_dir)
+        return [
+            f"ranks: {world.size} ({world.source}, rendezvous {world.master_addr}:{world.master_port}); {world.name}: "
+            f"{share} items into {folder.shard(world.rank, world.size)}; rank 0 joins the shards into {folder.cache}"
+        ]
 
-def plan_run(config: RunConfig, *, overwrite: bool = False) -> RunPlan:
+
+def plan_run(config: RunConfig, *, overwrite: bool = False, world: World = SINGLE_PROCESS) -> RunPlan:
     """Check ``config`` without loading the model (seconds); the run folder is not touched.
 
+    ``world`` is this process's place in a data-parallel run (:func:`launched_world`); its device is
+    the rank's own (:func:`rank_device`).
+
     Raises:
-        RunFolderError: the run folder is a file, or its cache was written by another configuration.
-        ModelSpecError, DeviceError, TaskConfigError, ...: one line naming what to fix.
+        RunFolderError: the run folder is a file, its cache or a shard was written by another
+            configuration, or by another number of ranks.
+        ModelSpecError, DeviceError, TaskConfigError, DataParallelError, ...: one line naming what to fix.
     """
     run_dir = config.run_dir
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} exists and is not a folder; choose another --name or --output-dir")
     location = resolve_model_spec(config.model.spec)
-    device = check_device(config.model.device)
+    check_device_map(config.model.device_map, world)
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = check_device(rank_device(config.model.device, world, cuda_devices))
     items = load_configured_task(config.task)
     if not items:
         raise RunFolderError(f"[task] {config.task.name} selects no items; widen its filters or check its path")
+    if world.size > len(items):
+        raise RunFolderError(
+            f"[task] {config.task.name} selects {len(items)} items, fewer than the {world.size} ranks "
+            f"({world.source}={world.size}); start at most {len(items)} ranks"
+        )
     settings = config.protocol
     conditions = settings.conditions()
     rules = {resolved_rule(settings.uncertainty_equivalence, bool(item.options)) for item in items}
@@ -96,7 +134,10 @@ def plan_run(config: RunConfig, *, overwrite: bool = False) -> RunPlan:
     for condition in conditions:
         for item in one_item_per_task:
             dialogue_schedule(item, condition, protocol)  # a cell without source templates: one line, now
-    cache_path = RunFolder(run_dir).cache
+    folder = RunFolder(run_dir)
+    cache_path = folder.cache
+    if not overwrite:
+        check_resumable(folder, world, config_sha256(config.to_dict()))
     if cache_path.is_file() and not overwrite:
         wanted = config_sha256(config.to_dict())
         with open_cache(cache_path, expect="run") as reader:
@@ -106,7 +147,7 @@ def plan_run(config: RunConfig, *, overwrite: bool = False) -> RunPlan:
                 f"{cache_path} was written by another configuration (config sha256 {str(recorded)[:12]} in the "
                 f"file, {wanted[:12]} now); use another --name, or --overwrite to discard it"
             )
-    return RunPlan(config, location, device, items, conditions)
+    return RunPlan(config, location, device, items, conditions, world)
 
 
 def run_stage(
@@ -118,17 +159,48 @@ def run_stage(
 ) -> Path:
     """Generate, score and capture every record of ``config`` into ``run_dir/cache.h5``; return the run dir.
 
-    ``plan`` is :func:`plan_run`'s check of ``config`` when the caller already made it.
+    ``plan`` is :func:`plan_run`'s check of ``config`` when the caller already made it; its world
+    (:func:`launched_world`) makes the run data-parallel. Without it, the run is a single process.
 
     ``config.toml`` is written only once the cache writer has accepted the run (lock taken,
     configuration matching): a refused run leaves the folder as it was. A run that fails before
     committing any record into a cache it created removes that cache and restores ``config.toml``.
+
+    Data-parallel (a world of two or more ranks): each rank meets the others before its model
+    loads, writes its share into ``shards/cache.rank<r>-of-<N>.h5`` (resuming it when it exists) and
+    waits at the barrier; rank 0 then joins the shards into ``cache.h5``, and the others return
+    without touching it. Only rank 0 writes ``config.toml``.
+
+    Raises:
+        DataParallelError: no rendezvous, or a rank that did not reach the barrier (committed
+            records stay in the shards).
     """
     plan = plan or plan_run(config, overwrite=overwrite)
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    folder = RunFolder(run_dir)
-    cache_path, config_path = folder.cache, folder.config
+    folder = RunFolder(config.run_dir)
+    if not plan.world.data_parallel:
+        _write_cache(config, plan, folder.cache, overwrite, on_model_loaded)
+        return config.run_dir
+    size = plan.world.size
+    with process_group(plan.world, plan.device) as barrier:
+        _write_cache(config, plan, folder.shard(plan.world.rank, size), overwrite, on_model_loaded)
+        barrier.wait(folder.shards)
+        if plan.world.is_lead:
+            join_shards([folder.shard(rank, size) for rank in range(size)], folder.cache)
+    return config.run_dir
+
+
+def _write_cache(
+    config: RunConfig,
+    plan: RunPlan,
+    cache_path: Path,
+    overwrite: bool,
+    on_model_loaded: Callable[[ExperimentRunner], Callable[[int], None] | None] | None,
+) -> None:
+    """Load the model and run this process's share of ``plan`` into ``cache_path`` (``cache.h5`` or its shard)."""
+    folder = RunFolder(config.run_dir)
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path = folder.config
+    lead = plan.world.is_lead
     created = not cache_path.exists()
     previous_config = config_path.read_bytes() if config_path.is_file() else None
     model = load_model(
@@ -139,24 +211,28 @@ def run_stage(
         trust_remote_code=config.model.trust_remote_code,
         device_map=config.model.device_map,
     )
-    runner = ExperimentRunner(config, model, plan.items)
+    runner = ExperimentRunner(config, model, plan.items, world=plan.world)
     progress = on_model_loaded(runner) if on_model_loaded is not None else None
+
+    def accepted() -> None:  # the writer holds this process's cache
+        if not lead:
+            return
+        if overwrite:
+            for path in discarded_by_overwrite(folder, plan.world):
+                path.unlink(missing_ok=True)
+        write_atomically(config_path, config.to_toml().encode("utf-8"))
+
     try:
-        runner.run(
-            cache_path,
-            overwrite=overwrite,
-            progress=progress,
-            on_open=lambda: write_atomically(config_path, config.to_toml().encode("utf-8")),
-        )
+        runner.run(cache_path, overwrite=overwrite, progress=progress, on_open=accepted)
     except BaseException:
         if created and _holds_no_record(cache_path):
             cache_path.unlink()
-            if previous_config is None:
-                config_path.unlink(missing_ok=True)
-            else:
-                write_atomically(config_path, previous_config)
+            if lead and not folder.shard_files():  # no other rank's records for config.toml to describe
+                if previous_config is None:
+                    config_path.unlink(missing_ok=True)
+                else:
+                    write_atomically(config_path, previous_config)
         raise
-    return run_dir
 
 
 def write_atomically(path: Path, data: bytes) -> None:

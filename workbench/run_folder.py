@@ -11,6 +11,7 @@ without a cycle.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 _CONFIG = "config.toml"
 _CACHE = "cache.h5"
 _SHARDS = "shards"
+_SHARD_NAME = re.compile(r"cache\.rank(?P<rank>\d+)-of-(?P<world_size>\d+)\.h5")
 _RESULTS = "results"
 _PROBES = "probes"
 _CONCEPT_CACHE = "concepts.h5"
@@ -197,6 +199,25 @@ class RunFolder:
     def shards(self) -> Path:
         """``shards/``: per-rank caches of a multi-process run, joined into ``cache.h5`` by ``join_shards``."""
         return self.root / _SHARDS
+
+    def shard(self, rank: int, world_size: int) -> Path:
+        """``shards/cache.rank<rank>-of-<world_size>.h5``: the cache rank ``rank`` of a ``world_size``-rank run
+        writes (docs/scale-out.md)."""
+        return self.shards / f"cache.rank{rank}-of-{world_size}.h5"
+
+    def shard_files(self) -> dict[Path, tuple[int, int]]:
+        """The per-rank caches present in ``shards/``: path -> (rank, world size), by world size, then rank.
+
+        Only names :meth:`shard` writes count (a ``.lock`` or ``.creating`` file beside them does not).
+        """
+        if not self.shards.is_dir():
+            return {}
+        found = {}
+        for path in self.shards.iterdir():
+            match = _SHARD_NAME.fullmatch(path.name)
+            if match is not None and path.is_file():
+                found[path] = (int(match["rank"]), int(match["world_size"]))
+        return dict(sorted(found.items(), key=lambda entry: (entry[1][1], entry[1][0])))
 
     @property
     def results(self) -> Path:

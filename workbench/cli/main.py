@@ -176,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from workbench.cli.progress import progress_display
     from workbench.config import RunConfig
+    from workbench.experiment.data_parallel import launched_world
     from workbench.experiment.runner import ExperimentRunner
     from workbench.pipeline import plan_run, probe_stage, results_stage, run_stage
     from workbench.presets import preset_overrides
@@ -192,13 +193,21 @@ def _run(args: argparse.Namespace) -> int:
             config.model, **{k: v for k, v in (("spec", args.model), ("backend", args.backend)) if v}
         )
     config = dataclasses.replace(config, **overrides)
-    for line in preset_overrides(config):
-        console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    world = launched_world()  # under torchrun / accelerate launch / srun: one rank of a data-parallel run
+    if world.is_lead:
+        for line in preset_overrides(config):
+            console.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
     stages = [stage.strip() for stage in args.stages.split(",") if stage.strip()]
     unknown = sorted(set(stages) - {"run", "results", "probe", "report"})
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; use run, results, probe, report")
-    plan = plan_run(config, overwrite=args.overwrite) if args.check or "run" in stages else None
+    plan = plan_run(config, overwrite=args.overwrite, world=world) if args.check or "run" in stages else None
+    if not world.is_lead:  # its share, the barrier; rank 0 joins the shards and runs the later stages
+        if "run" in stages and not args.check:
+            run_stage(config, overwrite=args.overwrite, plan=plan)
+            shard = RunFolder(config.run_dir).shard(world.rank, world.size)
+            console.print(f"{world.name}: share written to {shard}; rank 0 joins the shards")
+        return 0
     if args.check and plan is not None:
         out.print(f"{args.config}: ok", highlight=False)
         for line in plan.describe():
@@ -210,7 +219,8 @@ def _run(args: argparse.Namespace) -> int:
             task = progress.add_task("loading model", total=None)
 
             def attach(runner: ExperimentRunner) -> Callable[[int], None]:
-                progress.update(task, description=f"{config.name}: records", total=runner.total_records)
+                label = f"{config.name}: records" + (f" of {world.name}" if world.data_parallel else "")
+                progress.update(task, description=label, total=runner.total_records)
                 return lambda n: progress.advance(task, n)
 
             run_dir = run_stage(config, overwrite=args.overwrite, on_model_loaded=attach, plan=plan)

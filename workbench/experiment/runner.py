@@ -18,6 +18,7 @@ from activations_cache import CacheMetadata, CacheSpec, CacheWriter, DatasetSpec
 from workbench.config import ConfigError, ProtocolSettings, RunConfig
 from workbench.critics import Critic, ModelCritic, OpenAICompatibleCritic, OracleCritic
 from workbench.critics.openai_compatible import EndpointConfig
+from workbench.experiment.data_parallel import SINGLE_PROCESS, World
 from workbench.experiment.measures import (
     MeasureContext,
     SemanticUncertainty,
@@ -100,9 +101,16 @@ def chat_generator(model: LoadedModel, max_new_tokens: int) -> Callable[[list[di
 
 
 class ExperimentRunner:
-    """Runs a configured self-correction experiment into a cache (``run_dir/cache.h5``)."""
+    """Runs a configured self-correction experiment into a cache (``run_dir/cache.h5``).
 
-    def __init__(self, config: RunConfig, model: LoadedModel, items: Sequence[Item]) -> None:
+    ``world`` is this process's place in a data-parallel run: it runs only its share of ``items``
+    (:meth:`World.share`) while the cache is laid out for all of them, so that every rank's shard
+    has the same spec (``join_shards`` requires it).
+    """
+
+    def __init__(
+        self, config: RunConfig, model: LoadedModel, items: Sequence[Item], *, world: World = SINGLE_PROCESS
+    ) -> None:
         self.config = config
         self.model = model
         settings = config.protocol
@@ -110,6 +118,7 @@ class ExperimentRunner:
             evidence = WeakEvidence(points_to=settings.weak_evidence)
             items = [add_weak_evidence(item, evidence) for item in items]
         self.items = list(items)
+        self.share = world.share(self.items)
         self.conditions = settings.conditions()
         self.protocol = settings.transcript_rules()
         self.critic = build_critic(settings, model) if any(settings.feedback) else None
@@ -126,6 +135,12 @@ class ExperimentRunner:
 
     @property
     def total_records(self) -> int:
+        """Answer rounds this runner writes: its share's items x the sum of each condition's rounds."""
+        return len(self.share) * sum(condition.rounds for condition in self.conditions)
+
+    @property
+    def run_records(self) -> int:
+        """Answer rounds of the whole run (every rank's share): what the cache's chunks are sized for."""
         return len(self.items) * sum(condition.rounds for condition in self.conditions)
 
     def cache_spec(self) -> CacheSpec:
@@ -143,7 +158,7 @@ class ExperimentRunner:
             record_columns=RECORD_COLUMNS,
             dtype=self.config.cache.dtype,
             compression=None if self.config.cache.compression == "none" else self.config.cache.compression,
-            chunk_bytes=chunk_bytes_for(datasets, self.config.cache.dtype, self.total_records),
+            chunk_bytes=chunk_bytes_for(datasets, self.config.cache.dtype, self.run_records),
         )
 
     def cache_metadata(self) -> CacheMetadata:
@@ -164,7 +179,7 @@ class ExperimentRunner:
         progress: Progress | None = None,
         on_open: Callable[[], None] | None = None,
     ) -> None:
-        """Run every condition over every item into ``cache_path`` (resuming when it exists).
+        """Run every condition over every item of the share into ``cache_path`` (resuming when it exists).
 
         Args:
             cache_path: the cache file.
@@ -186,7 +201,7 @@ class ExperimentRunner:
             if progress is not None:
                 progress(len(done))
             for condition in self.conditions:
-                for batch in _batches(self.items, self.config.capture.batch_size):
+                for batch in _batches(self.share, self.config.capture.batch_size):
                     keys = [
                         record_key(condition.name, item.item_id, r) for item in batch for r in range(condition.rounds)
                     ]
