@@ -163,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--base-url", help="mirror to download from instead of the upstream repository")
     download.set_defaults(handler=_download)
 
+    from workbench.cli import compare as compare_command
     from workbench.cli.debiasing import add_debiasing_commands
     from workbench.pactrain import command as pactrain_command
 
@@ -170,6 +171,9 @@ def _parser() -> argparse.ArgumentParser:
     pactrain = commands.add_parser("pactrain", help=pactrain_command.HELP, description=pactrain_command.HELP)
     pactrain_command.add_arguments(pactrain)
     pactrain.set_defaults(handler=pactrain_command.run_command)
+    compare = commands.add_parser("compare", help=compare_command.HELP, description=compare_command.DESCRIPTION)
+    compare_command.add_arguments(compare)
+    compare.set_defaults(handler=compare_command.run_command)
     return parser
 
 
