@@ -22,7 +22,6 @@ one pass per site over the layers a measure needs, a chunk-row at a time, whatev
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,8 +35,8 @@ from probes.persistence import SavedProbe, check_probe_width
 from probes.streaming import RecordMeasure, StreamedActivations
 from workbench.experiment.records import decode_records
 from workbench.metrics.options import option_entropy
-from workbench.metrics.statistics import Estimate, factorial_effects
-from workbench.metrics.tables import factorial_levels
+from workbench.metrics.statistics import Estimate
+from workbench.metrics.tables import design_effect_rows
 
 UNCERTAINTY_MEASURES = ("semantic_uncertainty", "option_entropy")
 """What the ``uncertainty`` of a run's records is: paper 4's recorded sample-based uncertainty
@@ -413,41 +412,18 @@ def concept_uncertainty_correlations(
 
 
 def interaction_rows(records: RunRecords, morality: np.ndarray, outcome: str, seed: int) -> list[dict[str, object]]:
-    """Factorial effects (instruction x CoT x feedback) on the per-item morality level, per round.
+    """Factorial effects (instruction x CoT x feedback, and demonstrations) on the per-item morality level,
+    per round: the rows :func:`workbench.metrics.tables.design_effect_rows` builds for behaviour.
 
     Args:
         morality: [n] per-record morality level (e.g. band-mean probe probability).
         outcome: name prefix of the ``outcome`` column (``<outcome>@round<k>``).
 
-    Returns an empty list when the conditions do not form a 2x2x2 design.
+    Returns an empty list when the conditions do not form a 2x2x2 design at any demonstration level.
     """
-    levels = factorial_levels(set(map(str, records.condition)))
-    if levels is None:
-        return []
-    rows = []
-    for round_index in sorted(set(records.round)):
-        cells = {}
-        for i, c, f in itertools.product((0, 1), repeat=3):
-            name = f"instr={levels['instruction'][i]}+cot={levels['cot'][c]}+fb={levels['feedback'][f]}"
-            keep = (records.condition == name) & (records.round == round_index)
-            cells[i, c, f] = {
-                str(item): float(morality[keep][records.item_id[keep] == item].mean())
-                for item in set(records.item_id[keep])
-            }
-        items = sorted(set.intersection(*(set(values) for values in cells.values())))
-        if not items:
-            continue
-        outcomes = np.empty((len(items), 2, 2, 2))
-        for (i, c, f), values in cells.items():
-            outcomes[:, i, c, f] = [values[item] for item in items]
-        for effect, estimate in factorial_effects(outcomes, seed=seed).items():
-            rows.append(
-                {
-                    "outcome": f"{outcome}@round{round_index}",
-                    "effect": effect,
-                    "estimate": estimate.estimate,
-                    "ci_low": "" if np.isnan(estimate.ci_low) else estimate.ci_low,
-                    "ci_high": "" if np.isnan(estimate.ci_high) else estimate.ci_high,
-                }
-            )
-    return rows
+    cells = {}
+    for condition, round_index in records.cells():
+        keep = (records.condition == condition) & (records.round == round_index)
+        items, values = records.item_id[keep], morality[keep]
+        cells[condition, round_index] = {str(item): float(values[items == item].mean()) for item in set(items)}
+    return design_effect_rows(cells, outcome, n_boot=1000, seed=seed, level=0.95)

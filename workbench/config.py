@@ -6,7 +6,7 @@ A run is one TOML file::
     seed = 0
     [model]     spec, device, dtype, backend, attn_implementation, trust_remote_code, device_map, remote
     [task]      see workbench.tasks.TaskConfig
-    [protocol]  instructions, cot, feedback, rounds, history_mode, family, critic, token budgets
+    [protocol]  instructions, cot, feedback, demonstrations, rounds, history_mode, family, critic, token budgets
     [capture]   sites, positions, batch_size
     [cache]     dtype, compression, queue_size
     [results]   see workbench.metrics.tables.ResultsConfig
@@ -20,9 +20,10 @@ folder and recorded in the cache, so a result can always be traced back to what 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import tomli_w
 
@@ -36,9 +37,16 @@ from workbench.metrics.answers import ParseRule
 from workbench.metrics.tables import ResultsConfig
 from workbench.presets import PresetError, PresetName, apply_preset
 from workbench.protocols.conditions import INSTRUCTIONS, Condition, factorial_conditions
+from workbench.protocols.demonstrations import (
+    DEMONSTRATION_LABELS,
+    DemonstrationError,
+    DemonstrationLabels,
+    DemonstrationPool,
+)
 from workbench.protocols.schedule import TemplateFamily
 from workbench.protocols.transcript_rules import TranscriptRuleError, TranscriptRules
 from workbench.run_folder import RunFolder
+from workbench.tasks.items import Item
 from workbench.tasks.registry import TaskConfig
 from workbench.toxicity.scorer_config import ToxicityScorerConfig
 
@@ -151,6 +159,13 @@ class ProtocolSettings:
         instructions: instruction levels (``none``, ``intrinsic``, ``ladder-1``..``ladder-4``, ``negated``).
         cot: chain-of-thought levels to cross (``[false]``, ``[true]`` or both).
         feedback: external-feedback levels to cross.
+        demonstrations: numbers ``k`` of in-context demonstrations to cross (``[0]``: none; e.g.
+            ``[0, 1, 4, 8]``): solved examples drawn from the task's other items, shown before the
+            first question (docs/protocols.md, "In-context demonstrations").
+        demonstration_labels: the answers the demonstrations show, each crossed with every ``k > 0``:
+            ``"correct"`` (gold), ``"stereotyped"`` (the bias-aligned option) or ``"remapped"`` (the
+            option after the gold one: a label mapping only the context teaches).
+        demonstration_seed: seed of each item's draw of demonstrations.
         rounds: answer rounds per dialogue (round 0 is the first answer).
         history_mode: ``"clean"`` (the model's chat template) or ``"faithful"`` (the raw transcript
             the family's script built, character for character; for comparison with published numbers).
@@ -209,6 +224,9 @@ class ProtocolSettings:
     instructions: tuple[str, ...] = ("none", "intrinsic")
     cot: tuple[bool, ...] = (False,)
     feedback: tuple[bool, ...] = (False,)
+    demonstrations: tuple[int, ...] = (0,)
+    demonstration_labels: tuple[str, ...] = ("correct",)
+    demonstration_seed: int = 0
     rounds: int = 3
     history_mode: Literal["clean", "faithful"] = "clean"
     family: TemplateFamily = "paper2"
@@ -239,13 +257,16 @@ class ProtocolSettings:
 
     def __post_init__(self) -> None:
         check_field_types(self, "protocol", ConfigError)
-        _check_not_empty(self, "protocol", ("instructions", "cot", "feedback"))
+        _check_not_empty(
+            self, "protocol", ("instructions", "cot", "feedback", "demonstrations", "demonstration_labels")
+        )
         unknown = [name for name in self.instructions if name not in INSTRUCTIONS]
         if unknown:
             raise ConfigError(
                 f"[protocol] instructions: unknown level(s) {', '.join(map(repr, unknown))}; "
                 f"use any of {', '.join(INSTRUCTIONS)}"
             )
+        self._check_demonstrations()
         _check_at_least(self, "protocol", {"rounds": 1, "critic_attempts": 1, "max_prompt_tokens": 1})
         try:
             self.transcript_rules()
@@ -281,12 +302,52 @@ class ProtocolSettings:
                 f'(paper 4: "{DEFAULT_NLI_MODEL}")'
             )
 
-    def conditions(self) -> list[Condition]:
-        """The design's cells in run order: instruction x CoT x feedback, each run for ``rounds``."""
-        return factorial_conditions(self.instructions, self.cot, self.feedback, self.rounds, self.history_mode)
+    def _check_demonstrations(self) -> None:
+        """The demonstration keys: distinct k >= 0, known distinct label kinds, labels only with some k > 0."""
+        ks = list(self.demonstrations)
+        if any(k < 0 for k in ks) or len(set(ks)) != len(ks):
+            raise ConfigError(
+                f"[protocol] demonstrations = {ks} must be distinct numbers k >= 0 (0 = no demonstrations), e.g. [0, 4]"
+            )
+        kinds = list(self.demonstration_labels)
+        unknown = [kind for kind in kinds if kind not in DEMONSTRATION_LABELS]
+        if unknown or len(set(kinds)) != len(kinds):
+            raise ConfigError(
+                f"[protocol] demonstration_labels = {kinds}: give distinct label kinds out of "
+                f"{', '.join(DEMONSTRATION_LABELS)}"
+            )
+        if max(ks) == 0 and kinds != ["correct"]:
+            raise ConfigError(
+                f"[protocol] demonstration_labels = {kinds} labels demonstrations, but demonstrations = {ks} shows "
+                "none; add a k > 0 (e.g. demonstrations = [0, 4]) or remove demonstration_labels"
+            )
 
-    def transcript_rules(self) -> TranscriptRules:
-        """The protocols' run-wide options: family, turn separator and the scripts' turn rules."""
+    def conditions(self) -> list[Condition]:
+        """The design's cells in run order: instruction x CoT x feedback x demonstrations, each run for ``rounds``."""
+        return factorial_conditions(
+            self.instructions,
+            self.cot,
+            self.feedback,
+            self.rounds,
+            self.history_mode,
+            self.demonstrations,
+            cast(tuple[DemonstrationLabels, ...], self.demonstration_labels),  # checked in __post_init__
+        )
+
+    def transcript_rules(self, items: Sequence[Item] = ()) -> TranscriptRules:
+        """The protocols' run-wide options: family, turn separator and the scripts' turn rules.
+
+        ``items`` (all of the run's items) is the pool of the in-context demonstrations; without
+        them a condition with ``k > 0`` cannot build its first prompt.
+
+        Raises:
+            ConfigError: demonstrations ``items`` cannot supply (a ``k`` above the other items of the
+                task, a task without options), one line naming the key and the fix.
+        """
+        try:
+            pool = DemonstrationPool.of(items, self.demonstrations, self.demonstration_labels, self.demonstration_seed)
+        except DemonstrationError as error:
+            raise ConfigError(str(error)) from None
         return TranscriptRules(
             family=self.family,
             eos_token=self.eos_token,
@@ -294,6 +355,7 @@ class ProtocolSettings:
             collapse_answers=self.collapse_answers,
             turn_parity=self.turn_parity,
             hide_unreviewed_turns=self.hide_unreviewed_turns,
+            demonstrations=pool if items else None,
         )
 
 

@@ -129,7 +129,7 @@ def plan_run(config: RunConfig, *, overwrite: bool = False, world: World = SINGL
     needed = sorted(rule for rule in rules if rule is not None)
     if settings.uncertainty_samples and needed:
         check_nli_model(settings.nli_model, needed[0])  # config.json only; before the model loads
-    protocol = settings.transcript_rules()
+    protocol = settings.transcript_rules(items)
     one_item_per_task = {item.task: item for item in items}.values()
     for condition in conditions:
         for item in one_item_per_task:

@@ -18,7 +18,7 @@ from reports.figures.style import (
     round_colours,
     top_title,
 )
-from workbench.protocols.conditions import ConditionError, condition_label, parse_condition_name
+from workbench.protocols.conditions import ConditionError, condition_label, factors_apart
 from workbench.run_tables import PairedTest
 
 ROW_HEIGHT_PX = 46
@@ -44,15 +44,15 @@ def oriented(test: PairedTest, style: ConditionStyle) -> tuple[str, str, float, 
 
 
 def one_factor_apart(first: str, second: str) -> bool:
-    """Whether two condition names differ in exactly one factor (instruction, CoT or feedback).
+    """Whether two condition names differ in exactly one factor (instruction, CoT, feedback, the number
+    of demonstrations or their labels; :func:`workbench.protocols.conditions.factors_apart`).
 
     Names that are not condition names count as one factor apart (every pair of them is drawn).
     """
     try:
-        levels_first, levels_second = parse_condition_name(first), parse_condition_name(second)
+        return factors_apart(first, second) == 1
     except ConditionError:
         return True
-    return sum(levels_first[key] != levels_second[key] for key in levels_first) == 1
 
 
 def pair_label(first: str, second: str) -> str:

@@ -19,7 +19,13 @@ from plotly.colors import hex_to_rgb, qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
 from reports.escaping import plotly_text
-from workbench.protocols.conditions import INSTRUCTIONS, ConditionError, condition_label, parse_condition_name
+from workbench.protocols.conditions import (
+    INSTRUCTIONS,
+    ConditionError,
+    condition_label,
+    demonstration_level,
+    parse_condition_name,
+)
 
 CONDITION_COLOURS = qualitative.Plotly
 """Colours of the conditions of a run with up to ten of them; :data:`MANY_CONDITION_COLOURS` beyond."""
@@ -35,6 +41,7 @@ METRIC_LABELS = {
     "accuracy_disambig": "accuracy (disambiguated)",
     "unknown_rate": "'unknown' answers (ambiguous)",
     "unparsed_rate": "unparsed answers",
+    "remapped_answer_rate": "answers following the remapped labels",
     "bias_score_ambiguous": "bias score (ambiguous)",
     "bias_score_disambiguated": "bias score (disambiguated)",
     "toxicity": "toxicity",
@@ -88,18 +95,20 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric) or _measure_label(metric) or metric
 
 
-def _design_key(name: str) -> tuple[int, int, str, str, str]:
-    """Sort key of a condition name: instruction in :data:`INSTRUCTIONS` order, then CoT, then feedback.
+def _design_key(name: str) -> tuple[int, int, str, str, int, str]:
+    """Sort key of a condition name: instruction in :data:`INSTRUCTIONS` order, then CoT, then feedback,
+    then the number of demonstrations (numerically: 4 before 16).
 
     Names that are not condition names come after every condition name, in alphabetical order.
     """
     try:
         levels = parse_condition_name(name)
     except ConditionError:
-        return (1, 0, "", "", name)
+        return (1, 0, "", "", 0, name)
     instruction = levels["instruction"]
     rank = INSTRUCTIONS.index(instruction) if instruction in INSTRUCTIONS else len(INSTRUCTIONS)
-    return (0, rank, instruction, levels["cot"] + levels["feedback"], name)
+    k, _ = demonstration_level(levels)
+    return (0, rank, instruction, levels["cot"] + levels["feedback"], k, name)
 
 
 def condition_order(names: Iterable[str]) -> list[str]:

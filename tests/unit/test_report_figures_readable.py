@@ -265,3 +265,13 @@ def test_per_item_figures_stay_the_same_size_however_many_items() -> None:
     assert abs(large - small) / small < 0.02
     small, large = (len(concept_uncertainty_figure(concept(n)).to_json()) for n in (1000, 10_000))
     assert abs(large - small) / small < 0.02
+
+
+def test_demonstration_conditions_pair_and_sort_as_one_more_factor() -> None:
+    from reports.figures.paired import one_factor_apart
+
+    demo4, demo16 = N0 + "+demo=4-correct", N0 + "+demo=16-correct"
+    assert one_factor_apart(N0, demo4)  # k differs: one factor (this raised KeyError before)
+    assert not one_factor_apart(N0 + "+demo=4-remapped", "instr=intrinsic+cot=off+fb=off+demo=16-correct")
+    assert condition_order([demo16, demo4, N0]) == [N0, demo4, demo16]  # k numerically, not as text
+    assert metric_label("remapped_answer_rate") == "answers following the remapped labels"

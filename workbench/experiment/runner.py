@@ -120,7 +120,7 @@ class ExperimentRunner:
         self.items = list(items)
         self.share = world.share(self.items)
         self.conditions = settings.conditions()
-        self.protocol = settings.transcript_rules()
+        self.protocol = settings.transcript_rules(self.items)
         self.critic = build_critic(settings, model) if any(settings.feedback) else None
         arch = model.architecture
         self.sites = parse_sites(list(config.capture.sites), arch.n_layers, arch.n_heads)

@@ -1,4 +1,6 @@
-"""Uncertainty of metrics over items: bootstrap intervals, paired tests, 2x2x2 factorial effects.
+"""Uncertainty of metrics over items: bootstrap intervals, paired tests, 2x2x2 factorial effects and
+weighted cell contrasts (the effects of a factor whose levels exist in only some cells, such as the
+in-context demonstrations).
 
 All resampling is over items (rows) with ``numpy.random.default_rng(seed)``; intervals are
 percentile intervals at ``level`` (0.95 by default).
@@ -244,3 +246,32 @@ def factorial_effects(
 
         results[effect] = bootstrap_ci(flat, effect_of, n_boot, seed, level)
     return results
+
+
+def weighted_contrast(
+    outcomes: np.ndarray, weights: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> Estimate:
+    """A linear contrast of cell means, ``sum_cells weight * mean_outcome``, with an item bootstrap.
+
+    Args:
+        outcomes: shape ``(n_items, n_cells)``: the per-item outcome in each cell of the contrast.
+            Rows with a nan are dropped, so every cell mean is over the same items.
+        weights: shape ``(n_cells,)``. A main effect over ``m`` cell pairs is ``+1/m`` on each high
+            cell and ``-1/m`` on each low one (the mean paired difference); a two-factor interaction
+            over ``m`` cells of the other factors is ``(2a - 1)(2b - 1) / (2m)`` for levels a, b in
+            {0, 1}, half the difference of one factor's effect at the other's two levels, the
+            convention of :func:`factorial_effects`.
+    Returns:
+        the contrast, with the percentile interval of ``n_boot`` resamples of items (each item's
+        cells kept together).
+    """
+    data = np.asarray(outcomes, dtype=float)
+    signs = np.asarray(weights, dtype=float)
+    if data.ndim != 2 or signs.shape != (data.shape[1],):
+        raise ValueError(f"outcomes must be (n_items, n_cells) and weights (n_cells,), got {data.shape}, {signs.shape}")
+    complete = data[np.isfinite(data).all(axis=1)]
+
+    def contrast_of(rows: np.ndarray) -> float:
+        return float(rows.mean(axis=0) @ signs)
+
+    return bootstrap_ci(complete, contrast_of, n_boot, seed, level)

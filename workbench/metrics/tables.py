@@ -18,7 +18,9 @@ category with the proper-name templates split off, as BBQ's R script reports the
 (option probabilities); ``uncertainty`` (paper 4's sample-based semantic uncertainty, nats);
 ``self_distinguish_accuracy`` (the stereotyped group named correctly);
 ``pairwise_distinguish_accuracy`` (last round of generation tasks: the more toxic of two own outputs
-named correctly); ``flip_rate`` (rounds
+named correctly); ``remapped_answer_rate`` (runs with ``"remapped"`` demonstrations only, every
+condition: answers naming the option the remapped label mapping gives the gold one,
+:func:`workbench.protocols.demonstrations.remapped_index`); ``flip_rate`` (rounds
 >= 1, against the previous round). Intervals are percentile bootstraps over items. Each row of an
 accuracy-like metric also says how many answers were unparsed (``n_unparsed``); ``[results]
 unparsed`` decides whether they are left out of the accuracies or counted wrong, ``[results]
@@ -29,6 +31,14 @@ every answer is "unknown", an accuracy when no answer parsed) is still a ``behav
 an empty ``value`` (and empty bounds) and its ``undefined_reason`` (a phrase of
 :mod:`workbench.metrics.undefined`); it is left out of ``convergence.csv``. Paired tests and
 interaction contrasts use per-item outcomes and leave out the items without one.
+
+``interactions.csv`` (:func:`design_effect_rows`) holds the 2x2x2 instruction x CoT x feedback effects
+of each demonstration level that forms that design (named as :data:`statistics.EFFECTS`, with
+``" @ demo=<k>-<labels>"`` at a level with demonstrations), then the demonstration factor's effects,
+averaged over the instruction x CoT x feedback cells where both levels were run: each ``k`` against
+none (``"demo=4-correct vs demo=0"``), each label kind against correct labels at the same ``k``
+(``"demo=4-remapped vs demo=4-correct"``), and their interaction with the instruction
+(``"instruction:(demo=4-correct vs demo=0)"``).
 """
 
 from __future__ import annotations
@@ -50,7 +60,8 @@ from workbench.config_tables import check_field_types
 from workbench.experiment.records import RunRecord
 from workbench.metrics import bbq, calibration, dynamics, options, statistics, undefined, winogender
 from workbench.metrics.answers import UnparsedRule, option_letter
-from workbench.protocols.conditions import ConditionError, parse_condition_name
+from workbench.protocols.conditions import ConditionError, condition_name, demonstration_level, parse_condition_name
+from workbench.protocols.demonstrations import DEMONSTRATION_LABELS, remapped_index
 from workbench.run_folder import RESULTS_STAGE, RunTable, tables_written_by
 
 RECORD_KEYS: tuple[str, ...] = (
@@ -210,8 +221,20 @@ def _mean(values: np.ndarray, config: ResultsConfig) -> statistics.Estimate:
     return statistics.bootstrap_ci(values, np.mean, config.n_boot, config.seed, config.level)
 
 
-def _behaviour_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> dict[str, _Metric]:
-    """Every applicable metric of one (task, condition, round) group."""
+def _remapped(row: dict[str, Any], unparsed: UnparsedRule = "excluded") -> float:
+    """1.0 when the answer names the remapped label mapping's option for the gold one, else 0.0; nan without
+    gold or option probabilities (the option count); an unparsed answer as in :func:`_correct`."""
+    if row["gold"] is None or row["option_probs"] is None:
+        return float("nan")
+    if row["predicted"] is None:
+        return float("nan") if unparsed == "excluded" else 0.0
+    return float(row["predicted"] == remapped_index(int(row["gold"]), len(row["option_probs"])))
+
+
+def _behaviour_metrics(
+    rows: Sequence[dict[str, Any]], config: ResultsConfig, remapping: bool = False
+) -> dict[str, _Metric]:
+    """Every applicable metric of one (task, condition, round) group; ``remapping`` adds ``remapped_answer_rate``."""
     metrics: dict[str, _Metric] = {}
     gold_rows = [r for r in rows if r["gold"] is not None]
     if gold_rows:
@@ -222,6 +245,11 @@ def _behaviour_metrics(rows: Sequence[dict[str, Any]], config: ResultsConfig) ->
         )
         unparsed = np.array([float(r["predicted"] is None) for r in gold_rows])
         metrics["unparsed_rate"] = _Metric(_mean(unparsed, config), n_unparsed)
+        remapped = np.array([_remapped(r, config.unparsed) for r in gold_rows])
+        if remapping and remapped.size:
+            metrics["remapped_answer_rate"] = _Metric(
+                _mean(remapped[np.isfinite(remapped)], config).explained(undefined.NO_PARSED_ANSWER), n_unparsed
+            )
     task = rows[0]["task"]
     if task == "bbq":
         metrics.update(_bbq_metrics(rows, config))
@@ -354,10 +382,14 @@ def compute_results(rows: Sequence[dict[str, Any]], config: ResultsConfig = Resu
     result = ResultTables()
     tables = result.tables
     several_tasks = len({r["task"] for r in rows}) > 1
+    remapping = any(
+        parse_condition_name(condition).get("demonstration_labels") == "remapped"
+        for condition in {r["condition"] for r in rows}
+    )
     series: dict[tuple[str, str], dict[int, float]] = {}
     grouped = _groups(rows, "task", "condition", "round")
     for (task, condition, round_index), group in grouped.items():
-        metrics = _behaviour_metrics(group, config)
+        metrics = _behaviour_metrics(group, config, remapping)
         previous = grouped.get((task, condition, round_index - 1), [])
         if previous:
             before = {r["item_id"]: r["predicted"] for r in previous}
@@ -562,12 +594,20 @@ def _paired_rows(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> list[
     return out
 
 
-def factorial_levels(conditions: Iterable[str]) -> dict[str, tuple[str, str]] | None:
-    """Low and high level of each factor when ``conditions`` form a full 2x2x2 design, else ``None``.
+DemonstrationLevel = tuple[int, str | None]
+"""``(k, labels)`` of a condition: ``(0, None)`` without demonstrations."""
+NO_DEMONSTRATIONS: DemonstrationLevel = (0, None)
+
+
+def factorial_levels(
+    conditions: Iterable[str], demonstrations: DemonstrationLevel = NO_DEMONSTRATIONS
+) -> dict[str, tuple[str, str]] | None:
+    """Low and high level of each factor when the ``conditions`` at demonstration level ``demonstrations``
+    (default: those without demonstrations) form a full 2x2x2 design, else ``None``.
 
     The instruction's low level is ``"none"`` when present, otherwise the alphabetically first.
     """
-    parsed = [parse_condition_name(c) for c in conditions]
+    parsed = [p for p in map(parse_condition_name, conditions) if demonstration_level(p) == demonstrations]
     cells = {(p["instruction"], p["cot"], p["feedback"]) for p in parsed}
     instructions = sorted({c[0] for c in cells}, key=lambda level: (level != "none", level))
     if len(instructions) != 2 or len(cells) != 8:
@@ -578,38 +618,167 @@ def factorial_levels(conditions: Iterable[str]) -> dict[str, tuple[str, str]] | 
 
 
 def _interaction_rows(rows: Sequence[dict[str, Any]], config: ResultsConfig) -> list[dict[str, Any]]:
-    levels = factorial_levels({r["condition"] for r in rows})
-    if levels is None:
-        return []
     out = []
     by_cell = _groups(rows, "condition", "round")
     for metric, value in _outcomes(config.unparsed).items():
-        for round_index in sorted({r["round"] for r in rows}):
-            cells = {}
-            for i, c, f in itertools.product((0, 1), repeat=3):
-                name = f"instr={levels['instruction'][i]}+cot={levels['cot'][c]}+fb={levels['feedback'][f]}"
-                cells[(i, c, f)] = _per_item(by_cell.get((name, round_index), []), value)
-            items = sorted(set.intersection(*(set(v) for v in cells.values())))
-            if not items:
-                continue
-            outcomes = np.full((len(items), 2, 2, 2), np.nan)
-            for (i, c, f), values in cells.items():
-                outcomes[:, i, c, f] = [values[item] for item in items]
-            if not np.isfinite(outcomes).all(axis=(1, 2, 3)).any():
-                continue
-            for effect, estimate in statistics.factorial_effects(
-                outcomes, config.n_boot, config.seed, config.level
-            ).items():
-                out.append(
-                    {
-                        "outcome": f"{metric}@round{round_index}",
-                        "effect": effect,
-                        "estimate": estimate.estimate,
-                        "ci_low": _blank_if_nan(estimate.ci_low),
-                        "ci_high": _blank_if_nan(estimate.ci_high),
-                    }
-                )
+        cells = {
+            (condition, round_index): _per_item(group, value) for (condition, round_index), group in by_cell.items()
+        }
+        out.extend(design_effect_rows(cells, metric, config.n_boot, config.seed, config.level))
     return out
+
+
+def _effect_row(outcome: str, effect: str, estimate: statistics.Estimate) -> dict[str, Any]:
+    return {
+        "outcome": outcome,
+        "effect": effect,
+        "estimate": estimate.estimate,
+        "ci_low": _blank_if_nan(estimate.ci_low),
+        "ci_high": _blank_if_nan(estimate.ci_high),
+    }
+
+
+def _demonstration_part(level: DemonstrationLevel) -> str:
+    """``(4, "correct")`` -> ``"demo=4-correct"``; ``(0, None)`` -> ``"demo=0"``."""
+    k, labels = level
+    return "demo=0" if k == 0 else f"demo={k}-{labels}"
+
+
+def _level_order(level: DemonstrationLevel) -> tuple[int, int]:
+    k, labels = level
+    return k, DEMONSTRATION_LABELS.index(labels) if labels in DEMONSTRATION_LABELS else -1
+
+
+def design_effect_rows(
+    cells: dict[tuple[str, int], dict[str, float]],
+    outcome: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[dict[str, Any]]:
+    """The ``interactions.csv`` rows of one outcome (module docstring), round by round.
+
+    Args:
+        cells: ``(condition name, round) -> {item_id: outcome}`` (nan = no outcome; such items are
+            left out of the effects that need them). Every name must be a condition name.
+        outcome: the outcome's name; rows are ``<outcome>@round<k>``.
+    Returns:
+        rows with ``outcome``, ``effect``, ``estimate``, ``ci_low``, ``ci_high`` (blank bounds when
+        not computable). Without demonstrations: the 2x2x2 effects when the conditions form that
+        design, else nothing.
+    """
+    parsed = {condition: parse_condition_name(condition) for condition, _ in cells}
+    levels = sorted({demonstration_level(p) for p in parsed.values()}, key=_level_order)
+    out = []
+    for round_index in sorted({r for _, r in cells}):
+        at_round = {c: values for (c, r), values in cells.items() if r == round_index}
+        name = f"{outcome}@round{round_index}"
+        for demo in levels:
+            suffix = "" if demo == NO_DEMONSTRATIONS else f" @ {_demonstration_part(demo)}"
+            for effect, estimate in _factorial_effects_at(at_round, demo, n_boot, seed, level).items():
+                out.append(_effect_row(name, effect + suffix, estimate))
+        for high in levels:
+            k, labels = high
+            references = [NO_DEMONSTRATIONS] if k else []
+            references += [(k, "correct")] if k and labels != "correct" else []
+            for low in references:
+                if low not in levels:
+                    continue
+                contrast = f"{_demonstration_part(high)} vs {_demonstration_part(low)}"
+                for effect, estimate in _demonstration_contrasts(at_round, parsed, high, low, n_boot, seed, level):
+                    out.append(_effect_row(name, f"{effect}({contrast})" if effect else contrast, estimate))
+    return out
+
+
+def _factorial_effects_at(
+    cells: dict[str, dict[str, float]], demo: DemonstrationLevel, n_boot: int, seed: int, level: float
+) -> dict[str, statistics.Estimate]:
+    """The 2x2x2 effects of the conditions at demonstration level ``demo`` (one round's ``cells``), or none."""
+    levels = factorial_levels(cells, demo)
+    if levels is None:
+        return {}
+    per_cell = {}
+    for i, c, f in itertools.product((0, 1), repeat=3):
+        name = condition_name(levels["instruction"][i], levels["cot"][c], levels["feedback"][f], *demo)
+        per_cell[(i, c, f)] = cells.get(name, {})
+    items = sorted(set.intersection(*(set(v) for v in per_cell.values())))
+    if not items:
+        return {}
+    outcomes = np.full((len(items), 2, 2, 2), np.nan)
+    for (i, c, f), values in per_cell.items():
+        outcomes[:, i, c, f] = [values[item] for item in items]
+    if not np.isfinite(outcomes).all(axis=(1, 2, 3)).any():
+        return {}
+    return statistics.factorial_effects(outcomes, n_boot, seed, level)
+
+
+def _demonstration_contrasts(
+    cells: dict[str, dict[str, float]],
+    parsed: dict[str, dict[str, str]],
+    high: DemonstrationLevel,
+    low: DemonstrationLevel,
+    n_boot: int,
+    seed: int,
+    level: float,
+) -> list[tuple[str, statistics.Estimate]]:
+    """Demonstration level ``high`` against ``low`` in one round's ``cells``: the main effect over the
+    instruction x CoT x feedback cells run at both levels (effect name ``""``), then its interaction with
+    each instruction against the low one (``"instruction:"``, or ``"instruction=<level>:"`` with more
+    than two instruction levels)."""
+    triples = sorted(
+        {(p["instruction"], p["cot"], p["feedback"]) for c, p in parsed.items() if c in cells},
+        key=lambda triple: (triple[0] != "none", triple),
+    )
+    paired = [
+        (condition_name(*triple, *high), condition_name(*triple, *low))
+        for triple in triples
+        if condition_name(*triple, *high) in cells and condition_name(*triple, *low) in cells
+    ]
+    out = []
+    main = _contrast([name for pair in paired for name in pair], [1.0, -1.0] * len(paired), cells, n_boot, seed, level)
+    if main is None:
+        return []
+    out.append(("", main))
+    instructions = list(dict.fromkeys(triple[0] for triple in triples))
+    low_instruction = instructions[0]
+    for other in instructions[1:]:
+        names: list[str] = []
+        signs: list[float] = []
+        for cot, feedback in sorted({(triple[1], triple[2]) for triple in triples}):
+            quad = [
+                condition_name(instruction, cot, feedback, *demo)
+                for instruction in (other, low_instruction)
+                for demo in (high, low)
+            ]
+            if all(name in cells for name in quad):
+                names.extend(quad)
+                signs.extend([1.0, -1.0, -1.0, 1.0])
+        interaction = _contrast(names, signs, cells, n_boot, seed, level)
+        if interaction is not None:
+            out.append(("instruction:" if len(instructions) == 2 else f"instruction={other}:", interaction))
+    return out
+
+
+def _contrast(
+    names: Sequence[str],
+    signs: Sequence[float],
+    cells: dict[str, dict[str, float]],
+    n_boot: int,
+    seed: int,
+    level: float,
+) -> statistics.Estimate | None:
+    """:func:`statistics.weighted_contrast` of the cells ``names`` over the items every cell has, with
+    weights ``signs / (len(names) / 2)``: for a main effect over m (high, low) pairs that is ``±1/m``,
+    for an interaction over m (high, low) x (high, low) quadruples ``±1/(2m)``, as that function
+    documents. ``None`` without cells, shared items or a complete item."""
+    if not names:
+        return None
+    items = sorted(set.intersection(*(set(cells[name]) for name in names)))
+    outcomes = np.array([[cells[name][item] for name in names] for item in items], dtype=float).reshape(len(items), -1)
+    if not items or not np.isfinite(outcomes).all(axis=1).any():
+        return None
+    weights = np.asarray(signs, dtype=float) / (len(names) / 2)
+    return statistics.weighted_contrast(outcomes, weights, n_boot, seed, level)
 
 
 def write_results(result: ResultTables, results_dir: Path) -> list[Path]:
@@ -628,6 +797,8 @@ def write_results(result: ResultTables, results_dir: Path) -> list[Path]:
 
 # Keys of a condition name (``instr=<level>+cot=<on|off>+fb=<on|off>``) and the factor each names.
 CONDITION_NAME_KEYS: tuple[tuple[str, str], ...] = (("instr", "instruction"), ("cot", "cot"), ("fb", "feedback"))
+# The optional fourth key (``+demo=<k>-<labels>``): a column of its own when the conditions' levels of it differ.
+DEMONSTRATION_KEY = "demo"
 # Factor columns of :func:`format_results_table` keep levels up to this many characters on one line.
 MAX_LEVEL_WIDTH = 16
 
@@ -636,8 +807,9 @@ def format_results_table(behaviour: Sequence[dict[str, Any]], metric: str = "acc
     """A rich table of one metric: a row per condition, a column per round, cells ``value [low, high]``.
 
     Readable at 80 columns: a condition is shown as one column per factor whose level varies over
-    the conditions, headed by the key of the condition name (``instr``, ``cot``, ``fb``); the caption
-    gives the name's pattern with the levels every condition shares filled in (e.g.
+    the conditions, headed by the key of the condition name (``instr``, ``cot``, ``fb``, and ``demo``
+    for conditions with in-context demonstrations, whose level reads ``0`` for a name without a demo
+    part); the caption gives the name's pattern with the levels every condition shares filled in (e.g.
     ``instr=<instr>+cot=<cot>+fb=off``), so each full name can be read off its row. Every column
     wraps (``overflow="fold"``) instead of cutting text with an ellipsis. An undefined value
     (empty ``value`` in ``behaviour.csv``) reads ``undefined (<reason>)``; a round the metric has
@@ -682,16 +854,23 @@ def _condition_factors(conditions: Sequence[str]) -> tuple[list[str], dict[str, 
         parsed = {condition: parse_condition_name(condition) for condition in conditions}
     except ConditionError:
         return None
-    varying = [key for key, factor in CONDITION_NAME_KEYS if len({p[factor] for p in parsed.values()}) > 1]
+    for levels_of in parsed.values():
+        levels_of[DEMONSTRATION_KEY] = _demonstration_part(demonstration_level(levels_of)).removeprefix("demo=")
+    name_keys = [*CONDITION_NAME_KEYS, (DEMONSTRATION_KEY, DEMONSTRATION_KEY)]
+    varying = [key for key, factor in name_keys if len({p[factor] for p in parsed.values()}) > 1]
     keys = varying or [key for key, _ in CONDITION_NAME_KEYS]
-    factor_of = dict(CONDITION_NAME_KEYS)
+    factor_of = dict(name_keys)
     levels = {condition: [p[factor_of[key]] for key in keys] for condition, p in parsed.items()}
     first = next(iter(parsed.values()), None)
-    pattern = "+".join(
+    shown = [
         f"{key}=<{key}>" if key in keys or first is None else f"{key}={first[factor]}"
         for key, factor in CONDITION_NAME_KEYS
-    )
-    return keys, levels, f"condition = {pattern}"
+    ]
+    if DEMONSTRATION_KEY in keys:
+        shown.append(f"{DEMONSTRATION_KEY}=<{DEMONSTRATION_KEY}> (none for demo 0)")
+    elif first is not None and first[DEMONSTRATION_KEY] != "0":
+        shown.append(f"{DEMONSTRATION_KEY}={first[DEMONSTRATION_KEY]}")
+    return keys, levels, f"condition = {'+'.join(shown)}"
 
 
 def _cell(row: dict[str, Any] | None) -> Text:

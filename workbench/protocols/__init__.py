@@ -9,6 +9,13 @@ from workbench.protocols.conditions import (
     factorial_conditions,
     parse_condition_name,
 )
+from workbench.protocols.demonstrations import (
+    DEMONSTRATION_LABELS,
+    Demonstration,
+    DemonstrationError,
+    DemonstrationLabels,
+    DemonstrationPool,
+)
 from workbench.protocols.dialogue import Dialogue, PendingTurn, Turn, feedback_turn
 from workbench.protocols.dialogue_interventions import (
     MASKING_FRACTIONS,
@@ -20,6 +27,7 @@ from workbench.protocols.dialogue_interventions import (
 from workbench.protocols.prompts import (
     RoundPrompt,
     complete_turn,
+    demonstration_block,
     dialogue_complete,
     feedback_due,
     item_slots,
@@ -31,11 +39,16 @@ from workbench.protocols.templates import TEMPLATES, PromptTemplate, fill_templa
 from workbench.protocols.transcript_rules import TranscriptRuleError, TranscriptRules
 
 __all__ = [
+    "DEMONSTRATION_LABELS",
     "INSTRUCTIONS",
     "MASKING_FRACTIONS",
     "TEMPLATES",
     "Condition",
     "ConditionError",
+    "Demonstration",
+    "DemonstrationError",
+    "DemonstrationLabels",
+    "DemonstrationPool",
     "Dialogue",
     "PendingTurn",
     "PromptTemplate",
@@ -47,6 +60,7 @@ __all__ = [
     "WeakEvidence",
     "add_weak_evidence",
     "complete_turn",
+    "demonstration_block",
     "dialogue_complete",
     "dialogue_schedule",
     "factorial_conditions",

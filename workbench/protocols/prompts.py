@@ -18,10 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.protocols.conditions import Condition
+from workbench.protocols.demonstrations import DemonstrationError
 from workbench.protocols.dialogue import Dialogue, PendingTurn, Turn
 from workbench.protocols.history import ChatMessage, TranscriptRule, clean_messages, faithful_prompt
 from workbench.protocols.schedule import UNINSTRUCTED_FIRST, dialogue_schedule, next_scheduled_turn
-from workbench.protocols.templates import fill_template, split_chat_turn
+from workbench.protocols.templates import fill_template, get_template, insert_before_user_text, split_chat_turn
 from workbench.protocols.transcript_rules import DEFAULT_PROTOCOL, TranscriptRules
 from workbench.tasks.items import Item
 
@@ -119,6 +120,40 @@ def _transcript(item: Item, condition: Condition, dialogue: Dialogue, config: Tr
     return Dialogue(dialogue.item_id, shown)
 
 
+QUESTION_SLOTS: tuple[str, ...] = ("Q", "question", "sentence", "p")
+"""Slots that put the item's question into a turn: a turn with one of them can open a transcript."""
+
+
+def demonstration_block(item: Item, condition: Condition, config: TranscriptRules, choices_on_lines: bool) -> str:
+    """The condition's demonstrations for ``item``: one filled ``<task>[.p4].demo.example.v1`` each, joined
+    by blank lines.
+
+    Empty for ``k = 0``. Each example's question block is its ``{Q}`` slot (as :func:`item_slots`
+    writes it for the question itself, ``choices_on_lines`` included).
+
+    Raises:
+        DemonstrationError: ``k > 0`` but ``config`` holds no demonstration pool.
+    """
+    if condition.demonstrations == 0:
+        return ""
+    pool, labels = config.demonstrations, condition.demonstration_labels
+    if pool is None or labels is None:
+        raise DemonstrationError(
+            f"{condition.name} shows {condition.demonstrations} demonstrations, but the protocol holds no item "
+            "pool to draw them from; build the rules with ProtocolSettings.transcript_rules(items)"
+        )
+    template = f"{item.task}.p4.demo.example.v1" if config.family == "paper4" else f"{item.task}.demo.example.v1"
+    return "\n\n".join(
+        fill_template(template, Q=item_slots(example.item, choices_on_lines)["Q"], label=example.label)
+        for example in pool.draw(item, condition.demonstrations, labels)
+    )
+
+
+def _opens_transcript(template_id: str, shown: Dialogue) -> bool:
+    """Whether a turn of ``template_id`` after the transcript ``shown`` opens it with the item's question."""
+    return not shown.model_turns and any(slot in QUESTION_SLOTS for slot in get_template(template_id).slots)
+
+
 def next_prompt(
     item: Item,
     condition: Condition,
@@ -130,13 +165,17 @@ def next_prompt(
 
     ``feedback`` defaults to the feedback on the turn under review (:func:`feedback_due`); a turn
     whose template needs feedback raises ``ValueError`` when there is none. In faithful mode the
-    paper-2 family writes BBQ choices on their own lines, as its loader did.
+    paper-2 family writes BBQ choices on their own lines, as its loader did. A condition with
+    demonstrations puts them (:func:`demonstration_block`, then a blank line) before the question
+    of a turn that opens the transcript: round 0's first turn, and with ``baseline_round`` also the
+    stand-alone baseline.
     """
     scheduled = next_scheduled_turn(item, condition, dialogue, config)
     if scheduled is None:
         return None
     faithful = condition.history_mode == "faithful"
-    slots = item_slots(item, choices_on_lines=faithful and config.family == "paper2")
+    on_lines = faithful and config.family == "paper2"
+    slots = item_slots(item, choices_on_lines=on_lines)
     if scheduled.instruction_id is not None:
         slots["instruction"] = fill_template(scheduled.instruction_id)
     elif item.task == "winogender":
@@ -151,6 +190,9 @@ def next_prompt(
             )
         slots["feedback"] = text
     raw = fill_template(scheduled.template_id, **slots)
+    shown = _transcript(item, condition, dialogue, config)
+    if condition.demonstrations and _opens_transcript(scheduled.template_id, shown):
+        raw = insert_before_user_text(raw, demonstration_block(item, condition, config, on_lines) + "\n\n")
     user, prefix = split_chat_turn(raw)
     pending = PendingTurn(
         scheduled.template_id,
@@ -162,7 +204,6 @@ def next_prompt(
         budget=scheduled.budget,
         collapse=scheduled.collapse,
     )
-    shown = _transcript(item, condition, dialogue, config)
     if not faithful:
         return RoundPrompt(pending, clean_messages(shown, pending), None)
     rule = transcript_rule(item, condition, config)

@@ -18,12 +18,18 @@ paper's script that the workbench does not do on its own (``docs/protocols.md`` 
 - ``hide_unreviewed_turns``: the script's ``continue`` before the history update: in a feedback
   condition, a BBQ turn after which no feedback is asked for is left out of the transcript that
   later turns see (with CoT every answer turn, the critic reviewing rationales). Family paper2.
+
+``demonstrations`` is not a script rule but the run's item pool for in-context demonstrations
+(:mod:`workbench.protocols.demonstrations`): the conditions with ``k > 0`` draw their examples from
+it, so it must hold every item of the run (``ProtocolSettings.transcript_rules(items)`` builds it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from workbench.protocols.demonstrations import DemonstrationPool
 
 TemplateFamily = Literal["paper2", "paper4"]
 TEMPLATE_FAMILIES: tuple[str, ...] = ("paper2", "paper4")
@@ -46,6 +52,8 @@ class TranscriptRules:
         collapse_answers: paper 2's BBQ answer collapse and dialogue ending.
         turn_parity: paper 2's odd/even turn rules (BBQ; family paper2).
         hide_unreviewed_turns: paper 2's ``continue`` quirk (BBQ feedback conditions; family paper2).
+        demonstrations: the pool in-context demonstrations are drawn from; ``None`` when no
+            condition shows any (a condition with ``k > 0`` then stops with an error naming the fix).
     """
 
     family: TemplateFamily = "paper2"
@@ -54,6 +62,7 @@ class TranscriptRules:
     collapse_answers: bool = False
     turn_parity: bool = False
     hide_unreviewed_turns: bool = False
+    demonstrations: DemonstrationPool | None = None
 
     def __post_init__(self) -> None:
         if self.family not in TEMPLATE_FAMILIES:
