@@ -9,6 +9,7 @@ A run is one TOML file::
     [protocol]  instructions, cot, feedback, demonstrations, rounds, history_mode, family, critic, token budgets
     [capture]   sites, positions, batch_size
     [cache]     dtype, compression, queue_size
+    [generation] engine and its settings (see docs/engines.md)
     [results]   see workbench.metrics.tables.ResultsConfig
     [toxicity]  see workbench.toxicity.ToxicityScorerConfig (scores generation tasks' answers)
     [probe]     see probes.ProbeConfig (optional stage)
@@ -31,8 +32,10 @@ from probes.config import ProbeConfig
 from probes.errors import ProbeConfigError
 from workbench.config_tables import ConfigTableError, check_field_types, dataclass_from_table, dataclass_to_table
 from workbench.hooks.positions import TOKEN_POSITIONS, VECTOR_POSITIONS
+from workbench.inference.engines import EngineName
 from workbench.inference.generation import SamplingMethod
 from workbench.inference.semantic_equivalence import DEFAULT_NLI_MODEL, EquivalenceRule
+from workbench.inference.vllm_server import VLLM_ARGS_SET_BY_WORKBENCH
 from workbench.metrics.answers import ParseRule
 from workbench.metrics.tables import ResultsConfig
 from workbench.presets import PresetError, PresetName, apply_preset
@@ -408,6 +411,58 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class GenerationSettings:
+    """Which engine decodes answers and rationales (docs/engines.md); option scoring and capture are the
+    workbench's own forwards whatever the engine.
+
+    Attributes:
+        engine: ``"hf"`` (static batches of ``[capture] batch_size`` with key/value reuse across rounds),
+            ``"hf-continuous"`` (transformers' continuous batching) or ``"vllm"`` (a vLLM server in its own
+            virtual environment, named by ``$WORKBENCH_VLLM_PYTHON``).
+        max_batch_tokens: hf-continuous and vllm: most tokens in one forward (``None``: the engine's own
+            default, 8192 for hf-continuous).
+        prefix_caching: hf-continuous and vllm: reuse the cached keys/values of a prompt prefix another
+            request already encoded (whole pages; both engines' default is on).
+        vllm_args: more arguments for the vLLM server, e.g. ``["--enforce-eager"]`` (the workbench sets
+            the model, dtype, host, port, seed, batched tokens and prefix caching itself).
+        vllm_startup_s: seconds the vLLM server may take to start before the run stops.
+    """
+
+    engine: EngineName = "hf"
+    max_batch_tokens: int | None = None
+    prefix_caching: bool = True
+    vllm_args: tuple[str, ...] = ()
+    vllm_startup_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "generation", ConfigError)
+        _check_at_least(self, "generation", {"max_batch_tokens": 1})
+        if self.vllm_startup_s <= 0:
+            raise ConfigError(f"[generation] vllm_startup_s = {self.vllm_startup_s} must be positive (seconds)")
+        default = GenerationSettings.__dataclass_fields__
+        applies = {
+            "max_batch_tokens": ("hf-continuous", "vllm"),
+            "prefix_caching": ("hf-continuous", "vllm"),
+            "vllm_args": ("vllm",),
+            "vllm_startup_s": ("vllm",),
+        }
+        for name, engines in applies.items():
+            value, unset = getattr(self, name), default[name].default
+            if self.engine not in engines and value != unset:
+                shown = list(value) if isinstance(value, tuple) else value
+                raise ConfigError(
+                    f"[generation] {name} = {shown!r} applies to engine = {' or '.join(map(repr, engines))} only, "
+                    f'not "{self.engine}"; remove it or change the engine'
+                )
+        for argument in self.vllm_args:
+            if argument.split("=")[0] in VLLM_ARGS_SET_BY_WORKBENCH:
+                raise ConfigError(
+                    f'[generation] vllm_args: "{argument}" is set by the workbench; the model and dtype come from '
+                    "[model], the batched tokens and prefix caching from this table"
+                )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; ``config.toml`` of the run folder is this, resolved."""
 
@@ -419,6 +474,7 @@ class RunConfig:
     protocol: ProtocolSettings = field(default_factory=ProtocolSettings)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
     results: ResultsConfig = field(default_factory=ResultsConfig)
     toxicity: ToxicityScorerConfig = field(default_factory=ToxicityScorerConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -439,6 +495,7 @@ class RunConfig:
             "protocol": ProtocolSettings,
             "capture": CaptureConfig,
             "cache": CacheConfig,
+            "generation": GenerationSettings,
             "results": ResultsConfig,
             "toxicity": ToxicityScorerConfig,
         }

@@ -37,6 +37,8 @@ from workbench.experiment.data_parallel import (
 )
 from workbench.experiment.records import read_run_records
 from workbench.experiment.runner import ExperimentRunner
+from workbench.hooks.nnsight_remote import check_remote_ready
+from workbench.inference.engines import check_engine_available
 from workbench.inference.semantic_equivalence import check_nli_model, resolved_rule
 from workbench.metrics.tables import ResultsConfig, ResultTables, compute_results, record_row, write_results
 from workbench.models.loading import LoadedModel, ModelLocation, check_device, load_model, resolve_model_spec
@@ -112,6 +114,8 @@ def plan_run(config: RunConfig, *, overwrite: bool = False, world: World = SINGL
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} exists and is not a folder; choose another --name or --output-dir")
     location = resolve_model_spec(config.model.spec)
+    check_remote_ready(config.model.remote, location.model_id, location.source)
+    check_engine_available(config.generation.engine)
     check_device_map(config.model.device_map, world)
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     device = check_device(rank_device(config.model.device, world, cuda_devices))

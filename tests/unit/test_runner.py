@@ -148,6 +148,34 @@ def test_backends_fill_the_same_cache(tmp_path: Path, model_dir: Path, backend: 
         assert np.abs(other[key].astype(np.float32) - value.astype(np.float32)).max() <= 2e-3, key  # float16 storage
 
 
+def test_a_run_whose_captures_go_through_a_simulated_remote_session_fills_the_same_cache(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    """[model] remote = "local": every round's capture is one nnsight session (nnsight's dry run of NDIF)."""
+    plain = _config(tmp_path, model_dir, backend="nnsight", name="in-process")
+    remote = _config(tmp_path, model_dir, backend="nnsight", name="remote")
+    remote = dataclasses.replace(remote, model=dataclasses.replace(remote.model, remote="local"))
+    reference = _arrays(run_stage(plain) / "cache.h5")
+    other = _arrays(run_stage(remote) / "cache.h5")
+    assert other.keys() == reference.keys()
+    for key, value in reference.items():
+        if key.startswith("records/"):
+            assert _same(other[key], value), key  # same answers, prompts, option scores and keys
+        else:
+            assert np.abs(other[key].astype(np.float32) - value.astype(np.float32)).max() <= 2e-3, key
+
+
+def test_remote_true_on_a_local_model_is_refused_before_it_loads(tmp_path: Path, model_dir: Path) -> None:
+    from workbench.hooks.nnsight_remote import RemoteExecutionError
+    from workbench.pipeline import plan_run
+
+    config = _config(tmp_path, model_dir, backend="nnsight", name="ndif")
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, remote=True))
+    with pytest.raises(RemoteExecutionError, match="NDIF, which serves hub models only; .* is a local model"):
+        plan_run(config)
+    assert not config.run_dir.exists()
+
+
 def test_answer_positions_and_faithful_history(tmp_path: Path, model_dir: Path) -> None:
     config = _config(
         tmp_path, model_dir, history="faithful", positions='["last_prompt", "answer_mean"]', name="faithful"

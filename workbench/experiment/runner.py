@@ -9,6 +9,7 @@ regenerates what it needs for the transcript and writes only the records the cac
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from workbench.hooks import parse_sites
 from workbench.hooks.positions import position_name
 from workbench.hooks.sites import SiteKind
 from workbench.inference.answering import AnsweredBatch, DialogueKV, answer_batch
+from workbench.inference.engines import build_engine
 from workbench.inference.generation import (
     chat_prompt,
     check_prompt_lengths,
@@ -132,6 +134,7 @@ class ExperimentRunner:
         )
         self.measures = MeasureContext(model, settings, config.seed, config.capture.batch_size)
         self.semantic_uncertainty = SemanticUncertainty(self.measures)
+        self.engine = build_engine(model, config.generation, config.capture.batch_size)
 
     @property
     def total_records(self) -> int:
@@ -187,14 +190,19 @@ class ExperimentRunner:
             progress: called with the number of records done, as they are committed.
             on_open: called once the cache writer holds the cache (lock taken, configuration
                 accepted), before the first record: the run folder's ``config.toml`` is written there.
+
+        The generation engine is closed when the run ends, however it ends (a vLLM server stops).
         """
-        with CacheWriter.open(
-            cache_path,
-            self.cache_spec(),
-            self.cache_metadata(),
-            queue_size=self.config.cache.queue_size,
-            overwrite=overwrite,
-        ) as writer:
+        with (
+            closing(self.engine),
+            CacheWriter.open(
+                cache_path,
+                self.cache_spec(),
+                self.cache_metadata(),
+                queue_size=self.config.cache.queue_size,
+                overwrite=overwrite,
+            ) as writer,
+        ):
             if on_open is not None:
                 on_open()
             done = writer.committed_keys()
@@ -267,7 +275,7 @@ class ExperimentRunner:
                 answered = self._answer(active, texts, prompt_ids, faithful, budget, caches)
                 texts_out = answered.texts
             else:
-                texts_out = generate_greedy(self.model, prompt_ids, budget, self.config.capture.batch_size).texts
+                texts_out = self.engine.generate(prompt_ids, budget).texts
             for item, prompt, text in zip(active, prompts, texts_out):
                 dialogues[item.item_id] = complete_turn(item, dialogues[item.item_id], prompt.turn, text)
             if kind == "answer":
@@ -318,10 +326,12 @@ class ExperimentRunner:
             self.config.capture.positions,
             budget,
             backend=self.config.model.backend,
+            remote=self.config.model.remote,
             previous=[caches.get(item.item_id) for item in items] if reuse else None,
             keep_caches=reuse,
             prompt_texts=texts,
             add_special_tokens=faithful,
+            engine=self.engine,
         )
         caches.update(zip((item.item_id for item in items), answered.caches))
         return answered

@@ -28,7 +28,7 @@ NDIF_KEY_VARIABLE = "NDIF_API_KEY"
 _REMOTABLE: WeakKeyDictionary[nn.Module, Any] = WeakKeyDictionary()
 
 
-class RemoteExecutionError(RuntimeError):
+class RemoteExecutionError(ValueError):
     """A remote nnsight session that cannot be sent: no API key, or a model NDIF cannot name."""
 
 

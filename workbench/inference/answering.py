@@ -19,6 +19,11 @@ the real tokens and positions counted on real tokens, so values equal a fresh en
 noise (``tests/unit/test_answering.py``; ``tests/benchmarks/bench_kv_reuse.py`` for the speed-up).
 The batch cache is preallocated (:func:`workbench.inference.generation.preallocated_cache`), so decoding
 writes in place instead of copying the cache at every step.
+
+Another generation engine (:mod:`workbench.inference.engines`, ``[generation] engine``) replaces the
+decoding only: the prefill still scores the options and captures, and the engine answers the
+prompts from their token ids; the kept caches then cover the prompts (the next round re-encodes the
+answer tokens).
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ from transformers import Cache, GenerationConfig
 from transformers.cache_utils import CacheLayerMixin, DynamicLayer, StaticLayer
 
 from workbench.hooks import Capture, HookPlan, capture_tokens, hooked, site_reader
+from workbench.hooks.nnsight_remote import RemoteMode
 from workbench.hooks.positions import TokenBatch, in_context_continuation, position_name
 from workbench.hooks.sites import Site, SiteKind
+from workbench.inference.engines import GenerationEngine
 from workbench.inference.generation import decode_text, eos_token_ids, generate_ids, preallocated_cache, strip_at_eos
 from workbench.inference.option_scoring import continuation_mean_nll
 from workbench.models.loading import LoadedModel
@@ -112,6 +119,8 @@ def answer_batch(
     keep_caches: bool = False,
     prompt_texts: Sequence[str] | None = None,
     add_special_tokens: bool = False,
+    engine: GenerationEngine | None = None,
+    remote: RemoteMode = False,
 ) -> AnsweredBatch:
     """Answer one round for every prompt (all prompts share ``option_labels``; may be empty).
 
@@ -120,6 +129,10 @@ def answer_batch(
     ``prompt_text + " " + label`` tokenized as one string (see
     :func:`workbench.hooks.positions.in_context_continuation`), so ``prompt_texts`` (the texts
     ``prompt_ids`` were tokenized from, with ``add_special_tokens``) is required with options.
+    ``engine`` decodes the answers unless it is ``None`` or ``"hf"`` (then ``generate`` decodes from
+    the prefill's cache); it is called outside inference mode, which continuous batching refuses.
+    ``remote`` (nnsight backend): the round's capture runs as one nnsight session, sent to NDIF or
+    simulated (:mod:`workbench.hooks.nnsight_remote`).
     """
     if max_new_tokens < 1:
         raise ValueError(f"an answer needs at least one new token, not max_new_tokens={max_new_tokens}")
@@ -127,7 +140,8 @@ def answer_batch(
     layout = _Layout.build(prompt_ids, previous, tokenizer.pad_token_id, model.device)
     scored = _option_continuations(model, prompt_ids, option_labels, prompt_texts, add_special_tokens)
     tree = _OptionTree.build([continuations for continuations, in_tree in scored if in_tree])
-    cache = layout.cache(model, room=max(max_new_tokens, len(tree.prefixes)))
+    decode_here = engine is None or engine.name == "hf"
+    cache = layout.cache(model, room=max(max_new_tokens if decode_here else 0, len(tree.prefixes)))
     prefill_capture = backend == "hf" and all(p in PREFILL_POSITIONS for p in positions)
     plan, store = _prefill_plan(sites, positions, layout.segment, dtype) if prefill_capture else (HookPlan(), {})
     eos_ids = eos_token_ids(model)
@@ -138,7 +152,7 @@ def answer_batch(
         first_tokens = first_log_probs.argmax(dim=-1, keepdim=True)  # greedy, as generate would choose
         _rewind(cache, width)  # drop the option tree's columns; decoding continues after the prompt
         sequences = first_tokens
-        if max_new_tokens > 1 and not all(int(token) in eos_ids for token in first_tokens):
+        if decode_here and max_new_tokens > 1 and not all(int(token) in eos_ids for token in first_tokens):
             config = GenerationConfig(  # type: ignore[no-untyped-call, unused-ignore]  # untyped in transformers
                 max_new_tokens=max_new_tokens - 1,
                 do_sample=False,
@@ -154,8 +168,13 @@ def answer_batch(
                 generation_config=config,
             )
             sequences = output[:, width:]
-    answers = strip_at_eos(sequences.tolist(), eos_ids)
-    texts = [decode_text(tokenizer, ids) for ids in answers]
+    if decode_here:
+        answers = strip_at_eos(sequences.tolist(), eos_ids)
+        texts = [decode_text(tokenizer, ids) for ids in answers]
+    else:
+        assert engine is not None
+        generation = engine.generate(prompt_ids, max_new_tokens)
+        answers, texts = generation.answer_ids, generation.texts
     caches = layout.split_cache(cache, prompt_ids, answers) if keep_caches else []
     option_nll = (
         _option_nll(model, scored, tree, first_log_probs, node_log_probs)
@@ -176,6 +195,7 @@ def answer_batch(
             backend=backend,
             batch_size=len(prompt_ids),
             dtype=dtype,
+            remote=remote,
         )
         activations = dict(captured.stacked)
     return AnsweredBatch(
