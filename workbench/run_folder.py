@@ -32,6 +32,7 @@ from workbench.run_tables import (
     LayerScore,
     MoralityLevel,
     PairedTest,
+    SelectionCandidate,
     SteeringEffect,
     columns_of,
 )
@@ -61,6 +62,7 @@ RESULTS_STAGE = "workbench results"
 PROBE_STAGE = "workbench probe"
 ATTRIBUTE_STAGE = "workbench attribute"
 BIAS_STAGE = "workbench bias"
+SELECT_STAGE = "workbench select"
 
 
 class RunFolderError(ValueError):
@@ -117,6 +119,7 @@ RUN_TABLES: dict[str, RunTable] = {
     "heads": RunTable(_ATTRIBUTION, "heads.csv", HeadEffect, ATTRIBUTE_STAGE),
     "bias_levels": RunTable(_ATTRIBUTION, "bias_levels.csv", BiasLevel, BIAS_STAGE),
     "selected_heads": RunTable(_ATTRIBUTION, "selected_heads.csv", DebiasedHead, ATTRIBUTE_STAGE),
+    "selection": RunTable(_ATTRIBUTION, "selection.csv", SelectionCandidate, SELECT_STAGE),
 }
 
 
@@ -241,7 +244,8 @@ class RunFolder:
 
     @property
     def attribution(self) -> Path:
-        """``attribution/``: head attribution and bias levels (``workbench attribute`` / ``bias``)."""
+        """``attribution/``: head attribution, bias levels and the sample selection (``workbench attribute`` /
+        ``bias`` / ``select``)."""
         return self.root / _ATTRIBUTION
 
     @property

@@ -311,3 +311,26 @@ class DebiasedHead:
     effect_before: float
     effect_after: float
     drop: float
+
+
+@dataclass(frozen=True)
+class SelectionCandidate:
+    """One candidate debiasing sample of ``workbench select`` (``attribution/selection.csv``), best first.
+
+    ``line`` is the sample's 0-based index among the ``[debias]`` corpus texts and ``text`` the text;
+    ``uncertainty`` is in nats (``uncertainty_measure``: ``semantic:<equivalence>[:<nli model>]``
+    or ``nll``) and ``concept_activation`` a cosine in [-1, 1], each ``None`` when its weight was 0;
+    ``score`` in [0, 1] is the weighted mean of their preference ranks; ``rank`` 1 is chosen first;
+    ``selected`` / ``random`` are 1 for the members of the selection / of the random baseline of the
+    same size, else 0 (workbench/finetune/selection.py).
+    """
+
+    line: int
+    text: str
+    uncertainty: float | None
+    uncertainty_measure: str
+    concept_activation: float | None
+    score: float
+    rank: int
+    selected: int
+    random: int

@@ -329,6 +329,23 @@ def test_debias_saves_checkpoint_counts_changed_lines_and_measures(
     assert {r["checkpoint"] for r in read_rows(run / "attribution" / "bias_levels.csv")} == {"debiased"}
 
 
+def test_a_selection_of_another_corpus_is_refused_before_the_model_loads(tmp_path: Path, data: dict[str, Path]) -> None:
+    from workbench.finetune.selection import SelectionError
+
+    selection = tmp_path / "selection.csv"
+    selection.write_text(
+        "line,text,uncertainty,uncertainty_measure,concept_activation,score,rank,selected,random\n"
+        "0,not a line of this corpus,0.5,semantic,0.1,0.2,0,1,0\n",
+        encoding="utf-8",
+    )
+    debias = f'corpus_path = "{data["corpus"]}"\nsteps = 1\nbatch_size = 2\nmax_length = 16\nselection_path = "{selection}"\n'
+    config = write_config(tmp_path / "selected.toml", data, debias=debias)
+    missing_model = str(tmp_path / "no-model-here")  # loading it would fail with another error
+    with pytest.raises(SelectionError, match="corpus line 0 is not the text this selection scored"):
+        run_command(["debias", "--run", str(tmp_path / "run"), "--config", str(config), "--model", missing_model])
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_debias_corpus_without_gendered_words(
     tmp_path: Path, data: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -34,6 +34,7 @@ from workbench.run_folder import (
     PROBE_STAGE,
     RESULTS_STAGE,
     RUN_TABLES,
+    SELECT_STAGE,
     RunFolder,
     RunFolderError,
     RunTable,
@@ -158,7 +159,7 @@ def test_attribution_tables_are_read_back_by_their_row_types(tmp_path: Path) -> 
 
 
 def test_every_table_is_registered_with_a_stage_that_writes_it() -> None:
-    stages = {RESULTS_STAGE, PROBE_STAGE, ATTRIBUTE_STAGE, BIAS_STAGE}
+    stages = {RESULTS_STAGE, PROBE_STAGE, ATTRIBUTE_STAGE, BIAS_STAGE, SELECT_STAGE}
     assert {table.stage for table in RUN_TABLES.values()} == stages
     assert sum(len(tables_written_by(stage)) for stage in stages) == len(RUN_TABLES)
     assert len({table.path for table in RUN_TABLES.values()}) == len(RUN_TABLES)
@@ -249,3 +250,22 @@ def test_no_module_but_the_owner_spells_a_run_folder_name(package: str) -> None:
         if path != OWNER and (found := spelled_run_folder_names(path.read_text(encoding="utf-8")))
     }
     assert spelled == {}, f"use workbench.run_folder (RunFolder, RUN_TABLES) instead: {spelled}"
+
+
+def test_selection_table_is_read_back_by_its_row_type(tmp_path: Path) -> None:
+    from workbench.finetune.selection import (
+        Candidate,
+        CandidateScores,
+        SelectionConfig,
+        rank_candidates,
+        write_selection,
+    )
+
+    run = RunFolder(tmp_path / "run")
+    scores = CandidateScores(
+        (Candidate(0, "he said it"), Candidate(2, "she was old")), np.array([1.5, 0.5]), np.array([0.2, -0.1])
+    )
+    write_selection(run.root, rank_candidates(scores, SelectionConfig(fraction=0.5)))
+    tables = tables_written_by(SELECT_STAGE)
+    assert written_tables(run) == {table.path for table in tables}
+    assert_read_back(run, tables)

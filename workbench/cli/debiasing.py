@@ -497,6 +497,13 @@ def run_debias_command(args: argparse.Namespace) -> int:
     tables = read_config_tables(args.config)
     config = stage_config(args.config, tables, "debias", DebiasConfig.from_dict)
     require_input_file(args.config, "debias", "corpus_path", config.corpus_path)
+    if config.selection_path is not None:  # a selection of another corpus is refused before the model loads
+        from workbench.finetune.cda import read_corpus
+        from workbench.finetune.selection import selected_texts
+
+        require_input_file(args.config, "debias", "selection_path", config.selection_path)
+        corpus = read_corpus(Path(config.corpus_path), config.column)
+        selected_texts(corpus, Path(config.selection_path), config.selection_arm)
     bias_config = _bias_config(args.config, tables) if "bias" in tables else None
     loaded = _load(args.model, args.device, "debias")
     console.print(f"CDA debiasing: {config.steps} steps of {config.batch_size} texts")

@@ -165,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
 
     from workbench.cli import compare as compare_command
     from workbench.cli.debiasing import add_debiasing_commands
+    from workbench.finetune import selection_command
     from workbench.pactrain import command as pactrain_command
 
     add_debiasing_commands(commands)
@@ -174,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help=compare_command.HELP, description=compare_command.DESCRIPTION)
     compare_command.add_arguments(compare)
     compare.set_defaults(handler=compare_command.run_command)
+    select = commands.add_parser("select", help=selection_command.HELP, description=selection_command.HELP)
+    selection_command.add_arguments(select)
     return parser
 
 

@@ -3,7 +3,11 @@ on the gender-swapped corpus, then save the debiased checkpoint with its provena
 
 Writes ``run_dir/checkpoints/<name>/``: ``model.safetensors`` + config (``save_pretrained``,
 safe serialization), the tokenizer, and ``debias_provenance.json`` (base model, corpus path and
-sha256, word-pair list version, lines changed, steps, seed, final loss).
+sha256, word-pair list version, lines changed, steps, seed, final loss, and the selection trained on).
+
+With ``selection_path`` (a ``workbench select`` selection.csv), only the corpus lines of one arm
+of the selection (``selection_arm``: the selected samples, or the random baseline of the same size)
+are augmented and trained on (workbench/finetune/selection.py).
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from workbench.config_tables import dataclass_from_table
 from workbench.finetune.cda import GENDER_PAIRS_VERSION, AugmentedCorpus, augment, read_corpus
+from workbench.finetune.selection import SELECTION_ARMS, selected_texts
 from workbench.models.embedded import file_sha256
 from workbench.run_folder import RunFolder
 
@@ -35,6 +40,8 @@ class DebiasConfig:
         on_no_gendered_words: ``error`` or ``warn`` when no line has a gendered word.
         learning_rate, steps, batch_size, max_length (tokens), seed: the training loop.
         checkpoint_name: folder under run_dir/checkpoints/.
+        selection_path: a ``workbench select`` selection.csv; None = train on the whole corpus.
+        selection_arm: which of its arms to train on: ``selected`` or ``random`` (the baseline).
     """
 
     corpus_path: str
@@ -46,6 +53,15 @@ class DebiasConfig:
     max_length: int = 128
     seed: int = 0
     checkpoint_name: str = "debiased"
+    selection_path: str | None = None
+    selection_arm: Literal["selected", "random"] = "selected"
+
+    def __post_init__(self) -> None:
+        if self.selection_arm not in SELECTION_ARMS:  # a TOML table is checked by from_dict already
+            raise ValueError(
+                f'[debias] selection_arm = "{self.selection_arm}" must be one of '
+                + ", ".join(f'"{arm}"' for arm in SELECTION_ARMS)
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DebiasConfig:
@@ -97,9 +113,20 @@ def debias(
     run_dir: Path,
     base_model: str,
 ) -> Path:
-    """Augment the corpus, train, save the checkpoint + provenance; returns the checkpoint folder."""
+    """Augment the corpus (or its selected lines), train, save the checkpoint + provenance; returns the
+    checkpoint folder."""
     corpus_path = Path(config.corpus_path)
-    corpus: AugmentedCorpus = augment(read_corpus(corpus_path, config.column), config.on_no_gendered_words)
+    texts = read_corpus(corpus_path, config.column)
+    selection = None
+    if config.selection_path is not None:
+        selection_path = Path(config.selection_path)
+        texts = selected_texts(texts, selection_path, config.selection_arm)
+        selection = {
+            "path": str(selection_path.resolve()),
+            "sha256": "sha256:" + file_sha256(selection_path),
+            "arm": config.selection_arm,
+        }
+    corpus: AugmentedCorpus = augment(texts, config.on_no_gendered_words)
     losses = causal_lm_training(model, tokenizer, corpus.texts, config)
     out = RunFolder(Path(run_dir)).checkpoint(config.checkpoint_name)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,6 +140,7 @@ def debias(
         "lines_original": corpus.n_original,
         "lines_changed": corpus.n_changed,
         "final_loss": losses[-1] if losses else None,
+        "selection": selection,
         "config": asdict(config),
     }
     (out / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2), encoding="utf-8")
