@@ -231,18 +231,21 @@ def _add_run_options(parser: argparse.ArgumentParser, config_required: bool) -> 
 # --- configuration -------------------------------------------------------------------------
 
 
-def read_config_tables(path: Path) -> dict[str, dict[str, Any]]:
-    """The tables of a debiasing TOML file; a table other than ``CONFIG_TABLES`` is an error."""
+def read_config_tables(
+    path: Path, allowed: tuple[str, ...] = CONFIG_TABLES, example: str = EXAMPLE_CONFIG
+) -> dict[str, dict[str, Any]]:
+    """The tables of a debiasing TOML file; a table other than ``allowed`` is an error (``example``:
+    the example file the message points to)."""
     path = Path(path)
     if not path.is_file():
-        raise DebiasingConfigError(f"{path}: no such configuration file; see {EXAMPLE_CONFIG}")
+        raise DebiasingConfigError(f"{path}: no such configuration file; see {example}")
     try:
         tables = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise DebiasingConfigError(f"{path}: invalid TOML ({error})") from None
-    unknown = sorted(set(tables) - set(CONFIG_TABLES))
+    unknown = sorted(set(tables) - set(allowed))
     if unknown:
-        raise DebiasingConfigError(f"{path}: unknown table(s) {unknown}; use {list(CONFIG_TABLES)}")
+        raise DebiasingConfigError(f"{path}: unknown table(s) {unknown}; use {list(allowed)}")
     return tables
 
 

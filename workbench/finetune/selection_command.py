@@ -19,7 +19,6 @@ checkpoints and their rows of bias_levels.csv (other rows are kept).
 from __future__ import annotations
 
 import argparse
-import tomllib
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ from rich.table import Table
 from workbench.cli.debiasing import (
     CONFIG_TABLES,
     bias_levels_table,
+    read_config_tables,
     require_input_file,
     stage_config,
 )
@@ -99,17 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_tables(path: Path) -> dict[str, dict[str, Any]]:
     """The tables of a selection TOML file; a table other than :data:`TABLES` is an error."""
-    path = Path(path)
-    if not path.is_file():
-        raise DebiasingConfigError(f"{path}: no such configuration file; see {EXAMPLE_CONFIG}")
-    try:
-        tables = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise DebiasingConfigError(f"{path}: invalid TOML ({error})") from None
-    unknown = sorted(set(tables) - set(TABLES))
-    if unknown:
-        raise DebiasingConfigError(f"{path}: unknown table(s) {unknown}; use {list(TABLES)}")
-    return tables
+    return read_config_tables(path, TABLES, EXAMPLE_CONFIG)
 
 
 def _configs(path: Path, select_only: bool) -> tuple[SelectionConfig, DebiasConfig, BiasConfig | None]:
