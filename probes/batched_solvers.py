@@ -102,6 +102,7 @@ def fit_logistic_layers(
 
     value, logits = objective(weight, bias)
     largest_gradient = torch.full((n_layers,), float("inf"), dtype=torch.float64)
+    stalled = torch.zeros(n_layers, dtype=torch.bool, device=features.device)
     n_iter = 0
     for n_iter in range(max_iter + 1):
         probability = torch.sigmoid(logits)
@@ -114,7 +115,7 @@ def fit_logistic_layers(
             dim=1,
         )
         largest_gradient = gradient.abs().amax(dim=1)
-        active = largest_gradient > tol
+        active = (largest_gradient > tol) & ~stalled
         if not bool(active.any()) or n_iter == max_iter:
             break
         curvature = (probability * (1 - probability) / n)[:, :, None]
@@ -125,8 +126,7 @@ def fit_logistic_layers(
         hessian[:, d, :d] = hessian[:, :d, d]
         hessian[:, d, d] = curvature.sum(dim=(1, 2))
         hessian += penalty * identity
-        step = -torch.linalg.solve(hessian, gradient)
-        step = step * active[:, None]
+        step = newton_steps(hessian, gradient, active)
         decrease = (gradient * step).sum(dim=1)
         step_size = torch.ones(n_layers, dtype=torch.float64, device=features.device)
         for _ in range(30):
@@ -138,19 +138,59 @@ def fit_logistic_layers(
             if bool(accepted.all()):
                 break
             step_size = torch.where(accepted, step_size, step_size / 2)
+        else:
+            # no decrease after 30 halvings: that layer sits at the rounding floor; it stays put
+            step_size = torch.where(accepted, step_size, torch.zeros_like(step_size))
+            candidate_value, candidate_logits = objective(
+                weight + step_size[:, None] * step[:, :d], bias + step_size * step[:, d]
+            )
+            stalled |= ~accepted
         weight = weight + step_size[:, None] * step[:, :d]
         bias = bias + step_size * step[:, d]
         value, logits = candidate_value, candidate_logits
-    if bool((largest_gradient > tol).any()):
+    unconverged = (largest_gradient > tol) & ~stalled
+    if bool(unconverged.any()):
         warnings.warn(
             f"batched logistic regression stopped after max_iter={max_iter} with gradient "
-            f"{float(largest_gradient.max()):.2e} > tol={tol:.0e}; raise max_iter",
+            f"{float(largest_gradient[unconverged].max()):.2e} > tol={tol:.0e}; raise max_iter",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    if bool((stalled & (largest_gradient > tol)).any()):
+        warnings.warn(
+            f"batched logistic regression: the line search of layers "
+            f"{stalled.nonzero().flatten().tolist()} found no decrease above the rounding of "
+            f"{features.dtype} with gradient {float(largest_gradient[stalled].max()):.2e} > tol={tol:.0e}; "
+            "their readouts are the last accepted iterate",
             ConvergenceWarning,
             stacklevel=2,
         )
     coef = weight.to(features.dtype) / scale.squeeze(1)
     intercept = bias.to(features.dtype) - (mean.squeeze(1) * coef).sum(dim=1)
     return LayerReadouts(coef=coef, intercept=intercept, n_iter=n_iter)
+
+
+def newton_steps(hessian: torch.Tensor, gradient: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """Newton directions ``-H^-1 g`` per layer; a gradient step where ``H`` cannot be solved.
+
+    A layer whose probabilities saturate (separable data, an unpenalised intercept) can reach a
+    singular or non-finite Hessian; it takes the steepest-descent direction ``-g`` instead, which the
+    Armijo search then scales, so no layer's failure stops or poisons the others'.
+
+    Args:
+        hessian: [layers, d + 1, d + 1] float64 Hessians.
+        gradient: [layers, d + 1] float64 gradients.
+        active: [layers] bool; inactive layers get a zero step.
+
+    Returns:
+        [layers, d + 1] steps, finite everywhere.
+    """
+    finite = torch.isfinite(hessian).all(dim=2).all(dim=1)
+    identity = torch.eye(hessian.shape[-1], dtype=hessian.dtype, device=hessian.device)
+    solution, info = torch.linalg.solve_ex(torch.where(finite[:, None, None], hessian, identity), gradient)
+    solved = finite & (info == 0) & torch.isfinite(solution).all(dim=1)
+    step = torch.where(solved[:, None], -solution, -gradient)
+    return torch.where(active[:, None], step, torch.zeros_like(step))
 
 
 def calibrate_projections(features: torch.Tensor, directions: torch.Tensor, labels: torch.Tensor) -> LayerReadouts:

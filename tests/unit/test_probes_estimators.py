@@ -150,3 +150,44 @@ def test_layerwise_refuses_an_estimator_that_is_not_a_probe() -> None:
     activations, labels = planted(20, 2, 3, signal_layer=0)
     with pytest.raises(InvalidParameterError, match="'estimator' parameter of LayerwiseProbe"):
         LayerwiseProbe(LogisticRegression()).fit(activations, labels)
+
+
+def test_saturated_layer_does_not_stop_the_batched_newton_fit() -> None:
+    """A layer whose probabilities saturate reaches a singular Hessian (its intercept is not
+    penalised); it falls back to a gradient step and every other layer is fitted as if alone."""
+    import torch
+
+    from probes.batched_solvers import fit_logistic_layers
+
+    generator = torch.Generator().manual_seed(0)
+    n = 64
+    labels = torch.ones(n)
+    labels[: n // 2] = 0
+    features = torch.randn(2, n, 3, generator=generator)
+    features[1] = 0.0  # layer 1: constant activations, so only the intercept can move
+    single_class = torch.ones(n)  # all positive: the intercept runs off until float32 saturates
+    with pytest.warns(Warning):
+        saturated = fit_logistic_layers(features, single_class, C=1.0, max_iter=60, tol=0.0)
+    assert torch.isfinite(saturated.coef).all() and torch.isfinite(saturated.intercept).all()
+    assert float(saturated.intercept[1]) > 15.0  # sigmoid(15) rounds to 1 in float32
+
+    together = fit_logistic_layers(features, labels, C=1.0, max_iter=100, tol=1e-6)
+    alone = fit_logistic_layers(features[:1], labels, C=1.0, max_iter=100, tol=1e-6)
+    torch.testing.assert_close(together.coef[:1], alone.coef, rtol=1e-4, atol=1e-5)
+
+
+def test_newton_steps_replace_unsolvable_systems_by_gradient_steps() -> None:
+    import torch
+
+    from probes.batched_solvers import newton_steps
+
+    hessian = torch.eye(3, dtype=torch.float64).repeat(4, 1, 1) * 2.0
+    hessian[1] = 0.0  # singular
+    hessian[2, 0, 0] = float("nan")  # non-finite
+    gradient = torch.tensor([[1.0, 2.0, 3.0]] * 4, dtype=torch.float64)
+    active = torch.tensor([True, True, True, False])
+    steps = newton_steps(hessian, gradient, active)
+    torch.testing.assert_close(steps[0], -gradient[0] / 2)
+    torch.testing.assert_close(steps[1], -gradient[1])
+    torch.testing.assert_close(steps[2], -gradient[2])
+    torch.testing.assert_close(steps[3], torch.zeros(3, dtype=torch.float64))

@@ -330,7 +330,9 @@ def test_stage_streams_a_site_above_the_budget_with_the_same_results(tmp_path: P
     streamed, streamed_scores, streamed_morality, streamed_summary = stage_outputs(run_dir)
     assert [site["fit"] for site in streamed_summary["probe_sites"]] == ["streamed"]
     for layer in (0, 1):
-        np.testing.assert_allclose(streamed[layer], probes[layer], rtol=1e-4, atol=1e-6)
+        # float32 sums in another order: agreement to a few float32 roundings of the largest weight
+        scale = float(np.abs(probes[layer]).max())
+        np.testing.assert_allclose(streamed[layer], probes[layer], rtol=1e-4, atol=1e-5 * scale)
     for expected, found in zip(scores + morality, streamed_scores + streamed_morality, strict=True):
         assert {k: v for k, v in found.items() if k not in ("value", "ci_low", "ci_high")} == {
             k: v for k, v in expected.items() if k not in ("value", "ci_low", "ci_high")
