@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from activations_cache.errors import CacheFormatError
-from activations_cache.spec import CacheMetadata, CacheSpec, ColumnSpec, DatasetSpec, infer_kind
+from activations_cache.spec import CacheMetadata, CacheSpec, ColumnSpec, DatasetSpec, canonical_json, infer_kind
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "activations_cache"
@@ -71,6 +71,7 @@ def root_attributes(spec: CacheSpec, meta: CacheMetadata) -> dict[str, Any]:
         "library_versions": json.dumps(library_versions(), sort_keys=True),
         "created_at": utc_now(),
         "resumed_at": "[]",
+        **({} if meta.generation_engine is None else {"generation_engine": canonical_json(meta.generation_engine)}),
     }
 
 

@@ -38,6 +38,14 @@ def _resumed(meta: dict[str, object]) -> object:
         return meta.get("resumed_at")
 
 
+def _engine(recorded: object) -> str:
+    try:
+        engine = json.loads(str(recorded))
+        return f"engine {engine['engine']} ({engine['package']} {engine['version']})"
+    except (ValueError, KeyError, TypeError):
+        return f"engine {recorded}"
+
+
 def cache_info(path: str | os.PathLike[str]) -> str:
     """A multi-line summary: schema, kind, model, record counts per condition and round, datasets, size.
 
@@ -53,6 +61,7 @@ def cache_info(path: str | os.PathLike[str]) -> str:
             f"model {meta['model_id']} (weights {meta['weights_hash']}), "
             f"tokenizer {meta['tokenizer']}, seed {meta['seed']}",
             f"config sha256 {meta['config_sha256']}; created {meta.get('created_at')}; resumed {_resumed(meta)}",
+            *([f"answers decoded by {_engine(meta['generation_engine'])}"] if "generation_engine" in meta else []),
             f"records: {reader.n_records} committed",
         ]
         counts = Counter(zip(records["condition"].tolist(), records["round"].tolist()))

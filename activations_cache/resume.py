@@ -70,6 +70,12 @@ def _differences(attributes: dict[str, object], spec: CacheSpec, meta: CacheMeta
             differences.append(f"{name} ({attributes.get(name)!r} in the file, {expected[name]!r} now)")
     if "kind" in attributes and attributes["kind"] != expected["kind"]:
         differences.append(f"kind ({attributes['kind']!r} in the file, {expected['kind']!r} now)")
+    # a file written before the attribute existed resumes under any engine its configuration names
+    if "generation_engine" in attributes and attributes["generation_engine"] != expected.get("generation_engine"):
+        differences.append(
+            f"generation_engine ({attributes['generation_engine']!r} in the file, "
+            f"{expected.get('generation_engine')!r} now): answers decoded by another engine version"
+        )
     stored_spec = attributes.get("cache_spec")
     if not isinstance(stored_spec, str) or CacheSpec.from_json(stored_spec) != spec:
         differences.append("the cache spec (datasets, record columns, dtype, compression or chunk_bytes)")

@@ -30,14 +30,24 @@ from activations_cache.file_layout import (
 from activations_cache.reader import CacheReader, open_cache
 from activations_cache.records import duplicate_keys
 
-SHARED_ATTRIBUTES = ("schema_version", "model_id", "weights_hash", "tokenizer", "seed", "config_sha256", "cache_spec")
-"""Root attributes every shard of one run must share."""
+SHARED_ATTRIBUTES = (
+    "schema_version",
+    "model_id",
+    "weights_hash",
+    "tokenizer",
+    "seed",
+    "config_sha256",
+    "cache_spec",
+    "generation_engine",
+)
+"""Root attributes every shard of one run must share (``generation_engine`` is absent from files
+written before it existed, and from concept sets; absent on every shard is equal)."""
 
 
 def _check_compatible(readers: list[CacheReader]) -> None:
     first = readers[0]
     for reader in readers[1:]:
-        differing = [name for name in SHARED_ATTRIBUTES if reader.metadata[name] != first.metadata[name]]
+        differing = [name for name in SHARED_ATTRIBUTES if reader.metadata.get(name) != first.metadata.get(name)]
         if differing:
             raise CacheMismatchError(
                 f"shard {reader.path} differs from {first.path} in {differing}; join only the shards of one run"

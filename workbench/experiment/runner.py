@@ -172,6 +172,7 @@ class ExperimentRunner:
             tokenizer=str(described["tokenizer_name_or_path"]),
             config=self.config.to_dict(),
             seed=self.config.seed,
+            generation_engine=self.engine.describe(),
         )
 
     def run(
