@@ -31,7 +31,7 @@ from workbench.inference.engines import (
     check_engine_available,
 )
 from workbench.inference.generation import generate_greedy
-from workbench.inference.vllm_server import VLLM_PYTHON_ENV, VllmEngine, VllmServer
+from workbench.inference.vllm_server import VLLM_PYTHON_ENV, VllmEngine, VllmServer, vllm_interpreter
 from workbench.models import LoadedModel, load_model, tiny_model
 from workbench.pipeline import run_stage
 
@@ -286,6 +286,12 @@ def test_a_vllm_run_records_what_the_hf_run_records_and_stops_its_server(vllm_mo
     assert servers[0].process.poll() is not None  # the runner closed its engine when the run ended
     with open_cache(caches["hf"]) as hf, open_cache(caches["vllm"]) as served:
         assert served.config["generation"]["engine"] == "vllm"
+        _, distribution, version = vllm_interpreter()  # read from the vLLM environment's package metadata
+        assert json.loads(served.metadata["generation_engine"]) == {
+            "engine": "vllm",
+            "package": distribution,
+            "version": version,
+        }
         assert list(served.records["record_key"]) == list(hf.records["record_key"])
         assert list(served.records["answer"]) == list(hf.records["answer"])
         for layer in hf.layers("hook_resid_post"):  # the cache stores float16: one unit in the last place apart
