@@ -26,7 +26,7 @@ from probes.batched_solvers import calibrate_projections, resolve_device
 from probes.errors import ProbeInputError
 from probes.estimators import LinearProbe, encode_binary_labels
 from probes.layerwise import LayerwiseProbe, check_activations
-from probes.metrics import accuracy, auc, interval_over_splits, predicted_class_ece
+from probes.metrics import SCORE_RANGE, SELECTIVITY_RANGE, accuracy, auc, interval_over_splits, predicted_class_ece
 from probes.splits import GroupedSplit, grouped_splits
 from probes.streamed_solvers import FitTargets, FixedDirections, StreamingSettings, stream_probabilities
 from probes.streaming import StreamedActivations
@@ -34,6 +34,7 @@ from workbench.metrics.statistics import Estimate
 
 ARMS = ("probe", "shuffled_labels", "random_direction")
 METRICS = {"accuracy": accuracy, "auc": auc, "ece": predicted_class_ece}
+"""The scores of every arm; each lies in :data:`~probes.metrics.SCORE_RANGE`, and so do their intervals."""
 
 
 @dataclass(frozen=True)
@@ -160,13 +161,15 @@ def evaluate_layers(
                     np.array([score(test_labels, probability[:, j]) for j in range(len(layers))])
                 )
     scores = [
-        LayerScore(layer, arm, metric, interval_over_splits(np.array(values)[:, j]))
+        LayerScore(layer, arm, metric, interval_over_splits(np.array(values)[:, j], value_range=SCORE_RANGE))
         for (arm, metric), values in per_split.items()
         for j, layer in enumerate(layers)
     ]
     probe_accuracy = np.array(per_split["probe", "accuracy"])
     selectivity = {
-        (layer, arm): interval_over_splits(probe_accuracy[:, j] - np.array(per_split[arm, "accuracy"])[:, j])
+        (layer, arm): interval_over_splits(
+            probe_accuracy[:, j] - np.array(per_split[arm, "accuracy"])[:, j], value_range=SELECTIVITY_RANGE
+        )
         for arm in ARMS[1:]
         for j, layer in enumerate(layers)
     }

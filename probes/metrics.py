@@ -20,6 +20,10 @@ BOOTSTRAP_RESAMPLES = 2000
 CALIBRATION_BINS = 20
 """Equal-width bins over [0, 1] of the calibration error: a predicted class's confidence lies in
 [0.5, 1], so it falls in the upper 10 bins, each 0.05 wide."""
+SCORE_RANGE = (0.0, 1.0)
+"""The values accuracy, AUC and the calibration error can take."""
+SELECTIVITY_RANGE = (-1.0, 1.0)
+"""The values a difference of two accuracies (selectivity) can take."""
 
 
 def accuracy(labels: np.ndarray, probability: np.ndarray) -> float:
@@ -49,17 +53,25 @@ def predicted_class_ece(labels: np.ndarray, probability: np.ndarray) -> float:
     return expected_calibration_error(confidence, correct, n_bins=CALIBRATION_BINS, binning="uniform")
 
 
-def interval_over_splits(values: np.ndarray) -> Estimate:
-    """Mean of per-split scores with a 95% Student-t interval over splits (NaNs dropped; bounds nan
-    for fewer than two splits, undefined for none)."""
+def interval_over_splits(values: np.ndarray, *, value_range: tuple[float, float]) -> Estimate:
+    """Mean of per-split scores [n_splits] with a 95% Student-t interval over splits, kept inside
+    ``value_range`` (NaNs dropped; bounds nan for fewer than two splits, undefined for none).
+
+    The t interval is symmetric about the mean and, with few splits, far wider than the score's
+    range (2 splits: 1 degree of freedom, ``t = 12.7``), so each bound is clipped to ``value_range``,
+    the values the score can take (:data:`SCORE_RANGE`, :data:`SELECTIVITY_RANGE`). Clipping drops
+    only values the score cannot have, so the interval covers the score exactly when the t interval
+    does; an interval as wide as the whole range says that the splits do not pin the score down.
+    """
     values = values[~np.isnan(values)]
     if values.size == 0:
         return Estimate(float("nan"), float("nan"), float("nan"), 0)
     mean = float(values.mean())
     if values.size < 2:
         return Estimate(mean, float("nan"), float("nan"), int(values.size))
-    half_width = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
-    return Estimate(mean, mean - float(half_width), mean + float(half_width), int(values.size))
+    half_width = float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
+    lowest, highest = value_range
+    return Estimate(mean, max(lowest, mean - half_width), min(highest, mean + half_width), int(values.size))
 
 
 def bootstrap_mean(values: np.ndarray, *, seed: int = 0) -> Estimate:

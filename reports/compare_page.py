@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import plotly.graph_objects as go
-
 from reports.compare import ComparedRun, Comparison
 from reports.compare_sections import comparison_figures
 from reports.compare_tables import (
@@ -26,16 +24,20 @@ from reports.compare_tables import (
 )
 from reports.escaping import escape_html
 from reports.figures.style import metric_label
-from reports.html_page import PAGE_STYLE
-from reports.sections import ReportFigure
+from reports.html_page import (
+    FIGURES_ANCHOR,
+    PAGE_STYLE,
+    contents_entry,
+    figure_section,
+    figures_not_drawn,
+    table_of_contents,
+)
 from reports.summary_section import change_text, condition_cell, estimate_text
 
 RUNS_ANCHOR = "runs"
 DIFFERENCES_ANCHOR = "differences"
 METRICS_ANCHOR = "metrics"
 BETWEEN_ANCHOR = "between-runs"
-FIGURES_ANCHOR = "figures"
-NOT_DRAWN_ANCHOR = "figures-not-drawn"
 
 COMPARE_STYLE = """
 table.compare td { min-width: 9rem; }
@@ -62,7 +64,15 @@ def render_comparison_page(comparison: Comparison, plotly_js: str) -> str:
             "</head>",
             "<body>",
             '<div class="page">',
-            _table_of_contents(figures),
+            table_of_contents(
+                [
+                    contents_entry(RUNS_ANCHOR, "Runs"),
+                    contents_entry(DIFFERENCES_ANCHOR, "What differs"),
+                    contents_entry(METRICS_ANCHOR, "Key metrics per run"),
+                    contents_entry(BETWEEN_ANCHOR, "Paired differences between runs"),
+                ],
+                figures,
+            ),
             "<main>",
             f"<h1>Workbench comparison: {title}</h1>",
             _facts(comparison),
@@ -71,34 +81,13 @@ def render_comparison_page(comparison: Comparison, plotly_js: str) -> str:
             _metrics_table(comparison),
             _between_runs_table(comparison),
             f'<h2 id="{FIGURES_ANCHOR}">Figures</h2>',
-            *(_figure_section(entry, entry.figure) for entry in drawn if entry.figure is not None),
-            _figures_not_drawn(figures),
+            *(figure_section(entry, entry.figure) for entry in drawn if entry.figure is not None),
+            figures_not_drawn(figures),
             "</main>",
             "</div>",
             "</body>",
             "</html>",
         ]
-    )
-
-
-def _table_of_contents(figures: Sequence[ReportFigure]) -> str:
-    entries = []
-    for entry in figures:
-        if entry.figure is not None:
-            entries.append(f'<li><a href="#{entry.anchor}">{entry.title}</a></li>')
-        else:
-            entries.append(
-                f'<li class="not-drawn" title="{entry.omitted_because}">'
-                f'<a href="#{NOT_DRAWN_ANCHOR}">{entry.title}</a> (not drawn)</li>'
-            )
-    return (
-        '<nav class="toc" id="contents"><p class="toc-title">Contents</p><ol>'
-        f'<li><a href="#{RUNS_ANCHOR}">Runs</a></li>'
-        f'<li><a href="#{DIFFERENCES_ANCHOR}">What differs</a></li>'
-        f'<li><a href="#{METRICS_ANCHOR}">Key metrics per run</a></li>'
-        f'<li><a href="#{BETWEEN_ANCHOR}">Paired differences between runs</a></li>'
-        f'<li><a href="#{FIGURES_ANCHOR}">Figures</a><ol>{"".join(entries)}</ol></li>'
-        "</ol></nav>"
     )
 
 
@@ -261,27 +250,3 @@ def _between_runs_table(comparison: Comparison) -> str:
         + f"<th>{escape_html(PAIRED_METRIC)} minus {escape_html(reference.label)}</th></tr>{''.join(rows)}</table>"
         + "</section>"
     )
-
-
-def _figure_section(entry: ReportFigure, figure: go.Figure) -> str:
-    note = f'<p class="note">{entry.note}</p>' if entry.note else ""
-    figure_html = figure.to_html(
-        full_html=False,
-        include_plotlyjs=False,
-        div_id=f"figure-{entry.anchor}",
-        config={"displaylogo": False, "responsive": True},
-    )
-    return (
-        f'<section class="figure" id="{entry.anchor}"><h2>{entry.title}</h2>'
-        f'<p class="guide">{entry.reading_guide}</p>{note}{figure_html}</section>'
-    )
-
-
-def _figures_not_drawn(figures: Sequence[ReportFigure]) -> str:
-    missing = [entry for entry in figures if entry.figure is None]
-    if not missing:
-        return ""
-    lines = "".join(
-        f'<li>{entry.title}: <span class="omitted">omitted, {entry.omitted_because}</span></li>' for entry in missing
-    )
-    return f'<section id="{NOT_DRAWN_ANCHOR}"><h2>Figures not drawn</h2><ul>{lines}</ul></section>'

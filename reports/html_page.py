@@ -13,6 +13,7 @@ whether the run is still writing; while it is, the page reloads itself every ``r
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,15 +133,19 @@ def render_report_page(
             "</head>",
             "<body>",
             '<div class="page">',
-            _table_of_contents(figures),
+            table_of_contents(
+                [contents_entry(SUMMARY_ANCHOR, "Summary of findings", toc_entries())],
+                figures,
+                [contents_entry(DETAILS_ANCHOR, "Run details")],
+            ),
             "<main>",
             f"<h1>Workbench report: {name}</h1>",
             *([live.banner()] if live is not None else []),
             _run_facts(results),
             render_summary(summarise(results), anchors, _site_anchors(drawn)),
             f'<h2 id="{FIGURES_ANCHOR}">Figures</h2>',
-            *(_figure_section(entry, entry.figure) for entry in drawn),
-            _figures_not_drawn(figures),
+            *(figure_section(entry, entry.figure) for entry in drawn),
+            figures_not_drawn(figures),
             _run_details(results),
             "</main>",
             "</div>",
@@ -165,9 +170,22 @@ def _site_anchors(drawn: list[ReportFigure]) -> dict[str, str]:
     return anchors
 
 
-def _table_of_contents(figures: list[ReportFigure]) -> str:
-    """The sticky table of contents: the summary's parts, every figure (greyed when not drawn), the details."""
-    summary = "".join(f'<li><a href="#{anchor}">{title}</a></li>' for anchor, title in toc_entries())
+def contents_entry(anchor: str, title: str, children: Sequence[tuple[str, str]] | None = None) -> str:
+    """One entry of a page's table of contents: a link to ``anchor`` titled ``title`` (HTML-safe).
+
+    ``children`` (``(anchor, title)`` pairs) are listed under it as a nested list when given.
+    """
+    nested = "" if children is None else "<ol>" + "".join(contents_entry(a, t) for a, t in children) + "</ol>"
+    return f'<li><a href="#{anchor}">{title}</a>{nested}</li>'
+
+
+def table_of_contents(before: Sequence[str], figures: Sequence[ReportFigure], after: Sequence[str] = ()) -> str:
+    """The sticky table of contents (``nav.toc``) of a report or comparison page.
+
+    The entries ``before`` (:func:`contents_entry`), then "Figures" listing every figure: a drawn
+    one links to its section, one not drawn is greyed, links to :data:`NOT_DRAWN_ANCHOR` and carries
+    its reason as its tooltip. Then the entries ``after``.
+    """
     entries = []
     for entry in figures:
         if entry.figure is not None:
@@ -179,10 +197,10 @@ def _table_of_contents(figures: list[ReportFigure]) -> str:
             )
     return (
         '<nav class="toc" id="contents"><p class="toc-title">Contents</p><ol>'
-        f'<li><a href="#{SUMMARY_ANCHOR}">Summary of findings</a><ol>{summary}</ol></li>'
-        f'<li><a href="#{FIGURES_ANCHOR}">Figures</a><ol>{"".join(entries)}</ol></li>'
-        f'<li><a href="#{DETAILS_ANCHOR}">Run details</a></li>'
-        "</ol></nav>"
+        + "".join(before)
+        + f'<li><a href="#{FIGURES_ANCHOR}">Figures</a><ol>{"".join(entries)}</ol></li>'
+        + "".join(after)
+        + "</ol></nav>"
     )
 
 
@@ -214,7 +232,8 @@ def _first_table(config: dict[str, Any], names: tuple[str, ...]) -> dict[str, An
     return None
 
 
-def _figures_not_drawn(figures: list[ReportFigure]) -> str:
+def figures_not_drawn(figures: Sequence[ReportFigure]) -> str:
+    """The section listing the figures that could not be drawn and why (empty when every figure is drawn)."""
     missing = [entry for entry in figures if entry.figure is None]
     if not missing:
         return ""
@@ -316,7 +335,8 @@ def _undefined_values(rows: tuple[BehaviourMetric, ...]) -> str:
     )
 
 
-def _figure_section(entry: ReportFigure, figure: go.Figure) -> str:
+def figure_section(entry: ReportFigure, figure: go.Figure) -> str:
+    """The section of the drawn figure ``entry``: its title, reading guide, note, undefined values and figure."""
     note = f'<p class="note">{entry.note}</p>' if entry.note else ""
     note += _undefined_values(entry.undefined)
     figure_html = figure.to_html(

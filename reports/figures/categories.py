@@ -12,9 +12,7 @@ from reports.figures.style import (
     LEGEND_MARGIN_PX,
     LEGEND_OFFSET_PX,
     ConditionStyle,
-    legend_above,
-    metric_label,
-    panel_grid,
+    forest_panels,
     top_title,
 )
 from workbench.run_tables import BBQCategoryMetric
@@ -57,14 +55,7 @@ def bbq_categories_figure(
     position = {category: index for index, category in enumerate(ordered_categories)}
     rounds = sorted({row.round for row in rows})
     step = CONDITION_SPREAD / max(1, len(present) - 1)
-    grid = panel_grid(
-        [plotly_text(metric_label(metric)) for metric in metrics],
-        max_columns=2,
-        panel_height=ROW_HEIGHT_PX * len(ordered_categories) + 40,
-        horizontal_spacing=0.04,
-        margin_px=LEGEND_MARGIN_PX["t"] + LEGEND_MARGIN_PX["b"] + 40,
-        shared_yaxes=True,
-    )
+    grid = forest_panels(metrics, panel_height=ROW_HEIGHT_PX * len(ordered_categories) + 40)
     fig = grid.figure
     trace_rounds: list[int] = []
     for round_ in rounds:
@@ -123,11 +114,8 @@ def bbq_categories_figure(
         }
         for round_ in rounds
     ]
-    fig.update_layout(
-        height=grid.height,
-        title=top_title(f"BBQ bias score per category, round {rounds[-1]}", grid.height),
-        legend=legend_above(grid.height),
-        margin=LEGEND_MARGIN_PX,
+    grid.lay_out(
+        f"BBQ bias score per category, round {rounds[-1]}",
         updatemenus=[
             {
                 "type": "buttons",

@@ -13,19 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
-from plotly.colors import unlabel_rgb
 
 from reports.escaping import plotly_text
-from reports.figures.round_series import band_polygons, interval_error_bars, interval_text, number_text
+from reports.figures.round_series import add_round_line, interval_error_bars, interval_text, number_text
 from reports.figures.style import (
     LEGEND_MARGIN_PX,
     ConditionStyle,
+    add_band,
     category_colour,
-    legend_above,
+    condition_panels,
     metric_label,
     panel_grid,
-    top_title,
-    translucent,
 )
 from workbench.run_tables import BehaviourMetric, LayerScore, MoralityLevel
 
@@ -52,14 +50,6 @@ def relative_depth(layer: int, n_layers: int) -> float:
     if n_layers == 1:
         return 1.0
     return min(layer, n_layers - 1) / (n_layers - 1)
-
-
-def _translucent(colour: str, alpha: float) -> str:
-    """A run colour (``rgb(r,g,b)`` of the category palette, or hex) as ``rgba(...)`` with opacity ``alpha``."""
-    if colour.startswith("rgb("):
-        red, green, blue = unlabel_rgb(colour)
-        return f"rgba({red:g},{green:g},{blue:g},{alpha})"
-    return translucent(colour, alpha)
 
 
 @dataclass(frozen=True)
@@ -112,12 +102,7 @@ def compared_behaviour_figure(runs: Sequence[RunRows], metrics: Sequence[str], c
         fig.update_xaxes(dtick=1, row=row, col=col)
         if grid.is_bottom(index, len(panels)):
             fig.update_xaxes(title_text="round", row=row, col=col)
-    fig.update_layout(
-        height=grid.height,
-        title=top_title("Behaviour per round, run beside run", grid.height),
-        legend=legend_above(grid.height),
-        margin=LEGEND_MARGIN_PX,
-    )
+    grid.lay_out("Behaviour per round, run beside run")
     return fig
 
 
@@ -126,43 +111,15 @@ def _add_run_series(
 ) -> None:
     """One run's line of one metric and condition over rounds, with its band (as ``add_round_series``)."""
     name = plotly_text(label)
-    band_x, band_y = band_polygons(points)
-    if band_x:
-        fig.add_trace(
-            go.Scatter(
-                x=band_x,
-                y=band_y,
-                mode="lines",
-                fill="toself",
-                fillcolor=_translucent(colour, 0.2),
-                line={"width": 0},
-                hoverinfo="skip",
-                legendgroup=name,
-                showlegend=False,
-                name=f"{name} 95% interval",
-            ),
-            row=row,
-            col=col,
-        )
-    fig.add_trace(
-        go.Scatter(
-            x=[p.round for p in points],
-            y=[p.value for p in points],
-            mode="lines+markers",
-            line={"color": colour, "width": 2},
-            marker={"size": 5},
-            connectgaps=False,
-            name=name,
-            legendgroup=name,
-            showlegend=legend,
-            hovertext=[
-                f"{name}<br>{ConditionStyle.hover(p.condition)}<br>round {p.round}: "
-                f"{plotly_text(metric_label(p.metric))} = {plotly_text(p.value_text())}"
-                f"{interval_text(p.ci_low, p.ci_high)}<br>n = {p.n}"
-                for p in points
-            ],
-            hoverinfo="text",
-        ),
+    add_round_line(
+        fig,
+        points,
+        colour=colour,
+        name=name,
+        group=name,
+        hover_head=f"{name}<br>{ConditionStyle.hover(points[0].condition)}",
+        metric_text=plotly_text(metric_label(points[0].metric)),
+        showlegend=legend,
         row=row,
         col=col,
     )
@@ -180,15 +137,7 @@ def compared_morality_figure(runs: Sequence[RunRows], site: str, measure: str, c
     drawn = [run for run in runs if run.n_layers is not None]
     if not drawn or not conditions:
         raise ValueError("a depth figure needs runs of known depth and conditions")
-    grid = panel_grid(
-        [ConditionStyle.panel_title(condition) for condition in conditions],
-        max_columns=4,
-        panel_height=240,
-        horizontal_spacing=0.04,
-        gap_px=90,
-        margin_px=LEGEND_MARGIN_PX["t"] + LEGEND_MARGIN_PX["b"],
-        shared_yaxes=True,
-    )
+    grid = condition_panels(conditions, panel_height=240, horizontal_spacing=0.04, shared_yaxes=True)
     fig = grid.figure
     for index, condition in enumerate(conditions):
         row, col = grid.position(index)
@@ -207,12 +156,7 @@ def compared_morality_figure(runs: Sequence[RunRows], site: str, measure: str, c
         if col == 1:
             fig.update_yaxes(title_text=plotly_text(metric_label(measure)), row=row, col=col)
     title = f"{plotly_text(metric_label(measure))} at {plotly_text(site)}, last round (first round dotted)"
-    fig.update_layout(
-        height=grid.height,
-        title=top_title(title, grid.height),
-        legend=legend_above(grid.height),
-        margin=LEGEND_MARGIN_PX,
-    )
+    grid.lay_out(title)
     return fig
 
 
@@ -233,24 +177,8 @@ def _add_depth_line(
         return
     colour, name = category_colour(run_index), plotly_text(run.label)
     depths = [relative_depth(r.layer, run.n_layers) for r in line]
-    known = [(depth, r) for depth, r in zip(depths, line) if r.ci_low is not None and r.ci_high is not None]
-    if last and known:
-        fig.add_trace(
-            go.Scatter(
-                x=[depth for depth, _ in known] + [depth for depth, _ in reversed(known)],
-                y=[r.ci_high for _, r in known] + [r.ci_low for _, r in reversed(known)],
-                mode="lines",
-                fill="toself",
-                fillcolor=_translucent(colour, 0.15),
-                line={"width": 0},
-                hoverinfo="skip",
-                showlegend=False,
-                legendgroup=name,
-                name=f"{name} 95% interval",
-            ),
-            row=row,
-            col=col,
-        )
+    if last:
+        add_band(fig, depths, line, colour=colour, group=name, row=row, col=col, alpha=0.15)
     fig.add_trace(
         go.Scatter(
             x=depths,
@@ -311,12 +239,7 @@ def compared_probe_accuracy_figure(runs: Sequence[RunRows], sites: Sequence[str]
             fig.update_xaxes(title_text=DEPTH_AXIS_TITLE, row=row, col=col)
         if col == 1:
             fig.update_yaxes(title_text="probe accuracy", range=[0, 1.02], row=row, col=col)
-    fig.update_layout(
-        height=grid.height,
-        title=top_title("Probe accuracy by relative depth (dotted: shuffled-labels control)", grid.height),
-        legend=legend_above(grid.height),
-        margin=LEGEND_MARGIN_PX,
-    )
+    grid.lay_out("Probe accuracy by relative depth (dotted: shuffled-labels control)")
     return fig
 
 

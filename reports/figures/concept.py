@@ -10,12 +10,9 @@ import plotly.graph_objects as go
 from reports.escaping import item_hover_text, plotly_text
 from reports.figures.sampling import SAMPLE_SEED, sample_rows
 from reports.figures.style import (
-    LEGEND_MARGIN_PX,
     ConditionStyle,
-    legend_above,
-    panel_grid,
+    condition_panels,
     round_colours,
-    top_title,
 )
 from workbench.run_tables import ConceptUncertainty, ItemAnswer
 
@@ -62,15 +59,8 @@ def concept_uncertainty_figure(
     present = style.ordered(row.condition for row in concept)
     rounds = sorted({row.round for row in concept})
     colours = dict(zip(rounds, round_colours(len(rounds))))
-    grid = panel_grid(
-        [style.panel_title(condition) for condition in present],
-        max_columns=4,
-        panel_height=280,
-        horizontal_spacing=0.05,
-        gap_px=100,
-        margin_px=LEGEND_MARGIN_PX["t"] + LEGEND_MARGIN_PX["b"],
-    )
-    fig, height = grid.figure, grid.height
+    grid = condition_panels(present, panel_height=280, gap_px=100)
+    fig = grid.figure
     fit_in_legend = True
     for index, condition in enumerate(present):
         row, col = grid.position(index)
@@ -126,9 +116,7 @@ def concept_uncertainty_figure(
     title = "Latent concept vs. uncertainty"
     if len(drawn) < len(concept):
         title += f" (a random sample of {len(drawn)} of {len(concept)} points, seed {seed}; fits use all)"
-    fig.update_layout(
-        height=height, title=top_title(title, height), legend=legend_above(height), margin=LEGEND_MARGIN_PX
-    )
+    grid.lay_out(title)
     return fig
 
 

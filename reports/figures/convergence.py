@@ -9,14 +9,11 @@ import plotly.graph_objects as go
 from reports.escaping import plotly_text
 from reports.figures.round_series import add_round_series
 from reports.figures.style import (
-    LEGEND_MARGIN_PX,
     ConditionStyle,
     export_height,
     grid_position,
-    legend_above,
     metric_panels,
     subplot_grid,
-    top_title,
 )
 from reports.figures.uncertainty import UNCERTAINTY_METRICS
 from workbench.run_tables import AnswerFlip, BehaviourMetric, ConvergenceRound
@@ -120,12 +117,7 @@ def convergence_figure(
         fig.update_xaxes(dtick=1, row=row, col=col)
         if grid.is_bottom(metric_index, len(metrics)):
             fig.update_xaxes(title_text="round", row=row, col=col)
-    fig.update_layout(
-        height=grid.height,
-        title=top_title("Behaviour per round", grid.height),
-        legend=legend_above(grid.height),
-        margin=LEGEND_MARGIN_PX,
-    )
+    grid.lay_out("Behaviour per round")
     return fig
 
 

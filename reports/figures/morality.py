@@ -11,16 +11,14 @@ from plotly.subplots import make_subplots
 from reports.escaping import plotly_text
 from reports.figures.round_series import interval_error_bars, interval_text, number_text
 from reports.figures.style import (
-    LEGEND_MARGIN_PX,
     ConditionStyle,
+    add_band,
     category_colour,
+    condition_panels,
     export_height,
     integer_dtick,
-    legend_above,
     metric_label,
-    panel_grid,
     round_colours,
-    top_title,
 )
 from workbench.run_tables import LayerScore, MoralityLevel
 
@@ -143,15 +141,7 @@ def layer_profile_figure(
     rounds = sorted({row.round for row in levels})
     banded = {rounds[0], rounds[-1]}
     colours = dict(zip(rounds, round_colours(len(rounds))))
-    grid = panel_grid(
-        [style.panel_title(condition) for condition in present],
-        max_columns=4,
-        panel_height=240,
-        horizontal_spacing=0.04,
-        gap_px=90,
-        margin_px=LEGEND_MARGIN_PX["t"] + LEGEND_MARGIN_PX["b"],
-        shared_yaxes=True,
-    )
+    grid = condition_panels(present, panel_height=240, horizontal_spacing=0.04, shared_yaxes=True)
     fig = grid.figure
     for index, condition in enumerate(present):
         row, col = grid.position(index)
@@ -159,12 +149,12 @@ def layer_profile_figure(
             line = sorted((r for r in levels if r.condition == condition and r.round == round_), key=lambda r: r.layer)
             if not line:
                 continue
-            colour = colours[round_]
+            colour, layers = colours[round_], [r.layer for r in line]
             if round_ in banded:
-                _add_layer_band(fig, line, colour, row=row, col=col)
+                add_band(fig, layers, line, colour=colour, group=f"round {round_}", row=row, col=col, alpha=0.15)
             fig.add_trace(
                 go.Scatter(
-                    x=[r.layer for r in line],
+                    x=layers,
                     y=[r.value if math.isfinite(r.value) else None for r in line],
                     mode="lines",
                     line={"color": colour, "width": 2},
@@ -181,41 +171,8 @@ def layer_profile_figure(
             fig.update_xaxes(title_text="layer", row=row, col=col)
         if col == 1:
             fig.update_yaxes(title_text=plotly_text(metric_label(measure)), row=row, col=col)
-    fig.update_layout(
-        height=grid.height,
-        title=top_title(f"Layer profile of {plotly_text(metric_label(measure))} at {plotly_text(site)}", grid.height),
-        legend=legend_above(grid.height),
-        margin=LEGEND_MARGIN_PX,
-    )
+    grid.lay_out(f"Layer profile of {plotly_text(metric_label(measure))} at {plotly_text(site)}")
     return fig
-
-
-def _add_layer_band(fig: go.Figure, line: Sequence[MoralityLevel], colour: str, *, row: int, col: int) -> None:
-    """The 95% band of one round's layer profile (layers with both bounds), or nothing when it has none."""
-    known = [r for r in line if r.ci_low is not None and r.ci_high is not None]
-    if not known:
-        return
-    fig.add_trace(
-        go.Scatter(
-            x=[r.layer for r in known] + [r.layer for r in reversed(known)],
-            y=[r.ci_high for r in known] + [r.ci_low for r in reversed(known)],
-            mode="lines",
-            fill="toself",
-            fillcolor=_translucent_rgb(colour),
-            line={"width": 0},
-            hoverinfo="skip",
-            showlegend=False,
-            legendgroup=f"round {line[0].round}",
-            name=f"round {line[0].round} 95% interval",
-        ),
-        row=row,
-        col=col,
-    )
-
-
-def _translucent_rgb(colour: str, alpha: float = 0.15) -> str:
-    """An ``rgb(r, g, b)`` colour (what Viridis samples are) as ``rgba(r, g, b, alpha)``."""
-    return colour.replace("rgb(", "rgba(").replace(")", f", {alpha})")
 
 
 def _value(level: MoralityLevel | None) -> float | None:

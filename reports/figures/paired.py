@@ -12,11 +12,9 @@ from reports.figures.style import (
     LABEL_SEPARATOR,
     LEGEND_MARGIN_PX,
     ConditionStyle,
-    legend_above,
+    forest_panels,
     metric_label,
-    panel_grid,
     round_colours,
-    top_title,
 )
 from workbench.protocols.conditions import ConditionError, condition_label, factors_apart
 from workbench.run_tables import PairedTest
@@ -98,14 +96,7 @@ def paired_tests_figure(tests: Sequence[PairedTest], *, conditions: Sequence[str
     rounds = sorted({test.round for test, *_ in rows})
     colours = dict(zip(rounds, round_colours(len(rounds))))
     step = ROUND_SPREAD / max(1, len(rounds) - 1)
-    grid = panel_grid(
-        [plotly_text(metric_label(metric)) for metric in metrics],
-        max_columns=2,
-        panel_height=ROW_HEIGHT_PX * len(pairs) + 40,
-        horizontal_spacing=0.04,
-        margin_px=LEGEND_MARGIN_PX["t"] + LEGEND_MARGIN_PX["b"] + 40,
-        shared_yaxes=True,
-    )
+    grid = forest_panels(metrics, panel_height=ROW_HEIGHT_PX * len(pairs) + 40)
     fig = grid.figure
     for metric_index, metric in enumerate(metrics):
         row, col = grid.position(metric_index)
@@ -143,12 +134,7 @@ def paired_tests_figure(tests: Sequence[PairedTest], *, conditions: Sequence[str
             row=row,
             col=col,
         )
-    fig.update_layout(
-        height=grid.height,
-        title=top_title("Paired differences between conditions (same items, per round)", grid.height),
-        legend=legend_above(grid.height),
-        margin={**LEGEND_MARGIN_PX, "l": 280},
-    )
+    grid.lay_out("Paired differences between conditions (same items, per round)", margin={**LEGEND_MARGIN_PX, "l": 280})
     return fig
 
 

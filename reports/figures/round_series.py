@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from reports.escaping import plotly_text
-from reports.figures.style import ConditionStyle, translucent
+from reports.figures.style import ConditionStyle, add_band
 from workbench.run_tables import BehaviourMetric
 
 
@@ -24,81 +24,71 @@ def add_round_series(
     """Add the line of ``points`` (one metric, one condition) to subplot ``(row, col)``.
 
     The line takes the condition's colour and human label from ``style``; its hover text names the
-    condition (label and raw name), the round, the value with its interval and ``n``. A translucent
-    band spans ``ci_low``..``ci_high`` over each run of consecutive rounds where both are known (no
-    band when none is). An undefined value (``value`` ``None``) is a gap in the line and in the band,
-    never a zero; it is listed with its reason under the figure (see :mod:`reports.sections`). The
-    line's legend group is the condition, so one legend entry toggles the condition in every subplot.
+    condition (label and raw name), the round, the value with its interval and ``n``. The line's
+    legend group is the condition, so one legend entry toggles the condition in every subplot. The
+    band and gaps are those of :func:`add_round_line`.
     """
     ordered = sorted(points, key=lambda point: point.round)
     name = ordered[0].condition
-    condition = plotly_text(name)
-    colour = style.colour(name)
-    metric = plotly_text(ordered[0].metric)
-    band_x, band_y = band_polygons(ordered)
-    if band_x:
-        fig.add_trace(
-            go.Scatter(
-                x=band_x,
-                y=band_y,
-                mode="lines",
-                fill="toself",
-                fillcolor=translucent(colour),
-                line={"width": 0},
-                hoverinfo="skip",
-                legendgroup=condition,
-                showlegend=False,
-                name=f"{condition} 95% interval",
-            ),
-            row=row,
-            col=col,
-        )
+    add_round_line(
+        fig,
+        ordered,
+        colour=style.colour(name),
+        name=style.label(name),
+        group=plotly_text(name),
+        hover_head=style.hover(name),
+        metric_text=plotly_text(ordered[0].metric),
+        showlegend=showlegend,
+        row=row,
+        col=col,
+    )
+
+
+def add_round_line(
+    fig: go.Figure,
+    points: Sequence[BehaviourMetric],
+    *,
+    colour: str,
+    name: str,
+    group: str,
+    hover_head: str,
+    metric_text: str,
+    showlegend: bool,
+    row: int,
+    col: int,
+) -> None:
+    """Add the line of ``points`` (one metric of one condition, ordered by round) to subplot ``(row, col)``.
+
+    The line is drawn in ``colour`` with the legend name ``name`` in the legend group ``group``
+    (escaped text); each point's hover text is ``hover_head``, then the round, ``metric_text`` and
+    the value with its interval and ``n``. A translucent band (:func:`reports.figures.style.add_band`)
+    spans ``ci_low``..``ci_high`` over each run of consecutive rounds where both are known (no band
+    when none is). An undefined value (``value`` ``None``) is a gap in the line and in the band,
+    never a zero; it is listed with its reason under the figure (see :mod:`reports.sections`).
+    """
+    rounds = [p.round for p in points]
+    add_band(fig, rounds, points, colour=colour, group=group, row=row, col=col)
     fig.add_trace(
         go.Scatter(
-            x=[p.round for p in ordered],
-            y=[p.value for p in ordered],
+            x=rounds,
+            y=[p.value for p in points],
             mode="lines+markers",
             line={"color": colour, "width": 2},
             marker={"size": 5},
             connectgaps=False,
-            name=style.label(name),
-            legendgroup=condition,
+            name=name,
+            legendgroup=group,
             showlegend=showlegend,
             hovertext=[
-                f"{style.hover(name)}<br>round {p.round}: {metric} = {plotly_text(p.value_text())}"
+                f"{hover_head}<br>round {p.round}: {metric_text} = {plotly_text(p.value_text())}"
                 f"{interval_text(p.ci_low, p.ci_high)}<br>n = {p.n}"
-                for p in ordered
+                for p in points
             ],
             hoverinfo="text",
         ),
         row=row,
         col=col,
     )
-
-
-def band_polygons(points: Sequence[BehaviourMetric]) -> tuple[list[int | None], list[float | None]]:
-    """``x``, ``y`` of the confidence band of ``points`` (ordered by round) for a ``fill="toself"`` trace.
-
-    One closed polygon (``ci_high`` forwards, then ``ci_low`` backwards) per run of consecutive
-    points with a known interval; runs are separated by ``None`` so that plotly fills each apart
-    and an undefined value or a missing interval breaks the band. Empty lists when no point has an
-    interval.
-    """
-    runs: list[list[BehaviourMetric]] = [[]]
-    for point in points:
-        if point.ci_low is not None and point.ci_high is not None:
-            runs[-1].append(point)
-        elif runs[-1]:
-            runs.append([])
-    x: list[int | None] = []
-    y: list[float | None] = []
-    for run in (r for r in runs if r):
-        if x:
-            x.append(None)
-            y.append(None)
-        x += [p.round for p in run] + [p.round for p in reversed(run)]
-        y += [p.ci_high for p in run] + [p.ci_low for p in reversed(run)]
-    return x, y
 
 
 def interval_text(ci_low: float | None, ci_high: float | None) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 
 from reports.escaping import plotly_text
-from reports.figures.style import LEGEND_MARGIN_PX, category_colour, legend_above, panel_grid, top_title
+from reports.figures.style import LEGEND_MARGIN_PX, category_colour, panel_grid
 from workbench.run_tables import SteeringEffect
 
 DIRECTIONS = ("probe", "random")
@@ -87,10 +87,5 @@ def steering_figure(steering: Sequence[SteeringEffect]) -> go.Figure:
         fig.update_yaxes(range=[0, 1.02], row=row, col=col)
         if grid.is_bottom(metric_index, len(metrics)):
             fig.update_xaxes(title_text="alpha (multiple of the unit direction)", row=row, col=col)
-    fig.update_layout(
-        height=grid.height,
-        title=top_title("Steering: probe direction vs. random direction", grid.height),
-        legend=legend_above(grid.height),
-        margin=LEGEND_MARGIN_PX,
-    )
+    grid.lay_out("Steering: probe direction vs. random direction")
     return fig

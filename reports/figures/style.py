@@ -1,4 +1,4 @@
-"""Colours, labels, subplot grids and axis ticks shared by the report's figures.
+"""Colours, labels, subplot grids, axis ticks and interval bands shared by the report's figures.
 
 One colour per condition across every figure of a report: :class:`ConditionStyle` gives the
 ``i``-th condition of the run's condition list (:func:`condition_order`, the same list for every
@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import plotly.graph_objects as go
-from plotly.colors import hex_to_rgb, qualitative, sample_colorscale
+from plotly.colors import hex_to_rgb, qualitative, sample_colorscale, unlabel_rgb
 from plotly.subplots import make_subplots
 
 from reports.escaping import plotly_text
@@ -170,10 +171,89 @@ def category_colour(index: int) -> str:
     return OTHER_COLOURS[index % len(OTHER_COLOURS)]
 
 
-def translucent(hex_colour: str, alpha: float = 0.2) -> str:
-    """``hex_colour`` as an ``rgba(...)`` string with opacity ``alpha`` (for confidence bands)."""
-    red, green, blue = hex_to_rgb(hex_colour)
+def translucent(colour: str, alpha: float = 0.2) -> str:
+    """``colour`` as an ``rgba(...)`` string with opacity ``alpha`` (for confidence bands).
+
+    ``colour`` is hex (``#636EFA``, the condition palettes) or ``rgb(r, g, b)`` (the category
+    palette, Viridis samples).
+    """
+    if colour.startswith("rgb("):
+        red, green, blue = unlabel_rgb(colour)
+        return f"rgba({red:g},{green:g},{blue:g},{alpha})"
+    red, green, blue = hex_to_rgb(colour)
     return f"rgba({red},{green},{blue},{alpha})"
+
+
+class Bounded(Protocol):
+    """A table row with a 95% interval (``ci_low``..``ci_high``, ``None`` when it is not known)."""
+
+    @property
+    def ci_low(self) -> float | None: ...
+
+    @property
+    def ci_high(self) -> float | None: ...
+
+
+def band_polygons(x: Sequence[float], rows: Sequence[Bounded]) -> tuple[list[float | None], list[float | None]]:
+    """``x``, ``y`` of the confidence band of ``rows`` (drawn at ``x``, in axis order) for a ``fill="toself"`` trace.
+
+    One closed polygon (``ci_high`` forwards, then ``ci_low`` backwards) per run of consecutive rows
+    with both bounds known; runs are separated by ``None`` so that plotly fills each apart and a row
+    without an interval breaks the band. Empty lists when no row has an interval.
+    """
+    runs: list[list[tuple[float, float, float]]] = [[]]
+    for at, row in zip(x, rows, strict=True):
+        if row.ci_low is not None and row.ci_high is not None:
+            runs[-1].append((at, row.ci_low, row.ci_high))
+        elif runs[-1]:
+            runs.append([])
+    band_x: list[float | None] = []
+    band_y: list[float | None] = []
+    for run in (r for r in runs if r):
+        if band_x:
+            band_x.append(None)
+            band_y.append(None)
+        band_x += [at for at, _, _ in run] + [at for at, _, _ in reversed(run)]
+        band_y += [high for _, _, high in run] + [low for _, low, _ in reversed(run)]
+    return band_x, band_y
+
+
+def add_band(
+    fig: go.Figure,
+    x: Sequence[float],
+    rows: Sequence[Bounded],
+    *,
+    colour: str,
+    group: str,
+    row: int,
+    col: int,
+    alpha: float = 0.2,
+) -> None:
+    """Add the translucent 95% band of ``rows`` (:func:`band_polygons`) to subplot ``(row, col)``, if they have one.
+
+    The band takes ``colour`` at opacity ``alpha``, has no hover text and no legend entry of its
+    own, and joins the legend group ``group`` (escaped text) of its line, so that the line's
+    legend entry toggles both.
+    """
+    band_x, band_y = band_polygons(x, rows)
+    if not band_x:
+        return
+    fig.add_trace(
+        go.Scatter(
+            x=band_x,
+            y=band_y,
+            mode="lines",
+            fill="toself",
+            fillcolor=translucent(colour, alpha),
+            line={"width": 0},
+            hoverinfo="skip",
+            legendgroup=group,
+            showlegend=False,
+            name=f"{group} 95% interval",
+        ),
+        row=row,
+        col=col,
+    )
 
 
 def round_colours(n_rounds: int) -> list[str]:
@@ -233,6 +313,20 @@ class PanelGrid:
         """Whether the ``index``-th of ``n_panels`` panels has no panel below it (its x axis carries the title)."""
         return index + self.columns >= n_panels
 
+    def lay_out(self, title: str, **layout: object) -> None:
+        """Give the figure its height, ``title`` (escaped) at the top and the legend above the panels.
+
+        The margins are :data:`LEGEND_MARGIN_PX` (build the grid with room for them, as
+        :func:`condition_panels` does); ``layout`` adds layout properties or replaces these.
+        """
+        defaults: dict[str, object] = {
+            "height": self.height,
+            "title": top_title(title, self.height),
+            "legend": legend_above(self.height),
+            "margin": LEGEND_MARGIN_PX,
+        }
+        self.figure.update_layout(**{**defaults, **layout})
+
 
 def panel_grid(
     titles: Sequence[str],
@@ -262,6 +356,47 @@ def panel_grid(
         shared_yaxes="all" if shared_yaxes else False,
     )
     return PanelGrid(figure, columns, height, rows)
+
+
+def condition_panels(
+    conditions: Sequence[str],
+    *,
+    panel_height: int,
+    horizontal_spacing: float = 0.05,
+    gap_px: int = 90,
+    shared_yaxes: bool = False,
+) -> PanelGrid:
+    """One panel per condition, titled by its two-line human label (:meth:`ConditionStyle.panel_title`).
+
+    At most four panels a row, ``panel_height`` px each, with room above them for the figure's title
+    and legend (:meth:`PanelGrid.lay_out`).
+    """
+    return panel_grid(
+        [ConditionStyle.panel_title(condition) for condition in conditions],
+        max_columns=4,
+        panel_height=panel_height,
+        horizontal_spacing=horizontal_spacing,
+        gap_px=gap_px,
+        margin_px=LEGEND_MARGIN_PX["t"] + LEGEND_MARGIN_PX["b"],
+        shared_yaxes=shared_yaxes,
+    )
+
+
+def forest_panels(metrics: Sequence[str], *, panel_height: int) -> PanelGrid:
+    """Forest-plot panels: one per metric (titled by :func:`metric_label`), two a row, ``panel_height`` px high.
+
+    The panels share their y axis of rows (categories, condition pairs); room is left above them for
+    the figure's title and legend (:meth:`PanelGrid.lay_out`) and 40 px more, where the BBQ category
+    figure puts its round buttons.
+    """
+    return panel_grid(
+        [plotly_text(metric_label(metric)) for metric in metrics],
+        max_columns=2,
+        panel_height=panel_height,
+        horizontal_spacing=0.04,
+        margin_px=LEGEND_MARGIN_PX["t"] + LEGEND_MARGIN_PX["b"] + 40,
+        shared_yaxes=True,
+    )
 
 
 def metric_panels(metrics: Sequence[str], *, max_columns: int = 3, panel_height: int = 210) -> PanelGrid:

@@ -8,13 +8,10 @@ import plotly.graph_objects as go
 
 from reports.figures.round_series import add_round_series
 from reports.figures.style import (
-    LEGEND_MARGIN_PX,
     ConditionStyle,
-    legend_above,
+    condition_panels,
     metric_panels,
-    panel_grid,
     round_colours,
-    top_title,
 )
 from workbench.run_tables import BehaviourMetric, CalibrationBin
 
@@ -52,12 +49,7 @@ def uncertainty_figure(behaviour: Sequence[BehaviourMetric], *, conditions: Sequ
         fig.update_xaxes(dtick=1, row=row, col=col)
         if grid.is_bottom(metric_index, len(metrics)):
             fig.update_xaxes(title_text="round", row=row, col=col)
-    fig.update_layout(
-        height=grid.height,
-        title=top_title("Uncertainty per round", grid.height),
-        legend=legend_above(grid.height),
-        margin=LEGEND_MARGIN_PX,
-    )
+    grid.lay_out("Uncertainty per round")
     return fig
 
 
@@ -74,15 +66,8 @@ def reliability_figure(calibration: Sequence[CalibrationBin], *, conditions: Seq
     present = style.ordered(row.condition for row in calibration)
     rounds = sorted({row.round for row in calibration})
     colours = dict(zip(rounds, round_colours(len(rounds))))
-    grid = panel_grid(
-        [style.panel_title(condition) for condition in present],
-        max_columns=4,
-        panel_height=260,
-        horizontal_spacing=0.05,
-        gap_px=90,
-        margin_px=LEGEND_MARGIN_PX["t"] + LEGEND_MARGIN_PX["b"],
-    )
-    fig, height = grid.figure, grid.height
+    grid = condition_panels(present, panel_height=260)
+    fig = grid.figure
     for index, condition in enumerate(present):
         row, col = grid.position(index)
         fig.add_trace(
@@ -133,10 +118,5 @@ def reliability_figure(calibration: Sequence[CalibrationBin], *, conditions: Seq
             fig.update_xaxes(title_text="mean confidence", row=row, col=col)
         if col == 1:
             fig.update_yaxes(title_text="accuracy", row=row, col=col)
-    fig.update_layout(
-        height=height,
-        title=top_title("Reliability diagrams", height),
-        legend=legend_above(height),
-        margin=LEGEND_MARGIN_PX,
-    )
+    grid.lay_out("Reliability diagrams")
     return fig

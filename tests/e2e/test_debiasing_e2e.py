@@ -7,47 +7,35 @@ About 1.5 minutes on 2 idle CPU cores (several times that when other jobs share 
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from workbench.cli.main import main
-from workbench.models import EMBEDDED_MODELS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA = REPO_ROOT.parent / "shared" / "data"
-CONFIG = REPO_ROOT / "workbench" / "configs" / "debiasing.toml"
-MODEL = "smollm2-135m-instruct"
+CONFIG = Path(__file__).resolve().parents[2] / "workbench" / "configs" / "debiasing.toml"
 LABELS = ("pretrained", "debiased", "finetuned-prosocial")
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark data folder {DATA} is absent"),
-    pytest.mark.skipif(not EMBEDDED_MODELS[MODEL].is_installed(), reason=f"embedded model {MODEL} is not installed"),
-]
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+pytestmark = pytest.mark.e2e
 
 
 def test_pretrained_debiased_prosocial_chain(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    workflow_run: Path,
+    workflow_model: str,
+    read_rows: Callable[[Path], list[dict[str, str]]],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.chdir(REPO_ROOT)  # the configuration's paths are relative to the repository root
-    monkeypatch.setenv("COLUMNS", "220")
-    run = tmp_path / "run"
+    run = workflow_run
     common = ["--run", str(run), "--config", str(CONFIG), "--device", "cpu"]
     debiased = str(run / "checkpoints" / "debiased")
 
-    assert main(["bias", *common, "--model", MODEL, "--label", "pretrained"]) == 0
-    assert main(["debias", *common, "--model", MODEL]) == 0
+    assert main(["bias", *common, "--model", workflow_model, "--label", "pretrained"]) == 0
+    assert main(["debias", *common, "--model", workflow_model]) == 0
     assert "CDA changed" in capsys.readouterr().out
-    assert main(["attribute", *common, "--model", MODEL, "--label", "pretrained", "--debiased", debiased]) == 0
+    assert main(["attribute", *common, "--model", workflow_model, "--label", "pretrained", "--debiased", debiased]) == 0
     assert main(["finetune", *common, "--model", debiased, "--mode", "prosocial"]) == 0
     finetune_output = capsys.readouterr().out
     assert "held-out accuracy" in finetune_output

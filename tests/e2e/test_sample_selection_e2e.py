@@ -11,44 +11,32 @@ not show whether selection helps (workbench/DEBIASING.md, "Sample selection").
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from workbench.finetune.selection_command import add_arguments
-from workbench.models import EMBEDDED_MODELS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA = REPO_ROOT.parent / "shared" / "data"
-CONFIG = REPO_ROOT / "workbench" / "configs" / "selection.toml"
-MODEL = "smollm2-135m-instruct"
+CONFIG = Path(__file__).resolve().parents[2] / "workbench" / "configs" / "selection.toml"
 LABELS = ("debiased-selected", "debiased-random", "debiased-all")
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark data folder {DATA} is absent"),
-    pytest.mark.skipif(not EMBEDDED_MODELS[MODEL].is_installed(), reason=f"embedded model {MODEL} is not installed"),
-]
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+pytestmark = pytest.mark.e2e
 
 
 def test_selected_random_and_all_arms_side_by_side(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    workflow_run: Path,
+    workflow_model: str,
+    read_rows: Callable[[Path], list[dict[str, str]]],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.chdir(REPO_ROOT)  # the configuration's paths are relative to the repository root
-    monkeypatch.setenv("COLUMNS", "220")
-    run = tmp_path / "run"
+    run = workflow_run
     parser = argparse.ArgumentParser(prog="workbench select")
     add_arguments(parser)
-    args = parser.parse_args(["--run", str(run), "--config", str(CONFIG), "--model", MODEL, "--device", "cpu"])
+    args = parser.parse_args(["--run", str(run), "--config", str(CONFIG), "--model", workflow_model, "--device", "cpu"])
     assert args.handler(args) == 0
     table = capsys.readouterr().out
     print(table)

@@ -20,11 +20,13 @@ from reports.figures import (
     head_attribution_figure,
     interactions_figure,
     item_answers_figure,
+    layer_profile_figure,
     least_squares_line,
     morality_figure,
     reliability_figure,
     uncertainty_figure,
 )
+from reports.figures.style import translucent
 from reports.static_export import export_figure
 from workbench.run_tables import (
     AnswerFlip,
@@ -85,6 +87,25 @@ def test_convergence_figure_lines_bands_and_star() -> None:
     label_a, label_b = "intrinsic instruction · no CoT · no feedback", "intrinsic instruction · CoT · no feedback"
     assert [t.name for t in fig.data if t.mode == "lines+markers"] == [label_a, label_b, label_a, label_b]
     assert A in fig.data[1].hovertext[0]  # the raw condition name stays in the hover text
+
+
+def test_layer_band_breaks_where_a_layer_has_no_interval() -> None:
+    """The layer profile's band is the shared band: a layer without an interval splits it, never bridged."""
+    levels = [
+        MoralityLevel(A, 0, "s", layer, "probe_probability", 0.5, *((None, None) if layer == 2 else (0.4, 0.6)), 5)
+        for layer in range(4)
+    ]
+    (band,) = [t for t in layer_profile_figure(levels).data if t.fill == "toself"]
+    assert list(band.x) == [0, 1, 1, 0, None, 3, 3]
+    assert list(band.y) == pytest.approx([0.6, 0.6, 0.4, 0.4, None, 0.6, 0.4])
+    assert band.fillcolor == "rgba(68,1,84,0.15)"  # round 0: the first Viridis colour, rgb(68, 1, 84)
+    assert band.legendgroup == "round 0" and band.showlegend is False
+
+
+def test_translucent_takes_hex_and_rgb_colours() -> None:
+    assert translucent("#636EFA") == "rgba(99,110,250,0.2)"
+    assert translucent("rgb(27,158,119)", 0.15) == "rgba(27,158,119,0.15)"
+    assert translucent("rgb(68, 1, 84)", 0.15) == "rgba(68,1,84,0.15)"
 
 
 def test_convergence_figure_one_round_one_condition() -> None:
