@@ -10,7 +10,7 @@ import numpy as np
 
 from activations_cache import CacheReader
 from probes.errors import CacheSiteError, NonFiniteActivationsError
-from workbench.hooks.sites import FINAL_NORM_KINDS, SiteKind
+from workbench.hooks.sites import FINAL_NORM_KINDS, UNPREFIXED_KINDS, SiteKind
 
 DEFAULT_SITE = SiteKind.RESID_POST.value
 BAND_SITES = (SiteKind.ATTN_OUT.value, SiteKind.MLP_OUT.value)
@@ -18,6 +18,8 @@ FINAL_STATE_SITE = SiteKind.FINAL_OUT.value
 """The final norm's output, Hugging Face's ``hidden_states[-1]``: the papers' last-layer state
 (docs/protocols.md §2.4)."""
 FINAL_SITES = tuple(kind.value for kind in FINAL_NORM_KINDS)
+UNPREFIXED_SITES = tuple(kind.value for kind in UNPREFIXED_KINDS)
+"""Sites named without a ``blocks.{l}.`` prefix: the final norm's and a VLM's ``vision.hook_out``."""
 
 
 @dataclass(frozen=True)
@@ -70,17 +72,17 @@ def resolve_probe_sites(reader: CacheReader, names: Sequence[str] | None, positi
         return [stored_site(reader, DEFAULT_SITE, position)]
     layers_by_site: dict[str, set[int]] = {}
     for name in names:
-        if name in FINAL_SITES:
-            final = stored_site(reader, name, position)
-            layers_by_site.setdefault(name, set()).update(final.layers)
+        if name in UNPREFIXED_SITES:
+            whole = stored_site(reader, name, position)
+            layers_by_site.setdefault(name, set()).update(whole.layers)
             continue
         prefix, _, rest = name.partition(".")
         layer_text, _, kind = rest.partition(".")
-        block_kinds = {k.value for k in SiteKind if k is not SiteKind.PATTERN and k not in FINAL_NORM_KINDS}
+        block_kinds = {k.value for k in SiteKind if k is not SiteKind.PATTERN and k not in UNPREFIXED_KINDS}
         if prefix != "blocks" or kind not in block_kinds:
             raise CacheSiteError(
                 f"[probe] site {name!r} is not blocks.{{l}}.<kind> with kind one of "
-                f"{', '.join(sorted(block_kinds))}, nor one of {', '.join(sorted(FINAL_SITES))}"
+                f"{', '.join(sorted(block_kinds))}, nor one of {', '.join(sorted(UNPREFIXED_SITES))}"
             )
         stored = stored_site(reader, kind, position)
         wanted = _layer_numbers(name, layer_text, stored.layers)

@@ -35,6 +35,7 @@ from workbench.experiment.data_parallel import (
     process_group,
     rank_device,
 )
+from workbench.experiment.image_checks import check_image_run_before_loading
 from workbench.experiment.records import read_run_records
 from workbench.experiment.runner import ExperimentRunner
 from workbench.hooks.nnsight_remote import check_remote_ready
@@ -122,6 +123,7 @@ def plan_run(config: RunConfig, *, overwrite: bool = False, world: World = SINGL
     items = load_configured_task(config.task)
     if not items:
         raise RunFolderError(f"[task] {config.task.name} selects no items; widen its filters or check its path")
+    check_image_run_before_loading(config, location, items)
     if world.size > len(items):
         raise RunFolderError(
             f"[task] {config.task.name} selects {len(items)} items, fewer than the {world.size} ranks "

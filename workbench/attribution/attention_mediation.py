@@ -107,7 +107,7 @@ def attention_mediation(
 ) -> Iterator[_Mediation]:
     """Run the block's forwards with :func:`mediated_attention`: keep the weights of the ``record``
     layers (in the yielded state's ``recorded``), write ``replace``'s weights for its heads."""
-    layout = layout_for(model.architecture.model_type)
+    layout = layout_for(model.architecture.model_type, model.architecture.vision_type)
     blocks = block_modules(model.model, layout)
     layers = {id(block.get_submodule(layout.attention)): index for index, block in enumerate(blocks)}
     state = _Mediation(layers, record, replace or {})

@@ -34,7 +34,9 @@ from workbench.models.loading import LoadedModel
 
 def final_norm(model: LoadedModel) -> nn.Module:
     """The norm applied to the residual stream before the unembedding (the layout's ``final_norm``)."""
-    return model.model.get_submodule(layout_for(model.architecture.model_type).final_norm)
+    return model.model.get_submodule(
+        layout_for(model.architecture.model_type, model.architecture.vision_type).final_norm
+    )
 
 
 def _output_weight(module: nn.Module) -> torch.Tensor:
@@ -70,7 +72,7 @@ def direct_logit_attribution_effects(model: LoadedModel, contrast: ContrastBatch
         UnsupportedArchitecture: a family with a norm after attention, or an unknown final norm.
     """
     arch = model.architecture
-    layout = layout_for(arch.model_type)
+    layout = layout_for(arch.model_type, arch.vision_type)
     if layout.attn_out_module != layout.attention:
         raise UnsupportedArchitecture(
             f"direct logit attribution needs each head's output to enter the residual stream linearly; "

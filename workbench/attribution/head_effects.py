@@ -118,7 +118,10 @@ def attribution_patching_effects(model: LoadedModel, contrast: ContrastBatch, so
 
     for layer in range(arch.n_layers):
         plan.add_reader(layer, SiteKind.Z, keep(layer))
-    with torch.enable_grad(), native_hooks(model.model, layout_for(arch.model_type), arch.n_heads, plan):
+    with (
+        torch.enable_grad(),
+        native_hooks(model.model, layout_for(arch.model_type, arch.vision_type), arch.n_heads, plan),
+    ):
         logits = model.model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,

@@ -4,6 +4,12 @@ It is the only module that knows models, tasks, protocols, the hook layer and th
 Each answer turn of each dialogue becomes one *record* of the cache (its columns, key and encoding:
 :mod:`workbench.experiment.records`); a run killed at any point restarts with the same command,
 regenerates what it needs for the transcript and writes only the records the cache lacks.
+
+Image items (:mod:`workbench.tasks.image_questions`) run on a vision-language model: the first user
+turn of every round's prompt carries the item's image (:func:`workbench.inference.generation.image_chat_prompt`),
+the prompt is tokenized with the image's tokens in place of its placeholder, and the pixels go to the
+answer round's prefill, the rationale turns' generation and the clean capture forward. The record's
+``prompt`` keeps the one placeholder; ``n_prompt_tokens`` counts the image's tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from workbench.config import ConfigError, ProtocolSettings, RunConfig
 from workbench.critics import Critic, ModelCritic, OpenAICompatibleCritic, OracleCritic
 from workbench.critics.openai_compatible import EndpointConfig
 from workbench.experiment.data_parallel import SINGLE_PROCESS, World
+from workbench.experiment.image_checks import check_image_run
 from workbench.experiment.measures import (
     MeasureContext,
     SemanticUncertainty,
@@ -29,18 +36,22 @@ from workbench.experiment.measures import (
 )
 from workbench.experiment.records import RECORD_COLUMNS, encode_index, encode_option_probs, record_key
 from workbench.hooks import parse_sites
+from workbench.hooks.capture import check_vision_positions
 from workbench.hooks.positions import position_name
 from workbench.hooks.sites import SiteKind
+from workbench.hooks.vision import vision_processor
 from workbench.inference.answering import AnsweredBatch, DialogueKV, answer_batch
 from workbench.inference.engines import build_engine
 from workbench.inference.generation import (
     chat_prompt,
     check_prompt_lengths,
     generate_greedy,
+    image_chat_prompt,
 )
 from workbench.metrics.answers import parse_option
 from workbench.metrics.options import option_probabilities
 from workbench.models.loading import LoadedModel, load_model
+from workbench.models.vision import ImageInputs
 from workbench.protocols import (
     Condition,
     Dialogue,
@@ -55,6 +66,7 @@ from workbench.protocols import (
     next_prompt,
 )
 from workbench.protocols.history import script_reply
+from workbench.tasks.image_questions import item_image
 from workbench.tasks.items import Item
 from workbench.toxicity.scorer import ToxicityScorer
 from workbench.toxicity.scorer_config import build_toxicity_scorer
@@ -123,11 +135,14 @@ class ExperimentRunner:
         self.share = world.share(self.items)
         self.conditions = settings.conditions()
         self.protocol = settings.transcript_rules(self.items)
-        self.critic = build_critic(settings, model) if any(settings.feedback) else None
         arch = model.architecture
-        self.sites = parse_sites(list(config.capture.sites), arch.n_layers, arch.n_heads)
+        check_image_run(config, arch.vision_type, self.items)
+        self.critic = build_critic(settings, model) if any(settings.feedback) else None
+        self.sites = parse_sites(list(config.capture.sites), arch.n_layers, arch.n_heads, vision_type=arch.vision_type)
         if any(site.kind is SiteKind.PATTERN for site in self.sites):
             raise ConfigError("[capture] attention patterns are not cached; capture them with workbench.hooks.capture")
+        if any(site.kind is SiteKind.VISION_OUT for site in self.sites):
+            check_vision_positions(config.capture.positions)
         self.prompt_limit = settings.max_prompt_tokens or arch.max_positions
         self.scorer: ToxicityScorer | None = (
             build_toxicity_scorer(config.toxicity) if any(item.task == "realtoxicity" for item in self.items) else None
@@ -236,6 +251,7 @@ class ExperimentRunner:
         the answer that named no option; the others go on.
         """
         protocol = self.protocol
+        images = self._images(items)
         dialogues = {item.item_id: Dialogue(item.item_id) for item in items}
         caches: dict[str, DialogueKV] = {}
         toxicity: dict[str, list[float]] = {}  # item -> toxicity of each answer round so far
@@ -257,9 +273,14 @@ class ExperimentRunner:
                 prompt = next_prompt(item, condition, self._seen_by_model(dialogue), protocol)
                 assert prompt is not None
                 prompts.append(prompt)
-            texts = [self._prompt_text(prompt) for prompt in prompts]
+            row_images = [images.get(item.item_id) for item in active]
+            texts = [self._prompt_text(prompt, image is not None) for prompt, image in zip(prompts, row_images)]
+            model_texts = [
+                text if image is None else vision_processor(self.model).expand(text, image)
+                for text, image in zip(texts, row_images)
+            ]
             faithful = condition.history_mode == "faithful"
-            prompt_ids = [self.model.tokenizer(text, add_special_tokens=faithful)["input_ids"] for text in texts]
+            prompt_ids = [self.model.tokenizer(text, add_special_tokens=faithful)["input_ids"] for text in model_texts]
             kind = prompts[0].turn.kind  # dialogues of one condition advance in step: one kind and budget
             settings = self.config.protocol
             budget = settings.answer_tokens if prompts[0].turn.budget == "answer" else settings.rationale_tokens
@@ -273,8 +294,12 @@ class ExperimentRunner:
                 ],
             )
             if kind == "answer":
-                answered = self._answer(active, texts, prompt_ids, faithful, budget, caches)
+                answered = self._answer(active, model_texts, prompt_ids, faithful, budget, caches, row_images)
                 texts_out = answered.texts
+            elif images:  # only the hf engine takes images (check_image_run): its own generation, with the pixels
+                texts_out = generate_greedy(
+                    self.model, prompt_ids, budget, self.config.capture.batch_size, images=row_images
+                ).texts
             else:
                 texts_out = self.engine.generate(prompt_ids, budget).texts
             for item, prompt, text in zip(active, prompts, texts_out):
@@ -291,6 +316,15 @@ class ExperimentRunner:
                     toxicity,
                 )
 
+    def _images(self, items: Sequence[Item]) -> dict[str, ImageInputs]:
+        """Each image item's image as the model reads it (item id -> inputs); empty for text items."""
+        encoded = {}
+        for item in items:
+            image = item_image(item)
+            if image is not None:
+                encoded[item.item_id] = vision_processor(self.model).encode(image)
+        return encoded
+
     def _seen_by_model(self, dialogue: Dialogue) -> Dialogue:
         """The dialogue as the next prompt shows it: with masked rationale/feedback words, if asked."""
         settings = self.config.protocol
@@ -306,11 +340,13 @@ class ExperimentRunner:
         faithful: bool,
         budget: int,
         caches: dict[str, DialogueKV],
+        images: Sequence[ImageInputs | None],
     ) -> AnsweredBatch:
         """Generate, score options and capture for one answer turn of a batch of dialogues.
 
         ``prompt_ids`` are ``texts`` tokenized with special tokens when ``faithful`` (the raw
         transcript carries no chat markers); options are scored in the context of ``texts``.
+        ``images``: per dialogue its image (whose tokens ``texts`` holds) or ``None``.
 
         ``caches`` holds each dialogue's key/value cache from its previous answer round and is
         updated in place (when ``protocol.reuse_kv_cache`` is on).
@@ -333,14 +369,18 @@ class ExperimentRunner:
             prompt_texts=texts,
             add_special_tokens=faithful,
             engine=self.engine,
+            images=images,
         )
         caches.update(zip((item.item_id for item in items), answered.caches))
         return answered
 
-    def _prompt_text(self, prompt: RoundPrompt) -> str:
+    def _prompt_text(self, prompt: RoundPrompt, with_image: bool) -> str:
+        """The prompt's text; an image item's first user turn holds the image placeholder (clean history only)."""
         if prompt.text is not None:
             return prompt.text
         assert prompt.messages is not None
+        if with_image:
+            return image_chat_prompt(self.model, prompt.messages, prompt.assistant_prefix)
         return chat_prompt(self.model, prompt.messages, prompt.assistant_prefix)
 
     def _answer_records(

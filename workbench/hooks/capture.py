@@ -36,7 +36,9 @@ from workbench.hooks.positions import (
     select_position,
 )
 from workbench.hooks.sites import Site, SiteKind, parse_sites
+from workbench.hooks.vision import check_vision_backend, image_forward_inputs, read_vision_site, vision_processor
 from workbench.models.loading import LoadedModel
+from workbench.models.vision import ImageInputs
 
 BACKENDS = ("hf", "transformer_lens", "nnsight")
 
@@ -240,6 +242,7 @@ def capture(
     interventions: Sequence[Intervention] = (),
     dtype: torch.dtype = torch.float32,
     remote: RemoteMode = False,
+    images: Sequence[ImageInputs | None] | None = None,
 ) -> Capture:
     """Capture ``sites`` at ``positions`` for each prompt (and its answer, when given).
 
@@ -259,7 +262,17 @@ def capture(
         dtype: dtype of the returned tensors (they are moved to the CPU).
         remote: nnsight backend only: ``True`` runs the call's forwards as one NDIF session,
             ``"local"`` simulates that session here (:mod:`workbench.hooks.nnsight_remote`).
+        images: vision-language models: per prompt its image (``model.processor.encode(image)``) or
+            ``None``; a prompt with an image holds one placeholder (``model.processor.image_token``),
+            expanded here into the image's tokens.
     """
+    if images is not None:
+        if len(images) != len(prompts):
+            raise PositionError(f"{len(prompts)} prompts but {len(images)} images; give one image (or None) per prompt")
+        processor = vision_processor(model)
+        prompts = [
+            prompt if image is None else processor.expand(prompt, image) for prompt, image in zip(prompts, images)
+        ]
     sequences, prompt_lengths = tokenize_prompts(model, prompts, answers, add_special_tokens)
     return capture_tokens(
         model,
@@ -273,6 +286,7 @@ def capture(
         interventions=interventions,
         dtype=dtype,
         remote=remote,
+        images=images,
     )
 
 
@@ -289,20 +303,35 @@ def capture_tokens(
     interventions: Sequence[Intervention] = (),
     dtype: torch.dtype = torch.float32,
     remote: RemoteMode = False,
+    images: Sequence[ImageInputs | None] | None = None,
 ) -> Capture:
-    """:func:`capture` on token ids: ``sequences[i]`` is prompt then answer, split at ``prompt_lengths[i]``."""
+    """:func:`capture` on token ids: ``sequences[i]`` is prompt then answer, split at ``prompt_lengths[i]``.
+
+    ``images[i]`` is the image whose tokens ``sequences[i]`` holds (already expanded), or ``None``.
+    """
+    check_vision_backend(model, backend)
     if remote and backend != "nnsight":
         raise BackendError(
             f'remote = {remote!r} runs on the nnsight backend only, not {backend!r}; use backend "nnsight"'
         )
     check_remote_ready(remote, model.model_id, model.source)
     arch = model.architecture
-    parsed = parse_sites(list(sites) if not isinstance(sites, str) else sites, arch.n_layers, arch.n_heads)
+    parsed = parse_sites(
+        list(sites) if not isinstance(sites, str) else sites, arch.n_layers, arch.n_heads, vision_type=arch.vision_type
+    )
     names = [position_name(position) for position in positions]
     if any(site.kind is SiteKind.PATTERN for site in parsed) and all(is_token_level(p) for p in positions):
         raise PositionError("attention patterns are captured at one-token positions only; add e.g. 'last_prompt'")
     if not sequences:
         raise PositionError("empty prompt list: give at least one prompt")
+    row_images = list(images) if images is not None else [None] * len(sequences)
+    if len(row_images) != len(sequences):
+        raise PositionError(f"{len(sequences)} sequences but {len(row_images)} images; give one image (or None) each")
+    reads_vision = any(site.kind is SiteKind.VISION_OUT for site in parsed)
+    if reads_vision:
+        check_vision_positions(positions)
+        if any(image is None for image in row_images):
+            raise PositionError("vision.hook_out reads each sequence's image; give an image for every sequence")
     layers: dict[SiteKind, list[int]] = defaultdict(list)
     for site in parsed:
         if site.kind is not SiteKind.PATTERN:
@@ -320,8 +349,16 @@ def capture_tokens(
             sequences[start : start + batch_size], prompt_lengths[start : start + batch_size], pad_id, padding_side
         ).to(model.device)
         reads = _BatchReads(batch, HookPlan.for_interventions(interventions, arch.n_layers, arch.n_heads))
+        batch_images = row_images[start : start + batch_size]
+        reads.image_inputs = image_forward_inputs(model, batch.input_ids, batch_images)
+        if reads_vision:
+            vision = read_vision_site(model, [image for image in batch_images if image is not None], dtype)
+            for name in names:
+                reads.per_layer[(SiteKind.VISION_OUT, name)][0] = vision
         for site in parsed:
             for position, name in zip(positions, names):
+                if site.kind is SiteKind.VISION_OUT:
+                    continue
                 if site.kind is not SiteKind.PATTERN:
                     reads.plan.add_reader(
                         site.layer,
@@ -336,7 +373,7 @@ def capture_tokens(
                     )
         batches.append(reads)
         if not remote:  # in-process: one forward per batch, as soon as it is built
-            run_forward(model, batch, reads.plan, backend)
+            run_forward(model, batch, reads.plan, backend, reads.image_inputs)
     if remote:
         run_remote_forwards(model, [(reads.batch, reads.plan) for reads in batches], remote)
     for reads in batches:
@@ -367,6 +404,21 @@ class _BatchReads:
     plan: HookPlan
     per_layer: dict[tuple[SiteKind, str], dict[int, torch.Tensor]] = field(default_factory=lambda: defaultdict(dict))
     patterns: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    image_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def check_vision_positions(positions: Sequence[Position]) -> None:
+    """Refuse token-level positions for ``vision.hook_out`` (one vector per image, see :mod:`workbench.hooks.sites`).
+
+    Raises:
+        PositionError: ``answer_all`` or ``all`` among ``positions``.
+    """
+    token_level = [str(position) for position in positions if is_token_level(position)]
+    if token_level:
+        raise PositionError(
+            f"vision.hook_out is one vector per image and has no tokens at position {token_level[0]!r}; "
+            "capture it at one-vector positions only (last_prompt, last, answer_mean or a token index)"
+        )
 
 
 def site_reader(
@@ -416,10 +468,22 @@ def _concat(parts: list[torch.Tensor], padded_axis: int | None) -> torch.Tensor:
     return torch.cat(padded, dim=0)
 
 
-def run_forward(model: LoadedModel, batch: TokenBatch, plan: HookPlan, backend: str = "hf") -> torch.Tensor:
-    """One forward of ``batch`` through ``backend`` with ``plan`` applied; logits ``[batch, seq, vocab]``."""
-    layout = layout_for(model.architecture.model_type)
-    n_heads = model.architecture.n_heads
+def run_forward(
+    model: LoadedModel,
+    batch: TokenBatch,
+    plan: HookPlan,
+    backend: str = "hf",
+    image_inputs: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """One forward of ``batch`` through ``backend`` with ``plan`` applied; logits ``[batch, seq, vocab]``.
+
+    ``image_inputs``: a vision-language model's pixel arguments for the batch
+    (:func:`workbench.hooks.vision.image_forward_inputs`); ``hf`` backend only.
+    """
+    check_vision_backend(model, backend)
+    arch = model.architecture
+    layout = layout_for(arch.model_type, arch.vision_type)
+    n_heads = arch.n_heads
     with torch.inference_mode():
         if backend == "hf":
             with native_hooks(model.model, layout, n_heads, plan):
@@ -428,6 +492,7 @@ def run_forward(model: LoadedModel, batch: TokenBatch, plan: HookPlan, backend: 
                     attention_mask=batch.attention_mask,
                     position_ids=batch.position_ids,
                     use_cache=False,
+                    **(image_inputs or {}),
                 ).logits
                 return logits
         if backend == "transformer_lens":
@@ -444,6 +509,7 @@ def run_remote_forwards(
     """The forwards of ``work`` as one nnsight session (``remote``: ``True`` for NDIF, ``"local"`` simulated);
     the plans' readers run after the session, on its saved values; logits ``[batch, seq, vocab]`` per batch."""
     check_remote_ready(remote, model.model_id, model.source)
+    check_vision_backend(model, "nnsight")
     ship_workbench_by_value()
     wrapper = remotable_model(model.model, model.tokenizer)
     layout = layout_for(model.architecture.model_type)
@@ -475,5 +541,5 @@ def hooked(model: LoadedModel, plan: HookPlan) -> Iterator[None]:
     generating prefill, ``generate``); the hooks are removed on exit, also when the block raises.
     """
     arch = model.architecture
-    with native_hooks(model.model, layout_for(arch.model_type), arch.n_heads, plan):
+    with native_hooks(model.model, layout_for(arch.model_type, arch.vision_type), arch.n_heads, plan):
         yield

@@ -7,11 +7,15 @@ residual stream. In a parallel block (GPT-NeoX with ``use_parallel_residual``, t
 attention and MLP both read ``resid_pre`` and no module ever sees ``resid_pre + attn_out``: the
 backends then form ``hook_resid_mid`` as that sum (read-only; TransformerLens has no such hook on
 parallel blocks, see :func:`is_parallel`).
+
+A vision-language model (LLaVA, Idefics3, SmolVLM) holds its language model one level down; its
+layout is the language model's own with the block and final-norm paths moved under it
+(:data:`VISION_LANGUAGE_PATHS`), plus the projector whose output is ``vision.hook_out``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 import torch
@@ -39,6 +43,8 @@ class ModuleLayout:
         parallel_flag: the block attribute that is true when the block runs attention and MLP in
             parallel on ``resid_pre`` (GPT-NeoX's ``use_parallel_residual``, read from each block
             as its own forward does); ``None`` for families whose blocks are always sequential.
+        vision_out: a vision-language model's projector (its output: the projected image tokens,
+            relative to the model root); ``None`` for a text-only model.
     """
 
     layers: str
@@ -49,6 +55,7 @@ class ModuleLayout:
     mlp_out_module: str
     final_norm: str
     parallel_flag: str | None = None
+    vision_out: str | None = None
 
 
 _LLAMA = ModuleLayout(
@@ -108,19 +115,49 @@ LAYOUTS: dict[str, ModuleLayout] = {
 }
 
 
-def layout_for(model_type: str) -> ModuleLayout:
+VISION_LANGUAGE_PATHS: dict[str, tuple[str, str]] = {
+    # vision-language model_type -> (its language model's base model, the projector), from the model root
+    "llava": ("model.language_model", "model.multi_modal_projector"),
+    "idefics3": ("model.text_model", "model.connector"),
+    "smolvlm": ("model.text_model", "model.connector"),
+}
+
+
+def layout_for(model_type: str, vision_type: str | None = None) -> ModuleLayout:
     """The layout of a ``config.model_type``; one line naming the type and the known ones otherwise.
+
+    ``vision_type``: the top-level ``model_type`` of a vision-language model whose language model
+    is of ``model_type`` (``ModelArchitecture.vision_type``).
 
     Raises:
         UnsupportedArchitecture: a model type without a layout.
     """
     try:
-        return LAYOUTS[model_type]
+        text = LAYOUTS[model_type]
     except KeyError:
         raise UnsupportedArchitecture(
             f"model type {model_type!r} has no module layout; supported: {', '.join(sorted(LAYOUTS))}. "
             "Add a ModuleLayout in workbench/hooks/module_paths.py"
         ) from None
+    if vision_type is None:
+        return text
+    if vision_type not in VISION_LANGUAGE_PATHS:
+        raise UnsupportedArchitecture(
+            f"vision-language model type {vision_type!r} has no module layout; supported: "
+            f"{', '.join(sorted(VISION_LANGUAGE_PATHS))}. Add it to VISION_LANGUAGE_PATHS in "
+            "workbench/hooks/module_paths.py"
+        )
+    language_model, projector = VISION_LANGUAGE_PATHS[vision_type]
+
+    def under_language_model(path: str) -> str:  # "model.layers" -> "model.language_model.layers"
+        return f"{language_model}.{path.partition('.')[2]}"
+
+    return replace(
+        text,
+        layers=under_language_model(text.layers),
+        final_norm=under_language_model(text.final_norm),
+        vision_out=projector,
+    )
 
 
 def is_parallel(block: nn.Module, layout: ModuleLayout) -> bool:

@@ -41,6 +41,10 @@ class HookPlan:
         plan = cls()
         mid_edits: list[tuple[int, Intervention]] = []
         for intervention in interventions:
+            if intervention.site.strip() == SiteKind.VISION_OUT.value:
+                raise InterventionError(
+                    f"{intervention.site} is read-only; edit the language model's sites (e.g. blocks.0.hook_resid_pre)"
+                )
             sites = parse_sites(intervention.site, n_layers, n_heads)
             if len(sites) != 1:
                 raise InterventionError(

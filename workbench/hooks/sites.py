@@ -11,8 +11,18 @@ Grammar (``{l}`` is a layer number, ``*`` for every layer, or an inclusive range
     blocks.{l}.attn.hook_pattern[h,...]  attention probabilities of chosen heads [heads, key_pos]
     ln_final.hook_normalized       final norm's input, normalized, before its gain/bias [d_model]
     ln_final.hook_out              final norm's output: Hugging Face hidden_states[-1]  [d_model]
+    vision.hook_out                vision-language models only: the image's projected tokens,
+                                   averaged over them                                   [d_model]
 
 ``hook_pattern`` is quadratic in sequence length, so it must name its heads.
+
+``vision.hook_out`` is the output of the module that maps the vision tower's features into the
+language model's embedding space (LLaVA's ``multi_modal_projector``, Idefics3's ``connector``): the
+vectors that replace the image tokens of the prompt, ``[image tokens, d_model]`` per image (576 for
+LLaVA-1.5 at 336 px). The site keeps their mean, one ``[d_model]`` vector per sequence, the same at
+every one-vector position (an image is not placed by text positions); token-level positions do not
+apply to it. Its ``layer`` is 0: the projected image tokens are the embedding layer's output at the
+image positions (``hidden_states[0]`` there). It exists only on a model with a vision tower.
 
 The final-norm sites belong to no block; their ``layer`` is ``n_layers`` (one past the last
 block, the index of ``hidden_states`` they equal), so they sort after every block and are cached
@@ -42,10 +52,13 @@ class SiteKind(str, Enum):  # noqa: UP042 (str() of a StrEnum member differs)
     PATTERN = "attn.hook_pattern"
     FINAL_NORMALIZED = "ln_final.hook_normalized"
     FINAL_OUT = "ln_final.hook_out"
+    VISION_OUT = "vision.hook_out"
 
 
 FINAL_NORM_KINDS = frozenset({SiteKind.FINAL_NORMALIZED, SiteKind.FINAL_OUT})
 """Site kinds of the final norm, after the last block (no ``blocks.{l}.`` prefix)."""
+UNPREFIXED_KINDS = FINAL_NORM_KINDS | {SiteKind.VISION_OUT}
+"""Site kinds whose name is the kind alone (no ``blocks.{l}.`` prefix)."""
 
 
 class SiteError(ValueError):
@@ -68,7 +81,7 @@ class Site:
 
     @property
     def name(self) -> str:
-        if self.kind in FINAL_NORM_KINDS:
+        if self.kind in UNPREFIXED_KINDS:
             return self.kind.value
         suffix = f"[{','.join(map(str, self.heads))}]" if self.heads is not None else ""
         return f"blocks.{self.layer}.{self.kind.value}{suffix}"
@@ -78,16 +91,21 @@ class Site:
 
 
 _SITE_PATTERN = re.compile(r"^blocks\.(?P<layers>\*|\d+|\d+-\d+)\.(?P<kind>[a-z_.]+?)(?:\[(?P<heads>[\d,\s]+)\])?$")
-_KINDS = {kind.value: kind for kind in SiteKind if kind not in FINAL_NORM_KINDS}
-VALID_SITE_FORMS = tuple(kind.value if kind in FINAL_NORM_KINDS else f"blocks.{{l}}.{kind.value}" for kind in SiteKind)
+_KINDS = {kind.value: kind for kind in SiteKind if kind not in UNPREFIXED_KINDS}
+VALID_SITE_FORMS = tuple(kind.value if kind in UNPREFIXED_KINDS else f"blocks.{{l}}.{kind.value}" for kind in SiteKind)
 
 
-def parse_sites(names: str | list[str] | tuple[str, ...], n_layers: int, n_heads: int) -> list[Site]:
+def parse_sites(
+    names: str | list[str] | tuple[str, ...], n_layers: int, n_heads: int, *, vision_type: str | None = None
+) -> list[Site]:
     """Expand site names (wildcards, ranges) into sorted, de-duplicated :class:`Site` objects.
+
+    ``vision_type`` is the model's vision-language type (``ModelArchitecture.vision_type``); without
+    one, ``vision.hook_out`` is refused.
 
     Raises:
         SiteError: unknown name (the message lists the valid forms), layer or head out of range,
-            or a ``hook_pattern`` without heads.
+            a ``hook_pattern`` without heads, or ``vision.hook_out`` on a text-only model.
     """
     if isinstance(names, str):
         names = [names]
@@ -98,6 +116,14 @@ def parse_sites(names: str | list[str] | tuple[str, ...], n_layers: int, n_heads
         name = raw.strip()
         if name in {kind.value for kind in FINAL_NORM_KINDS}:
             sites.add(Site(layer=n_layers, kind=SiteKind(name)))
+            continue
+        if name == SiteKind.VISION_OUT.value:
+            if vision_type is None:
+                raise SiteError(
+                    f"site {raw!r} is the image tokens of a vision-language model, and this model is text-only; "
+                    "remove the site or load a vision-language model (llava, idefics3, smolvlm)"
+                )
+            sites.add(Site(layer=0, kind=SiteKind.VISION_OUT))
             continue
         match = _SITE_PATTERN.match(name)
         if match is None or match["kind"] not in _KINDS:

@@ -24,6 +24,12 @@ Another generation engine (:mod:`workbench.inference.engines`, ``[generation] en
 decoding only: the prefill still scores the options and captures, and the engine answers the
 prompts from their token ids; the kept caches then cover the prompts (the next round re-encodes the
 answer tokens).
+
+A vision-language model answers image items the same way (``images``): the prefill passes the pixels
+of every row whose image tokens it encodes (a row whose image tokens sit in a reused cache passes
+none), decoding and option scoring read the image through the cache, and ``vision.hook_out`` is
+read from the images themselves (:func:`workbench.hooks.vision.read_vision_site`). Only the ``hf``
+engine decodes them (the others take token ids alone).
 """
 
 from __future__ import annotations
@@ -41,10 +47,12 @@ from workbench.hooks import Capture, HookPlan, capture_tokens, hooked, site_read
 from workbench.hooks.nnsight_remote import RemoteMode
 from workbench.hooks.positions import TokenBatch, in_context_continuation, position_name
 from workbench.hooks.sites import Site, SiteKind
+from workbench.hooks.vision import check_vision_backend, image_forward_inputs, read_vision_site
 from workbench.inference.engines import GenerationEngine
 from workbench.inference.generation import decode_text, eos_token_ids, generate_ids, preallocated_cache, strip_at_eos
 from workbench.inference.option_scoring import continuation_mean_nll
 from workbench.models.loading import LoadedModel
+from workbench.models.vision import ImageInputs, VisionModelError
 
 PREFILL_POSITIONS = ("last_prompt",)
 
@@ -121,6 +129,7 @@ def answer_batch(
     add_special_tokens: bool = False,
     engine: GenerationEngine | None = None,
     remote: RemoteMode = False,
+    images: Sequence[ImageInputs | None] | None = None,
 ) -> AnsweredBatch:
     """Answer one round for every prompt (all prompts share ``option_labels``; may be empty).
 
@@ -133,22 +142,40 @@ def answer_batch(
     the prefill's cache); it is called outside inference mode, which continuous batching refuses.
     ``remote`` (nnsight backend): the round's capture runs as one nnsight session, sent to NDIF or
     simulated (:mod:`workbench.hooks.nnsight_remote`).
+    ``images`` (vision-language models): per prompt the image whose tokens it holds (expanded), or ``None``.
     """
     if max_new_tokens < 1:
         raise ValueError(f"an answer needs at least one new token, not max_new_tokens={max_new_tokens}")
+    row_images = list(images) if images is not None else [None] * len(prompt_ids)
+    with_images = any(image is not None for image in row_images)
+    decode_here = engine is None or engine.name == "hf"
+    if with_images:
+        check_vision_backend(model, backend)
+        if not decode_here:
+            assert engine is not None
+            raise VisionModelError(
+                f'[generation] engine = "{engine.name}" decodes token ids alone and cannot see images; '
+                'use engine = "hf" for image items'
+            )
     tokenizer = model.tokenizer
     layout = _Layout.build(prompt_ids, previous, tokenizer.pad_token_id, model.device)
     scored = _option_continuations(model, prompt_ids, option_labels, prompt_texts, add_special_tokens)
+    outside = [row for row, (pairs, in_tree) in enumerate(scored) if pairs and not in_tree]
+    if with_images and any(row_images[row] is not None for row in outside):
+        raise VisionModelError(
+            f"the options of prompt {outside[0]} merge with the prompt's last tokens, so they would be scored "
+            "without the image; end the prompt (chat template or assistant prefix) so that ' (a)' starts new tokens"
+        )
     tree = _OptionTree.build([continuations for continuations, in_tree in scored if in_tree])
-    decode_here = engine is None or engine.name == "hf"
     cache = layout.cache(model, room=max(max_new_tokens if decode_here else 0, len(tree.prefixes)))
     prefill_capture = backend == "hf" and all(p in PREFILL_POSITIONS for p in positions)
     plan, store = _prefill_plan(sites, positions, layout.segment, dtype) if prefill_capture else (HookPlan(), {})
+    image_inputs = image_forward_inputs(model, layout.segment.input_ids, row_images)
     eos_ids = eos_token_ids(model)
     width = layout.input_ids.shape[1]
     with torch.inference_mode():
         with hooked(model, plan):
-            first_log_probs, node_log_probs = _prefill(model, layout, cache, tree)
+            first_log_probs, node_log_probs = _prefill(model, layout, cache, tree, image_inputs)
         first_tokens = first_log_probs.argmax(dim=-1, keepdim=True)  # greedy, as generate would choose
         _rewind(cache, width)  # drop the option tree's columns; decoding continues after the prompt
         sequences = first_tokens
@@ -185,6 +212,8 @@ def answer_batch(
         activations = {
             key: torch.stack([by_layer[layer] for layer in sorted(by_layer)], dim=1) for key, by_layer in store.items()
         }
+        if any(site.kind is SiteKind.VISION_OUT for site in sites):
+            activations.update(_vision_activations(model, row_images, positions, dtype))
     else:
         captured: Capture = capture_tokens(
             model,
@@ -196,6 +225,7 @@ def answer_batch(
             batch_size=len(prompt_ids),
             dtype=dtype,
             remote=remote,
+            images=images,
         )
         activations = dict(captured.stacked)
     return AnsweredBatch(
@@ -306,13 +336,30 @@ class _Layout:
         return result
 
 
+def _vision_activations(
+    model: LoadedModel, images: Sequence[ImageInputs | None], positions: Sequence[str | int], dtype: torch.dtype
+) -> dict[tuple[SiteKind, str], torch.Tensor]:
+    """``vision.hook_out`` of every row at every position: ``[batch, 1, d_model]`` (one layer, numbered 0).
+
+    Raises:
+        VisionModelError: a row without an image.
+    """
+    if any(image is None for image in images):
+        raise VisionModelError("vision.hook_out reads each prompt's image; every item of the batch needs one")
+    values = read_vision_site(model, [image for image in images if image is not None], dtype)[:, None]
+    return {(SiteKind.VISION_OUT, position_name(position)): values for position in positions}
+
+
 def _prefill_plan(
     sites: Sequence[Site], positions: Sequence[str | int], batch: TokenBatch, dtype: torch.dtype
 ) -> tuple[HookPlan, dict[tuple[SiteKind, str], dict[int, torch.Tensor]]]:
-    """Readers of the prefill forward: ``(kind, position name) -> layer -> [batch, *site]`` values."""
+    """Readers of the prefill forward: ``(kind, position name) -> layer -> [batch, *site]`` values
+    (``vision.hook_out`` is read from the images, not the prefill: :func:`_vision_activations`)."""
     plan = HookPlan()
     store: dict[tuple[SiteKind, str], dict[int, torch.Tensor]] = {}
     for site in sites:
+        if site.kind is SiteKind.VISION_OUT:
+            continue
         for position in positions:
             by_layer = store.setdefault((site.kind, position_name(position)), {})
             plan.add_reader(site.layer, site.kind, site_reader(site, position, batch, by_layer, dtype))
@@ -461,8 +508,12 @@ def _rewind(cache: Cache, length: int) -> None:
             cast(DynamicLayer, layer).crop(-surplus)
 
 
-def _prefill(model: LoadedModel, layout: _Layout, cache: Cache, tree: _OptionTree) -> tuple[torch.Tensor, torch.Tensor]:
+def _prefill(
+    model: LoadedModel, layout: _Layout, cache: Cache, tree: _OptionTree, image_inputs: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward over the batch's new tokens followed by the option tree's nodes.
+
+    ``image_inputs``: the pixel arguments of the rows whose new tokens hold an image (empty for a text batch).
 
     The new tokens attend causally to the real tokens (cached and new), each node to the real
     tokens and its own ancestors; positions count real tokens only. The cache receives the new
@@ -501,6 +552,7 @@ def _prefill(model: LoadedModel, layout: _Layout, cache: Cache, tree: _OptionTre
         past_key_values=cache,
         use_cache=True,
         logits_to_keep=keep,
+        **image_inputs,
     ).logits
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     return log_probs[:, 0], log_probs[:, 1:]

@@ -5,6 +5,10 @@ Activations of generated text are not captured while decoding (KV-cached steps s
 at a time, so shapes are ragged). The runner generates first, then captures with one clean
 forward over prompt + answer (:func:`workbench.hooks.capture_tokens`); for a causal LM the
 values are the same (tested in ``tests/unit/test_generation.py``).
+
+A vision-language model's image items take their image in the first user turn
+(:func:`image_chat_prompt`, the processor's chat template) and its pixels in generation
+(``generate_greedy(..., images=...)``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from transformers import Cache, DynamicCache, GenerationConfig, PreTrainedTokeni
 from transformers.cache_utils import StaticLayer
 
 from workbench.hooks.positions import TokenBatch
+from workbench.hooks.vision import image_forward_inputs, vision_processor
 from workbench.models.loading import LoadedModel
+from workbench.models.vision import ImageInputs, VisionModelError
 
 
 class PromptTooLong(ValueError):
@@ -49,6 +55,41 @@ def chat_prompt(model: LoadedModel, messages: Sequence[dict[str, str]], assistan
     else:
         text = "\n\n".join(message["content"] for message in messages) + "\n\n"
     return text + assistant_prefix
+
+
+def image_chat_prompt(model: LoadedModel, messages: Sequence[dict[str, str]], assistant_prefix: str = "") -> str:
+    """:func:`chat_prompt` of an image item: the image's placeholder opens the first user message.
+
+    With the processor's chat template, every message's content becomes ``[{"type": "text", ...}]``
+    and the first user message's ``[{"type": "image"}, {"type": "text", ...}]``, so the template puts
+    the placeholder where the model was trained to see it; without one, the placeholder and a newline
+    precede the first user message's text. Later rounds repeat the whole transcript, image included.
+
+    Raises:
+        VisionModelError: a text-only model, or no user message to carry the image.
+    """
+    processor = vision_processor(model)
+    first_user = next((index for index, message in enumerate(messages) if message["role"] == "user"), None)
+    if first_user is None:
+        raise VisionModelError("an image item's prompt has no user message to carry the image")
+    if processor.chat_template is None:
+        contents = [
+            processor.image_token + "\n" + message["content"] if index == first_user else message["content"]
+            for index, message in enumerate(messages)
+        ]
+        return "\n\n".join(contents) + "\n\n" + assistant_prefix
+    structured: Any = [  # structured contents; the tokenizer's stub types contents as strings
+        {
+            "role": message["role"],
+            "content": ([{"type": "image"}] if index == first_user else [])
+            + [{"type": "text", "text": message["content"]}],
+        }
+        for index, message in enumerate(messages)
+    ]
+    rendered = model.tokenizer.apply_chat_template(
+        structured, chat_template=processor.chat_template, tokenize=False, add_generation_prompt=True
+    )
+    return cast(str, rendered) + assistant_prefix  # one conversation, tokenize=False: one string
 
 
 def check_prompt_lengths(
@@ -122,9 +163,17 @@ def preallocated_cache(model: LoadedModel, length: int) -> Cache:
 
 
 def generate_greedy(
-    model: LoadedModel, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int = 8
+    model: LoadedModel,
+    prompt_ids: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    batch_size: int = 8,
+    images: Sequence[ImageInputs | None] | None = None,
 ) -> Generation:
-    """Greedy decoding of each prompt (left-padded batches), stopping at EOS or ``max_new_tokens``."""
+    """Greedy decoding of each prompt (left-padded batches), stopping at EOS or ``max_new_tokens``.
+
+    ``images`` (vision-language models): per prompt the image whose tokens it holds, or ``None``.
+    """
+    row_images = list(images) if images is not None else [None] * len(prompt_ids)
     tokenizer = model.tokenizer
     eos_ids = eos_token_ids(model)
     config = GenerationConfig(  # type: ignore[no-untyped-call, unused-ignore]  # untyped in transformers
@@ -138,6 +187,7 @@ def generate_greedy(
     for start in range(0, len(prompt_ids), batch_size):
         chunk = prompt_ids[start : start + batch_size]
         batch = TokenBatch.from_sequences(chunk, [len(ids) for ids in chunk], tokenizer.pad_token_id).to(model.device)
+        image_inputs = image_forward_inputs(model, batch.input_ids, row_images[start : start + batch_size])
         with torch.inference_mode():
             output = generate_ids(
                 model,
@@ -145,6 +195,7 @@ def generate_greedy(
                 attention_mask=batch.attention_mask,
                 generation_config=config,
                 past_key_values=preallocated_cache(model, batch.input_ids.shape[1] + max_new_tokens),
+                **image_inputs,
             )
         answers.extend(strip_at_eos(output[:, batch.input_ids.shape[1] :].tolist(), eos_ids))
     texts = [decode_text(tokenizer, ids) for ids in answers]

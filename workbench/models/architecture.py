@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from transformers import PretrainedConfig
 
+from workbench.models.vision import vision_type
+
 
 @dataclass(frozen=True)
 class ModelArchitecture:
@@ -21,6 +23,8 @@ class ModelArchitecture:
         d_mlp: hidden width of the MLP.
         vocab_size: number of token ids.
         max_positions: the context length the model was trained for.
+        vision_type: the ``model_type`` of a vision-language model (``"llava"``, ``"idefics3"``, ...),
+            whose other fields describe its language model; ``None`` for a text-only model.
     """
 
     model_type: str
@@ -32,10 +36,15 @@ class ModelArchitecture:
     d_mlp: int
     vocab_size: int
     max_positions: int
+    vision_type: str | None = None
 
     @classmethod
     def from_config(cls, config: PretrainedConfig) -> ModelArchitecture:
-        """Read the shape from a (text) config; GPT-2 style names are accepted too."""
+        """Read the shape from a (text) config; GPT-2 style names are accepted too.
+
+        Raises:
+            VisionModelError: a config with a vision tower of an unknown type.
+        """
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
         n_heads = _first(text, "num_attention_heads", "n_head")
         d_model = _first(text, "hidden_size", "n_embd")
@@ -50,6 +59,7 @@ class ModelArchitecture:
             d_mlp=getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * d_model,
             vocab_size=text.vocab_size,
             max_positions=_first(text, "max_position_embeddings", "n_positions"),
+            vision_type=vision_type(config),
         )
 
 

@@ -1,5 +1,10 @@
 """Load any Hugging Face causal LM by spec: embedded name, ``.gguf`` file, local directory, hub id.
 
+A vision-language model (a config with a ``vision_config`` of a type in
+:data:`workbench.models.vision.VISION_LANGUAGE_TYPES`, e.g. ``llava-hf/llava-1.5-7b-hf`` or
+``HuggingFaceTB/SmolVLM-256M-Instruct``) loads as its image-text-to-text class with its image
+processor and chat template (:class:`workbench.models.vision.VisionProcessor`).
+
 A spec is resolved first (:func:`resolve_model_spec`, no weights read, a hub id answered in
 seconds even offline), the device checked (:func:`check_device`), and only then is the model
 loaded. The first load of a GGUF file dequantizes it once and stores a safetensors copy (with the
@@ -19,11 +24,20 @@ from typing import Literal
 
 import platformdirs
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from workbench.models.architecture import ModelArchitecture
 from workbench.models.embedded import EMBEDDED_MODELS, file_sha256
 from workbench.models.placement import DeviceMap, DeviceMapError, plan_device_map
+from workbench.models.vision import VisionProcessor, load_vision_processor, vision_type
 
 MODEL_CACHE_ENV = "WORKBENCH_MODEL_CACHE"
 PROVENANCE_FILE = "workbench-provenance.json"
@@ -70,6 +84,31 @@ class ModelLocation:
             return "sha256:" + file_sha256(self.path)
         return _directory_weights_hash(self.path)
 
+    def read_config(self) -> PretrainedConfig | None:
+        """The model's configuration, read without weights or downloads (no code runs).
+
+        ``None`` where it is not on this machine as a ``config.json``: a GGUF file (embedded or not;
+        its configuration comes with the conversion), a hub id not in the local Hugging Face cache,
+        or a configuration transformers cannot read without the repository's own code.
+        """
+        if self.source in ("embedded", "gguf"):
+            return None
+        if self.source == "hub":
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(self.spec, "config.json")
+            if not isinstance(cached, str):
+                return None
+            directory = Path(cached).parent
+        else:
+            assert self.path is not None  # a local directory
+            directory = self.path
+        try:
+            config: PretrainedConfig = AutoConfig.from_pretrained(directory)
+        except (OSError, ValueError):
+            return None
+        return config
+
 
 @dataclass
 class LoadedModel:
@@ -85,6 +124,7 @@ class LoadedModel:
         architecture: layer/head/width facts.
         device_map: module -> device of a model placed by a device map (accelerate moves each
             module's inputs to its device); ``None`` when the whole model sits on ``device``.
+        processor: a vision-language model's image processor and chat template; ``None`` for a text-only model.
     """
 
     model: PreTrainedModel
@@ -95,6 +135,7 @@ class LoadedModel:
     weights_hash: str
     architecture: ModelArchitecture
     device_map: dict[str, int | str] | None = None
+    processor: VisionProcessor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -296,7 +337,11 @@ def load_model(
             else None
         )
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
+        config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+        is_vision_language = vision_type(config) is not None
+        model_class = AutoModelForImageTextToText if is_vision_language else AutoModelForCausalLM
+        processor = load_vision_processor(location, config, tokenizer) if is_vision_language else None
+        model = model_class.from_pretrained(
             location,
             dtype=resolved_dtype,
             attn_implementation=attn_implementation,
@@ -329,6 +374,7 @@ def load_model(
         weights_hash=weights_hash,
         architecture=ModelArchitecture.from_config(model.config),
         device_map=placement,
+        processor=processor,
     )
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+from workbench.models.vision import vision_type
 
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 """The device-map strategies accelerate computes (transformers' ``from_pretrained(device_map=...)``)."""
@@ -58,8 +60,9 @@ def plan_device_map(
             f'[model] device_map = "{device_map}" is not a strategy; use one of {", ".join(DEVICE_MAP_STRATEGIES)}'
         )
     config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+    model_class = AutoModelForImageTextToText if vision_type(config) is not None else AutoModelForCausalLM
     with init_empty_weights():
-        skeleton = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+        skeleton = model_class.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
     if not isinstance(device_map, str):
         for module, device in device_map.items():
             check_mapped_device(module, device)

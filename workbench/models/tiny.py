@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
+    CLIPVisionConfig,
     Gemma2Config,
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
@@ -22,8 +23,13 @@ from transformers import (
     GPT2LMHeadModel,
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
+    Idefics3VisionConfig,
     LlamaConfig,
     LlamaForCausalLM,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
     MistralConfig,
     MistralForCausalLM,
     Olmo2Config,
@@ -37,9 +43,12 @@ from transformers import (
     Qwen3Config,
     Qwen3ForCausalLM,
 )
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
 from workbench.models.architecture import ModelArchitecture
 from workbench.models.loading import LoadedModel, prepare_tokenizer
+from workbench.models.vision import build_vision_processor
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -265,4 +274,114 @@ def tiny_model(
         source="in-memory",
         weights_hash="sha256:" + digest.hexdigest(),
         architecture=ModelArchitecture.from_config(model.config),
+    )
+
+
+VISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>\n{% else %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""ChatML with structured contents: an ``{"type": "image"}`` part becomes the ``<image>`` placeholder."""
+
+TINY_VISION_FAMILIES = ("llava", "idefics3")
+"""The vision-language families :func:`tiny_vision_model` builds."""
+
+_IDEFICS3_TOKENS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]
+
+
+def tiny_vision_model(
+    family: str = "llava",
+    *,
+    n_layers: int = 2,
+    d_model: int = 32,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    image_size: int = 32,
+    patch_size: int = 8,
+    seed: int = 0,
+) -> LoadedModel:
+    """A randomly initialised vision-language model of one of :data:`TINY_VISION_FAMILIES`, float32, CPU.
+
+    The language model is a Llama of ``n_layers`` blocks of width ``d_model`` (as :func:`tiny_model`);
+    the vision tower has 2 layers of width ``d_model`` over ``image_size`` x ``image_size`` images in
+    ``patch_size`` patches. ``"llava"``: a CLIP tower, one image token per patch (16 at the defaults);
+    ``"idefics3"``: a SigLIP-style tower and a pixel-shuffle connector (scale 2: 4 image tokens at the
+    defaults), no tiling. The word-level tokenizer of :func:`tiny_tokenizer` gains the image tokens;
+    the chat template is :data:`VISION_CHAT_TEMPLATE`.
+
+    Raises:
+        ValueError: a family not in :data:`TINY_VISION_FAMILIES`.
+    """
+    if family not in TINY_VISION_FAMILIES:
+        raise ValueError(
+            f"unknown tiny vision-language family {family!r}; use one of {', '.join(TINY_VISION_FAMILIES)}"
+        )
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer(256)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"] if family == "llava" else _IDEFICS3_TOKENS})
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv_heads,
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    tower: dict[str, Any] = {  # the vision configs' keyword arguments, shared by both families
+        "hidden_size": d_model,
+        "intermediate_size": 2 * d_model,
+        "num_hidden_layers": 2,
+        "num_attention_heads": n_heads,
+        "image_size": image_size,
+        "patch_size": patch_size,
+    }
+    image_token_id = int(tokenizer.convert_tokens_to_ids("<image>"))  # type: ignore[arg-type]  # one token: one id
+    model: PreTrainedModel
+    image_processor: CLIPImageProcessorPil | Idefics3ImageProcessorPil
+    if family == "llava":
+        llava = LlavaConfig(
+            vision_config=CLIPVisionConfig(**tower, projection_dim=d_model),
+            text_config=text,
+            image_token_index=image_token_id,
+        )
+        model = LlavaForConditionalGeneration(llava)
+        image_processor = CLIPImageProcessorPil(
+            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+        )
+    else:
+        idefics3 = Idefics3Config(
+            vision_config=Idefics3VisionConfig(**tower),
+            text_config=text,
+            image_token_id=image_token_id,
+            scale_factor=2,
+        )
+        model = Idefics3ForConditionalGeneration(idefics3)
+        image_processor = Idefics3ImageProcessorPil(
+            do_image_splitting=False,
+            size={"longest_edge": image_size},
+            max_image_size={"longest_edge": image_size},
+        )
+    model.eval()  # type: ignore[no-untyped-call, unused-ignore]  # untyped in transformers
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = 2
+    prepare_tokenizer(tokenizer)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().numpy().tobytes())
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        spec=f"tiny-{family}",
+        model_id=f"tiny-random-{family}",
+        source="in-memory",
+        weights_hash="sha256:" + digest.hexdigest(),
+        architecture=ModelArchitecture.from_config(model.config),
+        processor=build_vision_processor(model.config, tokenizer, image_processor, VISION_CHAT_TEMPLATE),
     )

@@ -2,13 +2,16 @@
 
 Tasks: ``"bbq"`` (folder with ``data/<Category>.jsonl``), ``"bbq-sample"`` (the embedded sample,
 no path), ``"winogender"`` (folder with ``templates.tsv``), ``"realtoxicity"`` (a ``.jsonl`` file or
-folder). What ``categories`` and ``limit_per_category`` mean per task:
+folder), ``"image-questions"`` (a folder with ``questions.jsonl`` and its images, for
+vision-language models: :mod:`workbench.tasks.image_questions`). What ``categories`` and
+``limit_per_category`` mean per task:
 
 | task | categories | context_conditions / polarities | limit_per_category |
 |---|---|---|---|
 | bbq, bbq-sample | BBQ categories | yes | per BBQ category |
 | winogender | occupations | no | no |
 | realtoxicity | file stems (subsets), e.g. ``toxic`` | no | per file |
+| image-questions | the lines' ``category`` | no | per category |
 """
 
 from __future__ import annotations
@@ -24,18 +27,20 @@ from workbench.tasks.bbq import (
     load_bbq,
     load_embedded_bbq_sample,
 )
+from workbench.tasks.image_questions import load_image_questions
 from workbench.tasks.items import Item
 from workbench.tasks.jsonl_lines import ON_ERROR_CHOICES, OnError
 from workbench.tasks.realtoxicity import load_realtoxicity
 from workbench.tasks.subsampling import check_limit
 from workbench.tasks.winogender import load_winogender
 
-TASK_NAMES: tuple[str, ...] = ("bbq", "bbq-sample", "winogender", "realtoxicity")
+TASK_NAMES: tuple[str, ...] = ("bbq", "bbq-sample", "winogender", "realtoxicity", "image-questions")
 _SUPPORTED_FILTERS: dict[str, frozenset[str]] = {
     "bbq": frozenset({"categories", "context_conditions", "polarities", "limit_per_category", "seed", "on_error"}),
     "bbq-sample": frozenset({"categories", "context_conditions", "polarities", "limit_per_category", "seed"}),
     "winogender": frozenset({"categories", "on_error"}),
     "realtoxicity": frozenset({"categories", "limit_per_category", "seed", "on_error"}),
+    "image-questions": frozenset({"categories", "limit_per_category", "seed", "on_error"}),
 }
 
 
@@ -43,6 +48,7 @@ _EXAMPLE_PATHS: dict[str, str] = {
     "bbq": "shared/data/bbq",
     "winogender": "shared/data/winogender",
     "realtoxicity": "shared/data/real_toxicity_prompts",
+    "image-questions": "my-images",
 }
 
 
@@ -176,6 +182,8 @@ def load_configured_task(config: TaskConfig) -> list[Item]:
         )
     if config.name == "winogender":
         return load_winogender(config.path, config.categories, on_error=on_error)
+    if config.name == "image-questions":
+        return load_image_questions(config.path, config.categories, config.limit_per_category, config.seed, on_error)
     return load_realtoxicity(
         config.path,
         config.categories,
