@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from probes.spd_solves import solve_spd
+
 
 @dataclass(frozen=True)
 class LayerReadouts:
@@ -173,9 +175,10 @@ def fit_logistic_layers(
 def newton_steps(hessian: torch.Tensor, gradient: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     """Newton directions ``-H^-1 g`` per layer; a gradient step where ``H`` cannot be solved.
 
-    A layer whose probabilities saturate (separable data, an unpenalised intercept) can reach a
-    singular or non-finite Hessian; it takes the steepest-descent direction ``-g`` instead, which the
-    Armijo search then scales, so no layer's failure stops or poisons the others'.
+    The Hessians are solved by Cholesky (:mod:`probes.spd_solves`). A layer whose probabilities
+    saturate (separable data, an unpenalised intercept) can reach a singular or non-finite Hessian;
+    it takes the steepest-descent direction ``-g`` instead, which the Armijo search then scales, so
+    no layer's failure stops or poisons the others'.
 
     Args:
         hessian: [layers, d + 1, d + 1] float64 Hessians.
@@ -187,8 +190,8 @@ def newton_steps(hessian: torch.Tensor, gradient: torch.Tensor, active: torch.Te
     """
     finite = torch.isfinite(hessian).all(dim=2).all(dim=1)
     identity = torch.eye(hessian.shape[-1], dtype=hessian.dtype, device=hessian.device)
-    solution, info = torch.linalg.solve_ex(torch.where(finite[:, None, None], hessian, identity), gradient)
-    solved = finite & (info == 0) & torch.isfinite(solution).all(dim=1)
+    solution, factored = solve_spd(torch.where(finite[:, None, None], hessian, identity), gradient)
+    solved = finite & factored
     step = torch.where(solved[:, None], -solution, -gradient)
     return torch.where(active[:, None], step, torch.zeros_like(step))
 

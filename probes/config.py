@@ -106,7 +106,7 @@ class ProbeConfig:
     memory: str = "auto"
     memory_budget_mb: float = 512.0
     streaming_epochs: int = 10
-    streaming_batch_size: int = 256
+    streaming_batch_size: int = 1024
 
     def __post_init__(self) -> None:
         name = self.concept_set.partition(":")[0]

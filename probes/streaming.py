@@ -7,9 +7,14 @@ of ``R`` records at a time, so that the moments or gradients of every layer accu
 
 A background thread reads ahead (:data:`READ_AHEAD` chunk-rows) while the caller converts and uses
 the current one: whole uncompressed chunks go straight into a reused buffer
-(``read_direct_chunk``; HDF5's API, the reader's twin of the writer's ``write_direct_chunk``),
-compressed or virtual (joined-shard) datasets through an HDF5 selection. At most
-``READ_AHEAD + 2`` raw chunk-rows are held.
+(``read_direct_chunk``; HDF5's API, the reader's twin of the writer's ``write_direct_chunk``, which
+releases the GIL while it copies), compressed or virtual (joined-shard) datasets through an HDF5
+selection. ``READ_AHEAD + 1`` raw chunk-rows are held: the caller's and the one being read (or
+waiting for the caller).
+
+A pass's products are small (one layer of one chunk-row, about 1 MiB of float16, at a time), and
+torch's intra-op threads only add a synchronisation per product to them: the passes run them on
+one thread (:func:`one_intra_op_thread`) beside the reading thread.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from activations_cache import CacheFormatError, CacheReader
 from probes.cache_reading import ProbeSite, non_finite_error
 from probes.errors import CacheSiteError, NonFiniteActivationsError, ProbeInputError
 
-READ_AHEAD = 2
-"""Chunk-rows the reading thread reads ahead of the caller."""
+READ_AHEAD = 1
+"""Chunk-rows the reading thread reads ahead of the caller: one overlaps reading with the caller's
+work whenever a chunk-row reads faster than the caller uses it (3-4x faster in a mean-difference pass,
+docs/probes.md "Measured"); each more holds ``layers x chunk_bytes`` more."""
 CONTIGUOUS_BLOCK_ROWS = 1024
 """Records per block of a dataset stored without chunks."""
 READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
@@ -42,6 +49,26 @@ _POLL_SECONDS = 0.1
 Key = TypeVar("Key", bound=Hashable)
 RecordMeasure = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """A per-record value of one layer's states: ``(states [b, width] float32, view positions [b]) -> [b]``."""
+
+
+@contextlib.contextmanager
+def one_intra_op_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside the block, then restore the caller's setting.
+
+    The streamed passes multiply one layer of one chunk-row (about 910 x 576 values) at a time: an
+    intra-op thread team gains nothing on products that small and waits for every member at each of
+    them, which on a machine whose cores are busy made a mean-difference pass 14x slower with two
+    threads than with one (docs/probes.md, "Measured"). The pass's parallelism is its reading thread.
+
+    Restoring is a ``torch.set_num_threads`` call, after which this torch build's batched LU solves
+    of matrices 200 or more wide fail with more than one thread (docs/probes.md, "Measured").
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -218,12 +245,13 @@ class StreamedActivations:
         wanted: dict[int, list[tuple[Key, RecordMeasure]]] = {layer: [] for layer in self.layers}
         for key, (layer, measure) in measures.items():
             wanted[layer].append((key, measure))
-        for block in self.blocks():
-            for index, layer in enumerate(self.layers):
-                states = block.values[index].float().numpy()
-                bad[index] += int((~np.isfinite(states).all(axis=1)).sum())
-                for key, measure in wanted[layer]:
-                    outputs[key][block.positions] = measure(states, block.positions)
+        with one_intra_op_thread():
+            for block in self.blocks():
+                for index, layer in enumerate(self.layers):
+                    states = block.values[index].float().numpy()
+                    bad[index] += int((~np.isfinite(states).all(axis=1)).sum())
+                    for key, measure in wanted[layer]:
+                        outputs[key][block.positions] = measure(states, block.positions)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise non_finite_error(self.reader, self.site, self.layers[first], int(bad[first]))
@@ -266,7 +294,7 @@ class _ReadAhead:
         )
         shape = (len(view.layers), view.chunk_rows, view.width)
         self.pool: queue.Queue[np.ndarray] = queue.Queue()
-        for _ in range(READ_AHEAD + 2):
+        for _ in range(READ_AHEAD + 1):
             self.pool.put(np.empty(shape, dtype=dataset.dtype))
         self.ready: queue.Queue[tuple[_ChunkRow, np.ndarray] | BaseException | None] = queue.Queue(READ_AHEAD)
         self.stop = threading.Event()

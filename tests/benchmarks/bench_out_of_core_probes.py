@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/benchmarks/bench_out_of_core_probes.py [--records 100000] [--layers 30]
         [--width 576] [--dir /tmp] [--budget-mb 512] [--repeats 2] [--threads N] [--keep | --cache PATH]
-        [--parts mean_difference,logistic,agreement]
+        [--epochs 10] [--batch-size 1024] [--parts mean_difference,logistic,agreement]
 
 Writes a synthetic float16 cache with the real writer (100,000 x 30 x 576: 3.5 GB; residual-like
 states: a rank-16 correlated part, three outlier dimensions, iid noise, and a label direction whose
@@ -14,22 +14,26 @@ and peak resident memory (``VmHWM``, which includes the interpreter, torch and h
 - ``mean_difference``: the streamed mean-difference fit of all layers (one moments pass, Platt
   scaling on the record sample), ``LayerwiseProbe(MeanDifferenceProbe()).fit(view, labels)``;
 - ``logistic``: the streamed logistic fit of all layers (moments pass + ``epochs`` passes of
-  preconditioned mini-batch steps);
+  preconditioned mini-batch steps), once with ``--epochs`` and once with one epoch: the difference
+  over ``epochs - 1`` is the cost of one epoch (its pass and steps), printed against the read;
 - ``agreement``: both streamed fits against the in-memory fits of three layers (first, middle,
   last; in memory those three layers alone take about 3 x 0.7 GB): direction cosine and accuracy
   on all records.
 
-Reads and mean-difference fits alternate ``--repeats`` times, then one read and one logistic fit
-(the file stays in the page cache throughout);
-times are printed side by side, never asserted. ``--threads`` sets torch's intra-op threads of the
-fits (default: torch's own choice; on a machine whose cores are busy, ``--threads 1`` was 14x faster
-than torch's 2 threads, docs/probes.md). The cache is deleted at the end unless ``--keep``; ``--cache``
+Reads and mean-difference fits alternate ``--repeats`` times, then one read and the logistic fits
+(the file stays in the page cache throughout: it was just written, or read by the previous
+measurement); times are printed side by side with the load average (``/proc/loadavg``: the machine
+may be shared), never asserted. ``--threads`` sets torch's intra-op threads of the process before the
+fit (default: torch's own choice); the streamed passes run their products on one intra-op thread
+whatever it is (``probes.streaming.one_intra_op_thread``). ``--epochs`` and ``--batch-size`` are the
+logistic fit's ``StreamingSettings``. The cache is deleted at the end unless ``--keep``; ``--cache``
 reuses a kept one (its labels lie next to it, ``<name>.labels.npy``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import subprocess
@@ -103,8 +107,13 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def measure(kind: str, path: Path, labels_path: Path, budget_mb: float, threads: int | None) -> dict[str, Any]:
-    """One measurement in this (fresh) process."""
+def load_average() -> float:
+    """The machine's one-minute load average."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def measure(kind: str, path: Path, labels_path: Path, settings: dict[str, Any], threads: int | None) -> dict[str, Any]:
+    """One measurement in this (fresh) process; ``settings`` are ``StreamingSettings`` fields."""
     if kind == "read":
         import h5py
 
@@ -117,7 +126,12 @@ def measure(kind: str, path: Path, labels_path: Path, budget_mb: float, threads:
                 for layer in range(dataset.shape[1]):
                     dataset.id.read_direct_chunk((first, layer, 0), out=buffer)
             seconds = time.perf_counter() - start
-        return {"seconds": seconds, "cpu_seconds": cpu_seconds() - cpu, "peak_rss_mb": peak_rss_mb()}
+        return {
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds() - cpu,
+            "peak_rss_mb": peak_rss_mb(),
+            "load": load_average(),
+        }
 
     import torch
 
@@ -132,27 +146,30 @@ def measure(kind: str, path: Path, labels_path: Path, budget_mb: float, threads:
     from probes.streaming import StreamedActivations
 
     labels = np.load(labels_path)
-    settings = StreamingSettings(memory_budget_mb=budget_mb)
+    streaming = StreamingSettings(**settings)
     with open_cache(path) as reader:
         site = stored_site(reader, SITE, POSITION)
         view = StreamedActivations(reader, site)
-        if kind in ("mean_difference", "logistic"):
+        if kind in ("mean_difference", "logistic", "logistic_one_epoch"):
             estimator = MeanDifferenceProbe(device="cpu") if kind == "mean_difference" else LogisticProbe(device="cpu")
             before = peak_rss_mb()
             start, cpu = time.perf_counter(), cpu_seconds()
-            LayerwiseProbe(estimator, settings).fit(view, labels)
+            if kind == "logistic_one_epoch":
+                streaming = dataclasses.replace(streaming, epochs=1)
+            LayerwiseProbe(estimator, streaming).fit(view, labels)
             seconds = time.perf_counter() - start
             return {
                 "seconds": seconds,
                 "cpu_seconds": cpu_seconds() - cpu,
                 "peak_rss_mb": peak_rss_mb(),
                 "rss_before_fit_mb": before,
+                "load": load_average(),
             }
         layers = [0, len(site.layers) // 2, len(site.layers) - 1]
         states = read_layers(reader, site, layers)
         result: dict[str, Any] = {"layers": layers, "threads": torch.get_num_threads()}
         for name, probe_kind in (("mean_difference", MeanDifferenceProbe), ("logistic", LogisticProbe)):
-            streamed = LayerwiseProbe(probe_kind(device="cpu"), settings).fit(view.with_layers(layers), labels)
+            streamed = LayerwiseProbe(probe_kind(device="cpu"), streaming).fit(view.with_layers(layers), labels)
             in_memory = LayerwiseProbe(probe_kind(device="cpu")).fit(states, labels)
             cosine = np.sum(streamed.coef_ * in_memory.coef_, axis=1) / (
                 np.linalg.norm(streamed.coef_, axis=1) * np.linalg.norm(in_memory.coef_, axis=1)
@@ -168,12 +185,14 @@ def measure(kind: str, path: Path, labels_path: Path, budget_mb: float, threads:
         return result
 
 
-def run(kind: str, path: Path, labels_path: Path, budget_mb: float, threads: int | None) -> dict[str, Any]:
+def run(kind: str, path: Path, labels_path: Path, settings: dict[str, Any], threads: int | None) -> dict[str, Any]:
     """``measure`` in a fresh subprocess (so that its peak RSS is its own)."""
     command = [sys.executable, __file__, "--measure", kind, "--path", str(path), "--labels", str(labels_path)]
-    command += ["--budget-mb", str(budget_mb)] + (["--threads", str(threads)] if threads is not None else [])
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    command += ["--settings", json.dumps(settings)] + (["--threads", str(threads)] if threads is not None else [])
+    finished = subprocess.run(command, check=False, capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise SystemExit(f"measurement {kind!r} failed (exit {finished.returncode}):\n{finished.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(finished.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -186,15 +205,19 @@ def main() -> None:
     parser.add_argument("--budget-mb", type=float, default=512.0, help="StreamingSettings.memory_budget_mb")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads of the fits")
+    parser.add_argument("--epochs", type=int, default=10, help="StreamingSettings.epochs of the logistic fit")
+    parser.add_argument("--batch-size", type=int, default=1024, help="StreamingSettings.batch_size")
     parser.add_argument("--parts", default="mean_difference,logistic,agreement", help="what to run besides the reads")
     parser.add_argument("--keep", action="store_true", help="keep the cache afterwards")
     parser.add_argument("--cache", type=Path, default=None, help="reuse this kept cache instead of writing one")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--labels", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--settings", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.measure:
-        measured = measure(arguments.measure, arguments.path, arguments.labels, arguments.budget_mb, arguments.threads)
+        settings = json.loads(arguments.settings)
+        measured = measure(arguments.measure, arguments.path, arguments.labels, settings, arguments.threads)
         print(json.dumps(measured))
         return
 
@@ -203,37 +226,52 @@ def main() -> None:
     labels_path = path.with_suffix(".labels.npy")
     keep = arguments.keep or arguments.cache is not None
     budget, threads = arguments.budget_mb, arguments.threads
+    settings = {"memory_budget_mb": budget, "epochs": arguments.epochs, "batch_size": arguments.batch_size}
     try:
         start = time.perf_counter()
         if arguments.cache is None:
             np.save(labels_path, build(path, arguments.records, arguments.layers, arguments.width))
         print(
             f"cache {path.name}: {path.stat().st_size / 1e9:.2f} GB float16 (ready in {time.perf_counter() - start:.0f} s); "
-            f"budget {budget:g} MiB; torch threads {threads or 'default'}"
+            f"budget {budget:g} MiB; torch threads {threads or 'default'}; logistic {arguments.epochs} epochs, "
+            f"batch {arguments.batch_size}; load average {load_average():.2f}"
         )
         rows = []
         parts = arguments.parts.split(",")
         plan = [(repeat, kind) for repeat in range(arguments.repeats) for kind in ("read", "mean_difference")]
         plan = [(repeat, kind) for repeat, kind in plan if kind in parts or kind == "read"]
-        for repeat, kind in plan + ([(0, "read"), (0, "logistic")] if "logistic" in parts else []):
-            result = run(kind, path, labels_path, budget, threads)
+        logistic = [(0, "read"), (0, "logistic"), (0, "logistic_one_epoch")] if "logistic" in parts else []
+        for repeat, kind in plan + logistic:
+            result = run(kind, path, labels_path, settings, threads)
             rows.append((repeat, kind, result))
             print(
-                f"  {repeat} {kind:16} {result['seconds']:8.2f} s (CPU {result['cpu_seconds']:7.2f} s)  "
-                f"peak RSS {result['peak_rss_mb']:7.0f} MiB"
+                f"  {repeat} {kind:18} {result['seconds']:8.2f} s (CPU {result['cpu_seconds']:7.2f} s)  "
+                f"peak RSS {result['peak_rss_mb']:7.0f} MiB  load {result['load']:.2f}"
             )
         reads = [float(r["seconds"]) for _, kind, r in rows if kind == "read"]
-        print(f"\n{'':18}{'seconds':>9}{'x read':>8}{'peak RSS MiB':>14}{'before fit':>12}")
+        read_cpu = float(np.median([float(r["cpu_seconds"]) for _, kind, r in rows if kind == "read"]))
+        print(f"\n{'':20}{'seconds':>9}{'x read':>8}{'CPU s':>8}{'x read':>8}{'peak RSS MiB':>14}{'before fit':>12}")
         for _, kind, result in rows:
-            seconds = float(result["seconds"])
+            seconds, cpu = float(result["seconds"]), float(result["cpu_seconds"])
             before = f"{float(result['rss_before_fit_mb']):12.0f}" if "rss_before_fit_mb" in result else ""
             print(
-                f"{kind:18}{seconds:9.2f}{seconds / np.median(reads):8.2f}{float(result['peak_rss_mb']):14.0f}{before}"
+                f"{kind:20}{seconds:9.2f}{seconds / np.median(reads):8.2f}{cpu:8.2f}{cpu / read_cpu:8.2f}"
+                f"{float(result['peak_rss_mb']):14.0f}{before}"
             )
-        print(f"(x read: against the median read, {np.median(reads):.2f} s)")
+        print(f"(x read: against the median read, {np.median(reads):.2f} s wall, {read_cpu:.2f} s CPU)")
+        fits = {kind: result for _, kind, result in rows if kind.startswith("logistic")}
+        if len(fits) == 2 and arguments.epochs > 1:
+            epoch = (fits["logistic"]["seconds"] - fits["logistic_one_epoch"]["seconds"]) / (arguments.epochs - 1)
+            epoch_cpu = (fits["logistic"]["cpu_seconds"] - fits["logistic_one_epoch"]["cpu_seconds"]) / (
+                arguments.epochs - 1
+            )
+            print(
+                f"logistic, one epoch: {epoch:.2f} s wall ({epoch / np.median(reads):.2f} x read), "
+                f"{epoch_cpu:.2f} s CPU ({epoch_cpu / read_cpu:.2f} x read)"
+            )
         if "agreement" not in parts:
             return
-        agreement = run("agreement", path, labels_path, budget, threads)
+        agreement = run("agreement", path, labels_path, settings, threads)
         print(f"\nagreement with the in-memory fits on layers {agreement['layers']} (threads {agreement['threads']}):")
         for name in ("mean_difference", "logistic"):
             found = agreement[name]

@@ -191,3 +191,24 @@ def test_newton_steps_replace_unsolvable_systems_by_gradient_steps() -> None:
     torch.testing.assert_close(steps[1], -gradient[1])
     torch.testing.assert_close(steps[2], -gradient[2])
     torch.testing.assert_close(steps[3], torch.zeros(3, dtype=torch.float64))
+
+
+def test_batched_newton_fit_survives_an_explicit_thread_count() -> None:
+    """torch 2.13's CPU LU solve fails on float64 systems a few hundred wide once a process has called
+    ``torch.set_num_threads(2)`` (oneMKL DLASWP); the Newton steps are Cholesky solves, which do not."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "torch.set_num_threads(2)\n"
+        "from probes.batched_solvers import fit_logistic_layers\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "x = torch.randn(3, 400, 300, generator=g)\n"
+        "y = (x[0, :, 0] > 0).float()\n"
+        "r = fit_logistic_layers(x, y, C=1.0, max_iter=5, tol=1e-4)\n"
+        "assert torch.isfinite(r.coef).all()\n"
+        "print('fitted')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "fitted" in done.stdout, done.stderr[-2000:]

@@ -16,14 +16,15 @@ import torch
 from activations_cache import CacheMetadata, CacheReader, CacheSpec, CacheWriter, DatasetSpec, open_cache
 from probes import ProbeConfig, ProbeConfigError, ProbeProvenance, SavedProbe, load_probe, run_probe_stage
 from probes.apply import read_probes
+from probes.batched_solvers import calibrate_projections
 from probes.cache_reading import read_layers, stored_site
 from probes.concept_capture import CONCEPT_COLUMNS
 from probes.errors import NonFiniteActivationsError, ProbeInputError
 from probes.estimators import CCSProbe, LogisticProbe, MeanDifferenceProbe
 from probes.evaluation import evaluate_layers
 from probes.layerwise import LayerwiseProbe
-from probes.streamed_solvers import StreamingSettings, class_mean, layer_bytes, layer_groups
-from probes.streaming import StreamedActivations
+from probes.streamed_solvers import StreamingSettings, class_mean, layer_bytes, layer_groups, record_sample
+from probes.streaming import StreamedActivations, one_intra_op_thread
 from probes.training_sets import streamed_training_set
 from workbench.models import tiny_model
 
@@ -167,6 +168,38 @@ def test_mean_difference_streamed_equals_in_memory(reader: CacheReader, data: tu
     assert cosines(sampled.coef_, in_memory.coef_).min() > 1 - 1e-6
     np.testing.assert_allclose(np.linalg.norm(sampled.coef_, axis=1), np.linalg.norm(in_memory.coef_, axis=1), rtol=0.1)
     assert np.abs(accuracy(sampled, states, labels) - accuracy(in_memory, states, labels)).max() <= 0.01
+
+
+@pytest.mark.parametrize("permuted", [False, True])
+def test_mean_difference_platt_scales_on_the_sampled_records(
+    reader: CacheReader, data: tuple[np.ndarray, np.ndarray], permuted: bool
+) -> None:
+    # The sample's records are copied straight into it (a view in file order) or scattered (rows in
+    # another order); either way the Platt scaling is the in-memory one on exactly those records.
+    rows = np.random.default_rng(5).permutation(N)[:1200] if permuted else None
+    states = whole(reader) if rows is None else whole(reader)[rows]
+    labels = data[1] if rows is None else data[1][rows]
+    settings = StreamingSettings(sample_rows=400, seed=3)
+    streamed = LayerwiseProbe(MeanDifferenceProbe(device="cpu"), settings).fit(view_of(reader, rows), labels)
+    features = torch.from_numpy(np.ascontiguousarray(states.transpose(1, 0, 2)))
+    positive = torch.from_numpy(labels == 1)
+    directions = features[:, positive].mean(dim=1) - features[:, ~positive].mean(dim=1)
+    sampled = record_sample(len(labels), settings)
+    expected = calibrate_projections(features[:, sampled], directions, torch.from_numpy(labels[sampled]).float())
+    np.testing.assert_allclose(streamed.coef_, expected.coef.double().numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(streamed.intercept_, expected.intercept.double().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_passes_run_on_one_intra_op_thread_and_restore_the_callers() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="inside"), one_intra_op_thread():
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_logistic_streamed_agrees_with_newton(reader: CacheReader, data: tuple[np.ndarray, np.ndarray]) -> None:
