@@ -273,6 +273,13 @@ def saved(tmp_path_factory, vlm: LoadedModel) -> Path:
     return path
 
 
+def test_a_model_folder_without_its_image_processor_is_one_line(tmp_path: Path, vlm: LoadedModel) -> None:
+    vlm.model.save_pretrained(tmp_path)
+    vlm.tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(VisionModelError, match=rf"{tmp_path} has no preprocessor_config.json .*save it"):
+        load_model(str(tmp_path), device="cpu")
+
+
 def test_a_saved_model_loads_by_path_with_its_image_processor(saved: Path, vlm: LoadedModel, pictures) -> None:
     loaded = load_model(str(saved), device="cpu")
     assert loaded.architecture == vlm.architecture

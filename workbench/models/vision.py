@@ -37,6 +37,8 @@ VisionFamily = Literal["llava", "idefics3"]
 VISION_LANGUAGE_TYPES: dict[str, VisionFamily] = {"llava": "llava", "idefics3": "idefics3", "smolvlm": "idefics3"}
 """``config.model_type`` of each supported vision-language model -> its family."""
 
+IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
+"""Where a saved model keeps its image processor's configuration."""
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 """Where a saved processor keeps its chat template (transformers 5 writes the first; older repositories the second)."""
 
@@ -233,9 +235,18 @@ def build_vision_processor(
 def load_vision_processor(
     location: str, config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase
 ) -> VisionProcessor:
-    """The image processor and chat template saved with a model (a local directory or a hub id)."""
+    """The image processor and chat template saved with a model (a local directory or a hub id).
+
+    Raises:
+        VisionModelError: a local directory without the image processor's configuration.
+    """
     family = VISION_LANGUAGE_TYPES[str(vision_type(config))]
     processor_class = CLIPImageProcessorPil if family == "llava" else Idefics3ImageProcessorPil
+    if Path(location).is_dir() and not (Path(location) / IMAGE_PROCESSOR_FILE).is_file():
+        raise VisionModelError(
+            f"vision-language model {location} has no {IMAGE_PROCESSOR_FILE} (its image processor); save it "
+            "next to the weights (VisionProcessor.save_pretrained, or the processor the model came with)"
+        )
     image_processor = processor_class.from_pretrained(location)
     return build_vision_processor(config, tokenizer, image_processor, _saved_chat_template(location, tokenizer))
 
