@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/benchmarks/bench_out_of_core_probes.py [--records 100000] [--layers 30]
         [--width 576] [--dir /tmp] [--budget-mb 512] [--repeats 2] [--threads N] [--keep | --cache PATH]
-        [--epochs 10] [--batch-size 1024] [--parts mean_difference,logistic,agreement]
+        [--epochs 10] [--batch-size 1024] [--parts mean_difference,logistic,agreement] [--cold]
 
 Writes a synthetic float16 cache with the real writer (100,000 x 30 x 576: 3.5 GB; residual-like
 states: a rank-16 correlated part, three outlier dimensions, iid noise, and a label direction whose
@@ -27,7 +27,9 @@ may be shared), never asserted. ``--threads`` sets torch's intra-op threads of t
 fit (default: torch's own choice); the streamed passes run their products on one intra-op thread
 whatever it is (``probes.streaming.one_intra_op_thread``). ``--epochs`` and ``--batch-size`` are the
 logistic fit's ``StreamingSettings``. The cache is deleted at the end unless ``--keep``; ``--cache``
-reuses a kept one (its labels lie next to it, ``<name>.labels.npy``).
+reuses a kept one (its labels lie next to it, ``<name>.labels.npy``). ``--cold`` evicts the file
+from the operating system's page cache (``posix_fadvise``) before every measurement, so that each
+reads it from the disk, as a cache larger than memory is read; by default the file is warm.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -185,8 +188,25 @@ def measure(kind: str, path: Path, labels_path: Path, settings: dict[str, Any], 
         return result
 
 
-def run(kind: str, path: Path, labels_path: Path, settings: dict[str, Any], threads: int | None) -> dict[str, Any]:
-    """``measure`` in a fresh subprocess (so that its peak RSS is its own)."""
+def evict_from_page_cache(path: Path) -> None:
+    """Drop ``path``'s pages from the operating system's page cache (``POSIX_FADV_DONTNEED``, no root
+    needed), so that the next measurement reads the file from the disk, as a cache larger than
+    memory is read."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
+
+
+def run(
+    kind: str, path: Path, labels_path: Path, settings: dict[str, Any], threads: int | None, cold: bool = False
+) -> dict[str, Any]:
+    """``measure`` in a fresh subprocess (so that its peak RSS is its own); ``cold`` evicts the cache
+    file from the page cache first."""
+    if cold:
+        evict_from_page_cache(path)
     command = [sys.executable, __file__, "--measure", kind, "--path", str(path), "--labels", str(labels_path)]
     command += ["--settings", json.dumps(settings)] + (["--threads", str(threads)] if threads is not None else [])
     finished = subprocess.run(command, check=False, capture_output=True, text=True)
@@ -210,6 +230,9 @@ def main() -> None:
     parser.add_argument("--parts", default="mean_difference,logistic,agreement", help="what to run besides the reads")
     parser.add_argument("--keep", action="store_true", help="keep the cache afterwards")
     parser.add_argument("--cache", type=Path, default=None, help="reuse this kept cache instead of writing one")
+    parser.add_argument(
+        "--cold", action="store_true", help="evict the cache file from the page cache before each measurement"
+    )
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--labels", type=Path, help=argparse.SUPPRESS)
@@ -234,7 +257,8 @@ def main() -> None:
         print(
             f"cache {path.name}: {path.stat().st_size / 1e9:.2f} GB float16 (ready in {time.perf_counter() - start:.0f} s); "
             f"budget {budget:g} MiB; torch threads {threads or 'default'}; logistic {arguments.epochs} epochs, "
-            f"batch {arguments.batch_size}; load average {load_average():.2f}"
+            f"batch {arguments.batch_size}; page cache {'cold' if arguments.cold else 'warm'}; "
+            f"load average {load_average():.2f}"
         )
         rows = []
         parts = arguments.parts.split(",")
@@ -242,7 +266,7 @@ def main() -> None:
         plan = [(repeat, kind) for repeat, kind in plan if kind in parts or kind == "read"]
         logistic = [(0, "read"), (0, "logistic"), (0, "logistic_one_epoch")] if "logistic" in parts else []
         for repeat, kind in plan + logistic:
-            result = run(kind, path, labels_path, settings, threads)
+            result = run(kind, path, labels_path, settings, threads, cold=arguments.cold)
             rows.append((repeat, kind, result))
             print(
                 f"  {repeat} {kind:18} {result['seconds']:8.2f} s (CPU {result['cpu_seconds']:7.2f} s)  "
