@@ -60,8 +60,9 @@ def one_intra_op_thread() -> Iterator[None]:
     them, which on a machine whose cores are busy made a mean-difference pass 14x slower with two
     threads than with one (docs/probes.md, "Measured"). The pass's parallelism is its reading thread.
 
-    Restoring is a ``torch.set_num_threads`` call, after which this torch build's batched LU solves
-    of matrices 200 or more wide fail with more than one thread (docs/probes.md, "Measured").
+    Restoring is a ``torch.set_num_threads`` call, after which torch 2.13's CPU LU solves of
+    float64 matrices a few hundred wide fail with more than one thread; the probes' solves are
+    Cholesky solves for that reason (:mod:`probes.spd_solves`).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -37,6 +37,7 @@ from transformers import (
     Phi3Config,
     Phi3ForCausalLM,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -48,7 +49,7 @@ from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3I
 
 from workbench.models.architecture import ModelArchitecture
 from workbench.models.loading import LoadedModel, prepare_tokenizer
-from workbench.models.vision import build_vision_processor
+from workbench.models.vision import VisionProcessor, build_vision_processor
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -262,6 +263,13 @@ def tiny_model(
     model.generation_config.pad_token_id = 0
     tokenizer = tiny_tokenizer(vocab_size)
     prepare_tokenizer(tokenizer)
+    return _in_memory(model, tokenizer, family)
+
+
+def _in_memory(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: str, processor: VisionProcessor | None = None
+) -> LoadedModel:
+    """A tiny model as the loader returns one, its weights hashed from the state dict."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
@@ -274,6 +282,7 @@ def tiny_model(
         source="in-memory",
         weights_hash="sha256:" + digest.hexdigest(),
         architecture=ModelArchitecture.from_config(model.config),
+        processor=processor,
     )
 
 
@@ -371,17 +380,5 @@ def tiny_vision_model(
     model.generation_config.pad_token_id = 0
     model.generation_config.eos_token_id = 2
     prepare_tokenizer(tokenizer)
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().numpy().tobytes())
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        spec=f"tiny-{family}",
-        model_id=f"tiny-random-{family}",
-        source="in-memory",
-        weights_hash="sha256:" + digest.hexdigest(),
-        architecture=ModelArchitecture.from_config(model.config),
-        processor=build_vision_processor(model.config, tokenizer, image_processor, VISION_CHAT_TEMPLATE),
-    )
+    processor = build_vision_processor(model.config, tokenizer, image_processor, VISION_CHAT_TEMPLATE)
+    return _in_memory(model, tokenizer, family, processor)
