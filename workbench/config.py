@@ -543,5 +543,20 @@ class RunConfig:
         table["task"] = self.task.to_dict()
         return table
 
+    def resumes(self, recorded: dict[str, Any]) -> bool:
+        """Whether a cache whose recorded configuration (``config_json``) is ``recorded`` resumes under this one.
+
+        True for the same configuration, and for one recorded before keys were added to the workbench:
+        read by today's loader, which gives each missing key its default, it equals this one. A key whose
+        default changed since is recorded with its old value, so such a cache still differs.
+        """
+        current = self.to_dict()
+        if recorded == current:
+            return True
+        try:
+            return RunConfig.from_dict(recorded).to_dict() == current
+        except (ValueError, TypeError):  # a key since removed or retyped: another configuration
+            return False
+
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())

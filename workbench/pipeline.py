@@ -143,12 +143,12 @@ def plan_run(config: RunConfig, *, overwrite: bool = False, world: World = SINGL
     folder = RunFolder(run_dir)
     cache_path = folder.cache
     if not overwrite:
-        check_resumable(folder, world, config_sha256(config.to_dict()))
+        check_resumable(folder, world, config)
     if cache_path.is_file() and not overwrite:
         wanted = config_sha256(config.to_dict())
         with open_cache(cache_path, expect="run") as reader:
-            recorded = reader.metadata["config_sha256"]
-        if recorded != wanted:
+            recorded, resumes = reader.metadata["config_sha256"], config.resumes(reader.config)
+        if not resumes:
             raise RunFolderError(
                 f"{cache_path} was written by another configuration (config sha256 {str(recorded)[:12]} in the "
                 f"file, {wanted[:12]} now); use another --name, or --overwrite to discard it"

@@ -8,10 +8,13 @@ met on commit 242d4a2: tracebacks for mistyped values, refusals that overwrote `
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import pytest
@@ -287,3 +290,51 @@ def test_results_refuse_a_cache_without_the_run_columns(tmp_path: Path, capsys: 
     assert main(["results", str(run_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert "lacks the run record column(s) task, category" in err and "\n" not in err
+
+
+def _record_as_older_version(cache: Path, edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Rewrite a run cache's recorded configuration as an older workbench (or another run) would have
+    written it; returns what it now records."""
+    with h5py.File(cache, "r+") as file:
+        recorded: dict[str, Any] = json.loads(file.attrs["config_json"])
+        edit(recorded)
+        file.attrs["config_json"] = json.dumps(recorded, sort_keys=True, separators=(",", ":"))
+        file.attrs["config_sha256"] = config_sha256(recorded)
+        if "generation_engine" in file.attrs:
+            del file.attrs["generation_engine"]
+    return recorded
+
+
+def test_a_cache_written_before_keys_existed_resumes_with_their_defaults(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _write(tmp_path, model_dir)
+    assert _run(config, tmp_path) == 0
+    cache = tmp_path / "runs" / "pre" / "cache.h5"
+    with h5py.File(cache, "r") as file:
+        n_records = len(file["records"]["record_key"])
+
+    def before_demonstrations_and_engines(recorded: dict[str, Any]) -> None:
+        for key in ("demonstrations", "demonstration_labels", "demonstration_seed"):
+            del recorded["protocol"][key]
+        del recorded["generation"]
+
+    older = _record_as_older_version(cache, before_demonstrations_and_engines)
+    as_run = dataclasses.replace(RunConfig.load(config), output_dir=str(tmp_path / "runs"))
+    assert as_run.resumes(older) and as_run.to_dict() != older
+    assert _run(config, tmp_path) == 0  # resumed: the defaults of the new keys are what the old code did
+    with h5py.File(cache, "r") as file:
+        assert len(file["records"]["record_key"]) == n_records
+        assert json.loads(file.attrs["config_json"]) == older  # the file keeps what it recorded
+        assert json.loads(file.attrs["resumed_at"])  # it was opened and resumed, not rewritten
+
+    def other_rounds(recorded: dict[str, Any]) -> None:
+        recorded["protocol"]["rounds"] = 5
+
+    changed = _record_as_older_version(cache, other_rounds)
+    assert not as_run.resumes(changed)
+    capsys.readouterr()
+    assert _run(config, tmp_path) == 2
+    assert "was written by another configuration" in capsys.readouterr().err
+    with h5py.File(cache, "r") as file:
+        assert len(file["records"]["record_key"]) == n_records

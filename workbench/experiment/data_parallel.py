@@ -43,7 +43,8 @@ import torch.distributed as dist
 from torch.distributed.distributed_c10d import PrefixStore
 from torch.distributed.rendezvous import rendezvous
 
-from activations_cache import open_cache
+from activations_cache import config_sha256, open_cache
+from workbench.config import RunConfig
 from workbench.run_folder import RunFolder, RunFolderError
 
 RENDEZVOUS_TIMEOUT_ENV = "WORKBENCH_RENDEZVOUS_TIMEOUT_S"
@@ -156,13 +157,14 @@ def _integer(env: Mapping[str, str], name: str, hint: str) -> int:
         raise DataParallelError(f"{name}={value!r} is not an integer; {hint}") from None
 
 
-def check_resumable(folder: RunFolder, world: World, config_sha256: str) -> None:
+def check_resumable(folder: RunFolder, world: World, config: RunConfig) -> None:
     """Refuse a run folder that this world cannot resume without losing or mixing committed records.
 
     The number of ranks is fixed for the life of a run: a resumed rank must see the very batches its
     committed records came from (docs/scale-out.md, "Resume"). So this refuses shards of another
     number of ranks, a single-process ``cache.h5`` under a launcher (or shards without one), and a
-    shard of this world written by another configuration. ``--overwrite`` skips the check.
+    shard of this world written by another configuration (:meth:`RunConfig.resumes`). ``--overwrite``
+    skips the check.
 
     Raises:
         RunFolderError: one line naming the file or folder and the fix.
@@ -186,13 +188,14 @@ def check_resumable(folder: RunFolder, world: World, config_sha256: str) -> None
                 "the number of ranks is refused; resume it in one process (workbench run CONFIG, without a "
                 "launcher), or use another --name, or --overwrite to discard it"
             )
+    wanted = config_sha256(config.to_dict())
     for path in shards:
         with open_cache(path, expect="run") as reader:
-            recorded = str(reader.metadata["config_sha256"])
-        if recorded != config_sha256:
+            recorded, resumes = str(reader.metadata["config_sha256"]), config.resumes(reader.config)
+        if not resumes:
             raise RunFolderError(
                 f"{path} was written by another configuration (config sha256 {recorded[:12]} in the file, "
-                f"{config_sha256[:12]} now); use another --name, or --overwrite to discard it"
+                f"{wanted[:12]} now); use another --name, or --overwrite to discard it"
             )
 
 

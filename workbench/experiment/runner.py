@@ -21,7 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from activations_cache import CacheMetadata, CacheSpec, CacheWriter, DatasetSpec, chunk_bytes_for
+from activations_cache import (
+    CacheError,
+    CacheMetadata,
+    CacheSpec,
+    CacheWriter,
+    DatasetSpec,
+    chunk_bytes_for,
+    open_cache,
+)
 from workbench.config import ConfigError, ProtocolSettings, RunConfig
 from workbench.critics import Critic, ModelCritic, OpenAICompatibleCritic, OracleCritic
 from workbench.critics.openai_compatible import EndpointConfig
@@ -104,6 +112,18 @@ def build_critic(settings: ProtocolSettings, model: LoadedModel) -> Critic:
     raise ConfigError(f"unknown critic {spec!r}; use oracle, self, model:<spec> or openai:<base_url>|<model>")
 
 
+def recorded_run_config(path: Path) -> dict[str, Any] | None:
+    """The configuration a run cache at ``path`` recorded; ``None`` when there is none or it cannot be read
+    (the cache writer then refuses or recovers the file, in one line)."""
+    if not path.is_file():
+        return None
+    try:
+        with open_cache(path, expect="run") as reader:
+            return dict(reader.config)
+    except CacheError:
+        return None
+
+
 def chat_generator(model: LoadedModel, max_new_tokens: int) -> Callable[[list[dict[str, str]]], str]:
     """``messages -> reply`` with the model's chat template and greedy decoding."""
 
@@ -179,13 +199,20 @@ class ExperimentRunner:
             chunk_bytes=chunk_bytes_for(datasets, self.config.cache.dtype, self.run_records),
         )
 
-    def cache_metadata(self) -> CacheMetadata:
+    def cache_metadata(self, recorded_config: dict[str, Any] | None = None) -> CacheMetadata:
+        """What the cache records about this run.
+
+        ``recorded_config``: the configuration an existing cache recorded. It is kept when this run
+        resumes it (:meth:`RunConfig.resumes`: a cache written before keys were added, which take their
+        defaults), so that its ``config_sha256`` still matches; otherwise the cache records today's.
+        """
         described = self.model.describe()
+        resumed = recorded_config is not None and self.config.resumes(recorded_config)
         return CacheMetadata(
             model_id=self.model.model_id,
             weights_hash=self.model.weights_hash,
             tokenizer=str(described["tokenizer_name_or_path"]),
-            config=self.config.to_dict(),
+            config=recorded_config if resumed and recorded_config is not None else self.config.to_dict(),
             seed=self.config.seed,
             generation_engine=self.engine.describe(),
         )
@@ -214,7 +241,7 @@ class ExperimentRunner:
             CacheWriter.open(
                 cache_path,
                 self.cache_spec(),
-                self.cache_metadata(),
+                self.cache_metadata(None if overwrite else recorded_run_config(cache_path)),
                 queue_size=self.config.cache.queue_size,
                 overwrite=overwrite,
             ) as writer,
