@@ -183,11 +183,9 @@ def test_a_cache_cannot_make_probe_run_code(
     run_dir = tmp_path / "runs" / "pre"
     marker = tmp_path / "marker-ran"
     folder = _remote_code_folder(tmp_path / "shared-model", marker)
-    with h5py.File(run_dir / "cache.h5", "r+") as file:
-        recorded = json.loads(file.attrs["config_json"])
-        recorded["model"].update(spec=str(folder), trust_remote_code=True)
-        file.attrs["config_json"] = json.dumps(recorded, sort_keys=True, separators=(",", ":"))
-        file.attrs["config_sha256"] = config_sha256(recorded)
+    _rewrite_recorded_config(
+        run_dir / "cache.h5", lambda recorded: recorded["model"].update(spec=str(folder), trust_remote_code=True)
+    )
     assert main(["probe", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert f"records model {str(folder)!r}" in err and "nothing is loaded from the cache" in err
@@ -292,16 +290,14 @@ def test_results_refuse_a_cache_without_the_run_columns(tmp_path: Path, capsys: 
     assert "lacks the run record column(s) task, category" in err and "\n" not in err
 
 
-def _record_as_older_version(cache: Path, edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Rewrite a run cache's recorded configuration as an older workbench (or another run) would have
-    written it; returns what it now records."""
+def _rewrite_recorded_config(cache: Path, edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Rewrite a run cache's recorded configuration (and its hash) as another run, or an older workbench,
+    would have written it; returns what it now records."""
     with h5py.File(cache, "r+") as file:
         recorded: dict[str, Any] = json.loads(file.attrs["config_json"])
         edit(recorded)
         file.attrs["config_json"] = json.dumps(recorded, sort_keys=True, separators=(",", ":"))
         file.attrs["config_sha256"] = config_sha256(recorded)
-        if "generation_engine" in file.attrs:
-            del file.attrs["generation_engine"]
     return recorded
 
 
@@ -319,7 +315,9 @@ def test_a_cache_written_before_keys_existed_resumes_with_their_defaults(
             del recorded["protocol"][key]
         del recorded["generation"]
 
-    older = _record_as_older_version(cache, before_demonstrations_and_engines)
+    older = _rewrite_recorded_config(cache, before_demonstrations_and_engines)
+    with h5py.File(cache, "r+") as file:
+        del file.attrs["generation_engine"]  # nor did such a cache record its engine
     as_run = dataclasses.replace(RunConfig.load(config), output_dir=str(tmp_path / "runs"))
     assert as_run.resumes(older) and as_run.to_dict() != older
     assert _run(config, tmp_path) == 0  # resumed: the defaults of the new keys are what the old code did
@@ -331,7 +329,7 @@ def test_a_cache_written_before_keys_existed_resumes_with_their_defaults(
     def other_rounds(recorded: dict[str, Any]) -> None:
         recorded["protocol"]["rounds"] = 5
 
-    changed = _record_as_older_version(cache, other_rounds)
+    changed = _rewrite_recorded_config(cache, other_rounds)
     assert not as_run.resumes(changed)
     capsys.readouterr()
     assert _run(config, tmp_path) == 2
